@@ -1,0 +1,1 @@
+"""adapter: serves /health from the app's /metrics, and the reverse."""

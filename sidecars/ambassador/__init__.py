@@ -1,0 +1,1 @@
+"""ambassador: one localhost address balanced over an external cluster."""

@@ -1,0 +1,1 @@
+"""logshipper: tails the pod's shared log files into Elasticsearch."""

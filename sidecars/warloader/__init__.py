@@ -1,0 +1,1 @@
+"""warloader: installs artifacts into the pod's shared volume, atomically and verified."""
