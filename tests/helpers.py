@@ -53,7 +53,11 @@ class SidecarProcess:
     """`python -m sidecars.<name>` as a real subprocess with its own environment."""
 
     def __init__(
-        self, name: str, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+        self,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
         self.name = name
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(name.upper() + "_")}
@@ -61,7 +65,7 @@ class SidecarProcess:
         # stderr goes to a file, not a pipe: a chatty process must never block on a full pipe
         self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"sidecars.{name}", *args],
+            [*prefix, sys.executable, "-m", f"sidecars.{name}", *args],
             env=full_env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -120,13 +124,17 @@ class SidecarProcess:
 
 
 def run_sidecar(
-    name: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None, timeout: float = 20.0
+    name: str,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run a sidecar to completion (for --help, bad settings, init-container runs)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(name.upper() + "_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", f"sidecars.{name}", *args],
+        [*prefix, sys.executable, "-m", f"sidecars.{name}", *args],
         env=full_env,
         cwd=ROOT,
         capture_output=True,
