@@ -1,0 +1,20 @@
+# The project's commands; each target calls the script that does the work.
+.PHONY: test trial bench images push lint
+
+test:            ## every quality gate and test suite
+	scripts/test
+
+trial:           ## the local pod trial with docker compose
+	scripts/trial
+
+bench:           ## benchmarks against the anchor tools (bench/run NAME for one)
+	bench/run
+
+images:          ## build the four images (and the pause image)
+	docker/images
+
+push:            ## push the images: make push REGISTRY=registry.example.com/team
+	REGISTRY=$(REGISTRY) docker/push
+
+lint:            ## ruff, mypy and hadolint only
+	scripts/setup && scripts/lint
