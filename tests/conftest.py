@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The real Elasticsearch node (and its TLS proxy) for every suite that ships logs.
+pytest_plugins = ["tests.servers.elasticsearch"]
+
 HERE = Path(__file__).parent
 _SUITES = ("unit", "integration", "e2e")
 
