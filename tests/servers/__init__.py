@@ -1,0 +1,1 @@
+"""Real servers (Elasticsearch, ...) for the tests, as pytest plugins."""
