@@ -1,15 +1,43 @@
-"""ambassador settings (`AMBASSADOR_*` variables or flags)."""
+"""ambassador settings (`AMBASSADOR_*` variables or flags); each is also a per-listener key."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
-from sidecars.runtime.settings import choice, host_port, listing
+from sidecars.runtime.settings import choice, duration, host_port, integer, listing, size
+
+POLICIES = ("round_robin", "least_conn", "p2c", "hash")
+
+
+def health_check(raw: str) -> str:
+    """`tcp`, `none`, or `http:/path` (a GET expecting a 2xx answer)."""
+    value = raw.strip()
+    if value in ("tcp", "none") or (value.startswith("http:/") and " " not in value):
+        return value
+    raise ValueError("expected tcp, none or http:/path")
+
+
+def ratio(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number from 0 to 1")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class Config(CommonConfig):
+    """Every setting below `config` is a listener setting: a config file may override it per
+    listener, and without a file the variables describe the single listener."""
+
+    config: str = setting(
+        "",
+        "YAML or JSON file declaring several listeners (reloaded on change and on SIGHUP)",
+        metavar="PATH",
+    )
     listen: tuple[str, int] = setting(
         "127.0.0.1:7000",
         "address the app connects to (pod-local by default)",
@@ -18,14 +46,72 @@ class Config(CommonConfig):
     )
     upstreams: tuple[str, ...] = setting(
         "",
-        "comma-separated members: host:port, dns://name:port or file://path",
+        "comma-separated members: host:port[*weight], dns://name:port[*weight] or file://path",
         listing(str),
         metavar="MEMBERS",
     )
     mode: str = setting("tcp", "proxy raw TCP or HTTP/1.1", choice("tcp", "http"), metavar="MODE")
     policy: str = setting(
         "round_robin",
-        "how a member is chosen",
-        choice("round_robin", "least_conn", "p2c", "hash"),
+        "how a member is chosen: " + ", ".join(POLICIES),
+        choice(*POLICIES),
         metavar="POLICY",
+    )
+    hash_header: str = setting(
+        "",
+        "http with policy hash: request header that is the hash key (empty: client address)",
+        metavar="NAME",
+    )
+    connect_timeout: float = setting(
+        "1s", "longest wait for a member to accept a connection", duration(0.001, 600.0)
+    )
+    request_timeout: float = setting(
+        "30s", "http: longest wait for a member's response head", duration(0.001, 3600.0)
+    )
+    idle_timeout: float = setting(
+        "300s",
+        "close a connection (client, member, pooled) idle for this long",
+        duration(0.01, 86400.0),
+    )
+    header_timeout: float = setting(
+        "10s", "http: longest time a client may take to send a request head", duration(0.01, 600.0)
+    )
+    max_header_size: int = setting(
+        "16KiB", "http: largest request head; bigger ones get 431", size(1024, 1 << 20)
+    )
+    max_connections: int = setting(
+        "1024", "most client connections at once; more are refused", integer(1, 1_000_000)
+    )
+    max_pending: int = setting(
+        "1024", "http: most requests in flight at once; more get 503", integer(1, 1_000_000)
+    )
+    pool_size: int = setting(
+        "64", "http: most idle keep-alive connections kept per member", integer(0, 10_000)
+    )
+    retries: int = setting(
+        "2", "further members tried after a failed connect or retriable answer", integer(0, 10)
+    )
+    retry_budget: float = setting(
+        "0.2", "retries allowed as a share of requests (plus 10 per second)", ratio
+    )
+    health_check: str = setting(
+        "tcp", "active check: tcp, http:/path (expects 2xx) or none", health_check
+    )
+    health_interval: float = setting("5s", "time between active checks", duration(0.01, 3600.0))
+    health_timeout: float = setting("1s", "longest wait for one check", duration(0.001, 600.0))
+    health_fall: int = setting("2", "failed checks in a row that mark a member down", integer(1))
+    health_rise: int = setting("1", "passed checks in a row that mark it up again", integer(1))
+    eject_failures: int = setting(
+        "3", "failures in a row (connect, reset, 502/503/504) that eject a member", integer(1)
+    )
+    eject_time: float = setting(
+        "5s", "first ejection time; it doubles with each ejection in a row", duration(0.01, 3600.0)
+    )
+    eject_max_time: float = setting("300s", "longest ejection time", duration(0.01, 86400.0))
+    dns_interval: float = setting("5s", "time between DNS re-resolutions", duration(0.01, 3600.0))
+    dns_family: str = setting(
+        "any", "address family kept from DNS answers", choice("any", "ipv4", "ipv6")
+    )
+    file_interval: float = setting(
+        "1s", "time between checks of watched files for changes", duration(0.01, 3600.0)
     )

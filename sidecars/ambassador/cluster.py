@@ -1,0 +1,121 @@
+"""A cluster: its members from every source, the balancer, panic mode and the retry budget."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sidecars.ambassador.balancer import Balancer
+from sidecars.ambassador.members import EjectPolicy, Member
+from sidecars.ambassador.spec import Address
+
+
+class RetryBudget:
+    """Retries may use `ratio` of the requests plus `per_second` a second (a token bucket), so a
+    failing cluster is not hit by a retry storm."""
+
+    def __init__(self, ratio: float, per_second: float = 10.0, cap: float = 100.0) -> None:
+        self.ratio, self.per_second, self.cap = ratio, per_second, cap
+        self.tokens = cap
+        self.stamp = time.monotonic()
+
+    def record_request(self) -> None:
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def try_spend(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.cap, self.tokens + (now - self.stamp) * self.per_second)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Cluster:
+    """Members by key; state (health, ejection, counters) survives re-resolution because a member
+    that is still listed keeps its object."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: str,
+        eject: EjectPolicy,
+        budget: RetryBudget,
+        on_change: Callable[[Cluster], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.balancer = Balancer(policy)
+        self.eject = eject
+        self.budget = budget
+        self.members: dict[str, Member] = {}
+        self._by_source: dict[str, list[Address]] = {}
+        self.panics = 0
+        self.retries = 0
+        self.on_change = on_change
+
+    def set_source(self, source: str, addresses: Iterable[Address]) -> bool:
+        """Replace what `source` contributes; True when the membership changed."""
+        self._by_source[source] = list(addresses)
+        wanted: dict[str, tuple[Address, str]] = {}
+        for label, addrs in self._by_source.items():
+            for addr in addrs:
+                wanted.setdefault(addr.key, (addr, label))
+        old = self.members
+        members: dict[str, Member] = {}
+        for key, (addr, label) in wanted.items():
+            member = old.get(key)
+            if member is None:
+                member = Member(addr.host, addr.port, addr.weight, source=label)
+            member.weight, member.source = addr.weight, label
+            members[key] = member
+        changed = list(members) != list(old) or any(
+            old[k].weight != members[k].weight for k in members if k in old
+        )
+        self.members = members
+        if changed:
+            self.balancer.rebuild(list(members.values()))
+            if self.on_change is not None:
+                self.on_change(self)
+        return changed
+
+    def drop_source(self, source: str) -> None:
+        if source in self._by_source:
+            self.set_source(source, [])
+            del self._by_source[source]
+
+    def available(self, now: float | None = None) -> list[Member]:
+        now = time.monotonic() if now is None else now
+        return [m for m in self.members.values() if m.available(now)]
+
+    def pick(self, key: bytes = b"", tried: Iterable[Member] = ()) -> Member | None:
+        """A member for one attempt, never one in `tried`. When no member is available (all
+        down or ejected) every member is tried rather than failing everything (panic mode)."""
+        now = time.monotonic()
+        skip = {id(m) for m in tried}
+        members = self.members.values()
+        candidates = [m for m in members if m.available(now) and id(m) not in skip]
+        if not candidates:
+            if any(m.available(now) for m in members):
+                return None  # the healthy ones were all tried already
+            candidates = [m for m in members if id(m) not in skip]
+            if not candidates:
+                return None
+            self.panics += 1
+        return self.balancer.choose(candidates, key)
+
+    def failed(self, member: Member, kind: str) -> bool:
+        """Record a failure; True when it ejected the member."""
+        return member.record_failure(kind, self.eject)
+
+    def in_panic(self) -> bool:
+        return bool(self.members) and not self.available()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "policy": self.balancer.policy,
+            "panic": self.in_panic(),
+            "members": [m.snapshot(now) for m in self.members.values()],
+        }

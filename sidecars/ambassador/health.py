@@ -1,0 +1,71 @@
+"""Active health checks: a TCP connect, or an HTTP GET of a path expecting a 2xx answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.members import Member
+
+
+async def probe(member: Member, check: str, limit: float) -> bool:
+    """One check of one member; any error or timeout is a failed check."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(limit):
+            reader, writer = await asyncio.open_connection(member.host, member.port)
+            if check == "tcp":
+                return True
+            path = check[len("http:") :]
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {member.key}\r\nUser-Agent: ambassador-health\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+            )
+            status_line = await reader.readline()
+            parts = status_line.split(b" ", 2)
+            return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1][:1] == b"2"
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+class HealthChecker:
+    """Checks every member of a cluster each interval, all members concurrently."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        check: str,
+        *,
+        interval: float,
+        timeout: float,
+        rise: int,
+        fall: int,
+        log: logging.Logger,
+    ) -> None:
+        self.cluster, self.check = cluster, check
+        self.interval, self.timeout = interval, timeout
+        self.rise, self.fall, self.log = rise, fall, log
+
+    async def run(self) -> None:
+        if self.check == "none":
+            return
+        while True:
+            await self.round()
+            await asyncio.sleep(self.interval)
+
+    async def round(self) -> None:
+        members = list(self.cluster.members.values())
+        results = await asyncio.gather(*(probe(m, self.check, self.timeout) for m in members))
+        for member, ok in zip(members, results, strict=True):
+            changed = member.record_check(ok, self.rise, self.fall)
+            if changed is not None:
+                self.log.warning(
+                    "member %s is %s",
+                    member.key,
+                    "up" if changed else "down (failed checks)",
+                    extra={"listener": self.cluster.name, "member": member.key},
+                )

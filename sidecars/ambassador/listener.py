@@ -1,0 +1,119 @@
+"""What tcp and http listeners share: binding, connection tracking, idle sweep and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.config import Config
+from sidecars.ambassador.metrics import Metrics
+
+
+class Conn(Protocol):
+    """A tracked client connection."""
+
+    nbytes: int
+    idle_marks: int
+    last_nbytes: int
+
+    def abort(self) -> None: ...
+
+    def busy(self) -> bool: ...
+
+    def watch_idle(self) -> bool: ...
+
+
+IDLE_CHECKS = 4  # an idle timeout is noticed within a quarter of its length
+
+
+class Listener:
+    """A bound address feeding one cluster; subclasses decide what a connection does."""
+
+    def __init__(
+        self, name: str, settings: Config, cluster: Cluster, metrics: Metrics, log: logging.Logger
+    ) -> None:
+        self.name, self.settings, self.cluster = name, settings, cluster
+        self.metrics, self.log = metrics, log
+        self.conns: set[Conn] = set()
+        self.server: asyncio.Server | None = None
+        self.draining = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self.clients_gauge = metrics.clients.labels(name)
+
+    async def start(self) -> None:
+        self.server = await self._serve()
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _serve(self) -> asyncio.Server:
+        raise NotImplementedError
+
+    def reconfigure(self, settings: Config) -> None:
+        """Apply new settings to new connections and requests (the address stays)."""
+        self.settings = settings
+
+    def admit(self, conn: Conn) -> bool:
+        """Track a new client connection, or refuse it when over max_connections."""
+        if len(self.conns) >= self.settings.max_connections or self.draining:
+            self.metrics.rejected.labels(self.name, "max_connections").inc()
+            return False
+        self.conns.add(conn)
+        self.clients_gauge.inc()
+        return True
+
+    def release(self, conn: Conn) -> None:
+        if conn in self.conns:
+            self.conns.discard(conn)
+            self.clients_gauge.dec()
+
+    def stop_accepting(self) -> None:
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting, let open connections finish until `deadline` (loop time), then cut
+        what is left and stop the background work."""
+        self.stop_accepting()
+        loop = asyncio.get_running_loop()
+        while self.conns and loop.time() < deadline:
+            for conn in list(self.conns):
+                if not conn.busy():
+                    conn.abort()  # idle keep-alive connections are closed at once
+            await asyncio.sleep(0.05)
+        for conn in list(self.conns):
+            conn.abort()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.idle_timeout / IDLE_CHECKS)
+            for conn in list(self.conns):
+                if not conn.watch_idle():
+                    conn.idle_marks = 0
+                    continue
+                if conn.nbytes != conn.last_nbytes:
+                    conn.last_nbytes, conn.idle_marks = conn.nbytes, 0
+                    continue
+                conn.idle_marks += 1
+                if conn.idle_marks >= IDLE_CHECKS:
+                    self.metrics.rejected.labels(self.name, "idle_timeout").inc()
+                    conn.abort()
+
+    def snapshot(self) -> dict[str, object]:
+        host, port = self.settings.listen
+        return {
+            "name": self.name,
+            "listen": f"{host}:{port}",
+            "mode": self.settings.mode,
+            "clients": len(self.conns),
+            **self.cluster.snapshot(),
+        }

@@ -1,0 +1,108 @@
+"""Prometheus metrics: event counters, latency histogram, and member state read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sidecars.ambassador.cluster import Cluster
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class MemberCollector(Collector):
+    """Per member state straight from the clusters on each scrape: members that leave simply
+    disappear from the output instead of leaving stale series behind."""
+
+    def __init__(self, clusters: Callable[[], Iterable[Cluster]]) -> None:
+        self.clusters = clusters
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["listener", "member"]
+        requests = CounterMetricFamily(
+            "ambassador_upstream_requests",
+            "Requests (http) or connections (tcp) sent to a member",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "ambassador_upstream_errors",
+            "Failures talking to a member, by kind",
+            labels=[*labels, "kind"],
+        )
+        ejections = CounterMetricFamily(
+            "ambassador_upstream_ejections", "Passive ejections of a member", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "ambassador_upstream_in_flight",
+            "Open connections (tcp) or requests in flight (http) to a member",
+            labels=labels,
+        )
+        healthy = GaugeMetricFamily(
+            "ambassador_upstream_healthy",
+            "1 when a member receives traffic (active check up and not ejected)",
+            labels=labels,
+        )
+        panics = CounterMetricFamily(
+            "ambassador_panic_picks",
+            "Picks made with every member down or ejected (all members tried)",
+            labels=["listener"],
+        )
+        retries = CounterMetricFamily(
+            "ambassador_retries", "Attempts retried on another member", labels=["listener"]
+        )
+        for cluster in self.clusters():
+            available = {id(m) for m in cluster.available()}
+            for m in cluster.members.values():
+                key = [cluster.name, m.key]
+                requests.add_metric(key, m.requests)
+                ejections.add_metric(key, m.ejections)
+                in_flight.add_metric(key, m.active)
+                healthy.add_metric(key, 1.0 if id(m) in available else 0.0)
+                for kind, n in m.errors.items():
+                    errors.add_metric([*key, kind], n)
+            panics.add_metric([cluster.name], cluster.panics)
+            retries.add_metric([cluster.name], cluster.retries)
+        yield from (requests, errors, ejections, in_flight, healthy, panics, retries)
+
+
+class Metrics:
+    """Every ambassador metric, registered on the sidecar's own registry."""
+
+    def __init__(
+        self, registry: CollectorRegistry, clusters: Callable[[], Iterable[Cluster]]
+    ) -> None:
+        registry.register(MemberCollector(clusters))
+        self.latency = Histogram(
+            "ambassador_upstream_request_seconds",
+            "Time to a member's response head (http) or to connect (tcp)",
+            ["listener"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.clients = Gauge(
+            "ambassador_client_connections",
+            "Open client connections",
+            ["listener"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "ambassador_rejected",
+            "Client requests or connections refused by the ambassador itself, by reason",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.discovery = Counter(
+            "ambassador_discovery",
+            "DNS resolutions and member file reads, by outcome",
+            ["listener", "kind", "outcome"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "ambassador_config_reloads",
+            "Config file reloads, by outcome (error: refused, the old config stays)",
+            ["outcome"],
+            registry=registry,
+        )

@@ -1,0 +1,129 @@
+"""One listener at run time: its cluster, discovery, health checks and proxy, reconfigurable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from sidecars.ambassador.balancer import Balancer
+from sidecars.ambassador.cluster import Cluster, RetryBudget
+from sidecars.ambassador.discovery import Discovery, Resolver, source_label, system_resolve
+from sidecars.ambassador.health import HealthChecker
+from sidecars.ambassador.http import HttpListener
+from sidecars.ambassador.listener import Listener
+from sidecars.ambassador.members import EjectPolicy
+from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.spec import ListenerSpec
+from sidecars.ambassador.tcp import TcpListener
+
+
+def _eject(spec: ListenerSpec) -> EjectPolicy:
+    s = spec.settings
+    return EjectPolicy(s.eject_failures, s.eject_time, s.eject_max_time)
+
+
+class Running:
+    """A started listener and the background work that keeps its members fresh."""
+
+    def __init__(
+        self,
+        spec: ListenerSpec,
+        metrics: Metrics,
+        log: logging.Logger,
+        resolve: Resolver = system_resolve,
+    ) -> None:
+        self.spec, self.metrics, self.log, self.resolve = spec, metrics, log, resolve
+        s = spec.settings
+        self.cluster = Cluster(spec.name, s.policy, _eject(spec), RetryBudget(s.retry_budget))
+        kind = HttpListener if s.mode == "http" else TcpListener
+        self.listener: Listener = kind(spec.name, s, self.cluster, metrics, log)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def _discovery(self) -> Discovery:
+        s = self.spec.settings
+        counter = self.metrics.discovery
+
+        def count(kind: str, outcome: str) -> None:
+            counter.labels(self.spec.name, kind, outcome).inc()
+
+        return Discovery(
+            self.cluster,
+            self.spec.sources,
+            dns_interval=s.dns_interval,
+            dns_family=s.dns_family,
+            file_interval=s.file_interval,
+            timeout=max(s.connect_timeout, 2.0),
+            log=self.log,
+            count=count,
+            resolve=self.resolve,
+        )
+
+    def _health(self) -> HealthChecker:
+        s = self.spec.settings
+        return HealthChecker(
+            self.cluster,
+            s.health_check,
+            interval=s.health_interval,
+            timeout=s.health_timeout,
+            rise=s.health_rise,
+            fall=s.health_fall,
+            log=self.log,
+        )
+
+    async def start(self) -> None:
+        """Resolve members once, bind the address (OSError when it cannot), start the loops."""
+        discovery = self._discovery()
+        await discovery.prime()
+        await self.listener.start()
+        self._spawn(discovery.run())
+        self._spawn(self._health().run())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "background work of listener %s failed: %r",
+                self.spec.name,
+                task.exception(),
+                extra={"listener": self.spec.name},
+            )
+
+    async def reconfigure(self, spec: ListenerSpec) -> None:
+        """New settings and sources on the same address and mode; members that stay keep their
+        state, open connections are untouched."""
+        await self._stop_tasks()
+        old_labels = {source_label(s) for s in self.spec.sources}
+        self.spec = spec
+        s = spec.settings
+        if s.policy != self.cluster.balancer.policy:
+            self.cluster.balancer = Balancer(s.policy)
+            self.cluster.balancer.rebuild(list(self.cluster.members.values()))
+        self.cluster.eject = _eject(spec)
+        self.cluster.budget.ratio = s.retry_budget
+        for label in old_labels - {source_label(src) for src in spec.sources}:
+            self.cluster.drop_source(label)
+        self.listener.reconfigure(s)
+        discovery = self._discovery()
+        await discovery.prime()
+        self._spawn(discovery.run())
+        self._spawn(self._health().run())
+        if isinstance(self.listener, HttpListener):
+            self.listener.pool.prune(set(self.cluster.members.values()))
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def stop(self, deadline: float) -> None:
+        """Stop accepting, drain until `deadline` (loop time), stop the loops."""
+        await self.listener.drain(deadline)
+        await self._stop_tasks()

@@ -1,0 +1,160 @@
+"""Listener specs: from the settings alone or from a YAML/JSON file; member address syntax."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecars.ambassador.config import Config
+from sidecars.runtime.settings import specs
+
+# Settings a config file may set per listener: everything from `listen` on.
+_NAMES = [name for name, _ in specs(Config)]
+LISTENER_KEYS = _NAMES[_NAMES.index("listen") :]
+_SPECS = dict(specs(Config))
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})(?:\*(\d{1,4}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One member as configured: host (name or IP), port and weight."""
+
+    host: str
+    port: int
+    weight: int = 1
+
+    @property
+    def key(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where members come from: `static` addresses, a `dns` name, or a watched `file`."""
+
+    kind: str
+    address: Address | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """One listener: its name, its settings and its member sources."""
+
+    name: str
+    settings: Config
+    sources: tuple[Source, ...]
+
+
+def parse_address(raw: str) -> Address:
+    """`host:port` or `host:port*weight` (weight 1 to 1000)."""
+    m = _ADDR_RE.fullmatch(raw.strip())
+    if not m or not 0 < int(m.group(2)) <= 65535:
+        raise ValueError(f"{raw!r} is not host:port[*weight]")
+    weight = int(m.group(3) or 1)
+    if not 1 <= weight <= 1000:
+        raise ValueError(f"{raw!r}: weight must be from 1 to 1000")
+    return Address(m.group(1).strip("[]"), int(m.group(2)), weight)
+
+
+def parse_source(raw: str) -> Source:
+    raw = raw.strip()
+    if raw.startswith("file://"):
+        if not raw[7:]:
+            raise ValueError(f"{raw!r}: expected file://path")
+        return Source("file", path=raw[7:])
+    if raw.startswith("dns://"):
+        return Source("dns", address=parse_address(raw[6:]))
+    return Source("static", address=parse_address(raw))
+
+
+def parse_member_file(text: str) -> list[Address]:
+    """A watched member file: one host:port[*weight] per line; blanks and # comments ignored."""
+    out: list[Address] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            try:
+                out.append(parse_address(line))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
+    return out
+
+
+def from_settings(config: Config) -> list[ListenerSpec]:
+    """The listeners a start configuration declares; ConfigError-style problems as ValueError."""
+    if config.config:
+        return load_file(config.config, config)
+    return [_build("default", config, {}, "AMBASSADOR_")]
+
+
+def load_file(path: str, base: Config) -> list[ListenerSpec]:
+    """Read a listener file; every problem is collected into one ValueError (one per line)."""
+    where = f"AMBASSADOR_CONFIG={path!r}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: cannot read: {exc}") from None
+    try:
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"{where}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {first}"
+        ) from None
+    listeners = doc.get("listeners") if isinstance(doc, dict) else None
+    if not isinstance(listeners, dict) or not listeners:
+        raise ValueError(f"{where}: expected a mapping `listeners:` of name -> settings")
+    problems: list[str] = []
+    out: list[ListenerSpec] = []
+    for name, body in listeners.items():
+        try:
+            out.append(_build(str(name), base, body, f"{where}: listeners.{name}."))
+        except ValueError as exc:
+            problems.extend(str(exc).split("\n"))
+    addrs = [spec.settings.listen for spec in out]
+    for addr in {a for a in addrs if addrs.count(a) > 1}:
+        problems.append(f"{where}: two listeners on {addr[0]}:{addr[1]}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out
+
+
+def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
+    problems: list[str] = []
+    if not _NAME_RE.fullmatch(name):
+        problems.append(f"{where.rstrip('.')}: name {name!r} must be letters, digits, _ . -")
+    if not isinstance(body, Mapping):
+        raise ValueError(f"{where.rstrip('.')}: expected a mapping of settings")
+    values: dict[str, Any] = {}
+    for key, raw in body.items():
+        if key not in LISTENER_KEYS:
+            problems.append(f"{where}{key}: unknown setting (known: {', '.join(LISTENER_KEYS)})")
+            continue
+        text = ",".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+        try:
+            values[key] = _SPECS[key].parse(text)
+        except ValueError as exc:
+            problems.append(f"{where}{key}={text!r}: {exc}")
+    settings = dataclasses.replace(base, **values)
+    label = f"{where}upstreams" if body else "AMBASSADOR_UPSTREAMS"
+    sources: list[Source] = []
+    for raw_source in settings.upstreams:
+        try:
+            sources.append(parse_source(raw_source))
+        except ValueError as exc:
+            problems.append(f"{label}={raw_source!r}: {exc}")
+    if not settings.upstreams:
+        problems.append(f"{label}='': expected at least one member")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return ListenerSpec(name, settings, tuple(sources))

@@ -1,0 +1,178 @@
+"""tcp mode: each client connection is relayed to one member, bytes both ways, half-close kept."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sidecars.ambassador.listener import Listener
+from sidecars.ambassador.members import Member
+
+HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
+LOW_WATER = 64 * 1024
+
+
+class _Upstream(asyncio.Protocol):
+    """The member side of a relay: forwards to the client transport."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.nbytes += len(data)
+        self.relay.client.write(data)
+
+    def eof_received(self) -> bool:
+        return self.relay.eof(from_client=False)
+
+    def pause_writing(self) -> None:
+        self.relay.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.relay.client.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(exc, from_client=False)
+
+
+class Relay(asyncio.Protocol):
+    """The client side of a relay; it connects to a member, retrying others on failure."""
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.client: asyncio.Transport = None  # type: ignore[assignment]
+        self.up: asyncio.Transport | None = None
+        self.member: Member | None = None
+        self.nbytes = self.idle_marks = self.last_nbytes = 0
+        self.eofs = 0
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.client = transport
+        if not self.listener.admit(self):
+            transport.abort()
+            self.closed = True
+            return
+        transport.pause_reading()  # nothing is read until a member is connected
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.task = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        listener, cluster = self.listener, self.listener.cluster
+        settings = listener.settings
+        peer = self.client.get_extra_info("peername")
+        key = str(peer[0]).encode() if peer else b""
+        tried: list[Member] = []
+        loop = asyncio.get_running_loop()
+        for attempt in range(settings.retries + 1):
+            if attempt and not cluster.budget.try_spend():
+                break
+            member = cluster.pick(key, tried)
+            if member is None:
+                break
+            if attempt:
+                cluster.retries += 1
+            cluster.budget.record_request()
+            tried.append(member)
+            member.requests += 1
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(settings.connect_timeout):
+                    up, _ = await loop.create_connection(
+                        lambda: _Upstream(self), member.host, member.port
+                    )
+            except (OSError, TimeoutError) as exc:
+                if cluster.failed(
+                    member, "timeout" if isinstance(exc, TimeoutError) else "connect"
+                ):
+                    listener.log.warning(
+                        "member %s ejected after failures",
+                        member.key,
+                        extra={"listener": listener.name, "member": member.key},
+                    )
+                continue
+            listener.metrics.latency.labels(listener.name).observe(time.monotonic() - started)
+            member.record_success()
+            assert isinstance(up, asyncio.Transport)
+            if self.closed:  # the client left while we were connecting
+                up.close()
+                return
+            member.active += 1
+            self.member, self.up = member, up
+            up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+            self.client.resume_reading()
+            return
+        listener.metrics.rejected.labels(listener.name, "no_member").inc()
+        self.client.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        assert self.up is not None
+        self.up.write(data)
+
+    def eof_received(self) -> bool:
+        return self.eof(from_client=True)
+
+    def eof(self, from_client: bool) -> bool:
+        """Pass a half-close on; once both sides have finished, close the pair."""
+        other = self.up if from_client else self.client
+        self.eofs += 1
+        if other is None:
+            return False
+        if self.eofs >= 2 or not other.can_write_eof():
+            self._close(None)
+            return False
+        other.write_eof()
+        return True  # keep our writing side open: the other side may still answer
+
+    def pause_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost(exc, from_client=True)
+
+    def lost(self, exc: Exception | None, from_client: bool) -> None:
+        if not from_client and exc is not None and self.member is not None:
+            self.member.errors["reset"] += 1
+        self._close(exc)
+
+    def _close(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for transport in (self.client, self.up):
+            if transport is not None:
+                # close() flushes what is buffered; after an error there is nobody to flush to
+                transport.abort() if exc is not None else transport.close()
+        if self.member is not None:
+            self.member.active -= 1
+        self.listener.release(self)
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self._close(ConnectionAbortedError())
+
+    def busy(self) -> bool:
+        return True
+
+    def watch_idle(self) -> bool:
+        return True
+
+
+class TcpListener(Listener):
+    """A tcp mode listener."""
+
+    async def _serve(self) -> asyncio.Server:
+        host, port = self.settings.listen
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            lambda: Relay(self), host, port, reuse_address=True, backlog=1024
+        )

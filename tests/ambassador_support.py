@@ -1,0 +1,230 @@
+"""Test helpers for the ambassador: real backends, an in-process ambassador, redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from sidecars.ambassador.discovery import Resolver, system_resolve
+from sidecars.ambassador.service import SIDECAR, Ambassador
+from sidecars.runtime import Runtime, admin
+from tests.helpers import free_port
+
+
+@dataclass
+class Backend:
+    """A real aiohttp server on 127.0.0.1 that says who it is and records what it saw."""
+
+    name: str
+    port: int = 0
+    runner: web.AppRunner | None = None
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    healthy: bool = True
+    fail_with: int = 0  # answer every request with this status when set
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def app(self) -> web.Application:
+        async def hello(request: web.Request) -> web.StreamResponse:
+            self.seen.append({"path": request.path, "headers": dict(request.headers)})
+            if self.fail_with:
+                return web.Response(status=self.fail_with, text="failing\n")
+            return web.Response(text=self.name)
+
+        async def health(_: web.Request) -> web.Response:
+            return web.Response(status=200 if self.healthy else 500, text="health\n")
+
+        async def echo(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            total = 0
+            async for chunk in request.content.iter_any():
+                total += len(chunk)
+                await resp.write(chunk)
+            self.seen.append({"path": request.path, "echoed": total})
+            await resp.write_eof()
+            return resp
+
+        async def big(request: web.Request) -> web.Response:
+            n = int(request.query.get("n", "1000000"))
+            return web.Response(body=b"x" * n)
+
+        async def slow(request: web.Request) -> web.Response:
+            await asyncio.sleep(float(request.query.get("s", "0.2")))
+            return web.Response(text=self.name)
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        app.router.add_post("/echo", echo)
+        app.router.add_get("/big", big)
+        app.router.add_get("/slow", slow)
+        app.router.add_route("*", "/{tail:.*}", hello)
+        return app
+
+    async def start(self, port: int = 0) -> Backend:
+        self.runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port or self.port, reuse_address=True)
+        await site.start()
+        if not self.port:
+            server = site._server
+            assert isinstance(server, asyncio.Server)
+            self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@contextlib.asynccontextmanager
+async def backends(n: int) -> AsyncIterator[list[Backend]]:
+    started = [await Backend(f"b{i}").start() for i in range(n)]
+    try:
+        yield started
+    finally:
+        for b in started:
+            await b.stop()
+
+
+@dataclass
+class Running:
+    """An ambassador running inside the test's event loop."""
+
+    service: Ambassador
+    runtime: Runtime
+    port: int
+    admin_port: int
+    stopping: asyncio.Event
+    task: asyncio.Task[int]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def ambassador(
+    env: Mapping[str, str], resolve: Resolver = system_resolve
+) -> AsyncIterator[Running]:
+    """Build the real service from `AMBASSADOR_*` settings and run it with an admin server."""
+    port = free_port()
+    admin_port = free_port()
+    full = {
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin_port}",
+        "AMBASSADOR_HEALTH_INTERVAL": "0.1s",
+        "AMBASSADOR_SHUTDOWN_TIMEOUT": "3s",
+        **env,
+    }
+    config = SIDECAR.load_config([], full)
+    readiness = admin.Readiness()
+    registry = CollectorRegistry()
+    log = logging.getLogger("sidecars.ambassador.test")
+    rt = Runtime("ambassador", log, registry, readiness, admin.build_app(readiness, registry))
+    service = Ambassador(config, rt, resolve=resolve)
+    runner = await admin.start(rt.admin_app, "127.0.0.1", admin_port)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(service.run(stopping))
+    try:
+        await wait_for(lambda: bool(service.running) or task.done(), 10.0, "listeners started")
+        if task.done():
+            raise AssertionError(f"ambassador exited {task.result()}")
+        yield Running(service, rt, port, admin_port, stopping, task)
+    finally:
+        stopping.set()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await task
+        await runner.cleanup()
+
+
+async def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
+    """Poll `check` on the event loop until it is true, failing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not true within {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def raw_exchange(port: int, data: bytes, within: float = 5.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port, half-close, and read until the peer closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(within):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        async def ping() -> bool:
+            try:
+                return await redis_command(self.port, b"PING") == b"+PONG\r\n"
+            except OSError:
+                return False
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await ping():
+            if self.proc.poll() is not None or loop.time() > deadline:
+                raise AssertionError("redis-server did not start")
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+async def redis_command(port: int, *args: bytes) -> bytes:
+    """One RESP command on a fresh connection; returns the first reply line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        writer.write(b"".join(parts))
+        async with asyncio.timeout(5):
+            return await reader.readline()
+    finally:
+        writer.close()
