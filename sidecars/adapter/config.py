@@ -2,10 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sidecars.runtime import CommonConfig, setting
-from sidecars.runtime.settings import choice, host_port
+from sidecars.runtime.settings import choice, duration, host_port, listing, size
+
+MODES = ("health-from-metrics", "metrics-from-health", "paths")
+
+
+def http_url(raw: str) -> str:
+    """An absolute http(s) URL with a host."""
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return value
+
+
+def url_path(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"/[^\s?#]*", value):
+        raise ValueError("expected a path starting with /")
+    return value
+
+
+def path_pair(raw: str) -> tuple[str, str]:
+    """`/served=/on/the/app`."""
+    served, sep, app = raw.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return url_path(served), url_path(app)
+    except ValueError:
+        raise ValueError(f"expected /path=/app/path pairs, got {raw!r}") from None
+
+
+def metric_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value):
+        raise ValueError("expected a metric name prefix (letters, digits, _)")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,12 +55,34 @@ class Config(CommonConfig):
         metavar="HOST:PORT",
     )
     target: str = setting(
-        "http://127.0.0.1:8080/metrics", "the app's URL the adapter reads", metavar="URL"
+        "http://127.0.0.1:8080/metrics",
+        "the app's URL the adapter reads (its /metrics, or its JSON health endpoint)",
+        http_url,
+        metavar="URL",
     )
-    rules: str = setting("", "health rules: a file path, or inline rules", metavar="RULES")
-    mode: str = setting(
-        "health-from-metrics",
-        "what the adapter translates",
-        choice("health-from-metrics", "metrics-from-health", "paths"),
-        metavar="MODE",
+    rules: str = setting(
+        "", "health rules: a file path, or inline YAML/JSON (empty: target up = pass)"
+    )
+    mode: str = setting("health-from-metrics", "what the adapter translates", choice(*MODES))
+    health_path: str = setting("/health", "path of the health answer", url_path, metavar="PATH")
+    metrics_path: str = setting(
+        "/metrics", "path of the gauges in metrics-from-health mode", url_path, metavar="PATH"
+    )
+    metric_prefix: str = setting(
+        "app_health", "name prefix of the gauges in metrics-from-health mode", metric_prefix
+    )
+    paths: tuple[tuple[str, str], ...] = setting(
+        "",
+        "paths forwarded to the app as they are: /served=/app/path, comma-separated",
+        listing(path_pair),
+        metavar="PAIRS",
+    )
+    cache: float = setting(
+        "1s", "how long one read of the target answers all probes", duration(0.0, 3600.0)
+    )
+    timeout: float = setting(
+        "2s", "deadline for reading the target", duration(0.001, 600.0), metavar="DURATION"
+    )
+    max_bytes: int = setting(
+        "8MiB", "largest answer read from the target", size(1024, 1 << 30), metavar="SIZE"
     )

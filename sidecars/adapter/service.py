@@ -3,21 +3,108 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
+from aiohttp import web
+
+from sidecars.adapter import rules as rules_mod
+from sidecars.adapter import server
 from sidecars.adapter.config import Config
-from sidecars.runtime import Runtime, Sidecar
+from sidecars.adapter.forward import Forwarder
+from sidecars.adapter.health import Answer, HealthFromMetrics, Target
+from sidecars.adapter.metrics import AdapterMetrics
+from sidecars.adapter.reverse import HealthProbe, Probe, ProbeCollector
+from sidecars.adapter.singleflight import SingleFlight
+from sidecars.runtime import ConfigError, Runtime, Sidecar
+
+Flights = list[SingleFlight[Answer] | SingleFlight[Probe]]
+
+
+def _check(config: Config) -> list[rules_mod.Rule]:
+    """Cross-field validation and the rules; ConfigError lists every problem."""
+    problems: list[str] = []
+    rules: list[rules_mod.Rule] = []
+    try:
+        rules = rules_mod.load(config.rules)
+    except rules_mod.RuleError as exc:
+        shown = config.rules if len(config.rules) <= 60 else config.rules[:57] + "..."
+        problems.append(f"ADAPTER_RULES={shown!r}: {exc}")
+    own = {"health-from-metrics": config.health_path, "metrics-from-health": config.metrics_path}
+    served = [p for p, _ in config.paths]
+    for path in sorted({p for p in served if served.count(p) > 1 or p == own.get(config.mode)}):
+        problems.append(f"ADAPTER_PATHS={path!r}: this path is already served")
+    if config.mode == "paths" and not config.paths:
+        problems.append("ADAPTER_PATHS='': expected at least one /path=/app/path in paths mode")
+    if rules and config.mode != "health-from-metrics":
+        problems.append(f"ADAPTER_RULES: rules need mode health-from-metrics, not {config.mode}")
+    if problems:
+        raise ConfigError(problems)
+    return rules
+
+
+def app_url(target: str, path: str) -> str:
+    """The app's URL for a mapped path: the target's scheme and host, the configured path."""
+    parts = urlsplit(target)
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 class Adapter:
-    """Placeholder service: the translation modes are built in the adapter issue."""
+    """Serves the translated endpoint and the mapped paths on ADAPTER_LISTEN."""
 
     def __init__(self, config: Config, rt: Runtime) -> None:
         self.config, self.rt = config, rt
+        self.rules = _check(config)
+        self.metrics = AdapterMetrics(rt.registry)
 
     async def run(self, stopping: asyncio.Event) -> int:
-        self.rt.readiness.set(True)
-        await stopping.wait()
+        cfg = self.config
+        connector = aiohttp.TCPConnector(limit=32, ttl_dns_cache=30)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+        ) as session:
+            app, flights = self._app(session)
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout
+            )
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], reuse_address=True)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    self.rt.log.error("cannot listen on %s:%d: %s", *cfg.listen, exc.strerror)
+                    return 1
+                listen = f"{cfg.listen[0]}:{cfg.listen[1]}"
+                self.rt.log.info("serving", extra={"listen": listen, "mode": cfg.mode})
+                self.rt.readiness.set(True)
+                await stopping.wait()
+            finally:
+                await runner.cleanup()
+                for flight in flights:
+                    await flight.close()
         return 0
+
+    def _app(self, session: aiohttp.ClientSession) -> tuple[web.Application, Flights]:
+        cfg, metrics = self.config, self.metrics
+        app = web.Application()
+        flights: Flights = []
+        if cfg.mode == "health-from-metrics":
+            target = Target(cfg.target, cfg.timeout, cfg.max_bytes)
+            health = HealthFromMetrics(session, target, rules_mod.Evaluator(self.rules), metrics)
+            answers = SingleFlight(health.scrape, cfg.cache)
+            flights.append(answers)
+            server.health_route(app, cfg.health_path, answers, metrics)
+        elif cfg.mode == "metrics-from-health":
+            probe = HealthProbe(session, cfg.target, cfg.timeout, cfg.max_bytes, metrics)
+            probes = SingleFlight(probe.probe, cfg.cache)
+            flights.append(probes)
+            collector = ProbeCollector(cfg.metric_prefix)
+            server.metrics_route(app, cfg.metrics_path, probes, collector, metrics)
+        for served, on_app in cfg.paths:
+            forwarder = Forwarder(session, app_url(cfg.target, on_app), cfg.timeout, cfg.max_bytes)
+            server.forward_route(app, served, forwarder, metrics)
+        return app, flights
 
 
 SIDECAR = Sidecar(
