@@ -92,7 +92,7 @@ def build_app() -> web.Application:
         await out.write_eof()
         return out
 
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/metrics", show_metrics)
     app.router.add_get("/actuator/health", health)
     app.router.add_get("/big", big)
@@ -211,7 +211,11 @@ async def adapter_in_process(env: Mapping[str, str]) -> AsyncIterator[tuple[str,
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    web.run_app(build_app(), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    port = int(sys.argv[1])
+    # A short shutdown: tests leave requests hanging on purpose (the slow-app cases).
+    web.run_app(
+        build_app(), host="127.0.0.1", port=port, print=None, access_log=None, shutdown_timeout=0.5
+    )
 
 
 if __name__ == "__main__":
