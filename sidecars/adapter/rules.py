@@ -128,11 +128,12 @@ def load(source: str) -> list[Rule]:
     text = source.strip()
     if not text:
         return []
-    if not text.startswith(("{", "[", "-", "rules:")) and "\n" not in text:
+    inline = text.startswith(("{", "[", "-")) or "\n" in text or ": " in text
+    if not inline:
         try:
             text = Path(text).read_text(encoding="utf-8")
         except OSError as exc:
-            raise RuleError(f"cannot read the rules file: {exc.strerror}") from None
+            raise RuleError(f"cannot read the rules file {text!r}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise RuleError("the rules file is not UTF-8 text") from None
     try:
