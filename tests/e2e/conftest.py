@@ -1,0 +1,226 @@
+"""Fixtures for the image tests: a running engine, the images built once, a local registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, http_get, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
+ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
+# Settings that keep a sidecar running with otherwise default settings: with none, the
+# warloader installs its (empty) sources and exits 0, as an init container does.
+KEEP_RUNNING = {"warloader": {"WARLOADER_WATCH": "true"}}
+SHUTDOWN_TIMEOUT = 20.0  # the sidecars' default --shutdown-timeout
+UID = 65532
+BUILD_DEADLINE = 1500.0  # a fresh machine debootstraps the base first
+
+
+def docker(
+    *args: str, timeout: float = 60.0, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI and return its result; a failure shows the command's output."""
+    result = subprocess.run(
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} exited {result.returncode}\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def inspect(ref: str) -> dict[str, object]:
+    return json.loads(docker("inspect", ref).stdout)[0]  # type: ignore[no-any-return]
+
+
+def layer_sizes(image: str) -> list[tuple[str, int]]:
+    """(diff id, uncompressed size) of every layer of a local image, base first.
+
+    Read from the engine's layer store (root only); the chain id of layer n is
+    sha256("<chain id n-1> <diff id n>").
+    """
+    info = json.loads(docker("info", "--format", "{{json .}}").stdout)
+    store = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
+    layers = inspect(image)["RootFS"]["Layers"]  # type: ignore[index]
+    sizes, chain = [], ""
+    for diff in layers:
+        chain = (
+            diff
+            if not chain
+            else "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
+        )
+        size = int((store / chain.removeprefix("sha256:") / "size").read_text())
+        sizes.append((diff, size))
+    return sizes
+
+
+@dataclass
+class Images:
+    version: str
+    prefix: str = "sidecars"
+    build_seconds: float = 0.0
+
+    def tag(self, name: str) -> str:
+        return f"{self.prefix}/{name}:{self.version}"
+
+
+@dataclass
+class Containers:
+    """Containers started by a test; all removed at teardown."""
+
+    prefix: str = field(default_factory=lambda: f"sidecars-e2e-{uuid.uuid4().hex[:8]}")
+    names: list[str] = field(default_factory=list)
+
+    def run(self, image: str, *args: str, options: Sequence[str] = ()) -> str:
+        name = f"{self.prefix}-{len(self.names)}"
+        self.names.append(name)
+        docker("run", "-d", "--name", name, *options, image, *args)
+        return name
+
+    def host_port(self, name: str, port: int) -> int:
+        out = docker("port", name, f"{port}/tcp").stdout.split()[0]
+        return int(out.rsplit(":", 1)[1])
+
+    def wait_ready(self, name: str, port: int, timeout: float = 20.0) -> int:
+        """Wait until /readyz answers 200 through the published admin port; return that port."""
+        host_port = self.host_port(name, port)
+
+        def ready() -> bool:
+            state = inspect(name)["State"]
+            if not state["Running"]:  # type: ignore[index]
+                logs = docker("logs", name, check=False)
+                raise AssertionError(f"{name} stopped: {state}\n{logs.stdout}{logs.stderr}")
+            try:
+                return http_get(f"http://127.0.0.1:{host_port}/readyz", timeout=1.0)[0] == 200
+            except OSError:  # the engine's port proxy resets until the sidecar listens
+                return False
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():
+                return host_port
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: /readyz not 200 within {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def remove_all(self) -> None:
+        if self.names:
+            docker("rm", "-f", "-v", *self.names, check=False)
+
+
+def hardened(name: str, *extra: str) -> list[str]:
+    """`docker run` options of a hardened pod container, publishing the admin port on loopback."""
+    options = [
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "-p",
+        f"127.0.0.1::{ADMIN_PORTS[name]}",
+    ]
+    for key, value in KEEP_RUNNING.get(name, {}).items():
+        options += ["-e", f"{key}={value}"]
+    return options + list(extra)
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """A running Docker engine and `docker compose` (installed and started when missing)."""
+    result = subprocess.run(
+        [str(ROOT / "docker" / "engine")], capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0:
+        pytest.fail(f"docker/engine failed:\n{result.stdout}{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def images(engine: None) -> Images:
+    """The four sidecar images and the pause image, built once per session by docker/images."""
+    started = time.monotonic()
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(ROOT / "docker" / "images")],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_DEADLINE,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"docker/images failed:\n{result.stdout}{result.stderr[-4000:]}")
+    labels = inspect("sidecars/logshipper:latest")["Config"]["Labels"]  # type: ignore[index]
+    return Images(
+        version=labels["org.opencontainers.image.version"],
+        build_seconds=time.monotonic() - started,
+    )
+
+
+@pytest.fixture
+def containers(engine: None) -> Iterator[Containers]:
+    box = Containers()
+    try:
+        yield box
+    finally:
+        box.remove_all()
+
+
+@pytest.fixture(scope="session")
+def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry (CNCF distribution) on 127.0.0.1, storage in a temp dir."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is not installed (docker/engine installs it)")
+    work = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = work / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n  delete:\n"
+        "    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = (work / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, "serve", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{port}/v2/", timeout=1.0)[0] == 200,
+            timeout=20.0,
+            what="docker-registry answering /v2/",
+        )
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()

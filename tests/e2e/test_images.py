@@ -1,0 +1,214 @@
+"""The four sidecar images and the pause image on a real engine (built once per session)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    ADMIN_PORTS,
+    ROOT,
+    SHUTDOWN_TIMEOUT,
+    SIDECARS,
+    UID,
+    Containers,
+    Images,
+    docker,
+    hardened,
+    inspect,
+    layer_sizes,
+)
+from tests.helpers import wait_until
+
+# The first test also waits for the session's image build (minutes on a fresh machine).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+DOCKERFILES = [ROOT / "sidecars" / name / "Dockerfile" for name in SIDECARS]
+SHARED_END = "# ---- end of the shared part"
+OCI_LABELS = ("title", "description", "version", "source", "licenses")
+OWN_LAYERS_LIMIT = 20 * 1000 * 1000
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_help(images: Images, name: str) -> None:
+    result = docker("run", "--rm", images.tag(name), "--help", timeout=30)
+    assert result.stdout.startswith(f"usage: sidecar-{name}")
+    assert "--admin-addr" in result.stdout
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_bad_setting_exits_2_with_one_line(images: Images, name: str) -> None:
+    variable = f"{name.upper()}_LOG_LEVEL"
+    result = docker("run", "--rm", "-e", f"{variable}=bogus", images.tag(name), check=False)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0] and "bogus" in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_image_metadata(images: Images, name: str) -> None:
+    config = inspect(images.tag(name))["Config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["StopSignal"] == "SIGTERM"
+    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", f"sidecars.{name}"]
+    labels = config["Labels"]
+    for key in OCI_LABELS:
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    assert labels["org.opencontainers.image.title"] == f"sidecars-{name}"
+    assert labels["org.opencontainers.image.version"] == images.version
+    assert f"{ADMIN_PORTS[name]}/tcp" in config["ExposedPorts"]
+    assert inspect(f"sidecars/{name}:latest")["Id"] == inspect(images.tag(name))["Id"]
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_runtime_stage_has_no_build_tools(images: Images, name: str) -> None:
+    script = (
+        "for tool in gcc cc c++ make ld as pip pip3; do"
+        ' if command -v "$tool"; then exit 1; fi; done;'
+        " if /opt/venv/bin/python -c 'import pip' 2>/dev/null; then echo venv-pip; exit 1; fi;"
+        " find / -xdev -type d -path '*/.cache/pip' | grep . && exit 1; exit 0"
+    )
+    result = docker(
+        "run", "--rm", "--entrypoint", "/bin/sh", images.tag(name), "-c", script, check=False
+    )
+    assert result.returncode == 0, f"found in the image: {result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_runs_as_non_root_with_read_only_root(
+    images: Images, containers: Containers, name: str
+) -> None:
+    box = containers.run(images.tag(name), options=hardened(name))
+    containers.wait_ready(box, ADMIN_PORTS[name])
+    pid = inspect(box)["State"]["Pid"]
+    status = Path(f"/proc/{pid}/status").read_text()
+    ids = {k: v.split() for k, v in re.findall(r"^(Uid|Gid):\s+(.*)$", status, re.M)}
+    assert ids["Uid"] == [str(UID)] * 4 and ids["Gid"] == [str(UID)] * 4
+    assert re.search(r"^CapEff:\s+0+$", status, re.M)
+    assert inspect(box)["HostConfig"]["ReadonlyRootfs"] is True
+    # The root filesystem really is read-only for the sidecar's user.
+    probe = docker("exec", box, "python", "-c", "open('/opt/probe', 'w')", check=False)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr
+
+
+def test_warloader_runs_to_completion_as_init_container(
+    images: Images, containers: Containers
+) -> None:
+    """With default settings the warloader installs its sources and exits 0."""
+    box = containers.run(images.tag("warloader"), options=hardened("warloader")[:-2])
+    result = docker("wait", box, timeout=30)
+    assert result.stdout.strip() == "0", docker("logs", box).stderr
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_sigterm_exits_0_within_shutdown_timeout(
+    images: Images, containers: Containers, name: str
+) -> None:
+    box = containers.run(images.tag(name), options=hardened(name))
+    containers.wait_ready(box, ADMIN_PORTS[name])
+    started = time.monotonic()
+    docker("kill", "--signal", "SIGTERM", box)
+    code = docker("wait", box, timeout=SHUTDOWN_TIMEOUT + 10).stdout.strip()
+    elapsed = time.monotonic() - started
+    assert code == "0", docker("logs", box).stderr
+    assert elapsed < SHUTDOWN_TIMEOUT
+    assert inspect(box)["State"]["OOMKilled"] is False
+
+
+def test_images_share_all_but_thin_layers(images: Images) -> None:
+    layers = {name: layer_sizes(images.tag(name)) for name in SIDECARS}
+    # The base and dependency layers are the same (same digests) in all four images.
+    bases = {tuple(diff for diff, _ in sizes[:3]) for sizes in layers.values()}
+    assert len(bases) == 1
+    for name, sizes in layers.items():
+        others = {diff for other, s in layers.items() if other != name for diff, _ in s}
+        own = sum(size for diff, size in sizes if diff not in others)
+        assert own < OWN_LAYERS_LIMIT, f"{name}: {own} bytes of its own layers"
+
+
+def test_pause_image(images: Images, containers: Containers) -> None:
+    image = inspect("sidecars/pause:latest")
+    assert image["Size"] < 2_000_000
+    assert image["Config"]["User"] == f"{UID}:{UID}"
+    box = containers.run("sidecars/pause:latest", options=["--read-only", "--cap-drop", "ALL"])
+    wait_until(lambda: inspect(box)["State"]["Running"], 10.0, "pause running")
+    pid = inspect(box)["State"]["Pid"]
+    # It takes signals once it sleeps in sigtimedwait(2): then SIGTERM must end it with 0.
+    wait_until(
+        lambda: "sigtimedwait" in Path(f"/proc/{pid}/wchan").read_text(),
+        10.0,
+        "pause waiting for signals",
+    )
+    docker("kill", "--signal", "SIGTERM", box)
+    assert docker("wait", box, timeout=10).stdout.strip() == "0"
+
+
+def test_dockerfiles_share_their_common_part() -> None:
+    """The layers are shared only if the instructions before them are identical."""
+    heads = {
+        path.read_text().split(SHARED_END)[0].split("\nARG BASE=", 1)[1] for path in DOCKERFILES
+    }
+    assert len(heads) == 1
+
+
+def test_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    paths = [*DOCKERFILES, ROOT / "docker" / "pause" / "Dockerfile"]
+    result = subprocess.run(
+        [str(hadolint), *map(str, paths)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pod_with_all_four_sidecars(images: Images) -> None:
+    """One emulated pod: pause owns the network, init container first, sidecars on localhost."""
+    project = f"sidecars-e2e-pod-{uuid.uuid4().hex[:8]}"
+    compose = ["compose", "-f", str(ROOT / "docker" / "pod.yml"), "-p", project]
+    env = {"SIDECARS_TAG": images.version}
+    try:
+        docker(*compose, "up", "-d", "--wait", "--wait-timeout", "60", timeout=120, env=env)
+        ps = [
+            json.loads(line)
+            for line in docker(
+                *compose, "ps", "-a", "--format", "json", env=env
+            ).stdout.splitlines()
+            if line.strip()
+        ]
+        states = {c["Service"]: (c["State"], c["ExitCode"]) for c in ps}
+        assert states["warloader-init"] == ("exited", 0)
+        for service in ("pod", *SIDECARS):
+            assert states[service][0] == "running", states
+        pod_id = inspect(f"{project}-pod-1")["Id"]
+        for service in (*SIDECARS, "warloader-init"):
+            mode = inspect(f"{project}-{service}-1")["HostConfig"]["NetworkMode"]
+            assert mode == f"container:{pod_id}", (service, mode)
+        # The init container finished before any sidecar started.
+        init_done = inspect(f"{project}-warloader-init-1")["State"]["FinishedAt"]
+        for service in SIDECARS:
+            assert inspect(f"{project}-{service}-1")["State"]["StartedAt"] > init_done
+        # Every sidecar answers /healthz on the pod's localhost, seen from another container.
+        probe = (
+            "import urllib.request\n"
+            "for port in (9181, 9182, 9183, 9184):\n"
+            "    url = f'http://127.0.0.1:{port}/healthz'\n"
+            "    with urllib.request.urlopen(url, timeout=5) as resp:\n"
+            "        print(port, resp.status)\n"
+        )
+        for service in SIDECARS:
+            out = docker(*compose, "exec", "-T", service, "python", "-c", probe, env=env).stdout
+            assert out.split() == ["9181", "200", "9182", "200", "9183", "200", "9184", "200"]
+        # Stopping the pod stops every sidecar gracefully.
+        docker(*compose, "stop", "-t", "30", timeout=90, env=env)
+        for service in SIDECARS:
+            assert inspect(f"{project}-{service}-1")["State"]["ExitCode"] == 0, service
+    finally:
+        docker(*compose, "down", "-v", "-t", "5", timeout=120, check=False, env=env)
