@@ -15,7 +15,13 @@ import urllib.request
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 log = logging.getLogger("demo")
 
@@ -52,7 +58,9 @@ def metrics_app() -> web.Application:
             await asyncio.sleep(0.5)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def set_errors(request: web.Request) -> web.Response:
         state["ratio"] = float(request.query.get("ratio", "0"))
@@ -80,8 +88,10 @@ def poll(url: str, every: float) -> None:
             status, body = err.code, err.read()
         except OSError as exc:
             status, body = 0, str(exc).encode()
-        print(json.dumps({"url": url, "status": status, "body": body[:300].decode(errors="replace")}),
-              flush=True)
+        print(
+            json.dumps({"url": url, "status": status, "body": body[:300].decode(errors="replace")}),
+            flush=True,
+        )
         time.sleep(every)
 
 
