@@ -63,7 +63,11 @@ class Config(CommonConfig):
     rules: str = setting(
         "", "health rules: a file path, or inline YAML/JSON (empty: target up = pass)"
     )
-    mode: str = setting("health-from-metrics", "what the adapter translates", choice(*MODES))
+    mode: str = setting(
+        "health-from-metrics",
+        "health-from-metrics, metrics-from-health or paths (forwarding only)",
+        choice(*MODES),
+    )
     health_path: str = setting("/health", "path of the health answer", url_path, metavar="PATH")
     metrics_path: str = setting(
         "/metrics", "path of the gauges in metrics-from-health mode", url_path, metavar="PATH"
