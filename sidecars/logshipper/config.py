@@ -2,31 +2,207 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from sidecars.runtime import CommonConfig, setting
-from sidecars.runtime.settings import listing
+from sidecars.runtime import CommonConfig, ConfigError, setting
+from sidecars.runtime.settings import boolean, choice, duration, integer, listing, size
+
+
+def _regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"expected a regular expression ({exc})") from None
+    return raw
+
+
+def _url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http:// or https:// URLs")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("expected http:// or https:// URLs with a valid port") from None
+    return raw.rstrip("/")
+
+
+def _index(raw: str) -> str:
+    value = raw.strip()
+    plain = re.sub(r"%[A-Za-z%]", "", value)
+    if not value or plain != plain.lower() or any(c in plain for c in ' "*\\<|,>/?#:'):
+        raise ValueError("expected a lowercase index or data stream name, optionally with %Y %m %d")
+    return value
+
+
+def _nonempty(parse: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
+    def check(raw: str) -> tuple[str, ...]:
+        value = parse(raw)
+        if not value:
+            raise ValueError("expected at least one entry")
+        return value
+
+    return check
 
 
 @dataclass(frozen=True, slots=True)
 class Config(CommonConfig):
+    """Every logshipper setting; README.md's settings table mirrors this class."""
+
     paths: tuple[str, ...] = setting(
         "/var/log/app/*.log",
-        "comma-separated globs of the log files to ship",
-        listing(str),
+        "comma-separated globs of the log files to ship (** allowed)",
+        _nonempty(listing(str)),
         metavar="GLOBS",
+    )
+    exclude: tuple[str, ...] = setting(
+        "", "comma-separated globs of files never to ship", listing(str), metavar="GLOBS"
     )
     es_hosts: tuple[str, ...] = setting(
         "http://127.0.0.1:9200",
-        "comma-separated Elasticsearch URLs (failover in order)",
-        listing(str),
+        "comma-separated Elasticsearch URLs (failover between them)",
+        _nonempty(listing(_url)),
         metavar="URLS",
     )
     index: str = setting(
         "logs-app-%Y.%m.%d",
         "index name, date pattern (from the record time) or data stream",
+        _index,
         metavar="INDEX",
+    )
+    data_stream: bool = setting(
+        "false", "INDEX is a data stream: write with op_type create", boolean, metavar="BOOL"
     )
     state_dir: str = setting(
         "/var/lib/logshipper", "directory for checkpoints and the dead-letter file", metavar="DIR"
     )
+    read_from: str = setting(
+        "beginning",
+        "where to start files found at first start without a checkpoint",
+        choice("beginning", "end"),
+        metavar="WHERE",
+    )
+    es_username: str = setting("", "basic auth user", metavar="USER")
+    es_password: str = setting("", "basic auth password", secret=True, metavar="PASSWORD")
+    es_api_key: str = setting("", "API key (base64 id:key)", secret=True, metavar="KEY")
+    es_ca_file: str = setting("", "CA bundle to verify the server with", metavar="FILE")
+    es_client_cert: str = setting("", "client certificate (PEM) for mutual TLS", metavar="FILE")
+    es_client_key: str = setting("", "client certificate's key (PEM)", metavar="FILE")
+    es_verify_certs: bool = setting(
+        "true", "verify the server certificate and name", boolean, metavar="BOOL"
+    )
+    es_gzip: bool = setting("false", "gzip the bulk request bodies", boolean, metavar="BOOL")
+    es_timeout: float = setting(
+        "30s", "timeout of one bulk request", duration(0.1, 600.0), metavar="DURATION"
+    )
+    batch_max_bytes: int = setting(
+        "5MiB", "largest bulk request body", size(1024, 100 << 20), metavar="SIZE"
+    )
+    batch_max_docs: int = setting(
+        "5000", "most documents in one bulk request", integer(1, 100_000), metavar="N"
+    )
+    flush_interval: float = setting(
+        "1s", "send a partly filled bulk request after this long", duration(0.01, 60.0)
+    )
+    max_in_flight: int = setting(
+        "2", "bulk requests sent concurrently", integer(1, 16), metavar="N"
+    )
+    queue_max_bytes: int = setting(
+        "16MiB",
+        "memory bound for documents read but not yet acknowledged; reading pauses above it",
+        size(64 << 10, 1 << 30),
+        metavar="SIZE",
+    )
+    max_line_size: int = setting(
+        "256KiB", "longer lines are cut to this size and tagged", size(64, 64 << 20), metavar="SIZE"
+    )
+    partial_flush: float = setting(
+        "5s", "ship a last line without newline after it stayed unchanged this long", duration(0.1)
+    )
+    multiline_pattern: str = setting(
+        "",
+        "regex matching the first line of a record; other lines join the previous one",
+        _regex,
+        metavar="REGEX",
+    )
+    multiline_max_lines: int = setting(
+        "500", "most lines joined into one record", integer(2, 100_000), metavar="N"
+    )
+    multiline_timeout: float = setting(
+        "2s", "ship a multiline record when no line followed for this long", duration(0.01)
+    )
+    json: bool = setting(
+        "false", "parse lines that are JSON objects into fields", boolean, metavar="BOOL"
+    )
+    json_target: str = setting(
+        "", "field to put parsed JSON under (empty: the document root)", metavar="FIELD"
+    )
+    timestamp_field: str = setting(
+        "", "JSON field holding the record time (ISO-8601 or epoch seconds)", metavar="FIELD"
+    )
+    timestamp_regex: str = setting(
+        "",
+        "regex whose first group is an ISO-8601 time in plain lines",
+        _regex,
+        metavar="REGEX",
+    )
+    rescan_interval: float = setting(
+        "10s", "how often the globs are re-evaluated (file events come in between)", duration(0.05)
+    )
+    poll_interval: float = setting(
+        "1s", "how often open files are checked for growth when no event came", duration(0.01)
+    )
+    rotate_wait: float = setting(
+        "5s", "keep reading a rotated or deleted file until it stayed idle this long", duration(0.0)
+    )
+    max_open_files: int = setting(
+        "128", "most files held open at once; idle files are closed first", integer(4, 65536)
+    )
+    checkpoint_interval: float = setting(
+        "1s", "how often acknowledged offsets are written to disk", duration(0.01, 600.0)
+    )
+    retry_max_backoff: float = setting(
+        "30s", "longest wait between retries of a failing bulk request", duration(0.01, 3600.0)
+    )
+    dead_letter_max_size: int = setting(
+        "100MiB", "the dead-letter file is rotated to .1 above this size", size(4096)
+    )
+    pod_name: str = setting("", "pod name field (default: $POD_NAME)", metavar="NAME")
+    pod_namespace: str = setting("", "namespace field (default: $POD_NAMESPACE)", metavar="NAME")
+    node_name: str = setting("", "node name field (default: $NODE_NAME)", metavar="NAME")
+    container_name: str = setting(
+        "", "container name field (default: $CONTAINER_NAME)", metavar="NAME"
+    )
+
+    def check(self) -> None:
+        """Cross-field rules; raises ConfigError naming every problem."""
+        problems = []
+        if self.es_password and not self.es_username:
+            problems.append(
+                "LOGSHIPPER_ES_PASSWORD='(hidden)': expected LOGSHIPPER_ES_USERNAME too"
+            )
+        if self.es_api_key and self.es_username:
+            problems.append(
+                f"LOGSHIPPER_ES_API_KEY='(hidden)': expected either it or "
+                f"LOGSHIPPER_ES_USERNAME={self.es_username!r}, not both"
+            )
+        if bool(self.es_client_cert) != bool(self.es_client_key):
+            problems.append(
+                f"LOGSHIPPER_ES_CLIENT_CERT={self.es_client_cert!r}: expected it together with "
+                f"LOGSHIPPER_ES_CLIENT_KEY={self.es_client_key!r}"
+            )
+        if self.batch_max_bytes > self.queue_max_bytes:
+            problems.append(
+                f"LOGSHIPPER_BATCH_MAX_BYTES={self.batch_max_bytes}: expected at most "
+                f"LOGSHIPPER_QUEUE_MAX_BYTES={self.queue_max_bytes}"
+            )
+        if "%" in self.index and self.data_stream:
+            problems.append(
+                f"LOGSHIPPER_INDEX={self.index!r}: expected a plain data stream name "
+                "(no date pattern) with LOGSHIPPER_DATA_STREAM=true"
+            )
+        if problems:
+            raise ConfigError(problems)

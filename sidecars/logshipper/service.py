@@ -1,23 +1,257 @@
-"""logshipper assembly: settings -> service wired into the shared runtime."""
+"""logshipper assembly: settings -> tailer -> batches -> senders -> checkpoints, in the runtime."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import stat
+from typing import Any
 
+from elasticsearch.serializer import OrjsonSerializer
+
+from elasticsearch import AsyncElasticsearch
+from sidecars.logshipper.batching import Budget, Pipeline
+from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
 from sidecars.logshipper.config import Config
-from sidecars.runtime import Runtime, Sidecar
+from sidecars.logshipper.deadletter import DeadLetter
+from sidecars.logshipper.documents import DocumentBuilder
+from sidecars.logshipper.files import Reader
+from sidecars.logshipper.metrics import Metrics
+from sidecars.logshipper.scheduler import Scheduler
+from sidecars.logshipper.shipping import Sender
+from sidecars.logshipper.tailer import Tailer
+from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
+
+
+def _metadata(config: Config) -> dict[str, Any]:
+    """Pod fields from the downward API: our settings, else the conventional variables."""
+    env = os.environ
+    fields = {
+        "pod": {"name": config.pod_name or env.get("POD_NAME", "")},
+        "namespace": config.pod_namespace or env.get("POD_NAMESPACE", ""),
+        "node": {"name": config.node_name or env.get("NODE_NAME", "")},
+        "container": {"name": config.container_name or env.get("CONTAINER_NAME", "")},
+    }
+    kube = {k: v for k, v in fields.items() if (v.get("name") if isinstance(v, dict) else v)}
+    return {"kubernetes": kube} if kube else {}
+
+
+def _check_files(config: Config) -> None:
+    problems = []
+    for name in ("es_ca_file", "es_client_cert", "es_client_key"):
+        value = getattr(config, name)
+        if value and not os.access(value, os.R_OK):
+            problems.append(f"LOGSHIPPER_{name.upper()}={value!r}: expected a readable file")
+    try:
+        os.makedirs(config.state_dir, exist_ok=True)
+        writable = os.access(config.state_dir, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        problems.append(f"LOGSHIPPER_STATE_DIR={config.state_dir!r}: expected a writable directory")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _own_files(config: Config) -> set[tuple[int, int]]:
+    """Files never to ship: our own stderr if it is a file, and the state directory's files."""
+    keys = set()
+    with contextlib.suppress(OSError):
+        st = os.fstat(2)
+        if stat.S_ISREG(st.st_mode):
+            keys.add((st.st_dev, st.st_ino))
+    with contextlib.suppress(OSError), os.scandir(config.state_dir) as it:
+        for entry in it:
+            keys.add((os.stat(entry.path).st_dev, entry.inode()))
+    return keys
 
 
 class Shipper:
-    """Placeholder service: the tail -> bulk pipeline is built in the logshipper issue."""
+    """The logshipper service: reads while there is room, ships, checkpoints, drains."""
 
     def __init__(self, config: Config, rt: Runtime) -> None:
-        self.config, self.rt = config, rt
+        config.check()
+        _check_files(config)
+        self.config, self.rt, self.log = config, rt, rt.log
+        self.metrics = Metrics(rt.registry)
+        self.budget = Budget(config.queue_max_bytes)
+        self.metrics.queue_bytes.set_function(lambda: self.budget.used)
+        self.pipeline = Pipeline(config.batch_max_bytes, config.batch_max_docs, self.budget)
+        self.store = CheckpointStore(config.state_dir)
+        self.dead_letter = DeadLetter(config.state_dir, config.dead_letter_max_size)
+        self.builder = DocumentBuilder(
+            config.index,
+            create=config.data_stream,
+            metadata=_metadata(config),
+            json_lines=config.json,
+            json_target=config.json_target,
+            timestamp_field=config.timestamp_field,
+            timestamp_regex=config.timestamp_regex,
+        )
+        self.reader = Reader(
+            self.builder,
+            self.pipeline,
+            partial_flush=config.partial_flush,
+            multiline_timeout=config.multiline_timeout,
+        )
+        self._checkpoint_due = asyncio.Event()
+        self._answered = False
+
+    def _client(self) -> AsyncElasticsearch:
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "request_timeout": c.es_timeout,
+            "max_retries": 0,  # we retry ourselves, forever and per item
+            "retry_on_timeout": False,
+            "http_compress": c.es_gzip,
+            "verify_certs": c.es_verify_certs,
+            "serializer": OrjsonSerializer(),
+            "dead_node_backoff_factor": 0.5,
+            "max_dead_node_backoff": min(30.0, c.retry_max_backoff),
+        }
+        if not c.es_verify_certs:
+            kwargs["ssl_show_warn"] = False
+        if c.es_username:
+            kwargs["basic_auth"] = (c.es_username, c.es_password)
+        if c.es_api_key:
+            kwargs["api_key"] = c.es_api_key
+        if c.es_ca_file:
+            kwargs["ca_certs"] = c.es_ca_file
+        if c.es_client_cert:
+            kwargs["client_cert"], kwargs["client_key"] = c.es_client_cert, c.es_client_key
+        return AsyncElasticsearch(list(c.es_hosts), **kwargs)
+
+    def _on_answer(self) -> None:
+        if not self._answered:
+            self._answered = True
+            self.rt.readiness.set(True)
+            self.log.info("Elasticsearch answered; ready")
+
+    async def _load_checkpoints(self) -> dict[str, Entry]:
+        try:
+            return await asyncio.to_thread(self.store.load)
+        except CheckpointError as exc:
+            aside = await asyncio.to_thread(self.store.quarantine)
+            self.log.error(
+                "checkpoint file unusable; moved aside, files are read again from the start "
+                "(document ids are stable, so Elasticsearch keeps one copy)",
+                extra={"error": str(exc), "moved_to": str(aside)},
+            )
+            return {}
 
     async def run(self, stopping: asyncio.Event) -> int:
-        self.rt.readiness.set(True)
-        await stopping.wait()
+        c = self.config
+        self.rt.readiness.set(False, "Elasticsearch not reached yet")
+        saved = await self._load_checkpoints()
+        self.tailer = Tailer(
+            c.paths,
+            (*c.exclude, os.path.join(c.state_dir, "*")),
+            self.reader,
+            self.metrics,
+            self.log,
+            max_line=c.max_line_size,
+            max_open=c.max_open_files,
+            rotate_wait=c.rotate_wait,
+            read_from_end=c.read_from == "end" and not saved,
+            multiline=(c.multiline_pattern, c.multiline_max_lines, c.max_line_size)
+            if c.multiline_pattern
+            else None,
+            skip=_own_files(c),
+            checkpoints=saved,
+        )
+        self.metrics.lag_source(self.rt.registry, self.tailer.lags)
+        client = self._client()
+        sender = Sender(
+            client,
+            create=c.data_stream,
+            dead_letter=self.dead_letter,
+            metrics=self.metrics,
+            log=self.log,
+            on_answer=self._on_answer,
+            max_backoff=c.retry_max_backoff,
+        )
+        scheduler = Scheduler(
+            self.tailer,
+            self.budget,
+            self.log,
+            poll_interval=c.poll_interval,
+            rescan_interval=c.rescan_interval,
+        )
+        workers = [asyncio.create_task(self._send(sender)) for _ in range(c.max_in_flight)]
+        helpers = [
+            asyncio.create_task(self._flusher()),
+            asyncio.create_task(self._checkpointer()),
+            asyncio.create_task(self._probe(client)),
+        ]
+        try:
+            await scheduler.run(stopping)
+            await self._drain()
+        finally:
+            for task in (*workers, *helpers):
+                task.cancel()
+            await asyncio.gather(*workers, *helpers, return_exceptions=True)
+            await self._save_checkpoints()
+            self.tailer.close()
+            await client.close()
         return 0
+
+    async def _drain(self) -> None:
+        """After SIGTERM: send what was read, within the drain budget, then stop. What is not
+        acknowledged by then is read again at the next start (its checkpoint did not move)."""
+        self.pipeline.seal()
+        limit = max(
+            0.1, min(self.config.shutdown_timeout - 1.0, self.config.shutdown_timeout * 0.8)
+        )
+        try:
+            async with asyncio.timeout(limit):
+                await self.pipeline.drained()
+        except TimeoutError:
+            self.log.warning(
+                "drain time is up; unacknowledged documents will be read again at next start",
+                extra={"batches": self.pipeline.unresolved, "bytes": self.budget.used},
+            )
+
+    async def _send(self, sender: Sender) -> None:
+        while True:
+            batch = await self.pipeline.queue.get()
+            await sender.deliver(batch.items)
+            self.pipeline.resolved(batch)
+            self._checkpoint_due.set()
+
+    async def _flusher(self) -> None:
+        interval = self.config.flush_interval
+        while True:
+            await asyncio.sleep(interval / 4)
+            self.pipeline.seal(older_than=interval)
+            self.metrics.lines_read.inc(self.reader.lines)
+            self.metrics.bytes_read.inc(self.reader.bytes)
+            self.reader.lines = self.reader.bytes = 0
+
+    async def _checkpointer(self) -> None:
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            await self._save_checkpoints()
+            await asyncio.sleep(self.config.checkpoint_interval)
+
+    async def _save_checkpoints(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.save, self.tailer.entries())
+        except OSError as exc:
+            self.metrics.checkpoint_errors.inc()
+            self.log.error("cannot write checkpoints", extra={"error": str(exc)})
+
+    async def _probe(self, client: AsyncElasticsearch) -> None:
+        """Readiness before any log line exists: ask the cluster until it answers."""
+        backoff = Backoff(0.1, 10.0)
+        while not self._answered:
+            try:
+                await client.perform_request("GET", "/", headers={"accept": "application/json"})
+                self._on_answer()
+            except Exception as exc:  # noqa: BLE001 - any failure means: not reached yet
+                self.rt.readiness.set(False, f"Elasticsearch not reached: {type(exc).__name__}")
+                await asyncio.sleep(backoff.next_delay())
 
 
 SIDECAR = Sidecar(

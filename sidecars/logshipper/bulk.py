@@ -1,0 +1,83 @@
+"""Classify bulk answers: each item, and each whole request, is OK, RETRY or DROP."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, NamedTuple
+
+
+class Outcome(Enum):
+    OK = "ok"
+    RETRY = "retry"
+    DROP = "drop"
+    SPLIT = "split"
+
+
+class ItemResult(NamedTuple):
+    """What happened to one document: the outcome, a short bounded reason (a metric label),
+    and Elasticsearch's error object for the dead-letter file."""
+
+    outcome: Outcome
+    reason: str
+    error: Any
+
+
+class BadResponse(Exception):
+    """The answer is not a bulk response for the request that was sent."""
+
+
+_OK = ItemResult(Outcome.OK, "", None)
+# error types that are about the cluster's state, not the document: retry them
+_TRANSIENT = {
+    "es_rejected_execution_exception",
+    "cluster_block_exception",
+    "unavailable_shards_exception",
+    "process_cluster_event_timeout_exception",
+    "circuit_breaking_exception",
+    "node_not_connected_exception",
+    "no_shard_available_action_exception",
+}
+
+
+def classify_status(status: int) -> Outcome:
+    """A whole bulk request answered with `status`."""
+    if 200 <= status < 300:
+        return Outcome.OK
+    if status == 413:
+        return Outcome.SPLIT
+    # 401/403: a credential or privilege problem an operator fixes; the data must wait, not go
+    if status in (401, 403, 404, 408, 429) or status >= 500:
+        return Outcome.RETRY
+    return Outcome.DROP
+
+
+def classify_item(item: Any, create: bool) -> ItemResult:
+    """One entry of a bulk response's `items`."""
+    if not isinstance(item, dict) or len(item) != 1:
+        raise BadResponse(f"bulk item is not an object with one operation: {item!r:.200}")
+    (result,) = item.values()
+    if not isinstance(result, dict) or not isinstance(result.get("status"), int):
+        raise BadResponse(f"bulk item without a status: {item!r:.200}")
+    status: int = result["status"]
+    if 200 <= status < 300:
+        return _OK
+    if status == 409 and create:
+        return _OK  # the id is already there: delivered by an earlier attempt
+    error = result.get("error")
+    etype = error.get("type", "") if isinstance(error, dict) else ""
+    if status == 429 or status >= 500 or status == 408 or etype in _TRANSIENT:
+        return ItemResult(Outcome.RETRY, f"http_{status}", error)
+    reason = etype if isinstance(etype, str) and etype else f"http_{status}"
+    return ItemResult(Outcome.DROP, reason[:64], error)
+
+
+def classify_response(body: Any, count: int, create: bool) -> list[ItemResult]:
+    """Per-item results of a 2xx bulk answer for a request of `count` documents."""
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise BadResponse(f"not a bulk response: {str(body)[:200]!r}")
+    items = body["items"]
+    if len(items) != count:
+        raise BadResponse(f"bulk response has {len(items)} items for {count} documents")
+    if body.get("errors") is False:
+        return [_OK] * count
+    return [classify_item(item, create) for item in items]

@@ -1,0 +1,75 @@
+"""Acknowledged read positions on the state volume, written atomically (temp, fsync, rename)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+VERSION = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    """Where one file incarnation is acknowledged up to."""
+
+    path: str
+    dev: int
+    ino: int
+    fp: str
+    generation: int
+    offset: int
+
+
+class CheckpointError(Exception):
+    """The checkpoint file exists but cannot be used."""
+
+
+class CheckpointStore:
+    """One JSON file mapping file uid -> Entry. Loading tolerates a missing file; a corrupt
+    one is an error the caller decides about (re-reading from 0 is safe: ids are stable)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = Path(state_dir) / "checkpoints.json"
+
+    def load(self) -> dict[str, Entry]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = orjson.loads(raw)
+            if doc.get("version") != VERSION:
+                raise CheckpointError(f"{self.path}: unknown version {doc.get('version')!r}")
+            return {uid: Entry(**fields) for uid, fields in doc["files"].items()}
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{self.path}: not a checkpoint file ({exc})") from None
+
+    def save(self, entries: dict[str, Entry]) -> None:
+        """Replace the file atomically; blocking (fsync), so run it in a thread."""
+        body = orjson.dumps(
+            {"version": VERSION, "files": {uid: asdict(e) for uid, e in entries.items()}}
+        )
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def quarantine(self) -> Path:
+        """Move a corrupt checkpoint aside so the next save starts clean."""
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        os.replace(self.path, aside)
+        return aside

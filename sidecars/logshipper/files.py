@@ -1,0 +1,163 @@
+"""One followed file: its identity, read position, framing state, and reading a chunk of it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+
+from sidecars.logshipper.batching import Pipeline, Progress
+from sidecars.logshipper.documents import DocumentBuilder
+from sidecars.logshipper.framing import Framer, Line
+from sidecars.logshipper.identity import file_uid, read_fingerprint
+from sidecars.logshipper.multiline import Joiner
+
+CHUNK = 1 << 20
+
+
+class Tracked:
+    """A file incarnation being followed. `offset` is where the next read starts (bytes of an
+    incomplete last line are read again later); `progress.acked` is the checkpoint."""
+
+    def __init__(self, path: str, dev: int, ino: int, max_line: int) -> None:
+        self.path = path
+        self.path_json = orjson.dumps(path)
+        self.dev, self.ino = dev, ino
+        self.fp: str | None = None
+        self.generation = 0
+        self.uid = ""
+        self.offset = 0
+        self.progress = Progress(0)
+        self.framer = Framer(max_line)
+        self.joiner: Joiner | None = None
+        self.fd: int | None = None
+        self.size = 0
+        self.changed_at = time.monotonic()
+        self.used_at = 0.0
+        self.rotated = False  # its path now names another file, or nothing
+        self.emitted_end = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.dev, self.ino
+
+    def rename(self, path: str) -> None:
+        self.path = path
+        self.path_json = orjson.dumps(path)
+
+    def start_at(self, fp: str | None, generation: int, offset: int) -> None:
+        """Begin (or resume) this incarnation at `offset`."""
+        self.fp, self.generation, self.offset = fp, generation, offset
+        self.uid = file_uid(self.dev, self.ino, fp, generation) if fp else ""
+        self.progress = Progress(offset)
+        self.emitted_end = offset
+        self.framer.skipping = False
+        if self.joiner is not None:
+            self.joiner.flush()
+
+    def open(self) -> int:
+        """The fd, opening the path if needed; raises FileNotFoundError when the path no
+        longer names this file (the caller then treats the file as rotated)."""
+        if self.fd is not None:
+            return self.fd
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.key:
+            os.close(fd)
+            raise FileNotFoundError(self.path)
+        self.fd = fd
+        return fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.size - self.progress.acked)
+
+
+class Reader:
+    """Reads chunks of tracked files and turns them into documents for the pipeline."""
+
+    def __init__(
+        self,
+        builder: DocumentBuilder,
+        pipeline: Pipeline,
+        *,
+        partial_flush: float,
+        multiline_timeout: float,
+    ) -> None:
+        self.builder = builder
+        self.pipeline = pipeline
+        self.partial_flush = partial_flush
+        self.multiline_timeout = multiline_timeout
+        self.lines = 0
+        self.bytes = 0
+
+    def read(self, f: Tracked, now: float) -> bool:
+        """Read one chunk; True if more is waiting. Raises OSError for the caller to judge."""
+        fd = f.open()
+        size = os.fstat(fd).st_size
+        mono = time.monotonic()
+        if size != f.size:
+            f.size, f.changed_at = size, mono
+        f.used_at = mono
+        if size < f.offset or (f.fp and f.offset and read_fingerprint(fd) != f.fp):
+            self.truncated(f, fd)
+        if not f.uid:
+            fp = read_fingerprint(fd)
+            if fp is None:
+                return False
+            f.start_at(fp, f.generation, f.offset)
+        idle = mono - f.changed_at
+        if size == f.offset:
+            if f.joiner is not None and f.joiner.pending and idle >= self.multiline_timeout:
+                record = f.joiner.flush()
+                if record is not None:
+                    self._emit(f, record, now)
+            return False
+        data = os.pread(fd, max(CHUNK, f.framer.max_line + 1), f.offset)
+        if not data:
+            return False
+        lines, used = f.framer.frame(data, f.offset, flush=idle >= self.partial_flush)
+        self._emit_lines(f, lines, now)
+        f.offset += used
+        if f.offset > f.emitted_end and (f.joiner is None or not f.joiner.pending):
+            f.progress.skip(f.offset)
+            f.emitted_end = f.offset
+        self.lines += len(lines)
+        self.bytes += used
+        return used > 0 and f.offset < size
+
+    def truncated(self, f: Tracked, fd: int) -> None:
+        """copytruncate (or a rewrite): read again from 0 as a new generation, so the new
+        content gets new document ids."""
+        f.start_at(read_fingerprint(fd), f.generation + 1, 0)
+
+    def _emit_lines(self, f: Tracked, lines: list[Line], now: float) -> None:
+        joiner = f.joiner
+        if joiner is not None:
+            for line in lines:
+                record = joiner.push(line)
+                if record is not None:
+                    self._emit(f, record, now)
+            return
+        build = self.builder.build
+        add = self.pipeline.add
+        uid, path_json, progress = f.uid, f.path_json, f.progress
+        for start, end, data, cut in lines:
+            action, source = build(uid, path_json, start, data, now, ("truncated",) if cut else ())
+            add(progress, end, action, source)
+        if lines:
+            f.emitted_end = lines[-1].end
+
+    def _emit(self, f: Tracked, record: Line, now: float) -> None:
+        tags = ("truncated",) if record.cut else ()
+        action, source = self.builder.build(
+            f.uid, f.path_json, record.start, record.data, now, tags
+        )
+        self.pipeline.add(f.progress, record.end, action, source)
+        f.emitted_end = record.end

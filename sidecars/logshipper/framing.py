@@ -1,0 +1,62 @@
+"""Split file bytes into lines with offsets; cut over-long lines without ever holding them whole."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Line(NamedTuple):
+    """One line: where it starts, where the next one starts, its bytes (no newline), and
+    whether it was cut at the maximum size."""
+
+    start: int
+    end: int
+    data: bytes
+    cut: bool
+
+
+class Framer:
+    """Frames one file's bytes. The caller reads from `offset` and passes what it read;
+    bytes of an incomplete last line are not consumed, so the caller reads them again
+    later (nothing partial is held here). The only state is `skipping`: the head of an
+    over-long line was emitted and its rest is being discarded up to the newline."""
+
+    __slots__ = ("max_line", "skipping")
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self.skipping = False
+
+    def frame(self, data: bytes, offset: int, flush: bool = False) -> tuple[list[Line], int]:
+        """Lines found in `data` (read at file offset `offset`) and how many bytes they
+        consumed. `flush` also emits an incomplete last line (it stayed unchanged too long)."""
+        out: list[Line] = []
+        pos = 0
+        if self.skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return out, len(data)
+            self.skipping = False
+            pos = nl + 1
+        last = data.rfind(b"\n")
+        limit = self.max_line
+        if last >= pos:
+            start = offset + pos
+            for part in data[pos:last].split(b"\n"):
+                end = start + len(part) + 1
+                if len(part) > limit:
+                    out.append(Line(start, end, part[:limit], True))
+                else:
+                    out.append(Line(start, end, part, False))
+                start = end
+            pos = last + 1
+        rest = len(data) - pos
+        if rest > limit:
+            # no newline within the limit: ship the head now, discard the rest as it comes
+            out.append(Line(offset + pos, offset + len(data), data[pos : pos + limit], True))
+            self.skipping = True
+            pos = len(data)
+        elif flush and rest:
+            out.append(Line(offset + pos, offset + len(data), data[pos:], False))
+            pos = len(data)
+        return out, pos

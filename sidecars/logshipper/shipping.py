@@ -1,0 +1,208 @@
+"""Send pre-serialized bulk bodies through the client's transport; retry, split or dead-letter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
+
+from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
+from sidecars.logshipper.bulk import BadResponse, Outcome, classify_response, classify_status
+from sidecars.logshipper.deadletter import DeadLetter
+from sidecars.logshipper.metrics import Metrics
+from sidecars.runtime import Backoff
+
+Item = tuple[bytes, bytes]
+_HEADERS = {
+    "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=8",
+    "accept": "application/vnd.elasticsearch+json; compatible-with=8",
+}
+_REPORT_EVERY = 30.0
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Sender:
+    """Delivers a list of documents: returns once each one is acknowledged or dead-lettered.
+    Failures of the whole request or of single items are retried forever with capped,
+    jittered backoff; only the failed items are sent again."""
+
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        *,
+        create: bool,
+        dead_letter: DeadLetter,
+        metrics: Metrics,
+        log: logging.Logger,
+        on_answer: Callable[[], None],
+        max_backoff: float,
+    ) -> None:
+        self.client = client
+        self.create = create
+        self.dead_letter = dead_letter
+        self.metrics = metrics
+        self.log = log
+        self.on_answer = on_answer
+        self.max_backoff = max_backoff
+        self._failing_since: float | None = None
+        self._failures = 0
+        self._last_report = 0.0
+
+    async def deliver(self, items: list[Item]) -> None:
+        backoff = Backoff(0.05, self.max_backoff)
+        pending = items
+        while pending:
+            try:
+                pending = await self._attempt(pending)
+            except _TooLarge:
+                if len(pending) == 1:
+                    await self._drop([("request_too_large", {"status": 413}, *pending[0])])
+                    return
+                mid = len(pending) // 2
+                await self.deliver(pending[:mid])
+                await self.deliver(pending[mid:])
+                return
+            if pending:
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _attempt(self, items: list[Item]) -> list[Item]:
+        """One bulk request; returns the items to send again."""
+        body = b"".join([b"%s\n%s\n" % item for item in items])
+        started = time.monotonic()
+        try:
+            resp = await self.client.perform_request("POST", "/_bulk", headers=_HEADERS, body=body)
+        except UnsupportedProductError as exc:
+            return self._retry_all(items, "not_elasticsearch", exc)
+        except ApiError as exc:
+            self.metrics.bulk_seconds.observe(time.monotonic() - started)
+            outcome = classify_status(exc.status_code) if exc.status_code >= 300 else Outcome.RETRY
+            if outcome is Outcome.SPLIT:
+                self.on_answer()
+                raise _TooLarge from None
+            if outcome is Outcome.DROP:
+                self.on_answer()
+                reason = f"http_{exc.status_code}"
+                self.metrics.bulk_errors.labels(reason).inc()
+                await self._drop([(reason, _error_of(exc), *item) for item in items])
+                return []
+            return self._retry_all(items, f"http_{exc.status_code}", exc)
+        except TlsError as exc:
+            return self._retry_all(items, "tls", exc)
+        except ConnectionTimeout as exc:
+            return self._retry_all(items, "timeout", exc)
+        except (TransportError, SerializationError) as exc:
+            return self._retry_all(items, _transport_reason(exc), exc)
+        self.metrics.bulk_seconds.observe(time.monotonic() - started)
+        try:
+            results = classify_response(resp.body, len(items), self.create)
+        except BadResponse as exc:
+            return self._retry_all(items, "bad_response", exc)
+        self.on_answer()
+        self._recovered()
+        retry: list[Item] = []
+        drops: list[tuple[str, Any, bytes, bytes]] = []
+        delivered = 0
+        for item, result in zip(items, results, strict=True):
+            if result.outcome is Outcome.OK:
+                delivered += 1
+            elif result.outcome is Outcome.RETRY:
+                retry.append(item)
+                self.metrics.retried.labels(result.reason).inc()
+            else:
+                drops.append((result.reason, result.error, *item))
+        self.metrics.delivered.inc(delivered)
+        if drops:
+            await self._drop(drops)
+        return retry
+
+    def _retry_all(self, items: list[Item], reason: str, exc: BaseException) -> list[Item]:
+        self.metrics.bulk_errors.labels(reason).inc()
+        self.metrics.retried.labels(reason).inc(len(items))
+        now = time.monotonic()
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        if self._failures == 1 or now - self._last_report >= _REPORT_EVERY:
+            self._last_report = now
+            self.log.warning(
+                "bulk request failed; retrying with backoff",
+                extra={
+                    "reason": reason,
+                    "error": _describe(exc),
+                    "failures": self._failures,
+                    "documents": len(items),
+                },
+            )
+        return items
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            self.log.info(
+                "Elasticsearch accepts bulk requests again",
+                extra={
+                    "failures": self._failures,
+                    "seconds": round(time.monotonic() - self._failing_since, 1),
+                },
+            )
+        self._failing_since = None
+        self._failures = 0
+
+    async def _drop(self, drops: list[tuple[str, Any, bytes, bytes]]) -> None:
+        """Dead-letter refused documents (durably, before they count as resolved)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.dead_letter.write, drops)
+                break
+            except OSError as exc:
+                self.metrics.file_errors.labels("dead_letter").inc()
+                self.log.error(
+                    "cannot write the dead-letter file; retrying",
+                    extra={"path": str(self.dead_letter.path), "error": str(exc)},
+                )
+                await asyncio.sleep(5.0)
+        reasons: dict[str, int] = {}
+        for reason, *_ in drops:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            self.metrics.dead_lettered.labels(reason).inc(count)
+        sample = drops[0]
+        self.log.warning(
+            "documents refused by Elasticsearch went to the dead-letter file",
+            extra={
+                "documents": len(drops),
+                "reasons": reasons,
+                "sample_error": _short(sample[1]),
+                "path": str(self.dead_letter.path),
+            },
+        )
+
+
+def _error_of(exc: ApiError) -> Any:
+    body = exc.body
+    if isinstance(body, dict):
+        return body.get("error", body)
+    return {"status": exc.status_code, "body": str(body)[:500]}
+
+
+def _transport_reason(exc: BaseException) -> str:
+    if isinstance(exc, SerializationError):
+        return "bad_response"
+    return "connection"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status_code}: {_short(exc.body)}"
+    return _short(str(exc) or type(exc).__name__)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:300]

@@ -1,0 +1,296 @@
+"""Find the files the globs name and follow them: rotation, truncation, deletion, fd budget."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from sidecars.logshipper.checkpoint import Entry
+from sidecars.logshipper.files import Reader, Tracked
+from sidecars.logshipper.identity import read_fingerprint
+from sidecars.logshipper.metrics import Metrics
+from sidecars.logshipper.multiline import Joiner
+
+
+class Tailer:
+    """All followed files, keyed by (device, inode) and by path. It does no waiting itself:
+    the scheduler calls `scan`, `mark`, `read_pass` and `tick`; fds are opened only to read
+    and at most `max_open` stay open (idle files are closed first)."""
+
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        excludes: Iterable[str],
+        reader: Reader,
+        metrics: Metrics,
+        log: logging.Logger,
+        *,
+        max_line: int,
+        max_open: int,
+        rotate_wait: float,
+        read_from_end: bool,
+        multiline: tuple[str, int, int] | None,
+        skip: set[tuple[int, int]],
+        checkpoints: dict[str, Entry],
+    ) -> None:
+        self.patterns = tuple(patterns)
+        self.excludes = tuple(excludes)
+        self.reader = reader
+        self.metrics = metrics
+        self.log = log
+        self.max_line = max_line
+        self.max_open = max_open
+        self.rotate_wait = rotate_wait
+        self.read_from_end = read_from_end
+        self.multiline = multiline
+        self.skip = skip
+        self.by_key: dict[tuple[int, int], Tracked] = {}
+        self.by_path: dict[str, Tracked] = {}
+        self.dirty: set[Tracked] = set()
+        self.saved = {(e.dev, e.ino): e for e in checkpoints.values()}
+        self._first_scan = True
+        self._warned: set[str] = set()
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Re-evaluate the globs; pick up new files, notice renamed, rotated and deleted ones."""
+        seen: set[str] = set()
+        for pattern in self.patterns:
+            matches = glob.glob(pattern, recursive=True)
+            if not matches and pattern not in self._warned:
+                self._warned.add(pattern)
+                self.log.warning("no file matches %s yet; waiting for one", pattern)
+            for path in matches:
+                if path in seen or self._excluded(path):
+                    continue
+                seen.add(path)
+                self._discover(path)
+        for path, f in list(self.by_path.items()):
+            if path not in seen or self._names_other(f):
+                self._lost_path(f)
+        if self._first_scan:
+            self._first_scan = False
+            self._resume_orphans()
+        self.saved.clear()
+        self.metrics.files_tracked.set(len(self.by_key))
+
+    def _excluded(self, path: str) -> bool:
+        return any(fnmatch.fnmatch(path, ex) for ex in self.excludes)
+
+    def _discover(self, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            self._warn_once(path, "not a regular file", "not_regular")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self.skip:
+            return
+        f = self.by_key.get(key)
+        if f is not None:
+            if f.path != path:
+                if self.by_path.get(f.path) is f:
+                    del self.by_path[f.path]
+                f.rename(path)
+            f.rotated = False
+            self.by_path[path] = f
+            if st.st_size != f.offset:
+                self.dirty.add(f)
+            return
+        old = self.by_path.get(path)
+        if old is not None:
+            self._lost_path(old)
+        f = self._new(path, key)
+        if f is None:
+            return
+        start = 0 if not (self._first_scan and self.read_from_end) else st.st_size
+        self._place(f, self.saved.get(key), start)
+        self.by_key[key] = f
+        self.by_path[path] = f
+        self.dirty.add(f)
+
+    def _new(self, path: str, key: tuple[int, int]) -> Tracked | None:
+        f = Tracked(path, key[0], key[1], self.max_line)
+        if self.multiline is not None:
+            f.joiner = Joiner(*self.multiline)
+        try:
+            f.open()
+        except PermissionError:
+            self._warn_once(path, "permission denied", "permission")
+            return None
+        except OSError:
+            return None
+        self._warned.discard(path)
+        return f
+
+    def _place(self, f: Tracked, saved: Entry | None, start: int) -> None:
+        """Where to start a newly seen file: its checkpoint if it is the same incarnation."""
+        assert f.fd is not None
+        fp = read_fingerprint(f.fd)
+        if saved is not None and fp is not None and fp == saved.fp:
+            size = os.fstat(f.fd).st_size
+            if size < saved.offset:
+                f.start_at(fp, saved.generation + 1, 0)
+            else:
+                f.start_at(fp, saved.generation, saved.offset)
+        else:
+            f.start_at(fp, 0, start if fp else 0)
+
+    def _names_other(self, f: Tracked) -> bool:
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != f.key
+
+    def _lost_path(self, f: Tracked) -> None:
+        """The path no longer names `f` (renamed away, deleted, replaced): finish reading it
+        through its open fd or its new name, then let it go."""
+        if self.by_path.get(f.path) is f:
+            del self.by_path[f.path]
+        f.rotated = True
+        f.changed_at = time.monotonic()
+        if f.fd is None:
+            moved = _find_inode(os.path.dirname(f.path) or ".", f.key)
+            if moved is not None:
+                f.rename(moved)
+        self.dirty.add(f)
+
+    def _resume_orphans(self) -> None:
+        """Checkpointed files that no glob names any more (rotated while we were down)."""
+        for key, entry in self.saved.items():
+            if key in self.by_key:
+                continue
+            moved = _find_inode(os.path.dirname(entry.path) or ".", key)
+            if moved is None:
+                continue
+            f = self._new(moved, key)
+            if f is None:
+                continue
+            self._place(f, entry, 0)
+            f.rotated = True
+            self.by_key[key] = f
+            self.dirty.add(f)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def mark(self, path: str) -> bool:
+        """A file event for `path`; False if it names no followed file (rescan it then)."""
+        f = self.by_path.get(path)
+        if f is None:
+            return False
+        self.dirty.add(f)
+        return True
+
+    def read_pass(self, now: float, budget_full: Callable[[], bool], chunks: int = 4) -> bool:
+        """Read up to `chunks` chunks of each dirty file; True if work is left."""
+        for f in list(self.dirty):
+            more = False
+            for _ in range(chunks):
+                if budget_full():
+                    return True
+                more = self._read(f, now)
+                if not more:
+                    break
+            if not more:
+                self.dirty.discard(f)
+        self._limit_open()
+        return bool(self.dirty)
+
+    def _read(self, f: Tracked, now: float) -> bool:
+        try:
+            return self.reader.read(f, now)
+        except FileNotFoundError:
+            if not f.rotated:
+                self._lost_path(f)
+                return True
+            self._drop(f, "" if f.offset >= f.size else "deleted before it was read to its end")
+            return False
+        except IsADirectoryError:
+            self._warn_once(f.path, "became a directory", "not_regular")
+            self._drop(f, "became a directory")
+            return False
+        except OSError as exc:
+            self._warn_once(f.path, exc.strerror or str(exc), "read")
+            f.close()
+            return False
+
+    def tick(self) -> None:
+        """Periodic: open files may have grown without an event; timers for partial lines,
+        multiline records and rotated files run here."""
+        now = time.monotonic()
+        for f in list(self.by_key.values()):
+            if f.fd is not None or f.offset < f.size or (f.joiner and f.joiner.pending):
+                self.dirty.add(f)
+            if f.rotated and now - f.changed_at >= self.rotate_wait and f not in self.dirty:
+                if f.offset >= f.size and f.progress.idle:
+                    self._drop(f, "")
+        self.metrics.files_open.set(sum(1 for f in self.by_key.values() if f.fd is not None))
+
+    def _drop(self, f: Tracked, why: str) -> None:
+        f.close()
+        self.by_key.pop(f.key, None)
+        if self.by_path.get(f.path) is f:
+            del self.by_path[f.path]
+        self.dirty.discard(f)
+        if why:
+            self.metrics.file_errors.labels("lost").inc()
+            self.log.warning("stopped following %s: %s", f.path, why)
+
+    def _limit_open(self) -> None:
+        open_files = [f for f in self.by_key.values() if f.fd is not None and not f.rotated]
+        if len(open_files) <= self.max_open:
+            return
+        open_files.sort(key=lambda f: f.used_at)
+        for f in open_files[: len(open_files) - self.max_open]:
+            if f not in self.dirty:
+                f.close()
+
+    def _warn_once(self, path: str, what: str, reason: str) -> None:
+        self.metrics.file_errors.labels(reason).inc()
+        if path not in self._warned:
+            self._warned.add(path)
+            self.log.warning("skipping %s: %s", path, what)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, Entry]:
+        """Checkpoint entries for every file with an identity."""
+        out = {}
+        for f in self.by_key.values():
+            if f.uid and f.fp:
+                out[f.uid] = Entry(f.path, f.dev, f.ino, f.fp, f.generation, f.progress.acked)
+        return out
+
+    def lags(self) -> Iterator[tuple[str, int]]:
+        for f in list(self.by_key.values()):
+            yield f.path, f.lag
+
+    def close(self) -> None:
+        for f in self.by_key.values():
+            f.close()
+
+
+def _find_inode(directory: str, key: tuple[int, int]) -> str | None:
+    """The name `key` has now in `directory` (rename rotation keeps the inode)."""
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.inode() == key[1]:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if st.st_dev == key[0] and stat.S_ISREG(st.st_mode):
+                        return entry.path
+    except OSError:
+        return None
+    return None

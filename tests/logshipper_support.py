@@ -1,0 +1,230 @@
+"""Helpers for the logshipper tests: a bulk sink for faults a real node cannot produce,
+log writers, and index checks against the real Elasticsearch node."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.helpers import free_port, http_get
+from tests.servers.elasticsearch import es_request, refresh
+
+PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
+
+# Answer modes of the sink: "ok" answers like Elasticsearch; the others are the faults the
+# issue lists (HTML, non-JSON, errors:true) that a healthy real node never produces.
+Mode = str
+
+
+class BulkSink:
+    """An HTTP server on 127.0.0.1 that answers `/_bulk` like Elasticsearch and keeps the
+    documents by (index, _id). It runs in its own thread and event loop, so blocking test
+    code (subprocess waits) can use it. `mode` may be changed while it runs; with
+    `fail_next` set, only that many requests get `mode`, later ones are answered normally."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests = 0
+        self.mode: Mode = "ok"
+        self.fail_next: int | None = None
+        self.item_status: Callable[[dict[str, Any]], int] | None = None
+        self.gzipped = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> BulkSink:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("bulk sink did not start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=200 << 20)
+        app.router.add_get("/", self._info)
+        app.router.add_post("/_bulk", self._bulk)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    async def _info(self, _: web.Request) -> web.Response:
+        return web.json_response({"version": {"number": "8.7.1"}}, headers=PRODUCT)
+
+    async def _bulk(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+            self.gzipped += 1
+        with self._lock:
+            self.requests += 1
+            mode = self.mode
+            if self.fail_next is not None:
+                if self.fail_next > 0:
+                    self.fail_next -= 1
+                else:
+                    mode = "ok"
+        if mode.startswith("html"):
+            return web.Response(
+                status=502 if "502" in mode else 200,
+                text="<html><body>Bad Gateway</body></html>",
+                content_type="text/html",
+                headers=PRODUCT,
+            )
+        if mode.startswith("nonjson"):
+            return web.Response(
+                text="this is not json", content_type="application/json", headers=PRODUCT
+            )
+        if mode.startswith("noproduct"):
+            return web.json_response({"took": 1, "errors": False, "items": []})
+        lines = body.split(b"\n")
+        items: list[bytes] = []
+        errors = False
+        with self._lock:
+            for i in range(0, len(lines) - 1, 2):
+                action = orjson.loads(lines[i])
+                ((op, meta),) = action.items()
+                doc = orjson.loads(lines[i + 1])
+                status = 201
+                if mode.startswith("errors"):
+                    status = 429
+                elif self.item_status is not None:
+                    status = self.item_status(doc)
+                if status < 300:
+                    key = (meta["_index"], meta["_id"])
+                    if op == "create" and key in self.docs:
+                        status = 409
+                    else:
+                        self.docs[key] = doc
+                item: dict[str, Any] = {
+                    "_index": meta["_index"],
+                    "_id": meta["_id"],
+                    "status": status,
+                }
+                if status >= 300:
+                    errors = True
+                    item["error"] = {
+                        "type": _ERROR_TYPES.get(status, "error"),
+                        "reason": "test sink",
+                    }
+                items.append(orjson.dumps({op: item}))
+        out = b'{"took":1,"errors":%s,"items":[%s]}' % (
+            b"true" if errors else b"false",
+            b",".join(items),
+        )
+        return web.Response(body=out, content_type="application/json", headers=PRODUCT)
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return [d.get("message", "") for d in self.docs.values()]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.docs)
+
+
+_ERROR_TYPES = {
+    429: "es_rejected_execution_exception",
+    400: "mapper_parsing_exception",
+    409: "version_conflict_engine_exception",
+}
+
+
+def checksum(messages: list[str]) -> str:
+    """Order-independent digest of a multiset of messages."""
+    h = hashlib.sha256()
+    for m in sorted(messages):
+        h.update(m.encode(errors="replace") + b"\0")
+    return h.hexdigest()
+
+
+def es_messages(url: str, index: str) -> list[str]:
+    """Every `message` in `index` (scrolling through point-in-time pages)."""
+    refresh(url, index)
+    out: list[str] = []
+    search_after: list[Any] | None = None
+    for _ in range(10_000):
+        query: dict[str, Any] = {
+            "size": 5000,
+            "sort": [{"_doc": "asc"}],
+            "_source": ["message"],
+        }
+        if search_after is not None:
+            query["search_after"] = search_after
+        status, body = es_request(url, "POST", f"/{index}/_search", query)
+        assert status == 200, body
+        hits = body["hits"]["hits"]
+        if not hits:
+            return out
+        out.extend(h["_source"].get("message", "") for h in hits)
+        search_after = hits[-1]["sort"]
+    raise AssertionError("too many pages")
+
+
+def es_count(url: str, index: str) -> int:
+    refresh(url, index)
+    status, body = es_request(url, "GET", f"/{index}/_count")
+    if status == 404:
+        return 0
+    assert status == 200, body
+    return int(body["count"])
+
+
+class LogWriter:
+    """Appends numbered lines to a file, like an application would."""
+
+    def __init__(self, path: Path, prefix: str = "line") -> None:
+        self.path = path
+        self.prefix = prefix
+        self.written: list[str] = []
+
+    def write(self, n: int, *, size: int = 60) -> None:
+        with self.path.open("a") as f:
+            for _ in range(n):
+                msg = f"{self.prefix} {len(self.written):08d} " + "x" * max(0, size - 20)
+                f.write(msg + "\n")
+                self.written.append(msg)
+
+
+def metric(admin: str, name: str, labels: str = "") -> float:
+    """The value of one sample on the admin server's /metrics (0 if absent)."""
+    status, body = http_get(f"{admin}/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + (labels and "{")) or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            if labels and labels not in key:
+                continue
+            if key.split("{")[0] == name:
+                total += float(value)
+    return total
+
+
+def lines_in(path: Path) -> Iterator[dict[str, Any]]:
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            yield orjson.loads(line)
