@@ -21,9 +21,13 @@ from tests.helpers import free_port, http_get, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
 ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
-# Settings that keep a sidecar running with otherwise default settings: with none, the
-# warloader installs its (empty) sources and exits 0, as an init container does.
-KEEP_RUNNING = {"warloader": {"WARLOADER_WATCH": "true"}}
+# The only settings the tests give (everything else is a default): the warloader needs watch
+# mode to keep running (with defaults it installs its empty source list and exits 0, as an init
+# container does); the ambassador refuses to start without one upstream member (exit 2).
+KEEP_RUNNING = {
+    "warloader": {"WARLOADER_WATCH": "true"},
+    "ambassador": {"AMBASSADOR_UPSTREAMS": "127.0.0.1:8080"},
+}
 SHUTDOWN_TIMEOUT = 20.0  # the sidecars' default --shutdown-timeout
 UID = 65532
 BUILD_DEADLINE = 1500.0  # a fresh machine debootstraps the base first

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 def test_push_delete_pull_run(images: Images, registry: str, containers: Containers) -> None:
     target = f"{registry}/sidecars"
     names = [*SIDECARS, "pause"]
-    tags = {name: images.tag(name) for name in SIDECARS} | {"pause": "sidecars/pause:latest"}
+    tags = {name: images.tag(name) for name in SIDECARS} | {"pause": "sidecars/pause:1.0"}
     ids = {
         name: docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
         for name, tag in tags.items()
