@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
-from sidecars.runtime.settings import boolean, listing
+from sidecars.runtime.settings import boolean, duration, integer, listing, size
+from sidecars.warloader.sources import Source, parse
+
+
+def octal_mode(raw: str) -> int:
+    """A permission mode in octal such as 0644 or 755; no setuid/setgid/sticky bits."""
+    if not re.fullmatch(r"\s*0?[0-7]{3}\s*", raw):
+        raise ValueError("expected an octal mode such as 0644 (no setuid, setgid or sticky bits)")
+    return int(raw.strip(), 8)
+
+
+def owner(raw: str) -> tuple[int, int]:
+    """`uid`, `uid:gid` or `:gid` (numeric); empty leaves the owner as it is, (-1, -1)."""
+    m = re.fullmatch(r"\s*(\d*)(?::(\d*))?\s*", raw)
+    if not m:
+        raise ValueError("expected a numeric uid[:gid], :gid or nothing")
+    uid, gid = m.group(1), m.group(2)
+    return (int(uid) if uid else -1, int(gid) if gid else -1)
+
+
+def optional_path(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
+_sources: Callable[[str], tuple[Source, ...]] = listing(parse)
 
 
 @dataclass(frozen=True, slots=True)
 class Config(CommonConfig):
-    sources: tuple[str, ...] = setting(
+    sources: tuple[Source, ...] = setting(
         "",
-        "comma-separated paths or http(s) URLs, each optionally with #sha256=<hex>",
-        listing(str),
+        "comma-separated absolute paths (file or directory) or http(s) URLs, each optionally "
+        "followed by #sha256=<hex>, &name=<entry name>, &extract=true|false",
+        _sources,
         metavar="SOURCES",
     )
     dest: str = setting("/target", "the shared volume's directory to install into", metavar="DIR")
     extract: bool = setting(
         "false",
-        "unpack .war/.zip/.tar.gz into a directory instead of copying",
+        "unpack .war/.zip/.jar/.tar/.tar.gz sources into a directory instead of copying them",
         boolean,
         metavar="BOOL",
     )
@@ -28,4 +58,83 @@ class Config(CommonConfig):
         "stay running as a sidecar and install new versions as sources change",
         boolean,
         metavar="BOOL",
+    )
+    concurrency: int = setting(
+        "4", "how many sources are loaded at the same time", integer(1, 64), metavar="N"
+    )
+    max_attempts: int = setting(
+        "5", "tries per download before giving up (exit 3)", integer(1, 100), metavar="N"
+    )
+    retry_delay: float = setting(
+        "1s",
+        "first delay between download tries; doubles each time (jittered, at most 30s)",
+        duration(0.0, 300.0),
+        metavar="DURATION",
+    )
+    timeout: float = setting(
+        "30s",
+        "longest wait to connect or for the next bytes of a download",
+        duration(0.001, 3600.0),
+        metavar="DURATION",
+    )
+    max_download_size: int = setting(
+        "4GiB", "largest download accepted (exit 3 beyond it)", size(1), metavar="SIZE"
+    )
+    bearer_token_file: str = setting(
+        "",
+        "file holding a bearer token sent to URL sources (re-read for every download)",
+        optional_path,
+        metavar="FILE",
+    )
+    basic_auth_file: str = setting(
+        "",
+        "file holding user:password for HTTP basic auth to URL sources (re-read on use)",
+        optional_path,
+        metavar="FILE",
+    )
+    ca_file: str = setting(
+        "",
+        "PEM bundle of CAs trusted for https sources (default: the system's)",
+        optional_path,
+        metavar="FILE",
+    )
+    tls_verify: bool = setting(
+        "true", "verify https certificates (turn off only for testing)", boolean, metavar="BOOL"
+    )
+    max_extract_size: int = setting(
+        "4GiB", "largest total an archive may unpack to (exit 5 beyond it)", size(1), metavar="SIZE"
+    )
+    max_extract_files: int = setting(
+        "100000", "most entries an archive may hold (exit 5 beyond it)", integer(1), metavar="N"
+    )
+    max_extract_ratio: int = setting(
+        "200",
+        "largest unpacked/packed size ratio once past 1 MiB (zip bombs; exit 5 beyond it)",
+        integer(1),
+        metavar="N",
+    )
+    owner: tuple[int, int] = setting(
+        "",
+        "numeric uid[:gid] given to installed files (needs CAP_CHOWN); empty keeps ours",
+        owner,
+        metavar="UID:GID",
+    )
+    file_mode: int = setting(
+        "0644",
+        "mode of installed files (execute bits added where the source had them)",
+        octal_mode,
+        metavar="MODE",
+    )
+    dir_mode: int = setting("0755", "mode of installed directories", octal_mode, metavar="MODE")
+    progress_interval: float = setting(
+        "5s",
+        "how often a running load logs its progress (bytes, rate)",
+        duration(0.1, 3600.0),
+        metavar="DURATION",
+    )
+    poll_interval: float = setting(
+        "30s",
+        "with --watch: how often URL sources are checked (ETag/Last-Modified)",
+        duration(0.05, 86400.0),
+        metavar="DURATION",
     )

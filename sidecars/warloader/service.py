@@ -1,25 +1,215 @@
-"""warloader assembly: settings -> service wired into the shared runtime."""
+"""warloader assembly: settings -> installer, metrics and progress, wired into the runtime."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
-from sidecars.runtime import Runtime, Sidecar
+import aiohttp
+
+from sidecars.runtime import ConfigError, Runtime, Sidecar
+from sidecars.warloader import watch
 from sidecars.warloader.config import Config
+from sidecars.warloader.copier import Progress
+from sidecars.warloader.errors import EXIT_FAILURE, EXIT_OK, LoadError, SourceConfigError
+from sidecars.warloader.extract import Limits
+from sidecars.warloader.fetch import HttpPolicy
+from sidecars.warloader.fsops import Modes
+from sidecars.warloader.install import Installer, Outcome, Plan
+from sidecars.warloader.sources import Source
+from sidecars.warloader.telemetry import Metrics, ProgressLog
 
 
 class Loader:
-    """Placeholder service: installing sources is built in the warloader issue. As an init
-    container it exits when done; with --watch it stays up until SIGTERM."""
+    """Installs every source once (init container: then exits with the outcome's code);
+    with --watch keeps installing new versions until SIGTERM."""
 
     def __init__(self, config: Config, rt: Runtime) -> None:
-        self.config, self.rt = config, rt
+        self.config, self.rt, self.log = config, rt, rt.log
+        self.sources = config.sources
+        _validate(config)
+        uid, gid = config.owner
+        self.plan = Plan(
+            dest=Path(config.dest),
+            extract=config.extract,
+            modes=Modes(config.file_mode, config.dir_mode, uid, gid),
+            limits=Limits(
+                config.max_extract_size, config.max_extract_files, config.max_extract_ratio
+            ),
+            http=HttpPolicy(config.max_download_size, config.max_attempts, config.retry_delay),
+        )
+        self.metrics = Metrics(rt.registry)
+        self.progress = ProgressLog(rt.log, config.progress_interval)
 
     async def run(self, stopping: asyncio.Event) -> int:
+        if not self.sources:
+            self.log.info("no sources configured: nothing to install")
+            self.rt.readiness.set(True)
+            if self.config.watch:
+                await stopping.wait()
+            return EXIT_OK
+        done = asyncio.Event()
+        async with self._session() as session, asyncio.TaskGroup() as tg:
+            tg.create_task(self.progress.run(done))
+            try:
+                installer = Installer(self.plan, session, self._auth, self.log)
+                return await self._serve(installer, stopping)
+            finally:
+                done.set()
+
+    async def _serve(self, installer: Installer, stopping: asyncio.Event) -> int:
+        first = asyncio.ensure_future(self.load_all(installer))
+        stop = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({first, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not first.done():
+            first.cancel()
+            await asyncio.wait([first])
+            self.log.error("stopped before every source was installed; nothing partial is left")
+            return EXIT_FAILURE
+        code = first.result()
+        if code != EXIT_OK or not self.config.watch:
+            return code
         self.rt.readiness.set(True)
-        if self.config.watch:
-            await stopping.wait()
-        return 0
+        await watch.run(self, installer, stopping)
+        return EXIT_OK
+
+    async def load_all(self, installer: Installer) -> int:
+        """Load every source, `concurrency` at a time; the exit code of the first failure in
+        the configured order, or 0."""
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(src: Source) -> int:
+            async with gate:
+                return await self.load_one(installer, src)
+
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(src)) for src in self.sources]
+        codes = [t.result() for t in tasks]
+        failed = [c for c in codes if c != EXIT_OK]
+        if not failed:
+            self.log.info("all sources in place", extra={"sources": len(codes)})
+            self.rt.readiness.set(True)
+        return failed[0] if failed else EXIT_OK
+
+    async def load_one(self, installer: Installer, src: Source, quiet: bool = False) -> int:
+        """Install one source; log one line (the outcome or the error); return its exit code."""
+        name = installer.target(src)
+        progress = Progress(str(src))
+        self.progress.active.add(progress)
+        try:
+            outcome = await installer.install(src, progress)
+        except LoadError as exc:
+            self.metrics.artifacts.labels(exc.kind).inc()
+            self.log.error(
+                "%s: %s: %s",
+                name,
+                exc.kind.replace("_", " "),
+                exc,
+                extra={"artifact": name, "error": exc.kind, "exit_code": exc.exit_code},
+            )
+            return exc.exit_code
+        except Exception:
+            self.metrics.artifacts.labels("failure").inc()
+            self.log.exception("%s: unexpected failure", name, extra={"artifact": name})
+            return EXIT_FAILURE
+        finally:
+            self.progress.active.discard(progress)
+            self.metrics.bytes.inc(max(progress.done, 0))
+        self._record(outcome, quiet)
+        return EXIT_OK
+
+    def _record(self, o: Outcome, quiet: bool) -> None:
+        self.metrics.artifacts.labels(o.action).inc()
+        self.metrics.seconds.observe(o.seconds)
+        if o.action == "installed":
+            self.metrics.last_install.set_to_current_time()
+        level = 10 if quiet and o.action == "unchanged" else 20
+        self.log.log(
+            level,
+            "%s %s (%s)",
+            o.action,
+            o.name,
+            o.why,
+            extra={
+                "artifact": o.name,
+                "source": o.source,
+                "outcome": o.action,
+                "sha256": o.sha256 or None,
+                "bytes": o.size,
+                "seconds": round(o.seconds, 3),
+                "rate": round(o.size / o.seconds) if o.seconds > 0 and o.size else None,
+            },
+        )
+
+    def _auth(self, src: Source) -> Mapping[str, str]:
+        """Headers for a download; secret files are read on every use (rotation)."""
+        if src.userinfo:
+            return {"Authorization": _basic(*src.userinfo)}
+        if self.config.basic_auth_file:
+            user, _, password = _secret(self.config.basic_auth_file, "basic_auth").partition(":")
+            return {"Authorization": _basic(user, password)}
+        if self.config.bearer_token_file:
+            token = _secret(self.config.bearer_token_file, "bearer_token")
+            return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[aiohttp.ClientSession | None]:
+        if not any(s.is_url for s in self.sources):
+            yield None
+            return
+        ctx = ssl.create_default_context(cafile=self.config.ca_file or None)
+        if not self.config.tls_verify:
+            self.log.warning("TLS certificate verification is off (WARLOADER_TLS_VERIFY=false)")
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        t = self.config.timeout
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t),
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=2 * self.config.concurrency),
+            auto_decompress=False,  # the digest is of the bytes as served
+            headers={"Accept-Encoding": "identity", "User-Agent": "sidecars-warloader"},
+            trust_env=True,
+        ) as session:
+            yield session
+
+
+def _validate(config: Config) -> None:
+    problems = []
+    names: dict[str, int] = {}
+    for i, src in enumerate(config.sources, 1):
+        if src.problem:
+            problems.append(f"WARLOADER_SOURCES item {i} ({src}): {src.problem}")
+            continue
+        extract = config.extract if src.extract is None else src.extract
+        name = src.target_name(extract)
+        if name in names:
+            problems.append(
+                f"WARLOADER_SOURCES item {i} ({src}): installs as {name!r} like item {names[name]}"
+                " (add #name=<entry name>)"
+            )
+        names[name] = i
+    if not config.dest.startswith("/"):
+        problems.append(f"WARLOADER_DEST={config.dest!r}: expected an absolute path")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _secret(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise SourceConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 SIDECAR = Sidecar(

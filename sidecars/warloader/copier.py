@@ -1,0 +1,127 @@
+"""Move bytes into a staged file: plain kernel copy, or hash while copying in one read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+CHUNK = 4 << 20
+_BUFFERS = 4
+
+
+class Aborted(Exception):
+    """The load was cancelled while a worker thread was copying."""
+
+
+@dataclass(slots=True, eq=False)
+class Progress:
+    """Bytes moved so far for one artifact, read by the progress logger on the event loop."""
+
+    label: str
+    total: int | None = None
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    abort: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.abort.is_set():
+            raise Aborted(self.label)
+
+    def rate(self) -> float:
+        """Bytes per second since the start."""
+        return self.done / max(time.monotonic() - self.started, 1e-6)
+
+
+def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def copy_plain(src_fd: int, dst_fd: int, progress: Progress) -> int:
+    """Copy in the kernel (copy_file_range, may reflink); read/write if unsupported."""
+    total = 0
+    try:
+        while True:
+            n = os.copy_file_range(src_fd, dst_fd, CHUNK)
+            if n == 0:
+                return total
+            total += n
+            progress.add(n)
+    except OSError as exc:
+        if total or exc.errno not in (18, 22, 38, 95):  # EXDEV, EINVAL, ENOSYS, EOPNOTSUPP
+            raise
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := os.readv(src_fd, [buf]):
+        write_all(dst_fd, view[:n])
+        total += n
+        progress.add(n)
+    return total
+
+
+def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str]:
+    """Copy and sha256 in one pass over the data: each chunk is read once, then written here
+    while a second thread hashes it (both release the GIL), so the cost is max(copy, hash)."""
+    hasher = hashlib.sha256()
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(_BUFFERS):
+        free.put(bytearray(CHUNK))
+    work: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+
+    def hash_loop() -> None:
+        while (item := work.get()) is not None:
+            buf, n = item
+            hasher.update(memoryview(buf)[:n])
+            free.put(buf)
+
+    worker = threading.Thread(target=hash_loop, name="warloader-sha256", daemon=True)
+    worker.start()
+    total = 0
+    try:
+        while True:
+            buf = free.get()
+            n = os.readv(src_fd, [buf])
+            if n == 0:
+                break
+            work.put((buf, n))
+            write_all(dst_fd, memoryview(buf)[:n])
+            total += n
+            progress.add(n)
+    finally:
+        work.put(None)
+        worker.join()
+    return total, hasher.hexdigest()
+
+
+class HashingSink:
+    """A staged file that takes a download chunk by chunk, hashing as it writes."""
+
+    def __init__(self, fd: int, progress: Progress) -> None:
+        self.fd = fd
+        self.progress = progress
+        self.size = 0
+        self.hasher = hashlib.sha256()
+
+    def write(self, data: bytes | bytearray) -> None:
+        write_all(self.fd, data)
+        self.hasher.update(data)
+        self.size += len(data)
+        self.progress.add(len(data))
+
+    def restart(self) -> None:
+        """Throw away what was written (the server did not resume)."""
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.progress.done -= self.size
+        self.size = 0
+        self.hasher = hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest()

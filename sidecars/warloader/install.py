@@ -1,0 +1,332 @@
+"""Install one source into the destination: stage, verify, publish atomically, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from sidecars.warloader import fsops, state
+from sidecars.warloader.copier import HashingSink, Progress, copy_hashing, copy_plain
+from sidecars.warloader.errors import (
+    DigestMismatch,
+    LoadError,
+    SourceConfigError,
+    SourceError,
+    UnsafeArchive,
+    copy_error,
+    describe,
+    dest_error,
+)
+from sidecars.warloader.extract import Limits, extract
+from sidecars.warloader.fetch import HttpPolicy, Validators, download
+from sidecars.warloader.sources import Source
+from sidecars.warloader.tree import copy_tree, fingerprint
+
+T = TypeVar("T")
+_ZIP_NAMES = (".war", ".jar", ".ear", ".zip")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything an install needs besides the source itself."""
+
+    dest: Path
+    extract: bool
+    modes: fsops.Modes
+    limits: Limits
+    http: HttpPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an install did: `installed` or left it `unchanged`, and why."""
+
+    name: str
+    source: str
+    action: str
+    why: str
+    sha256: str
+    size: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Job:
+    src: Source
+    name: str
+    extract: bool
+    settings: str
+    previous: state.Record | None
+    progress: Progress
+    started: float
+
+    def outcome(self, action: str, why: str, sha256: str = "", size: int = 0) -> Outcome:
+        seconds = time.monotonic() - self.started
+        return Outcome(self.name, str(self.src), action, why, sha256, size, seconds)
+
+
+class Installer:
+    """Installs sources under one Plan; HTTP goes through the given session."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        session: aiohttp.ClientSession | None,
+        auth: Callable[[Source], Mapping[str, str]],
+        log: logging.Logger,
+    ) -> None:
+        self.plan, self.session, self.auth, self.log = plan, session, auth, log
+
+    def target(self, src: Source) -> str:
+        return src.target_name(self._extract(src))
+
+    def _extract(self, src: Source) -> bool:
+        return self.plan.extract if src.extract is None else src.extract
+
+    async def install(self, src: Source, progress: Progress) -> Outcome:
+        """Install `src` unless the same content is already in place."""
+        dest, extracting = self.plan.dest, self._extract(src)
+        name = src.target_name(extracting)
+        m = self.plan.modes
+        settings = f"extract={extracting};mode={m.file_mode:o}/{m.dir_mode:o};owner={m.uid}:{m.gid}"
+        await _thread(progress, fsops.ensure_dir, dest)
+        lock_fd = await _thread(progress, fsops.acquire_lock, dest, name)
+        try:
+            await _thread(progress, fsops.remove_leftovers, dest, name)
+            prev = await _thread(progress, state.read, dest, name)
+            usable = prev if prev and prev.settings == settings and prev.intact(dest) else None
+            job = _Job(src, name, extracting, settings, usable, progress, time.monotonic())
+            if usable and src.sha256 and usable.sha256 == src.sha256:
+                return job.outcome("unchanged", "pinned digest already installed", src.sha256)
+            if src.is_url:
+                return await self._from_url(job)
+            return await _thread(progress, self._from_path, job)
+        finally:
+            os.close(lock_fd)
+
+    # --- path sources (run in a worker thread) -------------------------------------------
+
+    def _from_path(self, job: _Job) -> Outcome:
+        path = Path(job.src.location)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {describe(exc)}") from None
+        if path.is_dir():
+            return self._from_dir(job, path)
+        source_id = f"file:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        prev = job.previous
+        if prev and not job.src.sha256 and prev.source_id == source_id:
+            return job.outcome("unchanged", "source file unchanged", prev.sha256)
+        job.progress.total = st.st_size
+        tmp = _create_temp(self.plan.dest, job.name)
+        try:
+            try:
+                sfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {describe(exc)}") from None
+            try:
+                size, sha = self._fill(sfd, tmp, job, st.st_mode, str(path))
+            finally:
+                os.close(sfd)
+            return self._finish(job, tmp, sha, size, source_id, Validators())
+        finally:
+            fsops.remove(tmp)
+
+    def _fill(self, sfd: int, tmp: Path, job: _Job, mode: int, label: str) -> tuple[int, str]:
+        """Copy into the temp file, hashing only when a digest must be checked."""
+        try:
+            dfd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                if job.src.sha256:
+                    size, sha = copy_hashing(sfd, dfd, job.progress)
+                else:
+                    size, sha = copy_plain(sfd, dfd, job.progress), ""
+                if not job.extract:
+                    fsops.apply_modes(tmp, self.plan.modes, mode)
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise copy_error(exc, label, str(self.plan.dest / job.name)) from None
+        return size, sha
+
+    def _from_dir(self, job: _Job, path: Path) -> Outcome:
+        if job.src.sha256:
+            raise SourceConfigError(f"{path} is a directory: sha256 pins apply to files")
+        if job.extract:
+            raise SourceConfigError(f"{path} is a directory: there is nothing to extract")
+        try:
+            source_id = "tree:" + fingerprint(path)
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {describe(exc)}") from None
+        if job.previous and job.previous.source_id == source_id:
+            return job.outcome("unchanged", "source tree unchanged")
+        stage = _create_stage(self.plan.dest, job.name)
+        try:
+            try:
+                size = copy_tree(path, stage, self.plan.modes, job.progress)
+                fsops.sync_tree(stage)
+            except OSError as exc:
+                raise copy_error(exc, str(path), str(self.plan.dest / job.name)) from None
+            return self._publish(job, stage, "", size, source_id, Validators())
+        finally:
+            fsops.remove(stage)
+
+    # --- URL sources ---------------------------------------------------------------------
+
+    async def _from_url(self, job: _Job) -> Outcome:
+        assert self.session is not None
+        prev = job.previous
+        known = None
+        if prev and not job.src.sha256 and (prev.etag or prev.last_modified):
+            known = Validators(prev.etag, prev.last_modified)
+        tmp = await _thread(job.progress, _create_temp, self.plan.dest, job.name)
+        try:
+            fd = await _thread(job.progress, os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                sink = HashingSink(fd, job.progress)
+                try:
+                    got = await download(
+                        self.session,
+                        job.src.location,
+                        str(job.src),
+                        sink,
+                        self.plan.http,
+                        self.auth(job.src),
+                        known,
+                        self.log,
+                    )
+                except OSError as exc:
+                    raise dest_error(exc, str(self.plan.dest / job.name)) from None
+                if got.not_modified and prev:
+                    return job.outcome("unchanged", "server answered 304", prev.sha256)
+                if not job.extract:
+                    await _thread(job.progress, _chmod_fsync, tmp, fd, self.plan.modes)
+                else:
+                    await _thread(job.progress, _fsync, fd, tmp)
+            finally:
+                os.close(fd)
+            v = got.validators
+            source_id = f"url:{v.etag}:{v.last_modified}"
+            return await _thread(
+                job.progress, self._finish, job, tmp, got.sha256, got.size, source_id, v
+            )
+        finally:
+            await _thread(job.progress, fsops.remove, tmp)
+
+    # --- verify and publish (worker thread) ----------------------------------------------
+
+    def _finish(
+        self, job: _Job, tmp: Path, sha: str, size: int, source_id: str, v: Validators
+    ) -> Outcome:
+        if job.src.sha256 and sha != job.src.sha256:
+            raise DigestMismatch(
+                f"{job.src}: sha256 is {sha}, expected {job.src.sha256}; nothing installed"
+            )
+        prev = job.previous
+        if prev and sha and prev.sha256 == sha:
+            new = replace(prev, source_id=source_id, etag=v.etag, last_modified=v.last_modified)
+            _write_record(self.plan.dest, new)
+            return job.outcome("unchanged", "same content already installed", sha, size)
+        if not job.extract:
+            if job.name.lower().endswith(_ZIP_NAMES):
+                _check_zip(tmp, job.name)
+            return self._publish(job, tmp, sha, size, source_id, v)
+        stage = _create_stage(self.plan.dest, job.name)
+        try:
+            try:
+                extract(tmp, stage, self.plan.limits, self.plan.modes, job.progress)
+                fsops.sync_tree(stage)
+            except OSError as exc:
+                raise dest_error(exc, str(self.plan.dest / job.name)) from None
+            return self._publish(job, stage, sha, size, source_id, v)
+        finally:
+            fsops.remove(stage)
+
+    def _publish(
+        self, job: _Job, staged: Path, sha: str, size: int, source_id: str, v: Validators
+    ) -> Outcome:
+        target = self.plan.dest / job.name
+        fsops.publish(staged, target)
+        installed = state.installed_id(target)
+        assert installed is not None
+        record = state.Record(
+            job.name, str(job.src), sha, source_id, v.etag, v.last_modified, installed, job.settings
+        )
+        _write_record(self.plan.dest, record)
+        return job.outcome("installed", "new content", sha, size)
+
+
+def _create_temp(dest: Path, name: str) -> Path:
+    tmp = fsops.temp_path(dest, name, "tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise dest_error(exc, str(dest)) from None
+    return tmp
+
+
+def _create_stage(dest: Path, name: str) -> Path:
+    stage = fsops.temp_path(dest, name, "stage")
+    try:
+        stage.mkdir(mode=0o700)
+    except OSError as exc:
+        raise dest_error(exc, str(dest)) from None
+    return stage
+
+
+def _chmod_fsync(tmp: Path, fd: int, modes: fsops.Modes) -> None:
+    try:
+        fsops.apply_modes(tmp, modes)
+    except OSError as exc:
+        raise dest_error(exc, str(tmp.parent)) from None
+    _fsync(fd, tmp)
+
+
+def _fsync(fd: int, tmp: Path) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise dest_error(exc, str(tmp.parent)) from None
+
+
+def _write_record(dest: Path, record: state.Record) -> None:
+    try:
+        state.write(dest, record)
+    except OSError as exc:
+        raise dest_error(exc, str(dest)) from None
+
+
+def _check_zip(path: Path, name: str) -> None:
+    """A .war/.jar/.zip must at least have a readable central directory."""
+    try:
+        with zipfile.ZipFile(path):
+            pass
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnsafeArchive(f"{name} is not a readable zip archive: {exc}") from None
+
+
+async def _thread(progress: Progress, fn: Callable[..., T], *args: object) -> T:
+    """Run blocking work in a thread; on cancellation tell it to stop and wait for its cleanup."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        progress.abort.set()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what we report
+        raise
+
+
+__all__ = ["Installer", "LoadError", "Outcome", "Plan"]

@@ -1,0 +1,119 @@
+"""Parse one source item: a path or http(s) URL with optional `#sha256=..&name=..&extract=..`."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".war", ".zip", ".jar", ".ear")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One thing to install. `location` is a path or a URL without credentials or fragment;
+    `problem` is set (and the rest is best-effort) when the item is malformed."""
+
+    location: str
+    is_url: bool
+    sha256: str | None = None
+    name: str = ""
+    extract: bool | None = None
+    userinfo: tuple[str, str] | None = None
+    problem: str | None = None
+    name_given: bool = False
+
+    def __str__(self) -> str:
+        return display(self.location) if self.is_url else self.location
+
+    def target_name(self, extract: bool) -> str:
+        """The entry this source becomes in the destination directory."""
+        if self.name_given or not extract:
+            return self.name
+        return strip_archive_suffix(self.name)
+
+
+def strip_archive_suffix(name: str) -> str:
+    """`sample.war` -> `sample`, `app.tar.gz` -> `app`; other names unchanged."""
+    lower = name.lower()
+    for suffix in _ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def display(url: str) -> str:
+    """A URL safe to log: no user info, query values hidden (pre-signed URLs carry tokens)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def check_name(name: str) -> str | None:
+    """Why `name` cannot be an entry of the destination directory, or None."""
+    if not name or name in (".", ".."):
+        return "is empty"
+    if "/" in name or "\0" in name:
+        return "must not contain '/'"
+    if name.startswith("."):
+        return "must not start with '.' (reserved for warloader's temporary files)"
+    return None
+
+
+def parse(raw: str) -> Source:
+    """Parse one item; never raises: a malformed item comes back with `problem` set."""
+    body, _, fragment = raw.partition("#")
+    opts: dict[str, str] = {}
+    problems: list[str] = []
+    for key, value in parse_qsl(fragment, keep_blank_values=True):
+        if key not in ("sha256", "name", "extract"):
+            problems.append(f"unknown option {key!r} (expected sha256, name or extract)")
+        opts[key] = value
+    sha = opts.get("sha256")
+    if sha is not None:
+        sha = sha.lower()
+        if not _HEX64.fullmatch(sha):
+            problems.append("sha256 must be 64 hex digits")
+    extract = None
+    if "extract" in opts:
+        extract = _BOOLS.get(opts["extract"].lower())
+        if extract is None:
+            problems.append("extract must be true or false")
+    is_url = bool(re.match(r"(?i)https?://", body))
+    userinfo = None
+    if is_url:
+        parts = urlsplit(body)
+        if not parts.hostname:
+            problems.append("expected an http(s) URL with a host")
+        if parts.username is not None:
+            userinfo = (unquote(parts.username), unquote(parts.password or ""))
+        netloc = parts.netloc.rpartition("@")[2]
+        location = urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, ""))
+        derived = unquote(posixpath.basename(parts.path))
+    else:
+        location = body
+        if not body.startswith("/"):
+            problems.append("expected an absolute path or an http(s) URL")
+        derived = posixpath.basename(posixpath.normpath(body)) if body else ""
+    name = opts.get("name", derived)
+    why = check_name(name)
+    if why:
+        hint = "" if "name" in opts else " (add #name=<file name>)"
+        problems.append(f"destination name {name!r} {why}{hint}")
+    return Source(
+        location=location,
+        is_url=is_url,
+        sha256=sha,
+        name=name,
+        extract=extract,
+        userinfo=userinfo,
+        problem="; ".join(problems) or None,
+        name_given="name" in opts,
+    )

@@ -1,0 +1,71 @@
+"""The record of what is installed under a name, kept next to it, for idempotent restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecars.warloader.fsops import fsync_dir, marker_path, temp_path
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What was installed at `name`, from which source, and how to recognise it untouched.
+
+    `sha256` is the content's digest (the archive's when extracted), empty when not computed;
+    `source_id` is the source's cheap identity (stat of a path, tree fingerprint, or the URL's
+    ETag/Last-Modified); `installed` is (device, inode, mtime_ns) of the entry we put in place;
+    `settings` is whatever else shaped the result (extract, modes, owner)."""
+
+    name: str
+    source: str
+    sha256: str
+    source_id: str
+    etag: str | None
+    last_modified: str | None
+    installed: tuple[int, int, int]
+    settings: str
+
+    def intact(self, dest: Path) -> bool:
+        """The installed entry is still the one we put there."""
+        return installed_id(dest / self.name) == self.installed
+
+
+def installed_id(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def read(dest: Path, name: str) -> Record | None:
+    """The record for `name`, or None when absent or unreadable (then we reinstall)."""
+    try:
+        raw: dict[str, Any] = json.loads(marker_path(dest, name).read_bytes())
+        if raw.pop("version", None) != VERSION:
+            return None
+        raw["installed"] = tuple(raw["installed"])
+        return Record(**raw)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def write(dest: Path, record: Record) -> None:
+    """Write the record atomically (temp, fsync, rename, fsync dir)."""
+    path = marker_path(dest, record.name)
+    tmp = temp_path(dest, record.name, "tmp")
+    data = json.dumps({"version": VERSION, **asdict(record)}, indent=1).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(dest)

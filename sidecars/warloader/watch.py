@@ -1,0 +1,82 @@
+"""--watch: keep installing new versions as path sources change and URL sources move on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+import watchfiles
+
+from sidecars.warloader.sources import Source
+
+if TYPE_CHECKING:
+    from sidecars.warloader.install import Installer
+    from sidecars.warloader.service import Loader
+
+
+async def run(loader: Loader, installer: Installer, stopping: asyncio.Event) -> None:
+    """Until `stopping`: watch files' directories (not recursive), directories (recursive),
+    and poll URLs; each change re-runs that source's install, a no-op when nothing differs."""
+    paths = [s for s in loader.sources if not s.is_url]
+    is_dir = await asyncio.to_thread(lambda: [os.path.isdir(s.location) for s in paths])
+    files = [s for s, d in zip(paths, is_dir, strict=True) if not d]
+    dirs = [s for s, d in zip(paths, is_dir, strict=True) if d]
+    urls = [s for s in loader.sources if s.is_url]
+    loader.log.info(
+        "watching sources for changes",
+        extra={"files": len(files), "directories": len(dirs), "urls": len(urls)},
+    )
+    async with asyncio.TaskGroup() as tg:
+        if files:
+            tg.create_task(_watch(loader, installer, files, False, stopping))
+        if dirs:
+            tg.create_task(_watch(loader, installer, dirs, True, stopping))
+        for src in urls:
+            tg.create_task(_poll(loader, installer, src, stopping))
+
+
+def _root(src: Source, recursive: bool) -> str:
+    return src.location if recursive else os.path.dirname(os.path.abspath(src.location))
+
+
+async def _watch(
+    loader: Loader,
+    installer: Installer,
+    sources: list[Source],
+    recursive: bool,
+    stopping: asyncio.Event,
+) -> None:
+    roots = sorted({_root(s, recursive) for s in sources})
+    while not stopping.is_set():
+        try:
+            async for changes in watchfiles.awatch(
+                *roots,
+                watch_filter=None,
+                recursive=recursive,
+                debounce=400,
+                stop_event=stopping,
+            ):
+                touched = {os.path.dirname(p) if not recursive else p for _, p in changes}
+                for src in sources:
+                    root = _root(src, recursive)
+                    if any(t == root or t.startswith(root + os.sep) for t in touched):
+                        await loader.load_one(installer, src, quiet=True)
+        except (OSError, RuntimeError) as exc:
+            # a watched directory vanished (e.g. a volume remounted): retry after a pause
+            loader.log.warning("cannot watch %s: %s", ", ".join(roots), exc)
+            try:
+                async with asyncio.timeout(loader.config.poll_interval):
+                    await stopping.wait()
+            except TimeoutError:
+                pass
+
+
+async def _poll(loader: Loader, installer: Installer, src: Source, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        try:
+            async with asyncio.timeout(loader.config.poll_interval):
+                await stopping.wait()
+            return
+        except TimeoutError:
+            await loader.load_one(installer, src, quiet=True)
