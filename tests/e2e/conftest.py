@@ -28,6 +28,8 @@ KEEP_RUNNING = {
     "warloader": {"WARLOADER_WATCH": "true"},
     "ambassador": {"AMBASSADOR_UPSTREAMS": "127.0.0.1:8080"},
 }
+# Alive is /healthz: /readyz also needs the sidecar's peers (the logshipper's Elasticsearch).
+ALIVE = "/healthz"
 SHUTDOWN_TIMEOUT = 20.0  # the sidecars' default --shutdown-timeout
 UID = 65532
 BUILD_DEADLINE = 1500.0  # a fresh machine debootstraps the base first
@@ -104,8 +106,8 @@ class Containers:
         out = docker("port", name, f"{port}/tcp").stdout.split()[0]
         return int(out.rsplit(":", 1)[1])
 
-    def wait_ready(self, name: str, port: int, timeout: float = 20.0) -> int:
-        """Wait until /readyz answers 200 through the published admin port; return that port."""
+    def wait_ready(self, name: str, port: int, timeout: float = 20.0, path: str = "/readyz") -> int:
+        """Wait until `path` answers 200 through the published admin port; return that port."""
         host_port = self.host_port(name, port)
 
         def ready() -> bool:
@@ -114,7 +116,7 @@ class Containers:
                 logs = docker("logs", name, check=False)
                 raise AssertionError(f"{name} stopped: {state}\n{logs.stdout}{logs.stderr}")
             try:
-                return http_get(f"http://127.0.0.1:{host_port}/readyz", timeout=1.0)[0] == 200
+                return http_get(f"http://127.0.0.1:{host_port}{path}", timeout=1.0)[0] == 200
             except OSError:  # the engine's port proxy resets until the sidecar listens
                 return False
 
@@ -123,7 +125,7 @@ class Containers:
             if ready():
                 return host_port
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: /readyz not 200 within {timeout:.0f}s")
+                raise TimeoutError(f"{name}: {path} not 200 within {timeout:.0f}s")
             time.sleep(0.05)
 
     def remove_all(self) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import (
     ADMIN_PORTS,
+    ALIVE,
     ROOT,
     SHUTDOWN_TIMEOUT,
     SIDECARS,
@@ -88,7 +89,7 @@ def test_runs_as_non_root_with_read_only_root(
     images: Images, containers: Containers, name: str
 ) -> None:
     box = containers.run(images.tag(name), options=hardened(name))
-    containers.wait_ready(box, ADMIN_PORTS[name])
+    containers.wait_ready(box, ADMIN_PORTS[name], path=ALIVE)
     pid = inspect(box)["State"]["Pid"]
     status = Path(f"/proc/{pid}/status").read_text()
     ids = {k: v.split() for k, v in re.findall(r"^(Uid|Gid):\s+(.*)$", status, re.M)}
@@ -114,7 +115,7 @@ def test_sigterm_exits_0_within_shutdown_timeout(
     images: Images, containers: Containers, name: str
 ) -> None:
     box = containers.run(images.tag(name), options=hardened(name))
-    containers.wait_ready(box, ADMIN_PORTS[name])
+    containers.wait_ready(box, ADMIN_PORTS[name], path=ALIVE)
     started = time.monotonic()
     docker("kill", "--signal", "SIGTERM", box)
     code = docker("wait", box, timeout=SHUTDOWN_TIMEOUT + 10).stdout.strip()
@@ -197,11 +198,19 @@ def test_pod_with_all_four_sidecars(images: Images) -> None:
             assert inspect(f"{project}-{service}-1")["State"]["StartedAt"] > init_done
         # Every sidecar answers /healthz on the pod's localhost, seen from another container.
         probe = (
-            "import urllib.request\n"
+            "import time, urllib.request\n"
+            "deadline = time.monotonic() + 20\n"
             "for port in (9181, 9182, 9183, 9184):\n"
             "    url = f'http://127.0.0.1:{port}/healthz'\n"
-            "    with urllib.request.urlopen(url, timeout=5) as resp:\n"
-            "        print(port, resp.status)\n"
+            "    while True:\n"
+            "        try:\n"
+            "            with urllib.request.urlopen(url, timeout=2) as resp:\n"
+            "                print(port, resp.status)\n"
+            "                break\n"
+            "        except OSError:\n"
+            "            if time.monotonic() > deadline:\n"
+            "                raise\n"
+            "            time.sleep(0.05)\n"
         )
         for service in SIDECARS:
             out = docker(*compose, "exec", "-T", service, "python", "-c", probe, env=env).stdout

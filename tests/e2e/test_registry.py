@@ -11,7 +11,16 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import ADMIN_PORTS, ROOT, SIDECARS, Containers, Images, docker, hardened
+from tests.e2e.conftest import (
+    ADMIN_PORTS,
+    ALIVE,
+    ROOT,
+    SIDECARS,
+    Containers,
+    Images,
+    docker,
+    hardened,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -55,7 +64,7 @@ def test_push_delete_pull_run(images: Images, registry: str, containers: Contain
         for name in SIDECARS:
             assert docker("run", "--rm", pulled[name], "--help").stdout.startswith("usage:")
             box = containers.run(pulled[name], options=hardened(name))
-            containers.wait_ready(box, ADMIN_PORTS[name])
+            containers.wait_ready(box, ADMIN_PORTS[name], path=ALIVE)
     finally:
         # Give the session its local tags back (from the pulled images, or rebuilt).
         for name in names:
