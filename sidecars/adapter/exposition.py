@@ -15,19 +15,22 @@ LABEL = rf"{LABEL_NAME}[ \t]*=[ \t]*{QUOTED}"
 LABELS = rf"\{{[ \t]*(?:{LABEL}(?:[ \t]*,[ \t]*{LABEL})*[ \t]*,?[ \t]*)?\}}"
 VALUE = r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[Ii]nf(?:inity)?|NaN|nan)"
 TIMESTAMP = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
-# Every line is one of: a comment, a sample (with an optional OpenMetrics exemplar after `#`),
-# a blank line - or else it lands in the last group, which marks the page invalid.
-_LINE = re.compile(
-    rf"(#[^\n]*)\n"
-    rf"|({NAME})({LABELS})?[ \t]+({VALUE})(?:[ \t]+({TIMESTAMP}))?(?:[ \t]+#[^\n]*)?[ \t]*\n"
-    rf"|[ \t]*\n"
-    rf"|([^\n]*)\n"
+# The common, canonical spelling of a sample: no blanks inside the braces, single spaces.
+_STRICT_LABEL = rf"{LABEL_NAME}={QUOTED}"
+_STRICT_SAMPLE = (
+    rf"({NAME})(\{{(?:{_STRICT_LABEL}(?:,{_STRICT_LABEL})*,?)?\}})? ({VALUE})(?: ({TIMESTAMP}))?"
+    rf"(?: #[^\n]*)?\n"
 )
+# Every line is a canonical sample, a comment, an empty line - or else it lands in the last
+# group and gets a second, lenient look (blanks allowed where the text format allows them).
+_LINE = re.compile(
+    rf"{_STRICT_SAMPLE}|# (TYPE|HELP|UNIT) ({NAME})(?: ([^\n]*))?\n|(#[^\n]*)\n|\n|([^\n]*)\n"
+)
+_CHUNK = 1 << 16  # parse in slices so the temporary match tuples stay small
 _SAMPLE = re.compile(
     rf"({NAME})({LABELS})?[ \t]+({VALUE})(?:[ \t]+({TIMESTAMP}))?(?:[ \t]+#.*)?[ \t]*\Z"
 )
 _LABEL_PAIR = re.compile(rf"({LABEL_NAME})[ \t]*=[ \t]*({QUOTED})")
-_META = re.compile(rf"# (HELP|TYPE|UNIT) ({NAME})(?: (.*))?\Z")
 _TYPES = frozenset(
     ("counter", "gauge", "histogram", "summary", "untyped", "unknown")
     + ("gaugehistogram", "info", "stateset")
@@ -102,23 +105,43 @@ def parse(text: str) -> Page:
     text, openmetrics = _strip_eof(text)
     if not text.endswith("\n"):
         text += "\n"
-    families: dict[str, Family] = {}
-    comments: list[str] = []
-    for comment, name, labels, value, _ts, bad in _LINE.findall(text):
-        if name:
-            family = families.get(name)
-            if family is None:
-                family = families[name] = Family()
-            series = family.series
-            if labels in series:
+    page = Page({}, {}, {}, openmetrics)
+    pos, size = 0, len(text)
+    while pos < size:
+        end = text.find("\n", pos + _CHUNK)
+        end = size if end < 0 else end + 1
+        _scan(page, text, pos, end)
+        pos = end
+    return page
+
+
+def _scan(page: Page, text: str, pos: int, end: int) -> None:
+    """Parse the lines in text[pos:end] into `page` (the hot loop)."""
+    families, types, helps = page.families, page.types, page.helps
+    get, lenient = families.get, _SAMPLE.match
+    for name, labels, value, _ts, kind, meta, rest, comment, other in _LINE.findall(text, pos, end):
+        if not name:
+            if kind:
+                _meta(text, kind, meta, rest, types, helps)
+                continue
+            if comment:
+                if comment.startswith(("# TYPE", "# HELP", "# UNIT")):
+                    _fail_at(text, comment, "malformed metadata line")
+                continue
+            if not other or not other.strip():
+                continue
+            m = lenient(other)
+            if m is None:
                 _locate(text)
-            series[labels] = float(value)
-        elif comment:
-            comments.append(comment)
-        elif bad:
+                return
+            name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        family = get(name)
+        if family is None:
+            family = families[name] = Family()
+        series = family.series
+        if labels in series:
             _locate(text)
-    types, helps = _metadata(comments, text)
-    return Page(families, types, helps, openmetrics)
+        series[labels] = float(value)
 
 
 def _strip_eof(text: str) -> tuple[str, bool]:
@@ -135,25 +158,16 @@ def _strip_eof(text: str) -> tuple[str, bool]:
     return text[:at], True
 
 
-def _metadata(comments: list[str], text: str) -> tuple[dict[str, str], dict[str, str]]:
-    types: dict[str, str] = {}
-    helps: dict[str, str] = {}
-    for comment in comments:
-        m = _META.match(comment)
-        if m is None:
-            if comment.startswith(("# TYPE", "# HELP", "# UNIT")):
-                _fail_at(text, comment, "malformed metadata line")
-            continue
-        kind, name, rest = m.group(1), m.group(2), m.group(3) or ""
-        if kind == "TYPE":
-            if rest not in _TYPES:
-                _fail_at(text, comment, f"unknown metric type {rest!r}")
-            if name in types and types[name] != rest:
-                _fail_at(text, comment, f"second TYPE for {name}")
-            types[name] = rest
-        elif kind == "HELP":
-            helps[name] = rest.replace("\\n", "\n").replace("\\\\", "\\")
-    return types, helps
+def _meta(
+    text: str, kind: str, name: str, rest: str, types: dict[str, str], helps: dict[str, str]
+) -> None:
+    if kind == "TYPE":
+        if rest not in _TYPES:
+            _fail_at(text, f"# TYPE {name} {rest}", f"unknown metric type {rest!r}")
+        if types.setdefault(name, rest) != rest:
+            _fail_at(text, f"# TYPE {name} {rest}", f"second TYPE for {name}")
+    elif kind == "HELP":
+        helps[name] = rest.replace("\\n", "\n").replace("\\\\", "\\") if "\\" in rest else rest
 
 
 def _fail_at(text: str, line_text: str, problem: str) -> None:
