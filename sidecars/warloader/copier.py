@@ -101,7 +101,8 @@ def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str
 
 
 class HashingSink:
-    """A staged file that takes a download chunk by chunk, hashing as it writes."""
+    """A staged file that takes a download chunk by chunk, hashing as it writes. Progress is
+    counted by the receiver (bytes arrive before they are written in batches)."""
 
     def __init__(self, fd: int, progress: Progress) -> None:
         self.fd = fd
@@ -110,16 +111,16 @@ class HashingSink:
         self.hasher = hashlib.sha256()
 
     def write(self, data: bytes | bytearray) -> None:
+        if self.progress.abort.is_set():
+            raise Aborted(self.progress.label)
         write_all(self.fd, data)
         self.hasher.update(data)
         self.size += len(data)
-        self.progress.add(len(data))
 
     def restart(self) -> None:
         """Throw away what was written (the server did not resume)."""
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
-        self.progress.done -= self.size
         self.size = 0
         self.hasher = hashlib.sha256()
 

@@ -80,7 +80,6 @@ class _Unpacker:
     entries: int = 0
     links: set[tuple[str, ...]] = field(default_factory=set)
     files: set[tuple[str, ...]] = field(default_factory=set)
-    dirs: list[Path] = field(default_factory=list)
 
     def admit(self, name: str) -> tuple[tuple[str, ...], Path]:
         parts = member_parts(name)
@@ -109,7 +108,6 @@ class _Unpacker:
         _, path = self.admit(name)
         with _conflicts(name):
             path.mkdir(exist_ok=True)
-        self.dirs.append(path)
 
     def regular(self, name: str, data: IO[bytes], source_mode: int) -> None:
         parts, path = self.admit(name)
@@ -145,10 +143,10 @@ class _Unpacker:
         self.files.add(parts)
 
     def finish(self) -> None:
-        # deepest first, so a read-only dir mode never blocks setting the ones inside it
-        for path in sorted(self.dirs, key=lambda p: len(p.parts), reverse=True):
-            apply_modes(path, self.modes)
-        apply_modes(self.root, self.modes)
+        # every directory, also those only implied by a file's path; deepest first, so a
+        # read-only mode never blocks setting the ones inside it
+        for dirpath, _, _ in sorted(os.walk(self.root), key=lambda w: -len(Path(w[0]).parts)):
+            apply_modes(Path(dirpath), self.modes)
 
 
 @contextmanager

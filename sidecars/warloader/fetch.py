@@ -107,6 +107,7 @@ async def _attempt(
     state: _State,
 ) -> Fetched:
     headers = dict(base_headers)
+    sink.progress.done = sink.size
     resume_from = 0
     if sink.size and state.validators and state.validators.if_range():
         resume_from = sink.size
@@ -124,6 +125,7 @@ async def _attempt(
             _check_status(resp, resume_from)
             if resp.status == 200 and sink.size:
                 await asyncio.to_thread(sink.restart)
+                sink.progress.done = 0
             state.validators = Validators(
                 resp.headers.get("ETag"), resp.headers.get("Last-Modified")
             )
@@ -162,6 +164,7 @@ async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int
     try:
         async for chunk in resp.content.iter_any():
             received += len(chunk)
+            sink.progress.done = received
             if received > max_size:
                 raise SourceError(f"body exceeds the limit of {max_size} bytes")
             batch += chunk

@@ -1,0 +1,320 @@
+"""Test support for warloader: an artifact server with fault switches, archive builders,
+in-process loader runs and a small tmpfs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from sidecars.runtime.admin import Readiness
+from sidecars.runtime.lifecycle import Runtime
+from sidecars.warloader.service import SIDECAR, Loader
+
+# --- an artifact server with fault switches --------------------------------------------------
+
+
+@dataclass
+class Artifact:
+    body: bytes
+    etag: str | None = '"v1"'
+    last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
+
+
+@dataclass
+class Faults:
+    """Switches; the counters say how many of the next requests get the fault."""
+
+    status: int = 0  # answer this status ...
+    status_times: int = 0  # ... to this many requests (-1: all)
+    drop_after: int = 0  # close the connection after this many body bytes ...
+    drop_times: int = 0  # ... in this many responses
+    delay: float = 0.0  # wait before answering ...
+    delay_times: int = 0  # ... this many requests (-1: all)
+    trickle: float = 0.0  # pause between 64 KiB pieces of the body
+    ranges: bool = True  # honour Range requests
+    token: str | None = None  # require this Authorization header value
+
+
+class ArtifactServer:
+    """A real aiohttp server on 127.0.0.1 that serves artifacts with ETag, Last-Modified,
+    conditional GETs, Range and If-Range, redirects, and switchable faults."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, Artifact] = {}
+        self.redirects: dict[str, str] = {}
+        self.faults = Faults()
+        self.requests: list[dict[str, str]] = []
+        self.statuses: list[int] = []
+        self.inflight = 0
+        self.max_inflight = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def put(self, path: str, body: bytes, etag: str | None = None) -> str:
+        tag = etag if etag is not None else f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        self.files[path] = Artifact(body, tag or None)
+        return f"{self.url}{path}"
+
+    async def start(self, ssl_context: Any = None) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def get_paths(self) -> list[str]:
+        return [r["path"] for r in self.requests]
+
+    @staticmethod
+    def _take(n: int) -> tuple[bool, int]:
+        if n == -1:
+            return True, -1
+        return (n > 0), max(n - 1, 0)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append({"path": request.path, **dict(request.headers)})
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            resp = await self._answer(request)
+        finally:
+            self.inflight -= 1
+        self.statuses.append(resp.status)
+        return resp
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        f = self.faults
+        hit, f.delay_times = self._take(f.delay_times)
+        if hit and f.delay:
+            await asyncio.sleep(f.delay)
+        if f.token is not None and request.headers.get("Authorization") != f.token:
+            return web.Response(status=401, text="unauthorized")
+        hit, f.status_times = self._take(f.status_times)
+        if hit and f.status:
+            return web.Response(status=f.status, text="fault")
+        if request.path in self.redirects:
+            raise web.HTTPFound(self.redirects[request.path])
+        art = self.files.get(request.path)
+        if art is None:
+            return web.Response(status=404, text="not found")
+        headers = {"Last-Modified": art.last_modified, "Accept-Ranges": "bytes"}
+        if art.etag:
+            headers["ETag"] = art.etag
+        if art.etag and request.headers.get("If-None-Match") == art.etag:
+            return web.Response(status=304, headers=headers)
+        start = 0
+        rng = request.headers.get("Range", "")
+        if_range = request.headers.get("If-Range")
+        fresh = if_range in (None, art.etag, art.last_modified)
+        if f.ranges and rng.startswith("bytes=") and fresh:
+            start = int(rng[6:].split("-")[0])
+        body = art.body[start:]
+        status = 206 if start else 200
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(art.body) - 1}/{len(art.body)}"
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        drop, f.drop_times = self._take(f.drop_times)
+        limit = f.drop_after if drop else len(body)
+        sent = 0
+        while sent < min(limit, len(body)):
+            piece = body[sent : min(sent + 65536, limit)]
+            await resp.write(piece)
+            sent += len(piece)
+            if f.trickle:
+                await asyncio.sleep(f.trickle)
+        if drop:
+            assert request.transport is not None
+            request.transport.close()  # the client sees the body end early
+            return resp
+        await resp.write_eof()
+        return resp
+
+
+@contextlib.asynccontextmanager
+async def artifact_server(ssl_context: Any = None) -> AsyncIterator[ArtifactServer]:
+    server = ArtifactServer()
+    await server.start(ssl_context)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+# --- archives ---------------------------------------------------------------------------------
+
+
+def war_bytes(files: Mapping[str, bytes | str] | None = None, web_xml: str = "<web-app/>") -> bytes:
+    """A real WAR: WEB-INF/web.xml plus `files`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("WEB-INF/web.xml", web_xml)
+        for name, data in (files or {"index.jsp": "<p>hello</p>"}).items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def zip_with(entries: list[tuple[str, bytes, int]]) -> bytes:
+    """A zip whose entries are (name, data, unix mode incl. type bits, 0 for a plain file)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if mode:
+                info.create_system = 3
+                info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def tar_with(members: list[tarfile.TarInfo | tuple[str, bytes]], gz: bool = True) -> bytes:
+    """A tar(.gz) of plain files (name, data) and hand-made TarInfo members (links, devices)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
+        for m in members:
+            if isinstance(m, tarfile.TarInfo):
+                tf.addfile(m)
+            else:
+                info = tarfile.TarInfo(m[0])
+                info.size = len(m[1])
+                info.mode = 0o644
+                tf.addfile(info, io.BytesIO(m[1]))
+    return buf.getvalue()
+
+
+def tar_link(name: str, target: str, hard: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def zip_bomb(unpacked: int = 64 << 20) -> bytes:
+    """One entry of `unpacked` zero bytes: compresses about 1000:1."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("WEB-INF/lib/zeros.bin", "w", force_zip64=True) as out:
+            chunk = bytes(1 << 20)
+            for _ in range(unpacked >> 20):
+                out.write(chunk)
+    return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- running the loader in-process ------------------------------------------------------------
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.DEBUG) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@dataclass
+class Run:
+    code: int
+    logs: Captured
+    registry: CollectorRegistry
+    ready: bool
+
+    def errors(self) -> list[str]:
+        return self.logs.messages(logging.ERROR)
+
+    def outcomes(self) -> list[str]:
+        return [getattr(r, "outcome", "") for r in self.logs.records if hasattr(r, "outcome")]
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+_counter = 0
+
+
+def build(env: Mapping[str, str]) -> tuple[Loader, Captured, CollectorRegistry, Readiness]:
+    """A Loader as the runtime would build it, with its own logger and registry."""
+    global _counter
+    _counter += 1
+    config = SIDECAR.load_config([], {"WARLOADER_RETRY_DELAY": "10ms", **env})
+    log = logging.getLogger(f"test.warloader.{_counter}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    captured = Captured()
+    log.handlers[:] = [captured]
+    registry = CollectorRegistry()
+    readiness = Readiness()
+    rt = Runtime("warloader", log, registry, readiness, web.Application())
+    return Loader(config, rt), captured, registry, readiness
+
+
+async def run_loader(env: Mapping[str, str], stopping: asyncio.Event | None = None) -> Run:
+    """Run one init-container pass in-process and return its exit code and logs."""
+    loader, captured, registry, readiness = build(env)
+    code = await loader.run(stopping or asyncio.Event())
+    return Run(code, captured, registry, readiness.ready)
+
+
+def leftovers(dest: Path) -> list[str]:
+    """Temporary entries a load must never leave behind."""
+    return sorted(p.name for p in dest.iterdir() if ".warloader-" in p.name)
+
+
+# --- a small tmpfs (needs root and mount permission) -----------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(size: str = "1m") -> Iterator[Path]:
+    """Mount a tmpfs of `size` for the test; skip when mounting is not permitted here."""
+    where = Path(tempfile.mkdtemp(prefix="warloader-tmpfs-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+        where.rmdir()
+
+
+def remount_readonly(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
