@@ -1,0 +1,264 @@
+"""adapter benchmark: cached /health and path mapping vs nginx; parser vs prometheus-client.
+
+Run: .venv/bin/python bench/adapter.py [--seconds 5] [--connections 50]
+Servers (adapter, nginx) are pinned to CPU 0, wrk and the app to CPU 1; all side by side in one
+run on 127.0.0.1. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import free_port, http_get, wait_until  # noqa: E402
+
+PY = sys.executable
+RULES = [{"name": "queue", "metric": "queue_depth", "agg": "max", "op": ">", "threshold": 100}]
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") else argv
+
+
+@contextmanager
+def process(
+    argv: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
+    """(requests/s, p99 ms) from wrk pinned to CPU 1."""
+    out = subprocess.run(
+        pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert m, out
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        print(f"  note: {url} had {errors.group(1)} non-2xx answers", file=sys.stderr)
+    return rps, p99
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream app {{ server 127.0.0.1:{app_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location = /health {{ default_type application/health+json; alias {dir}/health.json; }}
+    location = /mapped {{
+      proxy_pass http://app/actuator/health;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def parser_figures(megabytes: int) -> dict[str, tuple[float, float]]:
+    """{parser: (seconds, peak MB of the parse)} each measured in a fresh interpreter."""
+    code = r"""
+import random, sys, time, tracemalloc
+rng = random.Random(1)
+parts, size, i = [], 0, 0
+while size < int(sys.argv[2]) * 1_000_000:
+    if i % 5 == 0:
+        parts.append(f"# HELP m{i}_total Requests.\n# TYPE m{i}_total counter\n")
+    line = (f'm{i - i % 5}_total{{method="GET",code="{200 + i % 5}",'
+            f'path="/api/v1/\\"item\\"/{i}"}} {rng.random() * 1000:.3f}\n')
+    parts.append(line); size += len(line); i += 1
+text = "".join(parts)
+tracemalloc.start()
+start = time.process_time()
+if sys.argv[1] == "ours":
+    from sidecars.adapter.exposition import parse
+    page = parse(text)
+    n = page.series_count
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+    n = sum(len(f.samples) for f in list(text_string_to_metric_families(text)))
+took = time.process_time() - start
+print(took, tracemalloc.get_traced_memory()[1] / 1e6, n, len(text))
+"""
+    out = {}
+    for which in ("ours", "prometheus-client"):
+        res = subprocess.run(
+            pinned(0, [PY, "-c", code, which, str(megabytes)]),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        out[which] = (float(res[0]), float(res[1]))
+        out["_bytes"] = (float(res[3]), float(res[2]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--megabytes", type=int, default=10)
+    args = ap.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    app_port, nginx_port, health_port, paths_port = (free_port() for _ in range(4))
+    work = Path(tempfile.mkdtemp(prefix="adapter-bench-"))
+    work.chmod(0o755)  # nginx workers may run as another user
+    with process(pinned(1, [PY, "-m", "tests.adapter_support", str(app_port)])):
+        app = f"http://127.0.0.1:{app_port}"
+        wait_until(lambda: http_get(app + "/metrics")[0] == 200, 15, "app")
+        gauge = {"name": "queue_depth", "kind": "gauge", "labels": {}, "value": 3}
+        request = urllib.request.Request(app + "/control/metric", json.dumps(gauge).encode())
+        urllib.request.urlopen(request, timeout=5).close()
+        common = {"ADAPTER_TARGET": app + "/metrics", "ADAPTER_LOG_LEVEL": "warning"}
+        health_env = {
+            **common,
+            "ADAPTER_LISTEN": f"127.0.0.1:{health_port}",
+            "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
+            "ADAPTER_RULES": json.dumps(RULES),
+            "ADAPTER_CACHE": "1h",
+        }
+        paths_env = {
+            **common,
+            "ADAPTER_LISTEN": f"127.0.0.1:{paths_port}",
+            "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
+            "ADAPTER_MODE": "paths",
+            "ADAPTER_PATHS": "/mapped=/actuator/health",
+        }
+        with (
+            process(pinned(0, [PY, "-m", "sidecars.adapter"]), health_env),
+            process(pinned(0, [PY, "-m", "sidecars.adapter"]), paths_env),
+        ):
+            ours_health = f"http://127.0.0.1:{health_port}/health"
+            wait_until(lambda: http_get(ours_health)[0] == 200, 15, "adapter /health")
+            (work / "health.json").write_bytes(http_get(ours_health)[1])
+            (work / "nginx.conf").write_text(
+                NGINX_CONF.format(dir=work, port=nginx_port, app_port=app_port)
+            )
+            with process(pinned(0, ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])):
+                nginx = f"http://127.0.0.1:{nginx_port}"
+                wait_until(lambda: http_get(nginx + "/health")[0] == 200, 15, "nginx")
+                mapped = f"http://127.0.0.1:{paths_port}/mapped"
+                wait_until(lambda: http_get(mapped)[0] == 200, 15, "adapter /mapped")
+                s, c = args.seconds, args.connections
+                ours_rps, ours_p99 = wrk(ours_health, s, c)
+                ng_rps, ng_p99 = wrk(nginx + "/health", s, c)
+                rows.append(
+                    (
+                        "cached /health req/s",
+                        f"{ours_rps:,.0f}",
+                        f"{ng_rps:,.0f}",
+                        f"{ours_rps / ng_rps:.2f}x (goal >= 0.5x nginx static)",
+                    )
+                )
+                rows.append(
+                    (
+                        "cached /health p99 ms",
+                        f"{ours_p99:.2f}",
+                        f"{ng_p99:.2f}",
+                        f"{ours_p99 / ng_p99:.2f}x",
+                    )
+                )
+                pm_rps, pm_p99 = wrk(mapped, s, c)
+                np_rps, np_p99 = wrk(nginx + "/mapped", s, c)
+                rows.append(
+                    (
+                        "path mapping req/s",
+                        f"{pm_rps:,.0f}",
+                        f"{np_rps:,.0f}",
+                        f"{pm_rps / np_rps:.2f}x (goal >= 0.5x nginx proxy)",
+                    )
+                )
+                rows.append(
+                    (
+                        "path mapping p99 ms",
+                        f"{pm_p99:.2f}",
+                        f"{np_p99:.2f}",
+                        f"{pm_p99 / np_p99:.2f}x",
+                    )
+                )
+    shutil.rmtree(work, ignore_errors=True)
+    figures = parser_figures(args.megabytes)
+    size_mb = figures["_bytes"][0] / 1e6
+    ours_s, ours_mb = figures["ours"]
+    theirs_s, theirs_mb = figures["prometheus-client"]
+    rows.append(
+        (
+            f"parse {size_mb:.1f} MB: seconds (CPU)",
+            f"{ours_s:.2f}",
+            f"{theirs_s:.2f}",
+            f"{theirs_s / ours_s:.1f}x faster (goal >= 5x)",
+        )
+    )
+    rows.append(
+        (
+            f"parse {size_mb:.1f} MB: MB/s",
+            f"{size_mb / ours_s:.1f}",
+            f"{size_mb / theirs_s:.1f}",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "parse: peak Python memory MB",
+            f"{ours_mb:.0f}",
+            f"{theirs_mb:.0f}",
+            f"{ours_mb / theirs_mb:.2f}x (goal <= 1x)",
+        )
+    )
+    print(
+        f"anchors: nginx {nginx_version()} (static file; proxy_pass with keepalive), "
+        "prometheus_client.parser"
+    )
+    print(f"{'figure':34} {'ours':>12} {'anchor':>12}  ratio")
+    for figure, ours, anchor, ratio in rows:
+        print(f"{figure:34} {ours:>12} {anchor:>12}  {ratio}")
+
+
+def nginx_version() -> str:
+    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    return out.strip().rsplit("/", 1)[-1]
+
+
+if __name__ == "__main__":
+    main()
