@@ -6,6 +6,7 @@ them at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -44,16 +45,12 @@ def test_push_delete_pull_run(images: Images, registry: str, containers: Contain
     assert result.returncode == 0, result.stderr
     pulled: dict[str, str] = {}
     try:
-        # Delete every local tag of the images, so the pulls below must fetch them.
+        # Delete every tag of the images, so the pulls below must fetch them.
         for name in names:
-            version = tags[name].rsplit(":", 1)[1]
-            refs = {
-                f"sidecars/{name}:{version}",
-                f"sidecars/{name}:latest",
-                f"{target}/{name}:{version}",
-                f"{target}/{name}:latest",
-            }
-            docker("rmi", *sorted(refs))
+            repo_tags = json.loads(
+                docker("image", "inspect", "-f", "{{json .RepoTags}}", ids[name]).stdout
+            )
+            docker("rmi", *repo_tags)
             assert docker("image", "inspect", ids[name], check=False).returncode != 0, name
         for name in names:
             version = tags[name].rsplit(":", 1)[1]
@@ -72,5 +69,10 @@ def test_push_delete_pull_run(images: Images, registry: str, containers: Contain
             if name in pulled:
                 docker("tag", pulled[name], f"sidecars/{name}:{version}")
                 docker("tag", pulled[name], f"sidecars/{name}:latest")
+                docker("rmi", pulled[name], check=False)
         if len(pulled) < len(names):
             subprocess.run([str(ROOT / "docker" / "images")], capture_output=True, timeout=1500)
+        for name in names:
+            version = tags[name].rsplit(":", 1)[1]
+            for tag in (version, "latest"):
+                docker("rmi", f"{target}/{name}:{tag}", check=False)
