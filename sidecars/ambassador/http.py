@@ -11,6 +11,9 @@ from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import Pool, UpstreamConn
 
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+CHUNK_DISCARD = 16 * 1024
 RETRY = object()  # _try_member's answer when another member may be tried
 _NET_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
 
@@ -26,6 +29,7 @@ class ClientConn:
         self.writer = writer
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.in_request = False
+        self.linger = False  # we answered an error: let the client read it before closing
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -89,6 +93,8 @@ class HttpListener(Listener):
             self.log.exception("http connection failed", extra={"listener": self.name})
             conn.abort()
         finally:
+            if conn.linger and not writer.is_closing():
+                await _lingering_close(reader, writer)
             self.release(conn)
             writer.close()
 
@@ -96,7 +102,7 @@ class HttpListener(Listener):
         self, conn: ClientConn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str
     ) -> None:
         while not self.draining:
-            head = await self._read_head(reader, writer)
+            head = await self._read_head(conn, reader, writer)
             if head is None:
                 return
             conn.in_request = True
@@ -107,11 +113,12 @@ class HttpListener(Listener):
                 conn.in_request = False
                 conn.nbytes += 1
             if not keep:
+                conn.linger = head.chunked or bool(head.length)  # its body may be unread
                 return
             await writer.drain()
 
     async def _read_head(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, conn: ClientConn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> wire.Head | None:
         """The next request head, or None when the connection should end."""
         first = await reader.read(1)  # an idle keep-alive wait; the sweeper bounds it
@@ -132,6 +139,7 @@ class HttpListener(Listener):
             reason, status, message = "bad_request", exc.status, exc.message
         self.metrics.rejected.labels(self.name, reason).inc()
         writer.write(wire.error_response(status, message))
+        conn.linger = True
         return None
 
     async def _exchange(
@@ -321,6 +329,24 @@ def wire_exchange(
         reader=reader,
         writer=writer,
     )
+
+
+async def _lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close and discard what the client still sends for a moment: closing with unread
+    input would reset the connection and could destroy the error answer in flight."""
+    try:
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER_SECONDS):
+            discarded = 0
+            while discarded < LINGER_BYTES:
+                data = await reader.read(CHUNK_DISCARD)
+                if not data:
+                    break
+                discarded += len(data)
+    except (TimeoutError, OSError):
+        pass
 
 
 async def _read_response(up: UpstreamConn) -> wire.Head:
