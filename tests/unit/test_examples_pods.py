@@ -87,3 +87,15 @@ def test_sidecars_use_real_settings_probes_and_downward_api(name: str, pod: dict
         assert ports[c["livenessProbe"]["httpGet"]["port"]] == ADMIN_PORTS[sidecar]
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert any("valueFrom" in e for e in c["env"]), f"{c['name']}: no downward API metadata"
+
+
+def test_adapter_rules_in_configmaps_load() -> None:
+    from sidecars.adapter import rules
+
+    loaded = 0
+    for path in EXAMPLES:
+        for doc in documents(path):
+            if doc["kind"] == "ConfigMap" and "rules.yaml" in doc.get("data", {}):
+                assert rules.load(doc["data"]["rules.yaml"]), path.name
+                loaded += 1
+    assert loaded
