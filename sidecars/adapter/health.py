@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -49,17 +50,30 @@ class HealthFromMetrics:
         target: Target,
         evaluator: Evaluator,
         metrics: AdapterMetrics,
+        log: logging.Logger,
     ) -> None:
-        self.session, self.target, self.evaluator, self.metrics = (
-            session,
-            target,
-            evaluator,
-            metrics,
-        )
+        self.session, self.target, self.evaluator = session, target, evaluator
+        self.metrics, self.log = metrics, log
+        self._last = ("", "")
 
     async def scrape(self) -> Answer:
+        """One answer per read; logs when the answer's status or reason changes, not per read."""
+        try:
+            answer, output = await self._scrape()
+        except Exception as exc:  # a bug must not turn into a 500 for every probe
+            self.log.exception("evaluating the target failed")
+            self.metrics.scrapes.labels("internal_error").inc()
+            text = f"internal error: {type(exc).__name__}"
+            answer, output = self._answer([_scrape_check("fail", None, text, _now())], text), text
+        if (answer.status, output) != self._last:
+            level = logging.INFO if answer.status == "pass" else logging.WARNING
+            self.log.log(level, "health is %s", answer.status, extra={"output": output})
+            self._last = (answer.status, output)
+        return answer
+
+    async def _scrape(self) -> tuple[Answer, str]:
         started = time.monotonic()
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = _now()
         try:
             got = await fetch(
                 self.session, self.target.url, self.target.timeout, self.target.max_bytes, ACCEPT
@@ -67,7 +81,7 @@ class HealthFromMetrics:
             page = await self._page(got)
         except FetchError as exc:
             self.metrics.scrapes.labels(exc.reason).inc()
-            return self._answer([_scrape_check("fail", None, str(exc), now)], str(exc))
+            return self._answer([_scrape_check("fail", None, str(exc), now)], str(exc)), str(exc)
         finally:
             self.metrics.scrape_seconds.observe(time.monotonic() - started)
         self.metrics.scrapes.labels("ok").inc()
@@ -77,8 +91,8 @@ class HealthFromMetrics:
         text = f"{page.series_count} series read in {got.seconds * 1000:.1f} ms"
         checks = [_scrape_check("pass", got.seconds, text, now)]
         checks += [_rule_check(o, now) for o in outcomes]
-        failing = [o.output for o in outcomes if o.status != "pass"]
-        return self._answer(checks, "; ".join(failing))
+        failing = "; ".join(o.output for o in outcomes if o.status != "pass")
+        return self._answer(checks, failing), failing
 
     async def _page(self, got: Fetched) -> exposition.Page:
         if got.status != 200:
@@ -109,6 +123,10 @@ class HealthFromMetrics:
         doc["checks"] = {key: [check] for key, check in checks}
         body = orjson.dumps(doc)
         return Answer(503 if status == "fail" else 200, status, body)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _scrape_check(

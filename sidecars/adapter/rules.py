@@ -245,7 +245,13 @@ class Evaluator:
         self._previous: dict[str, tuple[float, float]] = {}
 
     def evaluate(self, page: Page, now: float) -> list[Outcome]:
-        return [self._one(rule, page, now) for rule in self.rules]
+        return [self._safe(rule, page, now) for rule in self.rules]
+
+    def _safe(self, rule: Rule, page: Page, now: float) -> Outcome:
+        try:
+            return self._one(rule, page, now)
+        except ValueError as exc:  # a series whose labels cannot be read (e.g. a repeated name)
+            return Outcome(rule.name, "fail", None, f"{rule.describe()}: {exc}")
 
     def _one(self, rule: Rule, page: Page, now: float) -> Outcome:
         num = rule.selector.value(page)

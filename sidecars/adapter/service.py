@@ -91,7 +91,8 @@ class Adapter:
         flights: Flights = []
         if cfg.mode == "health-from-metrics":
             target = Target(cfg.target, cfg.timeout, cfg.max_bytes)
-            health = HealthFromMetrics(session, target, rules_mod.Evaluator(self.rules), metrics)
+            evaluator = rules_mod.Evaluator(self.rules)
+            health = HealthFromMetrics(session, target, evaluator, metrics, self.rt.log)
             answers = SingleFlight(health.scrape, cfg.cache)
             flights.append(answers)
             server.health_route(app, cfg.health_path, answers, metrics)

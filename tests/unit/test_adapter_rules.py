@@ -142,3 +142,11 @@ def test_rate_ratio_is_the_ratio_of_increases() -> None:
     out = ev.evaluate(parse(page.format(70, 1040)), 2.0)[0]
     assert (out.status, out.observed) == ("fail", 0.6)
     assert "rate(sum(req_total" in out.output
+
+
+def test_a_series_with_a_repeated_label_fails_the_rule_that_reads_it() -> None:
+    status, observed, output = one(
+        {**BASE, "labels": {"code": "500"}}, 'req_total{code="500",code="1"} 1\n'
+    )
+    assert (status, observed) == ("fail", None)
+    assert "label 'code' appears twice" in output
