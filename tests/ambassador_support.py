@@ -168,6 +168,7 @@ async def raw_exchange(port: int, data: bytes, within: float = 5.0) -> bytes:
     try:
         writer.write(data)
         await writer.drain()
+        writer.write_eof()
         async with asyncio.timeout(within):
             return await reader.read(-1)
     finally:

@@ -1,0 +1,155 @@
+"""tcp mode: Redis through the ambassador, half-close, bulk bytes, retries and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+
+import pytest
+
+from tests.ambassador_support import (
+    RedisServer,
+    ambassador,
+    raw_exchange,
+    redis_command,
+    wait_for,
+)
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def tcp_env(*addrs: str, **extra: str) -> dict[str, str]:
+    env = {"AMBASSADOR_MODE": "tcp", "AMBASSADOR_UPSTREAMS": ",".join(addrs)}
+    env.update({f"AMBASSADOR_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+async def redises():  # type: ignore[no-untyped-def]
+    servers = [RedisServer(), RedisServer()]
+    try:
+        for r in servers:
+            await r.ready()
+        yield servers
+    finally:
+        for r in servers:
+            r.stop()
+
+
+async def test_redis_through_the_ambassador_round_robin(redises: list[RedisServer]) -> None:
+    env = tcp_env(*(f"127.0.0.1:{r.port}" for r in redises))
+    async with ambassador(env) as amb:
+        for i in range(6):
+            assert await redis_command(amb.port, b"SET", b"k", str(i).encode()) == b"+OK\r\n"
+        # each connection went to one member, alternating: each holds one of the last values
+        for r in redises:
+            value = await redis_command(r.port, b"GET", b"k")
+            assert value == b"$1\r\n"
+        # a pipelined session on one connection stays on one member
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"*3\r\n$3\r\nSET\r\n$1\r\np\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\np\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"+OK\r\n"
+            assert await reader.readline() == b"$1\r\n"
+            assert await reader.readline() == b"1\r\n"
+        writer.close()
+
+
+async def test_hash_by_client_address_keeps_one_member(redises: list[RedisServer]) -> None:
+    env = tcp_env(*(f"127.0.0.1:{r.port}" for r in redises), policy="hash")
+    async with ambassador(env) as amb:
+        for _ in range(5):
+            await redis_command(amb.port, b"INCR", b"hits")
+        counts = [await redis_command(r.port, b"GET", b"hits") for r in redises]
+        assert sorted(counts) == [b"$-1\r\n", b"$1\r\n"]  # all five on one member
+
+
+async def echo_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads everything until the client half-closes, then answers its digest and a tail."""
+    data = await reader.read(-1)
+    writer.write(hashlib.sha256(data).hexdigest().encode() + b" %d" % len(data))
+    await writer.drain()
+    writer.close()
+
+
+async def test_half_close_and_bulk_bytes_are_relayed_intact() -> None:
+    server = await asyncio.start_server(echo_after_eof, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with ambassador(tcp_env(f"127.0.0.1:{port}")) as amb:
+        payload = bytes(range(256)) * 40000  # ~10 MB, through bounded buffers
+        out = await raw_exchange(amb.port, payload, within=30)
+        assert out == hashlib.sha256(payload).hexdigest().encode() + b" %d" % len(payload)
+        await wait_for(lambda: not amb.service.running["default"].listener.conns, 5, "closed")
+    server.close()
+
+
+async def test_least_conn_spreads_open_connections(redises: list[RedisServer]) -> None:
+    env = tcp_env(*(f"127.0.0.1:{r.port}" for r in redises), policy="least_conn")
+    async with ambassador(env) as amb:
+        conns = [await asyncio.open_connection("127.0.0.1", amb.port) for _ in range(6)]
+        for reader, writer in conns:
+            writer.write(b"*1\r\n$4\r\nPING\r\n")
+            async with asyncio.timeout(5):
+                assert await reader.readline() == b"+PONG\r\n"
+        cluster = amb.service.running["default"].cluster
+        assert Counter(m.active for m in cluster.members.values()) == {3: 2}
+        for _, writer in conns:
+            writer.close()
+        await wait_for(lambda: all(m.active == 0 for m in cluster.members.values()), 5, "freed")
+
+
+async def test_refused_member_is_retried_and_ejected(redises: list[RedisServer]) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    env = tcp_env(closed, f"127.0.0.1:{redises[0].port}", health_check="none", eject_failures="2")
+    async with ambassador(env) as amb:
+        for _ in range(8):
+            assert await redis_command(amb.port, b"PING") == b"+PONG\r\n"
+        member = amb.service.running["default"].cluster.members[closed]
+        assert member.errors["connect"] == 2 and member.ejections == 1
+
+
+async def test_no_member_reachable_closes_the_client() -> None:
+    env = tcp_env(f"127.0.0.1:{free_port()}", health_check="none")
+    async with ambassador(env) as amb:
+        try:
+            assert await raw_exchange(amb.port, b"PING\r\n") == b""
+        except ConnectionResetError:
+            pass  # cut with a reset: the client learns at once either way
+        listener = amb.service.running["default"].listener
+        await wait_for(lambda: not listener.conns, 5, "client released")
+        assert listener.metrics.rejected.labels("default", "no_member")._value.get() == 1
+
+
+async def test_max_connections_refuses_extra_clients(redises: list[RedisServer]) -> None:
+    env = tcp_env(f"127.0.0.1:{redises[0].port}", max_connections="2")
+    async with ambassador(env) as amb:
+        held = [await asyncio.open_connection("127.0.0.1", amb.port) for _ in range(2)]
+        for reader, writer in held:
+            writer.write(b"*1\r\n$4\r\nPING\r\n")
+            async with asyncio.timeout(5):
+                assert await reader.readline() == b"+PONG\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        async with asyncio.timeout(5):
+            try:
+                assert await reader.read() == b""
+            except ConnectionResetError:
+                pass  # refused with a reset: also a clear refusal
+        writer.close()
+        for _, w in held:
+            w.close()
+
+
+async def test_idle_connections_are_closed(redises: list[RedisServer]) -> None:
+    env = tcp_env(f"127.0.0.1:{redises[0].port}", idle_timeout="0.3s")
+    async with ambassador(env) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"*1\r\n$4\r\nPING\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"+PONG\r\n"
+            try:
+                assert await reader.read() == b""  # then silence: the ambassador hangs up
+            except ConnectionResetError:
+                pass
+        writer.close()
