@@ -185,7 +185,10 @@ def es_messages(url: str, index: str) -> list[str]:
 
 
 def es_count(url: str, index: str) -> int:
-    refresh(url, index)
+    """Documents in `index` (0 while it does not exist)."""
+    status, body = es_request(url, "POST", f"/{index}/_refresh")
+    if status == 404:
+        return 0
     status, body = es_request(url, "GET", f"/{index}/_count")
     if status == 404:
         return 0
@@ -228,3 +231,35 @@ def lines_in(path: Path) -> Iterator[dict[str, Any]]:
     if path.exists():
         for line in path.read_bytes().splitlines():
             yield orjson.loads(line)
+
+
+def shipper_env(logs: Path, state: Path, hosts: str, index: str, **extra: str) -> dict[str, str]:
+    """Settings for a logshipper subprocess with short timers, so tests run fast."""
+    env = {
+        "LOGSHIPPER_PATHS": str(logs / "*.log"),
+        "LOGSHIPPER_ES_HOSTS": hosts,
+        "LOGSHIPPER_INDEX": index,
+        "LOGSHIPPER_STATE_DIR": str(state),
+        "LOGSHIPPER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
+        "LOGSHIPPER_FLUSH_INTERVAL": "50ms",
+        "LOGSHIPPER_POLL_INTERVAL": "100ms",
+        "LOGSHIPPER_RESCAN_INTERVAL": "300ms",
+        "LOGSHIPPER_PARTIAL_FLUSH": "500ms",
+        "LOGSHIPPER_ROTATE_WAIT": "1s",
+        "LOGSHIPPER_CHECKPOINT_INTERVAL": "100ms",
+        "LOGSHIPPER_RETRY_MAX_BACKOFF": "500ms",
+        "LOGSHIPPER_SHUTDOWN_TIMEOUT": "10s",
+        "LOGSHIPPER_LOG_LEVEL": "info",
+    }
+    env.update({f"LOGSHIPPER_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+def admin_url(env: dict[str, str]) -> str:
+    return "http://" + env["LOGSHIPPER_ADMIN_ADDR"]
+
+
+def checkpoint_offsets(state: Path) -> dict[str, int]:
+    """path -> acknowledged offset, from the checkpoint file."""
+    doc = orjson.loads((state / "checkpoints.json").read_bytes())
+    return {e["path"]: e["offset"] for e in doc["files"].values()}

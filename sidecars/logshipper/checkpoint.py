@@ -21,6 +21,7 @@ class Entry:
     fp: str
     generation: int
     offset: int
+    fp_len: int = 0
 
 
 class CheckpointError(Exception):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import orjson
 
 from sidecars.logshipper.batching import Pipeline, Progress
 from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.framing import Framer, Line
-from sidecars.logshipper.identity import file_uid, read_fingerprint
+from sidecars.logshipper.identity import file_uid, read_fingerprint, still_matches
 from sidecars.logshipper.multiline import Joiner
 
 CHUNK = 1 << 20
@@ -25,6 +26,7 @@ class Tracked:
         self.path_json = orjson.dumps(path)
         self.dev, self.ino = dev, ino
         self.fp: str | None = None
+        self.fp_len = 0
         self.generation = 0
         self.uid = ""
         self.offset = 0
@@ -46,10 +48,13 @@ class Tracked:
         self.path = path
         self.path_json = orjson.dumps(path)
 
-    def start_at(self, fp: str | None, generation: int, offset: int) -> None:
-        """Begin (or resume) this incarnation at `offset`."""
-        self.fp, self.generation, self.offset = fp, generation, offset
-        self.uid = file_uid(self.dev, self.ino, fp, generation) if fp else ""
+    def start_at(
+        self, fp: tuple[str, int] | None, generation: int, offset: int, uid: str = ""
+    ) -> None:
+        """Begin (or resume) this incarnation at `offset`; `uid` keeps a saved identity."""
+        self.fp, self.fp_len = fp if fp else (None, 0)
+        self.generation, self.offset = generation, offset
+        self.uid = uid or (file_uid(self.dev, self.ino, fp[0], generation) if fp else "")
         self.progress = Progress(offset)
         self.emitted_end = offset
         self.framer.skipping = False
@@ -96,6 +101,7 @@ class Reader:
         self.multiline_timeout = multiline_timeout
         self.lines = 0
         self.bytes = 0
+        self.on_truncate: Callable[[Tracked], None] | None = None
 
     def read(self, f: Tracked, now: float) -> bool:
         """Read one chunk; True if more is waiting. Raises OSError for the caller to judge."""
@@ -105,14 +111,14 @@ class Reader:
         if size != f.size:
             f.size, f.changed_at = size, mono
         f.used_at = mono
-        if size < f.offset or (f.fp and f.offset and read_fingerprint(fd) != f.fp):
+        if size < f.offset or (f.fp and f.offset and not still_matches(fd, f.fp, f.fp_len)):
             self.truncated(f, fd)
+        idle = mono - f.changed_at
         if not f.uid:
-            fp = read_fingerprint(fd)
+            fp = read_fingerprint(fd, partial=idle >= self.partial_flush)
             if fp is None:
                 return False
             f.start_at(fp, f.generation, f.offset)
-        idle = mono - f.changed_at
         if size == f.offset:
             if f.joiner is not None and f.joiner.pending and idle >= self.multiline_timeout:
                 record = f.joiner.flush()
@@ -134,7 +140,10 @@ class Reader:
 
     def truncated(self, f: Tracked, fd: int) -> None:
         """copytruncate (or a rewrite): read again from 0 as a new generation, so the new
-        content gets new document ids."""
+        content gets new document ids. `on_truncate` may first hand the unread rest of the
+        old content to a follower of the copy."""
+        if self.on_truncate is not None and f.uid:
+            self.on_truncate(f)
         f.start_at(read_fingerprint(fd), f.generation + 1, 0)
 
     def _emit_lines(self, f: Tracked, lines: list[Line], now: float) -> None:

@@ -8,20 +8,38 @@ import os
 FINGERPRINT_MAX = 256
 
 
-def fingerprint(head: bytes) -> str | None:
-    """Hash of the file's first line (at most FINGERPRINT_MAX bytes); None while empty.
-    The first line never changes in an append-only file once it is complete, so the
-    fingerprint is stable from the first shipped record on, with no minimum file size."""
+def head_length(head: bytes, partial: bool = False) -> int:
+    """How many leading bytes the fingerprint covers: the first line (at most
+    FINGERPRINT_MAX bytes), or 0 while that line is incomplete, unless `partial` (it is
+    about to be shipped as it is). The first line never changes in an append-only file,
+    so the fingerprint is stable from the first shipped record on, with no minimum size."""
     nl = head.find(b"\n", 0, FINGERPRINT_MAX)
-    head = head[: nl + 1] if nl >= 0 else head[:FINGERPRINT_MAX]
-    if not head:
-        return None
-    return hashlib.blake2b(head, digest_size=8).hexdigest()
+    if nl >= 0:
+        return nl + 1
+    if len(head) >= FINGERPRINT_MAX:
+        return FINGERPRINT_MAX
+    return len(head) if partial else 0
 
 
-def read_fingerprint(fd: int) -> str | None:
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def fingerprint(head: bytes, partial: bool = False) -> tuple[str, int] | None:
+    """(hash, length) of the head of a file, or None while there is nothing to identify."""
+    n = head_length(head, partial)
+    return (digest(head[:n]), n) if n else None
+
+
+def read_fingerprint(fd: int, partial: bool = False) -> tuple[str, int] | None:
     """The fingerprint of an open file."""
-    return fingerprint(os.pread(fd, FINGERPRINT_MAX, 0))
+    return fingerprint(os.pread(fd, FINGERPRINT_MAX, 0), partial)
+
+
+def still_matches(fd: int, fp: str, length: int) -> bool:
+    """The file still starts with the bytes fingerprinted as (fp, length)."""
+    data = os.pread(fd, length, 0)
+    return len(data) == length and digest(data) == fp
 
 
 def file_uid(dev: int, ino: int, fp: str, generation: int) -> str:

@@ -137,7 +137,7 @@ class Scheduler:
             async for changes in awatch(
                 *roots,
                 watch_filter=None,
-                debounce=50,
+                debounce=20,
                 step=20,
                 stop_event=stop,
                 recursive=recursive,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sidecars.logshipper.checkpoint import Entry
 from sidecars.logshipper.files import Reader, Tracked
-from sidecars.logshipper.identity import read_fingerprint
+from sidecars.logshipper.identity import read_fingerprint, still_matches
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.multiline import Joiner
 
@@ -52,7 +52,8 @@ class Tailer:
         self.by_key: dict[tuple[int, int], Tracked] = {}
         self.by_path: dict[str, Tracked] = {}
         self.dirty: set[Tracked] = set()
-        self.saved = {(e.dev, e.ino): e for e in checkpoints.values()}
+        self.saved = {(e.dev, e.ino): (uid, e) for uid, e in checkpoints.items()}
+        reader.on_truncate = self._follow_copy
         self._first_scan = True
         self._warned: set[str] = set()
 
@@ -112,7 +113,8 @@ class Tailer:
         if f is None:
             return
         start = 0 if not (self._first_scan and self.read_from_end) else st.st_size
-        self._place(f, self.saved.get(key), start)
+        uid, saved = self.saved.get(key, ("", None))
+        self._place(f, uid, saved, start)
         self.by_key[key] = f
         self.by_path[path] = f
         self.dirty.add(f)
@@ -131,17 +133,16 @@ class Tailer:
         self._warned.discard(path)
         return f
 
-    def _place(self, f: Tracked, saved: Entry | None, start: int) -> None:
+    def _place(self, f: Tracked, uid: str, saved: Entry | None, start: int = 0) -> None:
         """Where to start a newly seen file: its checkpoint if it is the same incarnation."""
         assert f.fd is not None
-        fp = read_fingerprint(f.fd)
-        if saved is not None and fp is not None and fp == saved.fp:
-            size = os.fstat(f.fd).st_size
-            if size < saved.offset:
-                f.start_at(fp, saved.generation + 1, 0)
+        if saved is not None and saved.fp_len and still_matches(f.fd, saved.fp, saved.fp_len):
+            if os.fstat(f.fd).st_size < saved.offset:
+                f.start_at(read_fingerprint(f.fd), saved.generation + 1, 0)
             else:
-                f.start_at(fp, saved.generation, saved.offset)
+                f.start_at((saved.fp, saved.fp_len), saved.generation, saved.offset, uid)
         else:
+            fp = read_fingerprint(f.fd)
             f.start_at(fp, 0, start if fp else 0)
 
     def _names_other(self, f: Tracked) -> bool:
@@ -166,7 +167,7 @@ class Tailer:
 
     def _resume_orphans(self) -> None:
         """Checkpointed files that no glob names any more (rotated while we were down)."""
-        for key, entry in self.saved.items():
+        for key, (uid, entry) in self.saved.items():
             if key in self.by_key:
                 continue
             moved = _find_inode(os.path.dirname(entry.path) or ".", key)
@@ -175,10 +176,47 @@ class Tailer:
             f = self._new(moved, key)
             if f is None:
                 continue
-            self._place(f, entry, 0)
+            self._place(f, uid, entry)
             f.rotated = True
             self.by_key[key] = f
             self.dirty.add(f)
+
+    def _follow_copy(self, f: Tracked) -> None:
+        """`f` was truncated. If a copy of it sits next to it (copytruncate), follow the copy
+        from where `f` was read up to, as the same incarnation: its documents keep their ids,
+        so the lines written just before the truncation are neither lost nor doubled."""
+        directory = os.path.dirname(f.path) or "."
+        try:
+            with os.scandir(directory) as it:
+                candidates = [e.path for e in it if e.inode() != f.ino]
+        except OSError:
+            return
+        for path in candidates:
+            try:
+                st = os.stat(path)
+                if not stat.S_ISREG(st.st_mode) or st.st_size < f.offset:
+                    continue
+                if (st.st_dev, st.st_ino) in self.by_key:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if not f.fp or not still_matches(fd, f.fp, f.fp_len):
+                os.close(fd)
+                continue
+            copy = Tracked(path, st.st_dev, st.st_ino, self.max_line)
+            copy.fd = fd
+            copy.fp, copy.fp_len, copy.generation, copy.uid = f.fp, f.fp_len, f.generation, f.uid
+            copy.offset, copy.emitted_end = f.offset, f.emitted_end
+            copy.progress, copy.joiner = f.progress, f.joiner
+            copy.framer.skipping = f.framer.skipping
+            copy.rotated, copy.size = True, st.st_size
+            if f.joiner is not None:
+                f.joiner = Joiner(*self.multiline) if self.multiline else None
+            self.by_key[copy.key] = copy
+            self.dirty.add(copy)
+            self.log.info("following the copy of truncated %s: %s", f.path, path)
+            return
 
     # --- reading --------------------------------------------------------------------------
 
@@ -186,7 +224,10 @@ class Tailer:
         """A file event for `path`; False if it names no followed file (rescan it then)."""
         f = self.by_path.get(path)
         if f is None:
-            return False
+            # a new file: open it now, before a quick rotation could rename it out of sight
+            if any(fnmatch.fnmatch(path, p) for p in self.patterns) and not self._excluded(path):
+                self._discover(path)
+            return path in self.by_path
         self.dirty.add(f)
         return True
 
@@ -267,7 +308,9 @@ class Tailer:
         out = {}
         for f in self.by_key.values():
             if f.uid and f.fp:
-                out[f.uid] = Entry(f.path, f.dev, f.ino, f.fp, f.generation, f.progress.acked)
+                out[f.uid] = Entry(
+                    f.path, f.dev, f.ino, f.fp, f.generation, f.progress.acked, f.fp_len
+                )
         return out
 
     def lags(self) -> Iterator[tuple[str, int]]:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from sidecars.logshipper.framing import Framer, Line
-from sidecars.logshipper.identity import FINGERPRINT_MAX, file_uid, fingerprint, read_fingerprint
+from sidecars.logshipper.identity import (
+    FINGERPRINT_MAX,
+    digest,
+    file_uid,
+    fingerprint,
+    read_fingerprint,
+    still_matches,
+)
 from sidecars.logshipper.multiline import Joiner
 
 pytestmark = pytest.mark.unit
@@ -83,6 +90,11 @@ def test_fingerprint_is_the_first_line_and_needs_no_minimum_size() -> None:
     assert fingerprint(b"a\n") != fingerprint(b"b\n")
     long = b"x" * (FINGERPRINT_MAX + 50)
     assert fingerprint(long) == fingerprint(long + b"\nz")
+    # an incomplete first line is no identity yet (a reader may see half a write) ...
+    assert fingerprint(b"abc") is None
+    # ... unless it is about to be shipped as it is (partial flush); it stays checkable
+    fp = fingerprint(b"abc", partial=True)
+    assert fp is not None and fp[1] == 3 and fp[0] == digest(b"abc")
 
 
 def test_uid_differs_per_inode_fingerprint_and_generation(tmp_path: Path) -> None:
@@ -91,6 +103,8 @@ def test_uid_differs_per_inode_fingerprint_and_generation(tmp_path: Path) -> Non
     fd = os.open(p, os.O_RDONLY)
     try:
         fp = read_fingerprint(fd)
+        assert fp is not None and still_matches(fd, *fp)
+        assert not still_matches(fd, digest(b"other\n"), 6)
     finally:
         os.close(fd)
     assert fp == fingerprint(b"first\n")

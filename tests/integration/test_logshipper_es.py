@@ -1,0 +1,261 @@
+"""logshipper against the real Elasticsearch node: every line written ends up in the index
+exactly once, through restarts, kill -9, rotation, truncation, outages and 429s."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import SidecarProcess, wait_until
+from tests.logshipper_support import (
+    LogWriter,
+    admin_url,
+    checkpoint_offsets,
+    checksum,
+    es_count,
+    es_messages,
+    lines_in,
+    metric,
+    shipper_env,
+)
+from tests.servers.elasticsearch import block_writes, create_strict_index, search
+
+pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    return logs, state
+
+
+def assert_exactly(url: str, index: str, written: list[str], timeout: float = 60.0) -> None:
+    """Wait until the index holds as many documents as lines written, then compare them."""
+    wait_until(lambda: es_count(url, index) >= len(written), timeout, f"{len(written)} docs")
+    got = es_messages(url, index)
+    assert len(got) == len(written), (len(got), len(written))
+    assert checksum(got) == checksum(written)
+
+
+def test_ships_every_line_once_with_ecs_fields_and_drains_on_sigterm(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    app = logs / "app.log"
+    written = ["plain ascii", "UTF-8: é ü 日本語 🚀", "", 'tab\tand "quotes" and \\']
+    with app.open("wb") as f:
+        f.write(("\n".join(written) + "\n").encode())
+        f.write(b"broken \xff\xfe utf8\n")
+        f.write(b"no newline yet")
+    written += ["broken \ufffd\ufffd utf8", "no newline yet"]
+    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    with SidecarProcess(
+        "logshipper", env={**env, "POD_NAME": "web-0", "POD_NAMESPACE": "shop"}
+    ) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
+        assert_exactly(elasticsearch_url, es_index, written)
+        wait_until(
+            lambda: metric(admin_url(env), "logshipper_documents_delivered_total") == 6,
+            10,
+            "metric",
+        )
+        assert metric(admin_url(env), "logshipper_lines_read_total") == 6
+        wait_until(lambda: checkpoint_offsets(state)[str(app)] == app.stat().st_size, 10, "ckpt")
+        assert proc.terminate() == 0
+    docs = search(elasticsearch_url, es_index, {"match_phrase": {"message": "broken"}})
+    (doc,) = docs
+    assert doc["log"] == {"file": {"path": str(app)}, "offset": doc["log"]["offset"]}
+    assert doc["tags"] == ["invalid_utf8"]
+    assert doc["kubernetes"]["pod"]["name"] == "web-0" and doc["kubernetes"]["namespace"] == "shop"
+    assert doc["@timestamp"].endswith("Z")
+
+    # restart: only what was appended meanwhile is shipped
+    more = LogWriter(app, "after-restart")
+    with app.open("a") as f:
+        f.write("\n")  # completes "no newline yet" in the file; its rest is a new line
+    written.append("")
+    more.write(50)
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, written + more.written)
+        assert proc.terminate() == 0
+
+
+def _writer(stop: threading.Event, fn: object) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)  # type: ignore[arg-type]
+    t.start()
+    return t
+
+
+def test_kill_9_and_restart_mid_stream_leaves_each_line_once(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(20_000, size=100)
+    # checkpoints lag far behind the index, so every restart re-sends acknowledged records
+    env = shipper_env(
+        logs, state, elasticsearch_url, es_index, batch_max_docs="500", checkpoint_interval="2s"
+    )
+    for _ in range(3):
+        with SidecarProcess("logshipper", env=env) as proc:
+            before = es_count(elasticsearch_url, es_index)
+            wait_until(
+                lambda b=before: es_count(elasticsearch_url, es_index) > b + 500, 30, "progress"
+            )
+            proc.proc.send_signal(signal.SIGKILL)  # no drain: checkpoints lag behind the index
+            proc.proc.wait(10)
+        writer.write(2_000, size=100)
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, writer.written)
+        assert proc.terminate() == 0
+
+
+def test_rename_rotation_under_continuous_writing(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    app = logs / "app.log"
+    written: list[str] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        for generation in range(6):
+            with app.open("a") as f:
+                for _ in range(1500):
+                    msg = f"gen {generation} line {n:06d}"
+                    f.write(msg + "\n")
+                    written.append(msg)
+                    n += 1
+                    if n % 100 == 0:
+                        f.flush()
+                        time.sleep(0.03)
+            os.rename(app, logs / f"app.log.{generation}")  # logrotate's default: rename + create
+        stop.set()
+
+    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    app.touch()
+    with SidecarProcess("logshipper", env=env) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
+        t = _writer(stop, write)
+        t.join(60)
+        assert stop.is_set()
+        assert_exactly(elasticsearch_url, es_index, written)
+        assert proc.terminate() == 0
+
+
+def test_copytruncate_under_continuous_writing(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    app = logs / "app.log"
+    written: list[str] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        with app.open("a") as f:
+            for generation in range(5):
+                for _ in range(1500):
+                    msg = f"gen {generation} line {n:06d}"
+                    f.write(msg + "\n")
+                    written.append(msg)
+                    n += 1
+                    if n % 100 == 0:
+                        f.flush()
+                        time.sleep(0.03)
+                f.flush()
+                shutil.copyfile(app, logs / f"app.log.{generation}")  # logrotate copytruncate
+                os.truncate(app, 0)
+        stop.set()
+
+    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    app.touch()
+    with SidecarProcess("logshipper", env=env) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
+        t = _writer(stop, write)
+        t.join(60)
+        assert stop.is_set()
+        assert_exactly(elasticsearch_url, es_index, written)
+        assert proc.terminate() == 0
+
+
+def test_truncation_to_empty_and_rewrite_is_read_again_from_zero(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    app = logs / "app.log"
+    first = LogWriter(app, "first")
+    first.write(100)
+    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, first.written)
+        app.write_text("")
+        second = LogWriter(app, "second")  # same length lines: same offsets, new ids
+        second.write(60)
+        assert_exactly(elasticsearch_url, es_index, first.written + second.written)
+        assert proc.terminate() == 0
+
+
+def test_real_429s_are_retried_until_accepted(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(200)
+    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, writer.written)
+        with block_writes(elasticsearch_url, es_index):
+            writer.write(300)
+            wait_until(
+                lambda: metric(admin_url(env), "logshipper_documents_retried_total") > 0,
+                30,
+                "retried 429s",
+            )
+            assert es_count(elasticsearch_url, es_index) == 200
+        assert_exactly(elasticsearch_url, es_index, writer.written)
+        assert proc.terminate() == 0
+    assert not (state / "dead-letter.ndjson").exists()
+
+
+def test_mapping_conflicts_go_to_the_dead_letter_file_and_never_block_the_rest(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    es_strict_index = es_index
+    loose = {"type": "object", "dynamic": True}
+    create_strict_index(
+        elasticsearch_url,
+        es_index,
+        {
+            "@timestamp": {"type": "date"},
+            "message": {"type": "text"},
+            "log": loose,
+            "kubernetes": loose,
+            "tags": {"type": "keyword"},
+        },
+    )
+    app = logs / "app.log"
+    good = [orjson.dumps({"message": f"ok {i}"}).decode() for i in range(50)]
+    bad = [orjson.dumps({"message": f"bad {i}", "unmapped_field": i}).decode() for i in range(3)]
+    app.write_text("\n".join(good[:25] + bad + good[25:]) + "\n")
+    env = shipper_env(logs, state, elasticsearch_url, es_strict_index, json="true")
+    with SidecarProcess("logshipper", env=env) as proc:
+        wait_until(lambda: len(list(lines_in(state / "dead-letter.ndjson"))) == 3, 30, "dlq")
+        assert_exactly(elasticsearch_url, es_strict_index, [f"ok {i}" for i in range(50)])
+        wait_until(lambda: checkpoint_offsets(state)[str(app)] == app.stat().st_size, 10, "ckpt")
+        assert metric(admin_url(env), "logshipper_documents_dead_lettered_total") == 3
+        assert proc.terminate() == 0
+    records = list(lines_in(state / "dead-letter.ndjson"))
+    assert {r["reason"] for r in records} == {"strict_dynamic_mapping_exception"}
+    assert sorted(r["document"]["message"] for r in records) == ["bad 0", "bad 1", "bad 2"]
+    assert "unmapped_field" in records[0]["error"]["reason"]
