@@ -42,7 +42,7 @@ class Config(CommonConfig):
     sources: tuple[Source, ...] = setting(
         "",
         "comma-separated absolute paths (file or directory) or http(s) URLs, each optionally "
-        "followed by #sha256=<hex>, &name=<entry name>, &extract=true|false",
+        "followed by #sha256=<hex>, &name=<entry name>, &extract=true or false",
         _sources,
         metavar="SOURCES",
     )

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.warloader.errors import EXIT_CONFIG, EXIT_DIGEST, EXIT_SOURCE
-from tests.warloader_support import leftovers, run_loader, sha256, war_bytes
+from sidecars.warloader.errors import EXIT_ARCHIVE, EXIT_CONFIG, EXIT_DIGEST, EXIT_SOURCE
+from tests.warloader_support import (
+    leftovers,
+    run_loader,
+    sha256,
+    tar_link,
+    tar_with,
+    war_bytes,
+    zip_bomb,
+    zip_with,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +220,28 @@ async def test_bad_sources_are_configuration_errors(tmp_path: Path) -> None:
     assert "item 5 (https://example.org/): destination name '' is empty" in text
     assert "hunter2" not in text
     assert EXIT_CONFIG == 2
+
+
+@pytest.mark.parametrize(
+    "archive, why",
+    [
+        (zip_with([("WEB-INF/web.xml", b"<web-app/>", 0), ("../../evil.jsp", b"x", 0)]), "'..'"),
+        (tar_with([("ok.txt", b"x"), tar_link("etc", "/etc")]), "points outside"),
+        (zip_bomb(16 << 20), "zip bomb"),
+    ],
+)
+async def test_unsafe_archives_exit_5_and_install_nothing(
+    tmp_path: Path, archive: bytes, why: str
+) -> None:
+    src = make_source(tmp_path, archive, "evil.war")
+    dest = tmp_path / "webapps"
+    dest.mkdir()
+    (dest / "evil").mkdir()
+    (dest / "evil" / "old.txt").write_text("old")
+    env = {"WARLOADER_SOURCES": str(src), "WARLOADER_DEST": str(dest), "WARLOADER_EXTRACT": "1"}
+    run = await run_loader(env)
+    assert run.code == EXIT_ARCHIVE
+    [line] = run.errors()
+    assert line.startswith("evil: unsafe archive:") and why in line
+    assert sorted(p.name for p in (dest / "evil").iterdir()) == ["old.txt"]
+    assert leftovers(dest) == [] and not (tmp_path / "evil.jsp").exists()
