@@ -1,0 +1,201 @@
+"""Discovery and reload: watched member files, DNS, config file reloads that keep connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.ambassador_support import RedisServer, ambassador, backends, redis_command, wait_for
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+async def names(session: aiohttp.ClientSession, url: str, n: int) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for _ in range(n):
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            out[await resp.text()] += 1
+    return out
+
+
+def counter_value(amb, name: str, **labels: str) -> float:  # type: ignore[no-untyped-def]
+    value = amb.runtime.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_watched_member_file_is_reloaded_and_bad_content_refused(tmp_path: Path) -> None:
+    members = tmp_path / "members"
+    async with backends(2) as bs:
+        members.write_text(f"# cluster\n{bs[0].addr}\n")
+        env = {
+            "AMBASSADOR_MODE": "http",
+            "AMBASSADOR_UPSTREAMS": f"file://{members}",
+            "AMBASSADOR_FILE_INTERVAL": "0.05s",
+        }
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            assert await names(s, amb.url, 4) == {"b0": 4}
+            cluster = amb.service.running["default"].cluster
+            tmp = tmp_path / "members.new"  # replaced atomically, as a ConfigMap update does
+            tmp.write_text(f"{bs[0].addr}\n{bs[1].addr}*3\n")
+            tmp.replace(members)
+            await wait_for(lambda: len(cluster.members) == 2, 10, "second member loaded")
+            assert await names(s, amb.url, 8) == {"b0": 2, "b1": 6}
+            members.write_text("this is not a member list\n")
+            labels = {"listener": "default", "kind": "file", "outcome": "error"}
+            await wait_for(
+                lambda: counter_value(amb, "ambassador_discovery_total", **labels) >= 1,
+                10,
+                "bad member file counted",
+            )
+            assert len(cluster.members) == 2  # the previous members stay
+            assert set(await names(s, amb.url, 4)) == {"b0", "b1"}
+
+
+async def test_dns_names_resolve_and_failures_keep_the_listener_up() -> None:
+    async with backends(1) as bs:
+        env = {
+            "AMBASSADOR_MODE": "http",
+            "AMBASSADOR_UPSTREAMS": f"dns://localhost:{bs[0].port},dns://nonexistent.invalid:80",
+            "AMBASSADOR_DNS_FAMILY": "ipv4",
+            "AMBASSADOR_DNS_INTERVAL": "0.1s",
+        }
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            cluster = amb.service.running["default"].cluster
+            assert list(cluster.members) == [bs[0].addr]
+            assert cluster.members[bs[0].addr].source == f"dns://localhost:{bs[0].port}"
+            assert await names(s, amb.url, 3) == {"b0": 3}
+            labels = {"listener": "default", "kind": "dns"}
+            await wait_for(
+                lambda: (
+                    counter_value(amb, "ambassador_discovery_total", **labels, outcome="error") >= 3
+                    and counter_value(
+                        amb, "ambassador_discovery_total", **labels, outcome="success"
+                    )
+                    >= 3
+                ),
+                10,
+                "re-resolution running",
+            )
+            assert list(cluster.members) == [bs[0].addr]
+            await wait_for(lambda: amb.runtime.readiness.ready, 5, "ready")
+
+
+async def test_unresolvable_only_member_means_not_ready() -> None:
+    env = {
+        "AMBASSADOR_UPSTREAMS": "dns://nonexistent.invalid:6379",
+        "AMBASSADOR_DNS_INTERVAL": "1s",
+    }
+    async with ambassador(env) as amb:
+        await wait_for(
+            lambda: amb.runtime.readiness.reason == "no healthy member in any cluster", 5, "reason"
+        )
+        assert not amb.runtime.readiness.ready
+
+
+def write_config(path: Path, listeners: dict[str, dict[str, object]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"listeners": listeners}))
+    tmp.replace(path)
+
+
+async def test_config_file_reload_keeps_open_connections_and_refuses_bad_files(
+    tmp_path: Path,
+) -> None:
+    redis = RedisServer()
+    try:
+        await redis.ready()
+        async with backends(2) as bs:
+            conf = tmp_path / "ambassador.json"
+            tcp_port, http_port, new_port = free_port(), free_port(), free_port()
+            write_config(
+                conf,
+                {
+                    "redis": {
+                        "listen": f"127.0.0.1:{tcp_port}",
+                        "upstreams": [f"127.0.0.1:{redis.port}"],
+                    },
+                    "api": {
+                        "listen": f"127.0.0.1:{http_port}",
+                        "mode": "http",
+                        "upstreams": [bs[0].addr],
+                    },
+                },
+            )
+            env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+            async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+                assert set(amb.service.running) == {"redis", "api"}
+                api = f"http://127.0.0.1:{http_port}/"
+                assert await names(s, api, 2) == {"b0": 2}
+                # an open Redis session must survive the reload
+                reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+                writer.write(b"*1\r\n$4\r\nPING\r\n")
+                assert await reader.readline() == b"+PONG\r\n"
+
+                write_config(
+                    conf,
+                    {
+                        "redis": {
+                            "listen": f"127.0.0.1:{tcp_port}",
+                            "upstreams": [f"127.0.0.1:{redis.port}"],
+                            "policy": "least_conn",
+                        },
+                        "api": {
+                            "listen": f"127.0.0.1:{http_port}",
+                            "mode": "http",
+                            "upstreams": [bs[1].addr],
+                        },
+                        "api2": {
+                            "listen": f"127.0.0.1:{new_port}",
+                            "mode": "http",
+                            "upstreams": [bs[0].addr],
+                        },
+                    },
+                )
+                ok = {"outcome": "success"}
+                await wait_for(
+                    lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
+                    10,
+                    "reload applied",
+                )
+                assert set(amb.service.running) == {"redis", "api", "api2"}
+                assert await names(s, api, 2) == {"b1": 2}
+                assert await names(s, f"http://127.0.0.1:{new_port}/", 1) == {"b0": 1}
+                writer.write(b"*1\r\n$4\r\nPING\r\n")
+                assert await reader.readline() == b"+PONG\r\n"
+
+                conf.write_text('{"listeners": {"api": {"upstreams": ["bad:port"]}}}')
+                bad = {"outcome": "error"}
+                await wait_for(
+                    lambda: counter_value(amb, "ambassador_config_reloads_total", **bad) == 1,
+                    10,
+                    "bad reload refused",
+                )
+                assert set(amb.service.running) == {"redis", "api", "api2"}
+                assert await names(s, api, 1) == {"b1": 1}
+                writer.write(b"*1\r\n$4\r\nPING\r\n")
+                assert await reader.readline() == b"+PONG\r\n"
+                writer.close()
+
+                # a listener removed from the file stops accepting
+                write_config(
+                    conf,
+                    {
+                        "api": {
+                            "listen": f"127.0.0.1:{http_port}",
+                            "mode": "http",
+                            "upstreams": [bs[1].addr],
+                        }
+                    },
+                )
+                await wait_for(lambda: set(amb.service.running) == {"api"}, 10, "listeners gone")
+                with pytest.raises(OSError):
+                    await redis_command(tcp_port, b"PING")
+    finally:
+        redis.stop()
