@@ -1,0 +1,222 @@
+"""Footprint of the sidecar images: size, own layers, idle RSS, start to /readyz = 200.
+
+    .venv/bin/python bench/images.py [--runs N] [--idle SECONDS]
+
+Needs the images (docker/images) and root (the engine's layer store gives layer sizes,
+/proc gives the RSS). Each sidecar runs alone, hardened as in a pod (read-only root,
+no capabilities), with default settings except: the ambassador gets one upstream member
+and the warloader watch mode (without them they exit), and the logshipper gets a stub
+Elasticsearch on its localhost (it is ready only once Elasticsearch answers).
+Figures:
+  image     the image's size (all layers, uncompressed)
+  own       the layers no other sidecar image has (what a node pulls for it once the
+            first sidecar image is there)
+  RSS       the sidecar's resident memory after --idle seconds of idling once ready
+  ready     from the process start (the engine's StartedAt) to the first /readyz = 200
+  +engine   from `docker start` to the first /readyz = 200 (adds the engine's own work)
+Prints a table; the medians of --runs runs. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
+ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
+SETTINGS = {
+    "ambassador": {"AMBASSADOR_UPSTREAMS": "127.0.0.1:8080"},
+    "warloader": {"WARLOADER_WATCH": "true"},
+}
+HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+GOALS = {"own": 20e6, "rss": 40 * 2**20, "ready": 0.5}
+# A stand-in for the Elasticsearch node the logshipper waits for: answers every request.
+ES_STUB = r"""
+import http.server, json
+INFO = json.dumps({"name": "stub", "cluster_name": "stub", "cluster_uuid": "stub",
+    "version": {"number": "8.19.0", "build_flavor": "default"},
+    "tagline": "You Know, for Search"}).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self, body):
+        n = int(self.headers.get("content-length") or 0)
+        self.rfile.read(n)
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("x-elastic-product", "Elasticsearch")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    def do_GET(self): self.answer(INFO)
+    def do_HEAD(self): self.answer(INFO)
+    def do_POST(self): self.answer(b'{"took":0,"errors":false,"items":[]}')
+    def do_PUT(self): self.answer(b'{"acknowledged":true}')
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 9200), H).serve_forever()
+"""
+
+
+def docker(*args: str, timeout: float = 60.0) -> str:
+    out = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def inspect(ref: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(docker("inspect", ref))[0]  # type: ignore[no-any-return]
+
+
+def layers(image: str) -> list[tuple[str, int]]:
+    """(diff id, uncompressed size) per layer, from the engine's layer store (chain ids)."""
+    info = json.loads(docker("info", "--format", "{{json .}}"))
+    store = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
+    out, chain = [], ""
+    for diff in inspect(image)["RootFS"]["Layers"]:
+        chain = (
+            diff
+            if not chain
+            else "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
+        )
+        out.append((diff, int((store / chain[7:] / "size").read_text())))
+    return out
+
+
+def get_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def started_at(name: str) -> float:
+    raw = inspect(name)["State"]["StartedAt"]
+    return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+
+
+def measure(image: str, name: str, idle: float) -> tuple[float, float, int]:
+    """One run: (process start to ready, docker start to ready, idle RSS in bytes)."""
+    tag = uuid.uuid4().hex[:8]
+    box, stub = f"bench-{name}-{tag}", f"bench-{name}-{tag}-es"
+    env = [f"--env={k}={v}" for k, v in SETTINGS.get(name, {}).items()]
+    try:
+        if name == "logshipper":
+            # The stub owns the network namespace (like a pod's infra container).
+            docker(
+                "run",
+                "-d",
+                "--name",
+                stub,
+                *HARDENED,
+                "-p",
+                f"127.0.0.1::{ADMIN_PORTS[name]}",
+                "--entrypoint",
+                "/opt/venv/bin/python",
+                image,
+                "-c",
+                ES_STUB,
+            )
+            port = int(docker("port", stub, str(ADMIN_PORTS[name])).split()[0].rsplit(":", 1)[1])
+            probe = "import socket; socket.create_connection(('127.0.0.1', 9200), 1).close()"
+            deadline = time.monotonic() + 20
+            while True:
+                check = subprocess.run(
+                    ["docker", "exec", stub, "python", "-c", probe],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                )
+                if check.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Elasticsearch stub did not listen within 20s")
+                time.sleep(0.05)
+            network = ["--network", f"container:{stub}"]
+        else:
+            network = ["-p", f"127.0.0.1::{ADMIN_PORTS[name]}"]
+        docker("create", "--name", box, *HARDENED, *network, *env, image)
+        if name != "logshipper":
+            port = 0
+        begin = time.time()
+        docker("start", box)
+        if not port:
+            port = int(docker("port", box, str(ADMIN_PORTS[name])).split()[0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while get_status(port, "/readyz") != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: not ready within 30s: {docker('logs', box)[-2000:]}")
+            time.sleep(0.005)
+        ready = time.time()
+        time.sleep(idle)  # idle on purpose: the RSS of an idle sidecar
+        pid = inspect(box)["State"]["Pid"]
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        return ready - started_at(box), ready - begin, rss * 1024
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", box, stub], capture_output=True, check=False)
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--prefix", default="sidecars")
+    parser.add_argument("--tag", default="latest")
+    args = parser.parse_args()
+
+    images = {n: f"{args.prefix}/{n}:{args.tag}" for n in SIDECARS}
+    per_image = {n: layers(ref) for n, ref in images.items()}
+    shared = set.intersection(*({d for d, _ in ls} for ls in per_image.values()))
+    shared_size = sum(s for d, s in per_image["logshipper"] if d in shared)
+    rows = []
+    for name, ref in images.items():
+        others = {d for o, ls in per_image.items() if o != name for d, _ in ls}
+        own = sum(s for d, s in per_image[name] if d not in others)
+        size = inspect(ref)["Size"]
+        runs = [measure(ref, name, args.idle) for _ in range(args.runs)]
+        ready = statistics.median(r[0] for r in runs)
+        engine = statistics.median(r[1] for r in runs)
+        rss = statistics.median(r[2] for r in runs)
+        rows.append((name, size, own, rss, ready, engine))
+
+    print(f"images {args.prefix}/*:{args.tag}; median of {args.runs} runs; idle {args.idle:.0f}s")
+    head = ("image", "size", "own layers", "idle RSS", "ready", "+engine")
+    print(f"{head[0]:<12}{head[1]:>10}{head[2]:>12}{head[3]:>11}{head[4]:>9}{head[5]:>9}")
+    ok = True
+    for name, size, own, rss, ready, engine in rows:
+        print(
+            f"{name:<12}{mb(size):>10}{mb(own):>12}{rss / 2**20:>7.1f} MiB"
+            f"{ready:>8.2f}s{engine:>8.2f}s"
+        )
+        ok &= own < GOALS["own"] and rss < GOALS["rss"] and ready < GOALS["ready"]
+    pause = inspect(f"{args.prefix}/pause:latest")["Size"]
+    print(
+        f"shared by all four: {mb(shared_size)} (base + dependencies + package); pause: {mb(pause)}"
+    )
+    print(
+        "goals: own layers < 20 MB, idle RSS < 40 MiB, ready < 0.5 s:", "met" if ok else "NOT met"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
