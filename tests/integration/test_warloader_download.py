@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from pathlib import Path
@@ -230,3 +231,31 @@ async def test_progress_is_logged_for_long_loads(tmp_path: Path) -> None:
         lines = [r for r in run.logs.records if r.getMessage().startswith("loading ")]
         assert lines, run.logs.messages()
         assert all(r.__dict__["total"] == 1 << 20 and r.__dict__["rate"] > 0 for r in lines)
+
+
+async def test_sigterm_during_an_init_load_stops_cleanly_without_partial_files(
+    tmp_path: Path,
+) -> None:
+    async with artifact_server() as srv:
+        srv.faults.trickle = 0.02
+        url = srv.put("/sample.war", BIG)
+        stopping = asyncio.Event()
+
+        def started() -> bool:
+            return any(tmp_path.glob(".sample.war.warloader-tmp-*"))
+
+        async def stop_when_started() -> None:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not started():
+                assert asyncio.get_running_loop().time() < deadline, "download never started"
+                await asyncio.sleep(0.01)
+            stopping.set()
+
+        stopper = asyncio.create_task(stop_when_started())
+        run = await run_loader(env_for(url, tmp_path), stopping)
+        await stopper
+        assert run.code == 1
+        assert run.errors() == [
+            "stopped before every source was installed; nothing partial is left"
+        ]
+        assert not (tmp_path / "sample.war").exists() and leftovers(tmp_path) == []
