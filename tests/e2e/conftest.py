@@ -133,8 +133,11 @@ class Containers:
             docker("rm", "-f", "-v", *self.names, check=False)
 
 
-def hardened(name: str, *extra: str) -> list[str]:
-    """`docker run` options of a hardened pod container, publishing the admin port on loopback."""
+def hardened(name: str, *extra: str, keep_running: bool = True) -> list[str]:
+    """`docker run` options of a hardened pod container, publishing the admin port on loopback.
+
+    With `keep_running`, the settings of KEEP_RUNNING for that sidecar are added.
+    """
     options = [
         "--read-only",
         "--tmpfs",
@@ -146,7 +149,7 @@ def hardened(name: str, *extra: str) -> list[str]:
         "-p",
         f"127.0.0.1::{ADMIN_PORTS[name]}",
     ]
-    for key, value in KEEP_RUNNING.get(name, {}).items():
+    for key, value in (KEEP_RUNNING.get(name, {}) if keep_running else {}).items():
         options += ["-e", f"{key}={value}"]
     return options + list(extra)
 

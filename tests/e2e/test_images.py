@@ -105,7 +105,7 @@ def test_warloader_runs_to_completion_as_init_container(
     images: Images, containers: Containers
 ) -> None:
     """With default settings the warloader installs its sources and exits 0."""
-    box = containers.run(images.tag("warloader"), options=hardened("warloader")[:-2])
+    box = containers.run(images.tag("warloader"), options=hardened("warloader", keep_running=False))
     result = docker("wait", box, timeout=30)
     assert result.stdout.strip() == "0", docker("logs", box).stderr
 
