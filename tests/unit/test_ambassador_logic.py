@@ -281,3 +281,27 @@ def test_retry_budget_allows_a_share_plus_a_trickle() -> None:
     budget.record_request()
     assert budget.try_spend(now) and not budget.try_spend(now)
     assert budget.try_spend(now + 1.0)
+
+
+def test_readme_settings_table_matches_the_config() -> None:
+    from sidecars.runtime.settings import env_name, flag_name, specs
+
+    readme = (Path(__file__).resolve().parents[2] / "sidecars/ambassador/README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in readme.splitlines()
+        if line.startswith("| `AMBASSADOR_")
+    }
+    defaults = SIDECAR._defaults()
+    expected = set()
+    for name, spec in specs(SIDECAR.config):
+        var = env_name("AMBASSADOR", name)
+        expected.add(var)
+        cells = [c.strip() for c in rows[var].split("|")[1:-1]]
+        assert cells == [
+            f"`{var}`",
+            f"`{flag_name(name)}`",
+            f"`{defaults.get(name, spec.default)}`",
+            spec.help,
+        ]
+    assert set(rows) == expected
