@@ -1,70 +1,106 @@
-"""The service port's HTTP routes: the translated endpoint and the forwarded paths."""
+"""The service port's routes: the translated endpoint (cached) and the forwarded paths."""
 
 from __future__ import annotations
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sidecars.adapter.forward import Forwarder, ForwardError
 from sidecars.adapter.health import CONTENT_TYPE, Answer
+from sidecars.adapter.http1 import Request, Writer, date_line, response_head
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
 
 
-def health_route(
-    app: web.Application, path: str, flight: SingleFlight[Answer], metrics: AdapterMetrics
-) -> None:
-    """GET/HEAD `path`: the cached health answer (one scrape per cache window)."""
-    counters = {code: metrics.requests.labels("health", str(code)) for code in (200, 503)}
+class _Wire:
+    """A response serialized once: head (without Date) and body, for GET and HEAD."""
 
-    async def handler(_: web.Request) -> web.Response:
-        answer = flight.fresh() or await flight.get()
-        counters[answer.http_status].inc()
-        return web.Response(
-            status=answer.http_status,
-            body=answer.body,
-            content_type=CONTENT_TYPE,
-            headers={"Cache-Control": "no-store"},
-        )
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+        full = [*headers, ("Content-Length", str(len(body)))]
+        self._head = response_head(status, full, True)
 
-    app.router.add_get(path, handler)
+    def get(self, head_only: bool) -> bytes:
+        tail = b"\r\n" if head_only else b"\r\n" + self.body
+        return self._head + date_line() + tail
 
 
-def metrics_route(
-    app: web.Application,
-    path: str,
-    flight: SingleFlight[Probe],
-    collector: ProbeCollector,
-    metrics: AdapterMetrics,
-) -> None:
-    """GET/HEAD `path`: the app's JSON health as Prometheus gauges."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    counter = metrics.requests.labels("metrics", "200")
+class HealthRoute:
+    """GET/HEAD: the cached health answer; a probe after the window waits for one new read."""
 
-    async def handler(_: web.Request) -> web.Response:
-        collector.latest = flight.fresh() or await flight.get()
-        counter.inc()
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def __init__(self, flight: SingleFlight[Answer], metrics: AdapterMetrics) -> None:
+        self.flight = flight
+        self.counters = {code: metrics.requests.labels("health", str(code)) for code in (200, 503)}
+        self._wire: tuple[Answer, _Wire] | None = None
 
-    app.router.add_get(path, handler)
+    def _wire_for(self, answer: Answer) -> _Wire:
+        if self._wire is None or self._wire[0] is not answer:
+            headers = [("Content-Type", CONTENT_TYPE), ("Cache-Control", "no-store")]
+            self._wire = (answer, _Wire(answer.http_status, headers, answer.body))
+        return self._wire[1]
+
+    def immediate(self, head_only: bool) -> bytes | None:
+        answer = self.flight.fresh()
+        if answer is None:
+            return None
+        self.counters[answer.http_status].inc()
+        return self._wire_for(answer).get(head_only)
+
+    async def respond(self, request: Request, out: Writer) -> None:
+        answer = await self.flight.get()
+        self.counters[answer.http_status].inc()
+        wire = self._wire_for(answer)
+        out.full(wire.status, wire.headers, wire.body)
 
 
-def forward_route(
-    app: web.Application, path: str, forwarder: Forwarder, metrics: AdapterMetrics
-) -> None:
-    """GET/HEAD `path`: streamed from the app's configured path."""
+class MetricsRoute:
+    """GET/HEAD: the app's JSON health as Prometheus gauges, rendered once per probe."""
 
-    async def handler(request: web.Request) -> web.StreamResponse:
+    def __init__(
+        self, flight: SingleFlight[Probe], collector: ProbeCollector, metrics: AdapterMetrics
+    ) -> None:
+        self.flight, self.collector = flight, collector
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self.counter = metrics.requests.labels("metrics", "200")
+        self._wire: tuple[Probe, _Wire] | None = None
+
+    def _wire_for(self, probe: Probe) -> _Wire:
+        if self._wire is None or self._wire[0] is not probe:
+            self.collector.latest = probe
+            body = generate_latest(self.registry)
+            self._wire = (probe, _Wire(200, [("Content-Type", CONTENT_TYPE_LATEST)], body))
+        return self._wire[1]
+
+    def immediate(self, head_only: bool) -> bytes | None:
+        probe = self.flight.fresh()
+        if probe is None:
+            return None
+        self.counter.inc()
+        return self._wire_for(probe).get(head_only)
+
+    async def respond(self, request: Request, out: Writer) -> None:
+        wire = self._wire_for(await self.flight.get())
+        self.counter.inc()
+        out.full(wire.status, wire.headers, wire.body)
+
+
+class ForwardRoute:
+    """GET/HEAD: streamed from the app's configured path."""
+
+    def __init__(self, forwarder: Forwarder, metrics: AdapterMetrics) -> None:
+        self.forwarder, self.metrics = forwarder, metrics
+
+    def immediate(self, head_only: bool) -> bytes | None:
+        return None
+
+    async def respond(self, request: Request, out: Writer) -> None:
         try:
-            out = await forwarder.forward(request)
+            status = await self.forwarder.forward(request, out)
         except ForwardError as exc:
-            metrics.requests.labels("forward", str(exc.status)).inc()
-            metrics.scrapes.labels(exc.reason).inc()
-            return web.Response(status=exc.status, text=f"adapter: {exc}\n")
-        metrics.requests.labels("forward", str(out.status)).inc()
-        return out
-
-    app.router.add_get(path, handler)
+            self.metrics.requests.labels("forward", str(exc.status)).inc()
+            self.metrics.scrapes.labels(exc.reason).inc()
+            body = f"adapter: {exc}\n".encode()
+            out.full(exc.status, [("Content-Type", "text/plain; charset=utf-8")], body)
+            return
+        self.metrics.requests.labels("forward", str(status or "cut")).inc()

@@ -6,13 +6,13 @@ import asyncio
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from aiohttp import web
 
 from sidecars.adapter import rules as rules_mod
 from sidecars.adapter import server
 from sidecars.adapter.config import Config
 from sidecars.adapter.forward import Forwarder
 from sidecars.adapter.health import Answer, HealthFromMetrics, Target
+from sidecars.adapter.http1 import Route, Server
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import HealthProbe, Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
@@ -63,15 +63,12 @@ class Adapter:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
         ) as session:
-            app, flights = self._app(session)
-            runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, shutdown_timeout=cfg.shutdown_timeout
-            )
-            await runner.setup()
+            routes, flights = self._routes(session)
+            count = self.metrics.requests
+            srv = Server(routes, self.rt.log, lambda route, code: count.labels(route, code).inc())
             try:
-                site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], reuse_address=True)
                 try:
-                    await site.start()
+                    await srv.start(*cfg.listen)
                 except OSError as exc:
                     self.rt.log.error("cannot listen on %s:%d: %s", *cfg.listen, exc.strerror)
                     return 1
@@ -80,14 +77,14 @@ class Adapter:
                 self.rt.readiness.set(True)
                 await stopping.wait()
             finally:
-                await runner.cleanup()
+                await srv.stop()
                 for flight in flights:
                     await flight.close()
         return 0
 
-    def _app(self, session: aiohttp.ClientSession) -> tuple[web.Application, Flights]:
+    def _routes(self, session: aiohttp.ClientSession) -> tuple[dict[str, Route], Flights]:
         cfg, metrics = self.config, self.metrics
-        app = web.Application()
+        routes: dict[str, Route] = {}
         flights: Flights = []
         if cfg.mode == "health-from-metrics":
             target = Target(cfg.target, cfg.timeout, cfg.max_bytes)
@@ -95,17 +92,17 @@ class Adapter:
             health = HealthFromMetrics(session, target, evaluator, metrics, self.rt.log)
             answers = SingleFlight(health.scrape, cfg.cache)
             flights.append(answers)
-            server.health_route(app, cfg.health_path, answers, metrics)
+            routes[cfg.health_path] = server.HealthRoute(answers, metrics)
         elif cfg.mode == "metrics-from-health":
             probe = HealthProbe(session, cfg.target, cfg.timeout, cfg.max_bytes, metrics)
             probes = SingleFlight(probe.probe, cfg.cache)
             flights.append(probes)
             collector = ProbeCollector(cfg.metric_prefix)
-            server.metrics_route(app, cfg.metrics_path, probes, collector, metrics)
+            routes[cfg.metrics_path] = server.MetricsRoute(probes, collector, metrics)
         for served, on_app in cfg.paths:
             forwarder = Forwarder(session, app_url(cfg.target, on_app), cfg.timeout, cfg.max_bytes)
-            server.forward_route(app, served, forwarder, metrics)
-        return app, flights
+            routes[served] = server.ForwardRoute(forwarder, metrics)
+        return routes, flights
 
 
 SIDECAR = Sidecar(
