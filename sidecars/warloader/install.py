@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,14 +12,13 @@ from typing import TypeVar
 
 import aiohttp
 
-from sidecars.warloader import fsops, state
+from sidecars.warloader import fsops, staging, state
 from sidecars.warloader.copier import HashingSink, Progress, copy_hashing, copy_plain
 from sidecars.warloader.errors import (
     DigestMismatch,
     LoadError,
     SourceConfigError,
     SourceError,
-    UnsafeArchive,
     copy_error,
     describe,
     dest_error,
@@ -98,18 +95,18 @@ class Installer:
         name = src.target_name(extracting)
         m = self.plan.modes
         settings = f"extract={extracting};mode={m.file_mode:o}/{m.dir_mode:o};owner={m.uid}:{m.gid}"
-        await _thread(progress, fsops.ensure_dir, dest)
-        lock_fd = await _thread(progress, fsops.acquire_lock, dest, name)
+        await staging.thread(progress, fsops.ensure_dir, dest)
+        lock_fd = await staging.thread(progress, fsops.acquire_lock, dest, name)
         try:
-            await _thread(progress, fsops.remove_leftovers, dest, name)
-            prev = await _thread(progress, state.read, dest, name)
+            await staging.thread(progress, fsops.remove_leftovers, dest, name)
+            prev = await staging.thread(progress, state.read, dest, name)
             usable = prev if prev and prev.settings == settings and prev.intact(dest) else None
             job = _Job(src, name, extracting, settings, usable, progress, time.monotonic())
             if usable and src.sha256 and usable.sha256 == src.sha256:
                 return job.outcome("unchanged", "pinned digest already installed", src.sha256)
             if src.is_url:
                 return await self._from_url(job)
-            return await _thread(progress, self._from_path, job)
+            return await staging.thread(progress, self._from_path, job)
         finally:
             os.close(lock_fd)
 
@@ -128,7 +125,7 @@ class Installer:
         if prev and not job.src.sha256 and prev.source_id == source_id:
             return job.outcome("unchanged", "source file unchanged", prev.sha256)
         job.progress.total = st.st_size
-        tmp = _create_temp(self.plan.dest, job.name)
+        tmp = staging.create_temp(self.plan.dest, job.name)
         try:
             try:
                 sfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -171,7 +168,7 @@ class Installer:
             raise SourceError(f"cannot read {path}: {describe(exc)}") from None
         if job.previous and job.previous.source_id == source_id:
             return job.outcome("unchanged", "source tree unchanged")
-        stage = _create_stage(self.plan.dest, job.name)
+        stage = staging.create_stage(self.plan.dest, job.name)
         try:
             try:
                 size = copy_tree(path, stage, self.plan.modes, job.progress)
@@ -190,9 +187,9 @@ class Installer:
         known = None
         if prev and not job.src.sha256 and (prev.etag or prev.last_modified):
             known = Validators(prev.etag, prev.last_modified)
-        tmp = await _thread(job.progress, _create_temp, self.plan.dest, job.name)
+        tmp = await staging.thread(job.progress, staging.create_temp, self.plan.dest, job.name)
         try:
-            fd = await _thread(job.progress, os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
+            fd = await staging.thread(job.progress, os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 sink = HashingSink(fd, job.progress)
                 try:
@@ -211,18 +208,20 @@ class Installer:
                 if got.not_modified and prev:
                     return job.outcome("unchanged", "server answered 304", prev.sha256)
                 if not job.extract:
-                    await _thread(job.progress, _chmod_fsync, tmp, fd, self.plan.modes)
+                    await staging.thread(
+                        job.progress, staging.chmod_fsync, tmp, fd, self.plan.modes
+                    )
                 else:
-                    await _thread(job.progress, _fsync, fd, tmp)
+                    await staging.thread(job.progress, staging.fsync, fd, tmp)
             finally:
                 os.close(fd)
             v = got.validators
             source_id = f"url:{v.etag}:{v.last_modified}"
-            return await _thread(
+            return await staging.thread(
                 job.progress, self._finish, job, tmp, got.sha256, got.size, source_id, v
             )
         finally:
-            await _thread(job.progress, fsops.remove, tmp)
+            await staging.thread(job.progress, fsops.remove, tmp)
 
     # --- verify and publish (worker thread) ----------------------------------------------
 
@@ -236,13 +235,13 @@ class Installer:
         prev = job.previous
         if prev and sha and prev.sha256 == sha:
             new = replace(prev, source_id=source_id, etag=v.etag, last_modified=v.last_modified)
-            _write_record(self.plan.dest, new)
+            staging.write_record(self.plan.dest, new)
             return job.outcome("unchanged", "same content already installed", sha, size)
         if not job.extract:
             if job.name.lower().endswith(_ZIP_NAMES):
-                _check_zip(tmp, job.name)
+                staging.check_zip(tmp, job.name)
             return self._publish(job, tmp, sha, size, source_id, v)
-        stage = _create_stage(self.plan.dest, job.name)
+        stage = staging.create_stage(self.plan.dest, job.name)
         try:
             try:
                 extract(tmp, stage, self.plan.limits, self.plan.modes, job.progress)
@@ -263,70 +262,8 @@ class Installer:
         record = state.Record(
             job.name, str(job.src), sha, source_id, v.etag, v.last_modified, installed, job.settings
         )
-        _write_record(self.plan.dest, record)
+        staging.write_record(self.plan.dest, record)
         return job.outcome("installed", "new content", sha, size)
-
-
-def _create_temp(dest: Path, name: str) -> Path:
-    tmp = fsops.temp_path(dest, name, "tmp")
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    except OSError as exc:
-        raise dest_error(exc, str(dest)) from None
-    return tmp
-
-
-def _create_stage(dest: Path, name: str) -> Path:
-    stage = fsops.temp_path(dest, name, "stage")
-    try:
-        stage.mkdir(mode=0o700)
-    except OSError as exc:
-        raise dest_error(exc, str(dest)) from None
-    return stage
-
-
-def _chmod_fsync(tmp: Path, fd: int, modes: fsops.Modes) -> None:
-    try:
-        fsops.apply_modes(tmp, modes)
-    except OSError as exc:
-        raise dest_error(exc, str(tmp.parent)) from None
-    _fsync(fd, tmp)
-
-
-def _fsync(fd: int, tmp: Path) -> None:
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        raise dest_error(exc, str(tmp.parent)) from None
-
-
-def _write_record(dest: Path, record: state.Record) -> None:
-    try:
-        state.write(dest, record)
-    except OSError as exc:
-        raise dest_error(exc, str(dest)) from None
-
-
-def _check_zip(path: Path, name: str) -> None:
-    """A .war/.jar/.zip must at least have a readable central directory."""
-    try:
-        with zipfile.ZipFile(path):
-            pass
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsafeArchive(f"{name} is not a readable zip archive: {exc}") from None
-
-
-async def _thread(progress: Progress, fn: Callable[..., T], *args: object) -> T:
-    """Run blocking work in a thread; on cancellation tell it to stop and wait for its cleanup."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        progress.abort.set()
-        await asyncio.wait([task])
-        if not task.cancelled():
-            task.exception()  # retrieved: the cancellation is what we report
-        raise
 
 
 __all__ = ["Installer", "LoadError", "Outcome", "Plan"]
