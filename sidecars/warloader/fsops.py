@@ -148,8 +148,13 @@ def apply_modes(path: Path, modes: Modes, source_mode: int = 0) -> None:
         if modes.uid >= 0 or modes.gid >= 0:
             _chown(path, modes, follow=False)
         return
-    mode = modes.dir_mode if stat.S_ISDIR(st.st_mode) else modes.for_file(source_mode)
-    os.chmod(path, mode & 0o777)
+    if stat.S_ISDIR(st.st_mode):
+        # keep a setgid bit the directory inherited from a volume with fsGroup: files the app
+        # creates in it later then get the group too
+        mode = (modes.dir_mode & 0o777) | (st.st_mode & stat.S_ISGID)
+    else:
+        mode = modes.for_file(source_mode)
+    os.chmod(path, mode)
     if modes.uid >= 0 or modes.gid >= 0:
         _chown(path, modes, follow=True)
 

@@ -245,3 +245,20 @@ async def test_unsafe_archives_exit_5_and_install_nothing(
     assert line.startswith("evil: unsafe archive:") and why in line
     assert sorted(p.name for p in (dest / "evil").iterdir()) == ["old.txt"]
     assert leftovers(dest) == [] and not (tmp_path / "evil.jsp").exists()
+
+
+async def test_fsgroup_volume_group_is_inherited(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("setting a volume's group needs root")
+    src = make_source(tmp_path, war_bytes())
+    dest = tmp_path / "webapps"
+    dest.mkdir()
+    os.chown(dest, -1, 4321)  # what the kubelet does for fsGroup: group + setgid bit
+    dest.chmod(0o2775)
+    env = {"WARLOADER_SOURCES": f"{src},{src}#extract=true", "WARLOADER_DEST": str(dest)}
+    assert (await run_loader(env)).code == 0
+    for path in [dest / "sample.war", dest / "sample", dest / "sample" / "WEB-INF" / "web.xml"]:
+        assert path.stat().st_gid == 4321, path
+    sub = (dest / "sample" / "WEB-INF").stat()
+    assert stat.S_IMODE(sub.st_mode) == 0o2755  # setgid kept on directories, never on files
+    assert stat.S_IMODE((dest / "sample.war").stat().st_mode) == 0o644
