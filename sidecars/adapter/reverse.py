@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,11 +98,14 @@ class HealthProbe:
         self.metrics = metrics
 
     async def probe(self) -> Probe:
+        started = time.monotonic()
         try:
             got = await fetch(self.session, self.url, self.deadline, self.max_bytes, ACCEPT)
         except FetchError as exc:
             self.metrics.scrapes.labels(exc.reason).inc()
             return Probe(False, self.deadline if exc.reason == "timeout" else 0.0, reason=str(exc))
+        finally:
+            self.metrics.scrape_seconds.observe(time.monotonic() - started)
         try:
             doc = orjson.loads(got.body)
         except orjson.JSONDecodeError:
