@@ -241,7 +241,7 @@ class HttpListener(Listener):
                 return RETRY
             ex.writer.write(wire.error_response(ex.error[0], ex.error[1]))
             return False
-        self.metrics.latency.labels(self.name).observe(time.monotonic() - started)
+        self.latency.observe(time.monotonic() - started)
         status = int(resp.first[0])
         if status in (502, 503, 504):
             self._failed(member, f"http_{status}")

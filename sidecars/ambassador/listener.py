@@ -41,6 +41,7 @@ class Listener:
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
         self.clients_gauge = metrics.clients.labels(name)
+        self.latency = metrics.latency.labels(name)  # one label lookup, not one per request
 
     async def start(self) -> None:
         self.server = await self._serve()

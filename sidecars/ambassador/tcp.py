@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
@@ -45,18 +46,19 @@ class Relay(asyncio.Protocol):
         self.member: Member | None = None
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.eofs = 0
+        self.early: list[bytes] = []
         self.closed = False
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.client = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self.client = cast(asyncio.Transport, transport)
         if not self.listener.admit(self):
-            transport.abort()
+            self.client.abort()
             self.closed = True
             return
-        transport.pause_reading()  # nothing is read until a member is connected
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.client.pause_reading()  # nothing is read until a member is connected
+        self.client.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.task = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -66,6 +68,7 @@ class Relay(asyncio.Protocol):
         key = str(peer[0]).encode() if peer else b""
         tried: list[Member] = []
         loop = asyncio.get_running_loop()
+        cluster.budget.record_request()
         for attempt in range(settings.retries + 1):
             if attempt and not cluster.budget.try_spend():
                 break
@@ -74,7 +77,6 @@ class Relay(asyncio.Protocol):
                 break
             if attempt:
                 cluster.retries += 1
-            cluster.budget.record_request()
             tried.append(member)
             member.requests += 1
             started = time.monotonic()
@@ -93,15 +95,20 @@ class Relay(asyncio.Protocol):
                         extra={"listener": listener.name, "member": member.key},
                     )
                 continue
-            listener.metrics.latency.labels(listener.name).observe(time.monotonic() - started)
+            listener.latency.observe(time.monotonic() - started)
             member.record_success()
-            assert isinstance(up, asyncio.Transport)
             if self.closed:  # the client left while we were connecting
                 up.close()
                 return
             member.active += 1
             self.member, self.up = member, up
-            up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+            self.up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+            if self.early:
+                self.up.write(b"".join(self.early))
+                self.early.clear()
+            if self.eofs:  # the client half-closed before we were connected
+                self.eofs = 0
+                self.eof(from_client=True)
             self.client.resume_reading()
             return
         listener.metrics.rejected.labels(listener.name, "no_member").inc()
@@ -109,7 +116,12 @@ class Relay(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
-        assert self.up is not None
+        if self.up is None:
+            # uvloop may deliver a read that was under way when we paused: hold it (one read's
+            # worth, reading stays paused) until the member is connected.
+            self.early.append(data)
+            self.client.pause_reading()
+            return
         self.up.write(data)
 
     def eof_received(self) -> bool:
@@ -120,7 +132,7 @@ class Relay(asyncio.Protocol):
         other = self.up if from_client else self.client
         self.eofs += 1
         if other is None:
-            return False
+            return True  # not connected yet: passed on once the member answers
         if self.eofs >= 2 or not other.can_write_eof():
             self._close(None)
             return False

@@ -156,3 +156,37 @@ def test_help_lists_the_settings() -> None:
         check=False,
     )
     assert done.returncode == 0 and "AMBASSADOR_UPSTREAMS" in done.stdout
+
+
+def test_process_relays_redis_under_uvloop() -> None:
+    """The real entry point runs on uvloop, whose transports differ from asyncio's."""
+    import asyncio
+
+    from tests.ambassador_support import RedisServer
+
+    redis = RedisServer()
+    listen, admin = free_port(), free_port()
+    try:
+        asyncio.run(redis.ready())
+        env = {
+            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{redis.port}",
+            "AMBASSADOR_LISTEN": f"127.0.0.1:{listen}",
+            "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        }
+        with SidecarProcess("ambassador", env) as proc:
+            proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", listen), timeout=10) as sock:
+                    # sent at once, before the member connection exists, then half-closed
+                    sock.sendall(
+                        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+                    )
+                    sock.shutdown(socket.SHUT_WR)
+                    data = b""
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                assert data == b"+OK\r\n$1\r\nv\r\n"
+            assert proc.terminate() == 0
+            assert not [x for x in proc.log_lines() if x["level"] == "error"]
+    finally:
+        redis.stop()

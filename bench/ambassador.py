@@ -1,0 +1,306 @@
+"""Benchmark: the ambassador side by side with HAProxy and nginx (and no proxy) on loopback.
+
+Three nginx backends; wrk drives http through each proxy (16 and 64 connections), curl pulls
+1 GiB through each tcp relay, wrk with `Connection: close` measures new tcp connections per
+second, and 1,000 idle connections measure resident memory. Each proxy under test is pinned to
+CPU 0, the load generator to CPU 1. Needs: nginx, haproxy, wrk, curl (Debian packages).
+
+    .venv/bin/python bench/ambassador.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def process(
+    cmd: list[str], env: dict[str, str] | None = None, pin: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", PROXY_CPU, *cmd] if pin else cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def backends_conf(tmp: Path, ports: list[int], big: Path) -> Path:
+    servers = "\n".join(
+        f"  server {{ listen 127.0.0.1:{p}; location = /big {{ alias {big}; }}"
+        f" location / {{ return 200 'hello from {p}\\n'; }} }}"
+        for p in ports
+    )
+    conf = tmp / "backends.conf"
+    conf.write_text(
+        f"worker_processes 1; daemon off; pid {tmp}/b.pid; error_log {tmp}/b.err;\n"
+        "events { worker_connections 8192; }\n"
+        f"http {{ access_log off; sendfile on; keepalive_requests 1000000;\n{servers}\n}}\n"
+    )
+    return conf
+
+
+def haproxy_conf(tmp: Path, mode: str, port: int, ports: list[int]) -> Path:
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
+    conf = tmp / f"haproxy-{mode}.cfg"
+    conf.write_text(
+        "global\n  maxconn 4000\n  nbthread 1\n"
+        f"defaults\n  mode {mode}\n  timeout connect 1s\n  timeout client 60s\n"
+        "  timeout server 60s\n"
+        f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
+        f"backend b\n  balance roundrobin\n{servers}\n"
+    )
+    return conf
+
+
+def nginx_proxy_conf(tmp: Path, port: int, ports: list[int]) -> Path:
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in ports)
+    conf = tmp / "nginx-proxy.conf"
+    conf.write_text(
+        f"worker_processes 1; daemon off; pid {tmp}/p.pid; error_log {tmp}/p.err;\n"
+        "events { worker_connections 8192; }\n"
+        f"http {{ access_log off; upstream b {{ {servers} keepalive 64; }}\n"
+        f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://b;"
+        " proxy_http_version 1.1; proxy_set_header Connection ''; } } }\n"
+    )
+    return conf
+
+
+@contextlib.contextmanager
+def ambassador(mode: str, port: int, ports: list[int]) -> Iterator[subprocess.Popen[bytes]]:
+    admin = free_port()
+    env = {
+        "AMBASSADOR_MODE": mode,
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
+        "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{p}" for p in ports),
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_LOG_LEVEL": "warning",
+        "AMBASSADOR_MAX_CONNECTIONS": "4000",
+        "AMBASSADOR_MAX_PENDING": "4000",
+    }
+    with process([sys.executable, "-m", "sidecars.ambassador"], env) as proc:
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the ambassador did not become ready")
+            time.sleep(0.1)
+        yield proc
+
+
+def wrk(url: str, conns: int, seconds: int, close: bool = False) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms)."""
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return float(m.group(1)) * scale
+
+    return rps, pct("50"), pct("99")
+
+
+def bulk_mbs(port: int) -> float:
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+        f"http://127.0.0.1:{port}/big",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
+    return float(out) / 1e6
+
+
+def rss_with_idle_conns(pid: int, port: int, n: int = 1000) -> float:
+    """Peak resident MiB of `pid` while `n` client connections are open through it."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(s)
+        time.sleep(1.0)
+        status = Path(f"/proc/{pid}/status").read_text()
+        kib = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        return kib / 1024
+    finally:
+        for s in socks:
+            s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    for tool in ("nginx", "haproxy", "wrk", "curl", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is not installed (apt-get install {tool})")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    secs = args.seconds
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="ambassador-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        big = tmp / "big"
+        with big.open("wb") as f:
+            f.truncate(1 << 30)  # 1 GiB, sparse: served from the page cache
+        ports = [free_port() for _ in range(3)]
+        with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], pin=False):
+            for p in ports:
+                wait_port(p)
+            http = measure_http(tmp, ports, secs)
+            tcp = measure_tcp(tmp, ports, secs)
+    for key, label in [
+        ("c16", "http req/s, 16 conns"),
+        ("c64", "http req/s, 64 conns"),
+    ]:
+        d, h, n, a = (http[x][key] for x in ("direct", "haproxy", "nginx", "ambassador"))
+        rows.append((label, f"{a[0]:.0f}", f"{h[0]:.0f}", f"{n[0]:.0f}", ratio(a[0], h[0])))
+        rows.append(
+            (
+                f"  p50/p99 ms ({key})",
+                f"{a[1]:.2f}/{a[2]:.2f}",
+                f"{h[1]:.2f}/{h[2]:.2f}",
+                f"{n[1]:.2f}/{n[2]:.2f}",
+                f"direct {d[1]:.2f}/{d[2]:.2f}",
+            )
+        )
+    for key, label, fmt in [
+        ("bulk", "tcp MB/s, 1 GiB stream", "{:.0f}"),
+        ("conns", "tcp new connections/s", "{:.0f}"),
+        ("rss", "peak RSS MiB, 1000 conns", "{:.1f}"),
+    ]:
+        d, h, a = tcp["direct"][key], tcp["haproxy"][key], tcp["ambassador"][key]
+        rows.append(
+            (
+                label,
+                fmt.format(a),
+                fmt.format(h),
+                "n/a",
+                ratio(a, h) + (f" (direct {fmt.format(d)})" if d else ""),
+            )
+        )
+    print(
+        f"\nambassador bench: proxies pinned to CPU {PROXY_CPU}, load on CPU {LOAD_CPU}, "
+        f"{os.cpu_count()} CPUs, {secs}s per run; nginx has no stream module here (tcp n/a)\n"
+    )
+    widths = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
+    for r in [HEAD, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+HEAD = ("figure", "ambassador", "haproxy (anchor)", "nginx", "ratio ours/anchor")
+
+
+def ratio(ours: float, anchor: float) -> str:
+    return f"{ours / anchor:.2f}x" if anchor else "n/a"
+
+
+def measure_http(
+    tmp: Path, ports: list[int], secs: int
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+
+    def run(name: str, port: int) -> None:
+        url = f"http://127.0.0.1:{port}/"
+        wrk(url, 16, 1)  # warm-up: pools filled, caches hot
+        out[name] = {"c16": wrk(url, 16, secs), "c64": wrk(url, 64, secs)}
+
+    run("direct", ports[0])
+    port = free_port()
+    with process(["haproxy", "-db", "-f", str(haproxy_conf(tmp, "http", port, ports))]):
+        wait_port(port)
+        run("haproxy", port)
+    port = free_port()
+    with process(["nginx", "-c", str(nginx_proxy_conf(tmp, port, ports))]):
+        wait_port(port)
+        run("nginx", port)
+    port = free_port()
+    with ambassador("http", port, ports):
+        run("ambassador", port)
+    return out
+
+
+def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {
+        "direct": {
+            "bulk": bulk_mbs(ports[0]),
+            "conns": wrk(f"http://127.0.0.1:{ports[0]}/", 16, secs, close=True)[0],
+            "rss": 0.0,
+        }
+    }
+
+    def run(name: str, port: int, pid: int) -> None:
+        url = f"http://127.0.0.1:{port}/"
+        out[name] = {
+            "bulk": bulk_mbs(port),
+            "conns": wrk(url, 16, secs, close=True)[0],
+            "rss": rss_with_idle_conns(pid, port),
+        }
+
+    port = free_port()
+    with process(["haproxy", "-db", "-f", str(haproxy_conf(tmp, "tcp", port, ports))]) as p:
+        wait_port(port)
+        run("haproxy", port, p.pid)
+    port = free_port()
+    with ambassador("tcp", port, ports) as p:
+        run("ambassador", port, p.pid)
+    return out
+
+
+if __name__ == "__main__":
+    main()
