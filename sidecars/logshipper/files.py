@@ -94,8 +94,10 @@ class Reader:
         *,
         partial_flush: float,
         multiline_timeout: float,
+        chunk: int = CHUNK,
     ) -> None:
         self.builder = builder
+        self.chunk = chunk
         self.pipeline = pipeline
         self.partial_flush = partial_flush
         self.multiline_timeout = multiline_timeout
@@ -125,10 +127,12 @@ class Reader:
                 if record is not None:
                     self._emit(f, record, now)
             return False
-        data = os.pread(fd, max(CHUNK, f.framer.max_line + 1), f.offset)
+        data = os.pread(fd, max(self.chunk, f.framer.max_line + 1), f.offset)
         if not data:
             return False
-        lines, used = f.framer.frame(data, f.offset, flush=idle >= self.partial_flush)
+        # only a last line at the end of the file may be flushed without its newline
+        at_end = f.offset + len(data) >= size
+        lines, used = f.framer.frame(data, f.offset, flush=at_end and idle >= self.partial_flush)
         self._emit_lines(f, lines, now)
         f.offset += used
         if f.offset > f.emitted_end and (f.joiner is None or not f.joiner.pending):

@@ -16,7 +16,7 @@ from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Ent
 from sidecars.logshipper.config import Config
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
-from sidecars.logshipper.files import Reader
+from sidecars.logshipper.files import CHUNK, Reader
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.scheduler import Scheduler
 from sidecars.logshipper.shipping import Sender
@@ -94,6 +94,8 @@ class Shipper:
             self.pipeline,
             partial_flush=config.partial_flush,
             multiline_timeout=config.multiline_timeout,
+            # one chunk's documents may overshoot the budget: keep that small next to it
+            chunk=min(CHUNK, max(64 << 10, config.queue_max_bytes // 8)),
         )
         self._checkpoint_due = asyncio.Event()
         self._answered = False

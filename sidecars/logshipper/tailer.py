@@ -315,7 +315,13 @@ class Tailer:
 
     def lags(self) -> Iterator[tuple[str, int]]:
         for f in list(self.by_key.values()):
-            yield f.path, f.lag
+            # the size now, not at the last read: reading may be paused by backpressure
+            # (f.size itself belongs to the reader: it dates the last change for partial lines)
+            try:
+                size = os.fstat(f.fd).st_size if f.fd is not None else os.stat(f.path).st_size
+            except OSError:
+                size = f.size
+            yield f.path, max(0, size - f.progress.acked)
 
     def close(self) -> None:
         for f in self.by_key.values():

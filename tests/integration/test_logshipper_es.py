@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import SidecarProcess, wait_until
 from tests.logshipper_support import (
+    CuttableProxy,
     LogWriter,
     admin_url,
     checkpoint_offsets,
@@ -23,6 +24,7 @@ from tests.logshipper_support import (
     es_messages,
     lines_in,
     metric,
+    rss_bytes,
     shipper_env,
 )
 from tests.servers.elasticsearch import block_writes, create_strict_index, search
@@ -39,7 +41,9 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 def assert_exactly(url: str, index: str, written: list[str], timeout: float = 60.0) -> None:
     """Wait until the index holds as many documents as lines written, then compare them."""
-    wait_until(lambda: es_count(url, index) >= len(written), timeout, f"{len(written)} docs")
+    wait_until(
+        lambda: es_count(url, index) >= len(written), timeout, f"{len(written)} docs", every=0.3
+    )
     got = es_messages(url, index)
     assert len(got) == len(written), (len(got), len(written))
     assert checksum(got) == checksum(written)
@@ -99,7 +103,7 @@ def test_kill_9_and_restart_mid_stream_leaves_each_line_once(
 ) -> None:
     logs, state = dirs
     writer = LogWriter(logs / "app.log")
-    writer.write(20_000, size=100)
+    writer.write(8_000, size=100)
     # checkpoints lag far behind the index, so every restart re-sends acknowledged records
     env = shipper_env(
         logs, state, elasticsearch_url, es_index, batch_max_docs="500", checkpoint_interval="2s"
@@ -108,11 +112,11 @@ def test_kill_9_and_restart_mid_stream_leaves_each_line_once(
         with SidecarProcess("logshipper", env=env) as proc:
             before = es_count(elasticsearch_url, es_index)
             wait_until(
-                lambda b=before: es_count(elasticsearch_url, es_index) > b + 500, 30, "progress"
+                lambda b=before: es_count(elasticsearch_url, es_index) > b + 300, 30, "progress"
             )
             proc.proc.send_signal(signal.SIGKILL)  # no drain: checkpoints lag behind the index
             proc.proc.wait(10)
-        writer.write(2_000, size=100)
+        writer.write(1_000, size=100)
     with SidecarProcess("logshipper", env=env) as proc:
         assert_exactly(elasticsearch_url, es_index, writer.written)
         assert proc.terminate() == 0
@@ -259,3 +263,46 @@ def test_mapping_conflicts_go_to_the_dead_letter_file_and_never_block_the_rest(
     assert {r["reason"] for r in records} == {"strict_dynamic_mapping_exception"}
     assert sorted(r["document"]["message"] for r in records) == ["bad 0", "bad 1", "bad 2"]
     assert "unmapped_field" in records[0]["error"]["reason"]
+
+
+def test_outage_backs_off_keeps_memory_flat_and_delivers_everything_after(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(100)
+    port = int(elasticsearch_url.rsplit(":", 1)[1])
+    with CuttableProxy(port) as proxy:
+        env = shipper_env(
+            logs,
+            state,
+            proxy.url,
+            es_index,
+            queue_max_bytes="256KiB",
+            batch_max_bytes="128KiB",
+            max_line_size="16KiB",
+        )
+        admin = admin_url(env)
+        with SidecarProcess("logshipper", env=env) as proc:
+            assert_exactly(elasticsearch_url, es_index, writer.written)
+            proxy.cut()
+            writer.write(3_000, size=250)  # ~0.7 MB while Elasticsearch is unreachable
+            wait_until(lambda: metric(admin, "logshipper_queue_bytes") > 200_000, 30, "queue full")
+            wait_until(
+                lambda: metric(admin, "logshipper_bulk_errors_total", 'reason="connection"') > 2,
+                30,
+                "retries",
+            )
+            rss_before = rss_bytes(proc.proc.pid)
+            writer.write(8_000, size=250)  # ~2 MB more: the files are the buffer, not memory
+            wait_until(lambda: metric(admin, "logshipper_bulk_errors_total") > 6, 30, "retries")
+            assert metric(admin, "logshipper_queue_bytes") <= 2 * 256 * 1024
+            assert rss_bytes(proc.proc.pid) - rss_before < 8 << 20
+            assert metric(admin, "logshipper_file_lag_bytes") > 2 << 20
+            assert es_count(elasticsearch_url, es_index) == 100
+            proxy.restore()
+            assert_exactly(elasticsearch_url, es_index, writer.written, timeout=90)
+            wait_until(lambda: metric(admin, "logshipper_file_lag_bytes") == 0, 10, "no lag")
+            assert proc.terminate() == 0
+            warnings = [r for r in proc.log_lines() if r.get("reason") == "connection"]
+            assert warnings and len(warnings) < 5  # one per streak (+1 per 30 s), not per retry
