@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 CHUNK = 4 << 20
 _BUFFERS = 4
@@ -104,8 +105,9 @@ class HashingSink:
     """A staged file that takes a download chunk by chunk, hashing as it writes. Progress is
     counted by the receiver (bytes arrive before they are written in batches)."""
 
-    def __init__(self, fd: int, progress: Progress) -> None:
+    def __init__(self, fd: int, progress: Progress, path: Path) -> None:
         self.fd = fd
+        self.path = path
         self.progress = progress
         self.size = 0
         self.hasher = hashlib.sha256()

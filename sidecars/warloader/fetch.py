@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -66,18 +66,23 @@ async def download(
     headers: Mapping[str, str],
     known: Validators | None,
     log: logging.Logger,
+    resume: Validators | None = None,
+    on_fresh: Callable[[Validators], None] | None = None,
 ) -> Fetched:
     """Fetch `url` into `sink`; retry transient failures, resuming by Range when possible.
-    `known` (the installed version's validators) makes the first request conditional."""
+    `known` (the installed version's validators) makes the first request conditional; `resume`
+    names the version of bytes already in `sink`; `on_fresh` runs (in a thread) before the body
+    of every full (200) response."""
     backoff = Backoff(base=policy.retry_delay, cap=30.0)
-    state = _State()
+    state = _State(validators=resume, on_fresh=on_fresh)
     for attempt in range(1, policy.attempts + 1):
         try:
             return await _attempt(session, url, sink, policy, headers, known, state)
         except SourceError as exc:
             if not exc.retryable or attempt == policy.attempts:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
-                raise SourceError(f"cannot download {label}: {exc}{tries}") from None
+                message = f"cannot download {label}: {exc}{tries}"
+                raise SourceError(message, retryable=exc.retryable) from None
             delay = backoff.next_delay()
             log.warning(
                 "download of %s failed: %s; retrying in %.1fs",
@@ -94,6 +99,7 @@ async def download(
 @dataclass(slots=True)
 class _State:
     validators: Validators | None = None
+    on_fresh: Callable[[Validators], None] | None = None
     retries: int = 0
 
 
@@ -129,6 +135,8 @@ async def _attempt(
             state.validators = Validators(
                 resp.headers.get("ETag"), resp.headers.get("Last-Modified")
             )
+            if resp.status == 200 and state.on_fresh is not None:
+                await asyncio.to_thread(state.on_fresh, state.validators)
             length = resp.content_length
             total = None if length is None else sink.size + length
             if total is not None and total > policy.max_size:
@@ -157,7 +165,8 @@ def _check_status(resp: aiohttp.ClientResponse, resume_from: int) -> None:
 
 
 async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int) -> None:
-    """Receive on the loop while a thread writes and hashes the previous batch."""
+    """Receive on the loop while a thread writes and hashes the previous batch. When the
+    connection breaks, what arrived before is still written: a retry resumes after it."""
     pending: asyncio.Future[None] | None = None
     batch = bytearray()
     received = sink.size
@@ -173,17 +182,17 @@ async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int
                     await pending
                 data, batch = batch, bytearray()
                 pending = asyncio.ensure_future(asyncio.to_thread(sink.write, data))
-        if pending is not None:
-            await pending
-            pending = None
-        if batch:
-            await asyncio.to_thread(sink.write, batch)
-    finally:
-        if pending is not None and not pending.done():
-            # keep sink.size true to what is on disk, so a retry resumes at the right byte
-            await asyncio.wait([pending])
-        if pending is not None and not pending.cancelled() and pending.exception():
-            raise pending.exception()  # type: ignore[misc]
+    except (aiohttp.ClientError, TimeoutError, ConnectionError):
+        await _flush(pending, sink, batch)
+        raise
+    await _flush(pending, sink, batch)
+
+
+async def _flush(pending: asyncio.Future[None] | None, sink: HashingSink, batch: bytearray) -> None:
+    if pending is not None:
+        await pending
+    if batch:
+        await asyncio.to_thread(sink.write, batch)
 
 
 def _describe(exc: BaseException) -> str:

@@ -48,13 +48,15 @@ def marker_path(dest: Path, name: str) -> Path:
     return dest / f".{name}.warloader.json"
 
 
-def remove_leftovers(dest: Path, name: str) -> int:
-    """Delete temp files and stage dirs an earlier, killed run left behind; return how many."""
+def remove_leftovers(dest: Path, name: str, keep: tuple[str, ...] = ()) -> int:
+    """Delete temp files and stage dirs an earlier, killed run left behind (except the `keep`
+    kinds); return how many."""
     count = 0
     prefix = f".{name}.warloader-"
+    kept = {prefix + kind for kind in keep}
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(dest):
-            if entry.name.startswith(prefix):
+            if entry.name.startswith(prefix) and entry.name not in kept:
                 remove(Path(entry.path))
                 count += 1
     return count

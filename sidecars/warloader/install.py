@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 
-from sidecars.warloader import fsops, staging, state
-from sidecars.warloader.copier import HashingSink, Progress, copy_hashing, copy_plain
+from sidecars.warloader import fsops, partial, staging, state
+from sidecars.warloader.copier import Progress, copy_hashing, copy_plain
 from sidecars.warloader.errors import (
     DigestMismatch,
     LoadError,
@@ -28,7 +29,6 @@ from sidecars.warloader.fetch import HttpPolicy, Validators, download
 from sidecars.warloader.sources import Source
 from sidecars.warloader.tree import copy_tree, fingerprint
 
-T = TypeVar("T")
 _ZIP_NAMES = (".war", ".jar", ".ear", ".zip")
 
 
@@ -98,7 +98,8 @@ class Installer:
         await staging.thread(progress, fsops.ensure_dir, dest)
         lock_fd = await staging.thread(progress, fsops.acquire_lock, dest, name)
         try:
-            await staging.thread(progress, fsops.remove_leftovers, dest, name)
+            keep = partial.KEEP if src.is_url else ()
+            await staging.thread(progress, fsops.remove_leftovers, dest, name, keep)
             prev = await staging.thread(progress, state.read, dest, name)
             usable = prev if prev and prev.settings == settings and prev.intact(dest) else None
             job = _Job(src, name, extracting, settings, usable, progress, time.monotonic())
@@ -183,45 +184,54 @@ class Installer:
 
     async def _from_url(self, job: _Job) -> Outcome:
         assert self.session is not None
-        prev = job.previous
+        dest, name, prev = self.plan.dest, job.name, job.previous
         known = None
         if prev and not job.src.sha256 and (prev.etag or prev.last_modified):
             known = Validators(prev.etag, prev.last_modified)
-        tmp = await staging.thread(job.progress, staging.create_temp, self.plan.dest, job.name)
+        url = job.src.location
         try:
-            fd = await staging.thread(job.progress, os.open, tmp, os.O_WRONLY | os.O_CLOEXEC)
+            fd, sink, resume = await staging.thread(
+                job.progress, partial.open_sink, dest, name, url, job.progress
+            )
+        except OSError as exc:
+            raise dest_error(exc, str(dest)) from None
+        keep = False  # keep the partial bytes for the next run to resume?
+        try:
             try:
-                sink = HashingSink(fd, job.progress)
-                try:
-                    got = await download(
-                        self.session,
-                        job.src.location,
-                        str(job.src),
-                        sink,
-                        self.plan.http,
-                        self.auth(job.src),
-                        known,
-                        self.log,
-                    )
-                except OSError as exc:
-                    raise dest_error(exc, str(self.plan.dest / job.name)) from None
+                got = await download(
+                    self.session,
+                    url,
+                    str(job.src),
+                    sink,
+                    self.plan.http,
+                    self.auth(job.src),
+                    known,
+                    self.log,
+                    resume=resume,
+                    on_fresh=functools.partial(partial.remember, dest, name, url),
+                )
                 if got.not_modified and prev:
                     return job.outcome("unchanged", "server answered 304", prev.sha256)
-                if not job.extract:
-                    await staging.thread(
-                        job.progress, staging.chmod_fsync, tmp, fd, self.plan.modes
-                    )
-                else:
-                    await staging.thread(job.progress, staging.fsync, fd, tmp)
+                modes = None if job.extract else self.plan.modes
+                await staging.thread(job.progress, staging.chmod_fsync, sink.path, fd, modes)
+            except SourceError as exc:
+                keep = exc.retryable and sink.size > 0
+                raise
+            except asyncio.CancelledError:
+                keep = sink.size > 0
+                raise
+            except OSError as exc:
+                raise dest_error(exc, str(dest / name)) from None
             finally:
                 os.close(fd)
             v = got.validators
             source_id = f"url:{v.etag}:{v.last_modified}"
             return await staging.thread(
-                job.progress, self._finish, job, tmp, got.sha256, got.size, source_id, v
+                job.progress, self._finish, job, sink.path, got.sha256, got.size, source_id, v
             )
         finally:
-            await staging.thread(job.progress, fsops.remove, tmp)
+            if not keep:
+                await staging.thread(job.progress, partial.discard, dest, name)
 
     # --- verify and publish (worker thread) ----------------------------------------------
 

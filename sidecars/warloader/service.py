@@ -173,7 +173,6 @@ class Loader:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t),
             connector=aiohttp.TCPConnector(ssl=ctx, limit=2 * self.config.concurrency),
             auto_decompress=False,  # the digest is of the bytes as served
-            read_bufsize=1 << 20,  # fewer, larger chunks through the event loop
             headers={"Accept-Encoding": "identity", "User-Agent": "sidecars-warloader"},
             trust_env=True,
         ) as session:

@@ -91,7 +91,9 @@ def spawn(env: dict[str, str], *args: str) -> SidecarProcess:
     )
 
 
-async def test_kill_9_during_a_download_leaves_the_old_version(tmp_path: Path) -> None:
+async def test_kill_9_during_a_download_leaves_the_old_version_and_resumes(
+    tmp_path: Path,
+) -> None:
     v1, v2 = big_war("v1", 1 << 20), big_war("v2", 3 << 20)
     async with artifact_server() as srv:
         url = srv.put("/sample.war", v1)
@@ -99,16 +101,20 @@ async def test_kill_9_during_a_download_leaves_the_old_version(tmp_path: Path) -
         assert (await run_loader(env)).code == 0
         srv.put("/sample.war", v2)
         srv.faults.trickle = 0.02
-        temps = lambda: [p for p in tmp_path.glob(".sample.war.warloader-tmp-*")]  # noqa: E731
-        with spawn(env) as proc:
-            await until(lambda: any(p.stat().st_size > 0 for p in temps()), 30, "partial temp")
+        part = tmp_path / ".sample.war.warloader-partial"
+        with spawn({**env, "WARLOADER_SOURCES": f"{url}#sha256={sha256(v2)}"}) as proc:
+            await until(lambda: part.exists() and part.stat().st_size > 0, 30, "partial data")
             proc.proc.kill()
             await asyncio.to_thread(proc.proc.wait, 10)
             assert proc.proc.returncode == -signal.SIGKILL
         assert (tmp_path / "sample.war").read_bytes() == v1  # old, whole
+        have = part.stat().st_size
+        assert 0 < have < len(v2)
         srv.faults.trickle = 0
-        again = await run_loader(env)
-        assert again.code == 0 and again.outcomes() == ["installed"]
+        again = await run_loader({**env, "WARLOADER_SOURCES": f"{url}#sha256={sha256(v2)}"})
+        assert again.code == 0 and again.outcomes() == ["installed"], again.errors()
+        assert srv.requests[-1]["Range"] == f"bytes={have}-"  # the restart resumed
+        assert srv.statuses[-1] == 206
         assert (tmp_path / "sample.war").read_bytes() == v2
         assert leftovers(tmp_path) == []
 

@@ -1,0 +1,73 @@
+"""A partial download kept between runs, so a restarted init container resumes it by Range."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sidecars.warloader.copier import CHUNK, HashingSink, Progress
+from sidecars.warloader.fetch import Validators
+from sidecars.warloader.fsops import fsync_dir, remove
+
+KEEP = ("partial", "partial.json")
+
+
+def paths(dest: Path, name: str) -> tuple[Path, Path]:
+    """The partial data and its record (URL and the validators its bytes belong to)."""
+    data = dest / f".{name}.warloader-partial"
+    return data, data.with_name(data.name + ".json")
+
+
+def open_sink(
+    dest: Path, name: str, url: str, progress: Progress
+) -> tuple[int, HashingSink, Validators | None]:
+    """Open the partial download of `url`: continue what an earlier run left (re-hashing it)
+    when its record names the same URL and a validator, else start empty."""
+    data, meta = paths(dest, name)
+    resume = _resumable(data, meta, url)
+    if resume is None:
+        remove(meta)
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        return fd, HashingSink(fd, progress, data), None
+    fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
+    sink = HashingSink(fd, progress, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := os.readv(fd, [buf]):
+        sink.hasher.update(view[:n])
+        sink.size += n
+    return fd, sink, resume
+
+
+def _resumable(data: Path, meta: Path, url: str) -> Validators | None:
+    try:
+        record = json.loads(meta.read_bytes())
+        if record["url"] != url or not data.exists():
+            return None
+        found = Validators(record.get("etag"), record.get("last_modified"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if found.if_range() else None
+
+
+def remember(dest: Path, name: str, url: str, v: Validators) -> None:
+    """Record (durably, before any body byte) which version the partial bytes belong to."""
+    _, meta = paths(dest, name)
+    tmp = meta.with_name(meta.name + ".tmp")
+    body = json.dumps({"url": url, "etag": v.etag, "last_modified": v.last_modified}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, meta)
+    fsync_dir(dest)
+
+
+def discard(dest: Path, name: str) -> None:
+    """Forget the partial download (done, or not worth resuming)."""
+    for path in paths(dest, name):
+        remove(path)
