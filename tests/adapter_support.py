@@ -109,8 +109,8 @@ def build_app() -> web.Application:
 class AppProcess:
     """The test app as a real subprocess on 127.0.0.1."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.adapter_support", str(self.port)],

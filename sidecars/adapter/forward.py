@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
+from sidecars.adapter.appclient import AppClient, AppError
 from sidecars.adapter.http1 import Request, Writer
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
-_CHUNK = 1 << 16
 
 
 class ForwardError(Exception):
@@ -22,48 +20,46 @@ class ForwardError(Exception):
 
 
 class Forwarder:
-    """Forwards GET/HEAD of one fixed app URL; nothing from the request picks the target."""
+    """Forwards GET/HEAD of one fixed app path; nothing from the request picks the target."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, url: str, deadline: float, max_bytes: int
-    ) -> None:
-        self.session, self.url, self.deadline, self.max_bytes = session, url, deadline, max_bytes
+    def __init__(self, client: AppClient, path: str, deadline: float, max_bytes: int) -> None:
+        self.client, self.path, self.deadline, self.max_bytes = client, path, deadline, max_bytes
 
     async def forward(self, request: Request, out: Writer) -> int:
         """Stream the app's answer and return its status. Failures before the first byte raise
         ForwardError (502/504); after it, the connection is cut (the status is already sent)."""
-        headers = {"Accept": request.accept, "Accept-Encoding": "identity"}
         try:
             async with asyncio.timeout(self.deadline):
-                async with self.session.request(
-                    request.method, self.url, headers=headers, allow_redirects=False
-                ) as resp:
-                    length = resp.content_length
-                    if length is not None and length > self.max_bytes:
-                        raise ForwardError("too_large", 502, f"the app's answer is {length} bytes")
-                    passed = [(k, resp.headers[k]) for k in _PASS_HEADERS if k in resp.headers]
-                    out.start(resp.status, passed, length)
-                    if request.method != "HEAD":
-                        await self._copy(resp, out)
+                answer = await self.client.request(request.method, self.path, request.accept)
+                try:
+                    if answer.length is not None and answer.length > self.max_bytes:
+                        msg = f"the app's answer is {answer.length} bytes"
+                        raise ForwardError("too_large", 502, msg)
+                    passed = [
+                        (name, answer.headers[name.lower()])
+                        for name in _PASS_HEADERS
+                        if name.lower() in answer.headers
+                    ]
+                    out.start(answer.status, passed, answer.length)
+                    total = 0
+                    async for chunk in answer.body:
+                        total += len(chunk)
+                        if total > self.max_bytes:
+                            raise AppError(f"answer exceeds {self.max_bytes} bytes")
+                        await out.write(chunk)
                     out.finish()
-                    return resp.status
+                    return answer.status
+                finally:
+                    await answer.body.aclose()
         except TimeoutError:
             if out.started:
                 out.abort()
                 return 0
             msg = f"the app did not answer in {self.deadline:g}s"
             raise ForwardError("timeout", 504, msg) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (AppError, OSError) as exc:
             if out.started:
                 out.abort()
                 return 0
             text = str(exc) or type(exc).__name__
             raise ForwardError("connect", 502, f"cannot read the app: {text}") from None
-
-    async def _copy(self, resp: aiohttp.ClientResponse, out: Writer) -> None:
-        total = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise aiohttp.ClientPayloadError(f"answer exceeds {self.max_bytes} bytes")
-            await out.write(chunk)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from sidecars.adapter import rules as rules_mod
 from sidecars.adapter import server
+from sidecars.adapter.appclient import AppClient
 from sidecars.adapter.config import Config
 from sidecars.adapter.forward import Forwarder
 from sidecars.adapter.health import Answer, HealthFromMetrics, Target
@@ -43,12 +43,6 @@ def _check(config: Config) -> list[rules_mod.Rule]:
     return rules
 
 
-def app_url(target: str, path: str) -> str:
-    """The app's URL for a mapped path: the target's scheme and host, the configured path."""
-    parts = urlsplit(target)
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
 class Adapter:
     """Serves the translated endpoint and the mapped paths on ADAPTER_LISTEN."""
 
@@ -56,6 +50,7 @@ class Adapter:
         self.config, self.rt = config, rt
         self.rules = _check(config)
         self.metrics = AdapterMetrics(rt.registry)
+        self.app_client = AppClient(config.target)
 
     async def run(self, stopping: asyncio.Event) -> int:
         cfg = self.config
@@ -80,6 +75,7 @@ class Adapter:
                 await srv.stop()
                 for flight in flights:
                     await flight.close()
+                await self.app_client.close()
         return 0
 
     def _routes(self, session: aiohttp.ClientSession) -> tuple[dict[str, Route], Flights]:
@@ -100,7 +96,7 @@ class Adapter:
             collector = ProbeCollector(cfg.metric_prefix)
             routes[cfg.metrics_path] = server.MetricsRoute(probes, collector, metrics)
         for served, on_app in cfg.paths:
-            forwarder = Forwarder(session, app_url(cfg.target, on_app), cfg.timeout, cfg.max_bytes)
+            forwarder = Forwarder(self.app_client, on_app, cfg.timeout, cfg.max_bytes)
             routes[served] = server.ForwardRoute(forwarder, metrics)
         return routes, flights
 

@@ -126,6 +126,32 @@ async def test_path_mapping_streams_the_app_answer(app: AppProcess) -> None:
         assert b'adapter_requests_total{code="504",route="forward"} 1.0' in text
 
 
+async def test_path_mapping_reuses_connections_and_survives_an_app_restart() -> None:
+    first = AppProcess()
+    env = {
+        "ADAPTER_MODE": "paths",
+        "ADAPTER_TARGET": first.base + "/metrics",
+        "ADAPTER_PATHS": "/health=/actuator/health",
+    }
+    try:
+        async with adapter_in_process(env) as (base, _, svc):
+            for _ in range(3):
+                assert (await get(base + "/health"))[0] == 200
+            assert len(svc.app_client._idle) == 1  # one kept-alive connection, reused
+            first.close()
+            second = AppProcess(first.port)  # the app restarts: the pooled connection is dead
+            try:
+                second.control("health", {"status": 503, "doc": {"status": "DOWN"}})
+                status, _, doc = await get(base + "/health")
+                assert (status, doc) == (503, {"status": "DOWN"})
+            finally:
+                second.close()
+            status, _, body = await get(base + "/health")
+            assert status == 502 and b"cannot read the app" in body
+    finally:
+        first.close()
+
+
 def test_real_subprocess_follows_the_app_and_drains_on_sigterm(app: AppProcess) -> None:
     port, admin_port = free_port(), free_port()
     app.gauge("queue_depth", 1, worker="a")

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from sidecars.adapter.service import SIDECAR, app_url
+from sidecars.adapter.appclient import AppClient
+from sidecars.adapter.service import SIDECAR
 from sidecars.adapter.service import _check as check
 from sidecars.runtime import ConfigError
 from sidecars.runtime.settings import env_name, flag_name, specs
@@ -70,10 +71,15 @@ def test_valid_combinations() -> None:
     assert [r.name for r in check(SIDECAR.load_config([], env))] == ["a"]
 
 
-def test_app_url_keeps_only_scheme_and_host_of_the_target() -> None:
-    assert app_url("http://127.0.0.1:8080/metrics?x=1", "/actuator/health") == (
-        "http://127.0.0.1:8080/actuator/health"
+def test_forwarding_uses_only_scheme_and_host_of_the_target() -> None:
+    client = AppClient("http://127.0.0.1:8080/metrics?x=1")
+    assert (client.host, client.port, client.authority, client.https) == (
+        "127.0.0.1",
+        8080,
+        "127.0.0.1:8080",
+        False,
     )
+    assert (AppClient("https://app.local/x").port, AppClient("http://[::1]/").host) == (443, "::1")
 
 
 def test_readme_settings_table_matches_the_code() -> None:
