@@ -195,6 +195,7 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="ambassador-bench-") as tmpdir:
         tmp = Path(tmpdir)
+        tmp.chmod(0o755)  # nginx workers run as another user when started as root
         big = tmp / "big"
         with big.open("wb") as f:
             f.truncate(1 << 30)  # 1 GiB, sparse: served from the page cache

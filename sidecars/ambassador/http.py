@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sidecars.ambassador import httpwire as wire
 from sidecars.ambassador.listener import Listener
@@ -59,10 +60,14 @@ class Exchange:
 class HttpListener(Listener):
     """An http mode listener."""
 
-    pending = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending = 0
+        self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
+        # idle connections to members that left (DNS, member file) are closed at once
+        self.cluster.on_change = lambda c: self.pool.prune(set(c.members.values()))
 
     async def _serve(self) -> asyncio.Server:
-        self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
         host, port = self.settings.listen
         return await asyncio.start_server(
             self._handle,

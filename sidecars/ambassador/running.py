@@ -114,8 +114,6 @@ class Running:
         await discovery.prime()
         self._spawn(discovery.run())
         self._spawn(self._health().run())
-        if isinstance(self.listener, HttpListener):
-            self.listener.pool.prune(set(self.cluster.members.values()))
 
     async def _stop_tasks(self) -> None:
         tasks = list(self.tasks)
