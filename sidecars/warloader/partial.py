@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,7 +45,7 @@ def open_sink(
 def _resumable(data: Path, meta: Path, url: str) -> Validators | None:
     try:
         record = json.loads(meta.read_bytes())
-        if record["url"] != url or not data.exists():
+        if record["url"] != _key(url) or not data.exists():
             return None
         found = Validators(record.get("etag"), record.get("last_modified"))
     except (OSError, ValueError, KeyError, TypeError):
@@ -56,7 +57,8 @@ def remember(dest: Path, name: str, url: str, v: Validators) -> None:
     """Record (durably, before any body byte) which version the partial bytes belong to."""
     _, meta = paths(dest, name)
     tmp = meta.with_name(meta.name + ".tmp")
-    body = json.dumps({"url": url, "etag": v.etag, "last_modified": v.last_modified}).encode()
+    record = {"url": _key(url), "etag": v.etag, "last_modified": v.last_modified}
+    body = json.dumps(record).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, body)
@@ -65,6 +67,12 @@ def remember(dest: Path, name: str, url: str, v: Validators) -> None:
         os.close(fd)
     os.replace(tmp, meta)
     fsync_dir(dest)
+
+
+def _key(url: str) -> str:
+    # a digest, not the URL: query strings of pre-signed URLs are secrets, and the app can
+    # read this volume
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def discard(dest: Path, name: str) -> None:
