@@ -236,7 +236,8 @@ class HttpListener(Listener):
             timeout = isinstance(exc, TimeoutError)
             stale = up.reused and not timeout and isinstance(exc, asyncio.IncompleteReadError)
             if not stale:  # a kept-alive connection the member had closed is not its fault
-                self._failed(member, "timeout" if timeout else "reset")
+                garbage = isinstance(exc, (ValueError, asyncio.LimitOverrunError))
+                self._failed(member, "timeout" if timeout else "protocol" if garbage else "reset")
             ex.error = (
                 (504, "member did not answer in time")
                 if timeout

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections import Counter
 
 import aiohttp
 import pytest
 
+from sidecars.ambassador.spec import parse_address
 from tests.ambassador_support import Backend, ambassador, backends, raw_exchange, wait_for
 from tests.helpers import free_port
 
@@ -313,3 +316,55 @@ async def test_max_pending_answers_503() -> None:
 
             statuses = Counter(await asyncio.gather(*(slow() for _ in range(5))))
             assert statuses == {200: 2, 503: 3}
+
+
+async def test_members_that_reset_or_send_garbage() -> None:
+    # Scripted members: a real server cannot be asked to reset on accept or to speak garbage.
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (reset, garbage)]
+    addrs = [f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+    env = {
+        "AMBASSADOR_MODE": "http",
+        "AMBASSADOR_UPSTREAMS": ",".join(addrs),
+        "AMBASSADOR_HEALTH_CHECK": "none",
+        "AMBASSADOR_EJECT_FAILURES": "100",
+    }
+    async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+        for _ in range(4):
+            async with s.post(amb.url + "/", data=b"x") as resp:
+                assert resp.status == 502
+                assert (await resp.text()).startswith("ambassador: ")
+        async with backends(1) as bs:
+            cluster = amb.service.running["default"].cluster
+            cluster.set_source("static-extra", [parse_address(bs[0].addr)])
+            # GETs are retried away from both bad members and always succeed
+            for _ in range(6):
+                async with s.get(amb.url + "/") as resp:
+                    assert resp.status == 200 and await resp.text() == "b0"
+        assert cluster.members[addrs[0]].errors["reset"] > 0
+        assert cluster.members[addrs[1]].errors["protocol"] > 0
+    for server in servers:
+        server.close()
+
+
+async def test_idle_keep_alive_clients_are_closed() -> None:
+    async with backends(1) as bs, ambassador(http_env(bs, idle_timeout="0.2s")) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert await reader.readexactly(2) == b"b0"
+            assert await reader.read() == b""  # then the idle connection is closed
+        writer.close()
