@@ -48,6 +48,7 @@ class Exchange:
     retriable: bool
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    has_host: bool = True
     error: tuple[int, str] = (503, "no member available")
     last: bool = False
 
@@ -70,6 +71,7 @@ def new_exchange(
         key=key,
         has_body=has_body,
         retriable=head.first[0] in wire.IDEMPOTENT and not has_body,
+        has_host=any(n == b"host" for n, _ in head.headers),
         reader=reader,
         writer=writer,
     )

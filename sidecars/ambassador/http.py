@@ -189,7 +189,10 @@ class HttpListener(Listener):
     async def _send_and_relay(self, member: Member, up: UpstreamConn, ex: Exchange) -> object:
         started = time.monotonic()
         try:
-            up.writer.write(ex.out_head)
+            out = ex.out_head
+            if not ex.has_host:  # an HTTP/1.0 request without Host: name the member
+                out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
+            up.writer.write(out)
             if ex.has_body:
                 await self._send_body(ex, up)
             async with asyncio.timeout(self.settings.request_timeout):

@@ -368,3 +368,16 @@ async def test_idle_keep_alive_clients_are_closed() -> None:
             assert await reader.readexactly(2) == b"b0"
             assert await reader.read() == b""  # then the idle connection is closed
         writer.close()
+
+
+async def test_http10_client_without_host_is_served() -> None:
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        out = await raw_exchange(amb.port, b"GET /old HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"b0")
+        assert b"connection: close" in out.lower()
+        assert bs[0].seen[0]["headers"]["Host"] == bs[0].addr
+        # a chunked answer is de-chunked for an HTTP/1.0 client, which reads until close
+        out = await raw_exchange(amb.port, b"POST /echo HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" not in head.lower()
+        assert body == b"hello"
