@@ -169,13 +169,18 @@ class Server:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, HEAD_TIMEOUT / 4))
             now = loop.time()
             for conn in list(self.conns):
                 if conn.task is not None:
                     continue
-                limit = HEAD_TIMEOUT if conn.buf else IDLE_TIMEOUT
-                if now - conn.last > limit:
+                # A started head is timed from its first byte, so trickling bytes cannot keep it.
+                late = (
+                    now - conn.head_at > HEAD_TIMEOUT
+                    if conn.buf
+                    else now - conn.last > IDLE_TIMEOUT
+                )
+                if late:
                     conn.close()
 
 
@@ -187,7 +192,7 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buf = b""
-        self.last = self.loop.time()
+        self.last = self.head_at = self.loop.time()
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self._writable: asyncio.Event | None = None
@@ -232,8 +237,11 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self.buf = self.buf + data if self.buf else data
         self.last = self.loop.time()
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf, self.head_at = data, self.last
         if self.task is not None:
             if len(self.buf) > MAX_PENDING and self.transport is not None:
                 self.transport.pause_reading()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from sidecars.adapter import http1
 from tests.adapter_support import AppProcess, adapter_in_process, app_process
 from tests.integration.test_adapter_health import QUEUE_RULE, env
 
@@ -102,3 +103,37 @@ async def test_405_names_the_allowed_methods_and_keeps_the_connection(port: int)
     assert out.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert b"Allow: GET, HEAD\r\n" in out
     assert out.count(b"HTTP/1.1 200 OK") == 1
+
+
+async def test_slow_heads_and_idle_connections_are_closed(
+    app: AppProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "HEAD_TIMEOUT", 0.4)
+    monkeypatch.setattr(http1, "IDLE_TIMEOUT", 0.6)
+    async with adapter_in_process(env(app, [QUEUE_RULE], cache="60s")) as (base, _, _svc):
+        port = int(base.rsplit(":", 1)[1])
+        # A head trickled byte by byte is cut once it is older than HEAD_TIMEOUT.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with asyncio.timeout(10):
+                for byte in b"GET /health HTTP/1.1\r\nX-Slow: yes":
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    if reader.at_eof():
+                        break
+                assert await reader.read(-1) == b""
+        finally:
+            writer.close()
+        # An idle keep-alive connection is closed after IDLE_TIMEOUT.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(GET)
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 OK")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                assert await reader.read(-1) == b""
+        finally:
+            writer.close()
