@@ -61,19 +61,25 @@ class Config(CommonConfig):
         metavar="URL",
     )
     rules: str = setting(
-        "", "health rules: a file path, or inline YAML/JSON (empty: target up = pass)"
+        "",
+        "health rules: a file path, or inline YAML/JSON (empty: target up = pass)",
+        metavar="RULES",
     )
     mode: str = setting(
         "health-from-metrics",
         "health-from-metrics, metrics-from-health or paths (forwarding only)",
         choice(*MODES),
+        metavar="MODE",
     )
     health_path: str = setting("/health", "path of the health answer", url_path, metavar="PATH")
     metrics_path: str = setting(
         "/metrics", "path of the gauges in metrics-from-health mode", url_path, metavar="PATH"
     )
     metric_prefix: str = setting(
-        "app_health", "name prefix of the gauges in metrics-from-health mode", metric_prefix
+        "app_health",
+        "name prefix of the gauges in metrics-from-health mode",
+        metric_prefix,
+        metavar="NAME",
     )
     paths: tuple[tuple[str, str], ...] = setting(
         "",
@@ -82,7 +88,10 @@ class Config(CommonConfig):
         metavar="PAIRS",
     )
     cache: float = setting(
-        "1s", "how long one read of the target answers all probes", duration(0.0, 3600.0)
+        "1s",
+        "how long one read of the target answers all probes",
+        duration(0.0, 3600.0),
+        metavar="DURATION",
     )
     timeout: float = setting(
         "2s", "deadline for reading the target", duration(0.001, 600.0), metavar="DURATION"
