@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -14,6 +15,7 @@ from sidecars.runtime import Backoff
 from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
 
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _WRITE_BATCH = 1 << 20
 _NOT_RETRYABLE = (
@@ -130,13 +132,13 @@ async def _attempt(
                 return Fetched(not_modified=True, validators=known)
             _check_status(resp, resume_from)
             if resp.status == 200 and sink.size:
-                await asyncio.to_thread(sink.restart)
+                await in_thread(sink.restart)
                 sink.progress.done = 0
             state.validators = Validators(
                 resp.headers.get("ETag"), resp.headers.get("Last-Modified")
             )
             if resp.status == 200 and state.on_fresh is not None:
-                await asyncio.to_thread(state.on_fresh, state.validators)
+                await in_thread(state.on_fresh, state.validators)
             length = resp.content_length
             total = None if length is None else sink.size + length
             if total is not None and total > policy.max_size:
@@ -179,20 +181,40 @@ async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int
             batch += chunk
             if len(batch) >= _WRITE_BATCH:
                 if pending is not None:
-                    await pending
+                    await asyncio.shield(pending)
                 data, batch = batch, bytearray()
                 pending = asyncio.ensure_future(asyncio.to_thread(sink.write, data))
     except (aiohttp.ClientError, TimeoutError, ConnectionError):
         await _flush(pending, sink, batch)
+        raise
+    except BaseException:
+        if pending is not None:
+            # the writer thread must be done with the file before anyone closes it
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()
         raise
     await _flush(pending, sink, batch)
 
 
 async def _flush(pending: asyncio.Future[None] | None, sink: HashingSink, batch: bytearray) -> None:
     if pending is not None:
-        await pending
+        await asyncio.shield(pending)
     if batch:
-        await asyncio.to_thread(sink.write, batch)
+        await in_thread(sink.write, batch)
+
+
+async def in_thread(fn: Callable[..., T], *args: object) -> T:
+    """asyncio.to_thread that, when cancelled, still waits for the thread to finish: the thread
+    may be using a file descriptor its caller is about to close."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
+        raise
 
 
 def _describe(exc: BaseException) -> str:

@@ -218,7 +218,7 @@ class Installer:
                 keep = exc.retryable and sink.size > 0
                 raise
             except asyncio.CancelledError:
-                keep = sink.size > 0
+                keep = True  # whatever arrived is worth resuming next time
                 raise
             except OSError as exc:
                 raise dest_error(exc, str(dest / name)) from None

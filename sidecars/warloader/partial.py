@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from sidecars.warloader.copier import CHUNK, HashingSink, Progress
+from sidecars.warloader.copier import CHUNK, HashingSink, Progress, Writeback
 from sidecars.warloader.fetch import Validators
 from sidecars.warloader.fsops import fsync_dir, remove
 
@@ -39,6 +39,7 @@ def open_sink(
     while n := os.readv(fd, [buf]):
         sink.hasher.update(view[:n])
         sink.size += n
+    sink.writeback = Writeback(fd, sink.size)
     return fd, sink, resume
 
 
