@@ -153,3 +153,30 @@ async def test_idle_connections_are_closed(redises: list[RedisServer]) -> None:
             except ConnectionResetError:
                 pass
         writer.close()
+
+
+async def test_drain_lets_connections_run_then_cuts_them_and_exits_0(
+    redises: list[RedisServer],
+) -> None:
+    env = tcp_env(f"127.0.0.1:{redises[0].port}", shutdown_timeout="1s")
+    async with ambassador(env) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"*1\r\n$4\r\nPING\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"+PONG\r\n"
+        amb.stopping.set()
+        # new connections are refused at once ...
+        await wait_for(lambda: amb.service.running["default"].listener.draining, 5, "draining")
+        with pytest.raises(OSError):
+            await redis_command(amb.port, b"PING")
+        # ... while the open one still works during the drain
+        writer.write(b"*1\r\n$4\r\nPING\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readline() == b"+PONG\r\n"
+        async with asyncio.timeout(10):
+            assert await amb.task == 0
+            try:
+                assert await reader.read() == b""  # cut at the end of the drain
+            except ConnectionResetError:
+                pass
+        writer.close()
