@@ -87,7 +87,7 @@ class Installer:
         return src.target_name(self._extract(src))
 
     def _extract(self, src: Source) -> bool:
-        return self.plan.extract if src.extract is None else src.extract
+        return src.extracting(self.plan.extract)
 
     async def install(self, src: Source, progress: Progress) -> Outcome:
         """Install `src` unless the same content is already in place."""

@@ -186,8 +186,7 @@ def _validate(config: Config) -> None:
         if src.problem:
             problems.append(f"WARLOADER_SOURCES item {i} ({src}): {src.problem}")
             continue
-        extract = config.extract if src.extract is None else src.extract
-        name = src.target_name(extract)
+        name = src.target_name(src.extracting(config.extract))
         if name in names:
             problems.append(
                 f"WARLOADER_SOURCES item {i} ({src}): installs as {name!r} like item {names[name]}"

@@ -29,6 +29,12 @@ class Source:
     def __str__(self) -> str:
         return display(self.location) if self.is_url else self.location
 
+    def extracting(self, default: bool) -> bool:
+        """Whether to unpack: `#extract=` if given, else `default` for archive names only."""
+        if self.extract is not None:
+            return self.extract
+        return default and strip_archive_suffix(self.name) != self.name
+
     def target_name(self, extract: bool) -> str:
         """The entry this source becomes in the destination directory."""
         if self.name_given or not extract:

@@ -262,3 +262,22 @@ async def test_fsgroup_volume_group_is_inherited(tmp_path: Path) -> None:
     sub = (dest / "sample" / "WEB-INF").stat()
     assert stat.S_IMODE(sub.st_mode) == 0o2755  # setgid kept on directories, never on files
     assert stat.S_IMODE((dest / "sample.war").stat().st_mode) == 0o644
+
+
+async def test_global_extract_unpacks_archives_and_copies_the_rest(tmp_path: Path) -> None:
+    war = make_source(tmp_path, war_bytes())
+    props = make_source(tmp_path, b"a=1\n", "app.properties")
+    conf = tmp_path / "image" / "conf"
+    conf.mkdir()
+    (conf / "x.xml").write_text("<x/>")
+    dest = tmp_path / "webapps"
+    env = {
+        "WARLOADER_SOURCES": f"{war},{props},{conf}",
+        "WARLOADER_DEST": str(dest),
+        "WARLOADER_EXTRACT": "true",
+    }
+    run = await run_loader(env)
+    assert run.code == 0, run.errors()
+    assert (dest / "sample" / "WEB-INF" / "web.xml").is_file()
+    assert (dest / "app.properties").read_bytes() == b"a=1\n"
+    assert (dest / "conf" / "x.xml").read_text() == "<x/>"

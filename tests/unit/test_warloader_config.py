@@ -126,3 +126,12 @@ def test_readme_table_matches_the_settings() -> None:
         for n, s in specs(Config)
     ]
     assert rows == expected
+
+
+def test_extract_applies_to_archive_names_unless_forced() -> None:
+    assert parse("/a/sample.war").extracting(True)
+    assert not parse("/a/app.properties").extracting(True)
+    assert not parse("/conf/dir").extracting(True)
+    assert parse("/a/blob#extract=true").extracting(False)
+    assert not parse("/a/sample.war#extract=false").extracting(True)
+    assert not parse("/a/sample.war").extracting(False)
