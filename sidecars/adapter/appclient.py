@@ -27,7 +27,7 @@ class Answer:
 class AppClient:
     """GET/HEAD to one origin; keeps up to `keep` idle connections for reuse."""
 
-    def __init__(self, url: str, keep: int = 32) -> None:
+    def __init__(self, url: str, keep: int = 64) -> None:
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
