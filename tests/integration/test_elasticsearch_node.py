@@ -154,3 +154,26 @@ def test_tls_proxy_rejects_untrusted_ca(elasticsearch_tls_proxy: TlsProxy) -> No
             proxy.url, "GET", "/", headers=proxy.auth_header(), context=ssl.create_default_context()
         )
     assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
+
+
+@pytest.mark.timeout(600)
+def test_secure_node_authenticates_over_tls(elasticsearch_secure: TlsProxy, es_index: str) -> None:
+    node = elasticsearch_secure
+    assert node.url.startswith("https://localhost:")
+    with Elasticsearch(node.url, ca_certs=node.ca_path, basic_auth=(node.user, node.password)) as c:
+        assert c.info()["version"]["number"].startswith("8.")
+        c.index(index=es_index, document={"message": "secured"}, refresh=True)
+        assert c.count(index=es_index)["count"] == 1
+        c.indices.delete(index=es_index)
+
+    status, body = es_request(node.url, "GET", "/", context=node.ssl_context())
+    assert status == 401 and body["error"]["type"] == "security_exception"
+    bad = TlsProxy(node.url, node.ca_path, node.user, "wrong-password")
+    status, body = es_request(
+        node.url, "GET", "/", headers=bad.auth_header(), context=bad.ssl_context()
+    )
+    assert status == 401 and body["error"]["type"] == "security_exception"
+    with pytest.raises(urllib.error.URLError):
+        es_request(
+            node.url, "GET", "/", headers=node.auth_header(), context=ssl.create_default_context()
+        )

@@ -15,6 +15,8 @@ Fixtures:
   pool has 1 thread and a queue of 1, so concurrent bulk requests get real 429s.
 * ``elasticsearch_tls_proxy`` (session): nginx with TLS (a ``trustme`` test CA) and basic
   auth in front of ``elasticsearch_url``; yields :class:`TlsProxy`.
+* ``elasticsearch_secure`` (session): a separate node with Elasticsearch's own security
+  (HTTPS with a ``trustme`` CA, a file-realm user); yields :class:`TlsProxy` too.
 
 Helpers: :func:`es_request`, :func:`create_strict_index`, :func:`block_writes` (real 429s
 on one index of the normal node), :func:`refresh`, :func:`search`, :func:`provoke_429`.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -228,22 +231,65 @@ class ManagedNode:
     url: str
     port: int
     started_here: bool
+    node_dir: Path
 
 
-def start_node(port: int, env: dict[str, str] | None = None) -> ManagedNode:
-    """Start (or reuse) the es-node node on ``port``; ``env`` may set ES_WRITE_QUEUE_SIZE etc."""
+def start_node(port: int, env: dict[str, str] | None = None, *args: str) -> ManagedNode:
+    """Start (or reuse) the es-node node on ``port``; ``env`` may set ES_WRITE_QUEUE_SIZE etc.,
+    ``args`` are extra ``es-node start`` arguments (``--secure``, ``-E key=value``).
+
+    Several test sessions may share one node: each holds a lease (a file named by its pid
+    in the node dir), and the last one to leave stops a node that a fixture started. A node
+    you started yourself with es-node is never stopped by the fixtures.
+    """
     running = _es_node("status", "--port", str(port), env=env).returncode == 0
-    proc = _es_node("start", "--port", str(port), env=env)
+    proc = _es_node("start", "--port", str(port), *args, env=env)
     if proc.returncode != 0:
         pytest.fail(f"es-node start --port {port} failed:\n{proc.stderr}", pytrace=False)
     url = proc.stdout.strip().splitlines()[-1]
-    return ManagedNode(url=url, port=port, started_here=not running)
+    node_dir = Path(_es_node("dir", "--port", str(port), env=env).stdout.strip())
+    with _leases_locked(node_dir) as leases:
+        (leases / str(os.getpid())).touch()
+        if not running:
+            (node_dir / _STARTED_BY_FIXTURE).touch()
+    return ManagedNode(url=url, port=port, started_here=not running, node_dir=node_dir)
+
+
+_STARTED_BY_FIXTURE = "started-by-fixture"
+
+
+@contextlib.contextmanager
+def _leases_locked(node_dir: Path) -> Iterator[Path]:
+    leases = node_dir / "leases"
+    leases.mkdir(parents=True, exist_ok=True)
+    with (leases / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield leases
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop_node(node: ManagedNode, *, wipe: bool = False) -> None:
-    """Stop ``node`` if this process started it; ``wipe`` also deletes its node dir."""
-    if node.started_here:
-        _es_node("clean" if wipe else "stop", "--port", str(node.port))
+    """Drop this session's lease; stop the node (``wipe``: and delete its dir) if a fixture
+    started it and no other live session holds a lease."""
+    with _leases_locked(node.node_dir) as leases:
+        (leases / str(os.getpid())).unlink(missing_ok=True)
+        others = [f for f in leases.iterdir() if f.name.isdigit() and _pid_alive(int(f.name))]
+        if others or not (node.node_dir / _STARTED_BY_FIXTURE).exists():
+            return
+    _es_node("clean" if wipe else "stop", "--port", str(node.port))
+    (node.node_dir / _STARTED_BY_FIXTURE).unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -309,7 +355,8 @@ def es_strict_index(elasticsearch_url: str) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class TlsProxy:
-    """nginx in front of Elasticsearch: HTTPS with a test CA and basic auth."""
+    """An HTTPS + basic-auth Elasticsearch endpoint with a test CA: the nginx proxy
+    (``elasticsearch_tls_proxy``) or the node's own security (``elasticsearch_secure``)."""
 
     url: str
     ca_path: str
@@ -343,8 +390,8 @@ http {{
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name localhost;
-        ssl_certificate {dir}/server.pem;
-        ssl_certificate_key {dir}/server.key;
+        ssl_certificate {dir}/chain.pem;
+        ssl_certificate_key {dir}/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
         auth_basic "sidecars test Elasticsearch";
         auth_basic_user_file {dir}/htpasswd;
@@ -368,20 +415,11 @@ def elasticsearch_tls_proxy(
     """nginx (Debian's nginx-light) serving HTTPS + basic auth on a free loopback port and
     proxying to ``elasticsearch_url``. Wrong credentials get nginx's 401; no trust in the
     test CA gets a TLS verification error."""
-    import trustme
-
     if not Path(NGINX).exists() and shutil.which("nginx") is None:
         pytest.skip(f"nginx not found at {NGINX} (apt-get install nginx-light)")
     nginx = NGINX if Path(NGINX).exists() else str(shutil.which("nginx"))
     workdir = tmp_path_factory.mktemp("es-tls-proxy")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    ca_path = workdir / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert.private_key_pem.write_to_path(str(workdir / "server.key"))
-    with (workdir / "server.pem").open("wb") as fh:
-        for blob in cert.cert_chain_pems:
-            fh.write(blob.bytes())
+    ca_path, _, _ = _write_test_certs(workdir)
     user, password = "shipper", f"pw-{uuid.uuid4().hex[:16]}"
     sha = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
     (workdir / "htpasswd").write_text(f"{user}:{{SHA}}{sha}\n")
@@ -456,3 +494,42 @@ def _wait_answers_with_auth(proxy: TlsProxy, deadline: float) -> None:
             last = err
         time.sleep(0.2)  # between readiness checks, bounded by the deadline
     raise TimeoutError(f"TLS proxy {proxy.url} did not answer: {last!r}")
+
+
+def _write_test_certs(workdir: Path) -> tuple[Path, Path, Path]:
+    """A trustme CA and a server certificate for localhost/127.0.0.1: (ca, chain, key)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_path, chain_path, key_path = workdir / "ca.pem", workdir / "chain.pem", workdir / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    with chain_path.open("wb") as fh:
+        for blob in cert.cert_chain_pems:
+            fh.write(blob.bytes())
+    return ca_path, chain_path, key_path
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProxy]:
+    """A separate node with Elasticsearch's own security on: HTTPS (trustme test CA) and one
+    file-realm superuser. Wrong credentials get Elasticsearch's own 401
+    ``security_exception``. Started with ``es-node start --secure`` on a free port (or
+    ``ES_SECURE_PORT``) and wiped at the end of the session."""
+    workdir = tmp_path_factory.mktemp("es-secure")
+    ca_path, chain_path, key_path = _write_test_certs(workdir)
+    user, password = "shipper", f"pw-{uuid.uuid4().hex[:16]}"
+    port = int(os.environ.get("ES_SECURE_PORT", "0")) or free_port()
+    env = {
+        "ES_TLS_CERT": str(chain_path),
+        "ES_TLS_KEY": str(key_path),
+        "ES_TLS_CA": str(ca_path),
+        "ES_USERNAME": user,
+        "ES_PASSWORD": password,
+    }
+    node = start_node(port, env, "--secure")
+    try:
+        yield TlsProxy(node.url, str(ca_path), user, password)
+    finally:
+        stop_node(node, wipe=True)
