@@ -44,6 +44,8 @@ class Ambassador:
             if not await self._start(spec):
                 await self._stop_all(loop.time())
                 return 1
+        if not self.specs:
+            self.rt.log.warning("no upstreams configured: nothing to proxy until a restart")
         self.rt.log.info(
             "listening",
             extra={"listeners": [r.listener.snapshot()["listen"] for r in self.running.values()]},
@@ -92,7 +94,9 @@ class Ambassador:
 
     async def _readiness(self) -> None:
         while True:
-            if not self.running:
+            if not self.specs:
+                self.rt.readiness.set(False, "no upstreams configured (AMBASSADOR_UPSTREAMS)")
+            elif not self.running:
                 self.rt.readiness.set(False, "no listener")
             elif not any(r.cluster.available() for r in self.running.values()):
                 self.rt.readiness.set(False, "no healthy member in any cluster")

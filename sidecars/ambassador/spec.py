@@ -94,6 +94,9 @@ def from_settings(config: Config) -> list[ListenerSpec]:
     """The listeners a start configuration declares; ConfigError-style problems as ValueError."""
     if config.config:
         return load_file(config.config, config)
+    if not config.upstreams:
+        # Nothing to proxy yet: stay up (the pod's other containers start) but never ready.
+        return []
     return [_build("default", config, {}, "AMBASSADOR_")]
 
 
