@@ -50,7 +50,8 @@ def parse_head(head: bytes) -> Request:
     keep_alive, accept, has_body = parts[2] == b"HTTP/1.1", "*/*", False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
+        if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            # a bare CR or LF could smuggle a header into what we send the app
             raise BadRequest(400, "malformed header line")
         lname, value = name.lower(), value.strip()
         if lname == b"connection":

@@ -78,6 +78,7 @@ async def test_http10_closes_and_11_keeps_alive(port: int) -> None:
         (b"GARBAGE\r\n\r\n", b"400"),
         (b"GET /health HTTP/2.0\r\n\r\n", b"400"),
         (b"GET /health HTTP/1.1\r\nbad header\r\n\r\n", b"400"),
+        (b"GET /mapped HTTP/1.1\r\nAccept: a\nX-Smuggled: 1\r\n\r\n", b"400"),
         (b"GET /health HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
         (b"GET /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"400"),
         (b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
