@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from sidecars.adapter.forward import Forwarder, ForwardError
 from sidecars.adapter.health import CONTENT_TYPE, Answer
@@ -90,6 +90,14 @@ class ForwardRoute:
 
     def __init__(self, forwarder: Forwarder, metrics: AdapterMetrics) -> None:
         self.forwarder, self.metrics = forwarder, metrics
+        self._counters: dict[int, Counter] = {}
+
+    def _count(self, status: int) -> None:
+        counter = self._counters.get(status)
+        if counter is None:  # statuses are bounded (100-599, 0 for a cut answer)
+            code = str(status) if status else "cut"
+            counter = self._counters[status] = self.metrics.requests.labels("forward", code)
+        counter.inc()
 
     def immediate(self, head_only: bool) -> bytes | None:
         return None
@@ -98,9 +106,9 @@ class ForwardRoute:
         try:
             status = await self.forwarder.forward(request, out)
         except ForwardError as exc:
-            self.metrics.requests.labels("forward", str(exc.status)).inc()
+            self._count(exc.status)
             self.metrics.scrapes.labels(exc.reason).inc()
             body = f"adapter: {exc}\n".encode()
             out.full(exc.status, [("Content-Type", "text/plain; charset=utf-8")], body)
             return
-        self.metrics.requests.labels("forward", str(status or "cut")).inc()
+        self._count(status)
