@@ -21,14 +21,12 @@ from tests.helpers import free_port, http_get, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
 ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
-# The only settings the tests give (everything else is a default): the warloader needs watch
+# The only setting the tests give (everything else is a default): the warloader needs watch
 # mode to keep running (with defaults it installs its empty source list and exits 0, as an init
-# container does); the ambassador refuses to start without one upstream member (exit 2).
-KEEP_RUNNING = {
-    "warloader": {"WARLOADER_WATCH": "true"},
-    "ambassador": {"AMBASSADOR_UPSTREAMS": "127.0.0.1:8080"},
-}
-# Alive is /healthz: /readyz also needs the sidecar's peers (the logshipper's Elasticsearch).
+# container does).
+KEEP_RUNNING = {"warloader": {"WARLOADER_WATCH": "true"}}
+# Alive is /healthz: /readyz also needs the sidecar's peers (the logshipper's Elasticsearch,
+# the ambassador's upstream members).
 ALIVE = "/healthz"
 SHUTDOWN_TIMEOUT = 20.0  # the sidecars' default --shutdown-timeout
 UID = 65532
