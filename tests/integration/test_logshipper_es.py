@@ -27,7 +27,7 @@ from tests.logshipper_support import (
     rss_bytes,
     shipper_env,
 )
-from tests.servers.elasticsearch import block_writes, create_strict_index, search
+from tests.servers.elasticsearch import TlsProxy, block_writes, create_strict_index, search
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
@@ -306,3 +306,45 @@ def test_outage_backs_off_keeps_memory_flat_and_delivers_everything_after(
             assert proc.terminate() == 0
             warnings = [r for r in proc.log_lines() if r.get("reason") == "connection"]
             assert warnings and len(warnings) < 5  # one per streak (+1 per 30 s), not per retry
+
+
+def test_tls_and_basic_auth_through_nginx(
+    dirs: tuple[Path, Path],
+    elasticsearch_url: str,
+    es_index: str,
+    elasticsearch_tls_proxy: TlsProxy,
+) -> None:
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(50)
+    proxy = elasticsearch_tls_proxy
+    env = shipper_env(
+        logs,
+        state,
+        proxy.url,
+        es_index,
+        es_ca_file=proxy.ca_path,
+        es_username=proxy.user,
+        es_password=proxy.password,
+    )
+    with SidecarProcess("logshipper", env=env) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
+        assert_exactly(elasticsearch_url, es_index, writer.written)
+        assert proc.terminate() == 0
+        assert proxy.password not in proc.stderr()  # the secret is never logged
+    # a wrong password: 401s are retried (the data waits for the operator), nothing is lost
+    writer.write(10)
+    env["LOGSHIPPER_ES_PASSWORD"] = "wrong"
+    env["LOGSHIPPER_SHUTDOWN_TIMEOUT"] = "2s"  # undeliverable: the drain gives up quickly
+    with SidecarProcess("logshipper", env=env) as proc:
+        wait_until(
+            lambda: metric(admin_url(env), "logshipper_bulk_errors_total", 'reason="http_401"') > 0,
+            30,
+            "401s",
+        )
+        assert es_count(elasticsearch_url, es_index) == 50
+        assert proc.terminate() == 0
+    env["LOGSHIPPER_ES_PASSWORD"] = proxy.password
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, writer.written)
+        assert proc.terminate() == 0
