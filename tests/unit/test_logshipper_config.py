@@ -1,0 +1,81 @@
+"""logshipper settings: parsing, cross-field rules, and the README table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sidecars.logshipper.config import Config
+from sidecars.logshipper.service import SIDECAR
+from sidecars.runtime import ConfigError
+from sidecars.runtime.settings import env_name, flag_name, specs
+
+pytestmark = pytest.mark.unit
+README = Path(__file__).resolve().parents[2] / "sidecars" / "logshipper" / "README.md"
+
+
+def test_defaults_and_lists() -> None:
+    c = SIDECAR.load_config([], {"LOGSHIPPER_PATHS": "/a/*.log, /b/**/*.log,"})
+    assert c.paths == ("/a/*.log", "/b/**/*.log")
+    assert c.admin_addr == ("0.0.0.0", 9181)
+    assert c.es_verify_certs and not c.data_stream and c.index == "logs-app-%Y.%m.%d"
+    c.check()
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("ES_HOSTS", "ftp://x"),
+        ("ES_HOSTS", "http://h:99999"),
+        ("ES_HOSTS", ""),
+        ("PATHS", ","),
+        ("INDEX", "Upper"),
+        ("INDEX", "a b"),
+        ("MULTILINE_PATTERN", "(["),
+        ("BATCH_MAX_BYTES", "1"),
+        ("READ_FROM", "middle"),
+    ],
+)
+def test_bad_values_name_the_variable(var: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SIDECAR.load_config([], {f"LOGSHIPPER_{var}": value})
+    assert err.value.problems[0].startswith(f"LOGSHIPPER_{var}=")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LOGSHIPPER_ES_PASSWORD": "p"}, "LOGSHIPPER_ES_USERNAME"),
+        ({"LOGSHIPPER_ES_API_KEY": "k", "LOGSHIPPER_ES_USERNAME": "u"}, "either"),
+        ({"LOGSHIPPER_ES_CLIENT_CERT": "/c.pem"}, "LOGSHIPPER_ES_CLIENT_KEY"),
+        ({"LOGSHIPPER_BATCH_MAX_BYTES": "1MiB", "LOGSHIPPER_QUEUE_MAX_BYTES": "512KiB"}, "QUEUE"),
+        ({"LOGSHIPPER_DATA_STREAM": "true"}, "data stream"),
+    ],
+)
+def test_cross_field_rules(env: dict[str, str], needle: str) -> None:
+    c = SIDECAR.load_config([], env)
+    with pytest.raises(ConfigError) as err:
+        c.check()
+    assert needle in err.value.problems[0]
+    assert "'p'" not in err.value.problems[0] and "'k'" not in err.value.problems[0]
+
+
+def test_readme_settings_table_matches_the_config() -> None:
+    rows = re.findall(
+        r"^\| `(LOGSHIPPER_\w+)` \| `(--[\w-]+)` \| (.*?) \| (.*?) \|$", README.read_text(), re.M
+    )
+    defaults = SIDECAR._defaults()
+    expected = []
+    for name, spec in specs(Config):
+        default = defaults.get(name, spec.default)
+        expected.append(
+            (
+                env_name("LOGSHIPPER", name),
+                flag_name(name),
+                f"`{default}`" if default else "(empty)",
+                spec.help,
+            )
+        )
+    assert rows == expected
