@@ -49,6 +49,7 @@ class Faults:
     trickle: float = 0.0  # pause between 64 KiB pieces of the body
     ranges: bool = True  # honour Range requests
     token: str | None = None  # require this Authorization header value
+    gather: int = 0  # hold each request until this many are in flight (10 s at most)
 
 
 class ArtifactServer:
@@ -65,6 +66,7 @@ class ArtifactServer:
         self.max_inflight = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._gathered = asyncio.Event()
 
     def put(self, path: str, body: bytes, etag: str | None = None) -> str:
         tag = etag if etag is not None else f'"{hashlib.sha256(body).hexdigest()[:16]}"'
@@ -98,6 +100,12 @@ class ArtifactServer:
         self.requests.append({"path": request.path, **dict(request.headers)})
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
+        if self.faults.gather:
+            if self.inflight >= self.faults.gather:
+                self._gathered.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._gathered.wait()
         try:
             resp = await self._answer(request)
         finally:
