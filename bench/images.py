@@ -4,9 +4,9 @@
 
 Needs the images (docker/images) and root (the engine's layer store gives layer sizes,
 /proc gives the RSS). Each sidecar runs alone, hardened as in a pod (read-only root,
-no capabilities), with default settings except: the ambassador gets one upstream member
-and the warloader watch mode (without them they exit), and the logshipper gets a stub
-Elasticsearch on its localhost (it is ready only once Elasticsearch answers).
+no capabilities), with default settings except: the warloader gets watch mode (else it
+exits, as an init container), the ambassador one upstream member and the logshipper a stub
+Elasticsearch on its localhost (they are ready only with those).
 Figures:
   image     the image's size (all layers, uncompressed)
   own       the layers no other sidecar image has (what a node pulls for it once the
