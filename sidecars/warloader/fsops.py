@@ -171,16 +171,19 @@ def _chown(path: Path, modes: Modes, follow: bool) -> None:
         ) from None
 
 
-def acquire_lock(dest: Path, name: str) -> int:
-    """Take an exclusive lock for `name` (blocking) so two loaders on one volume never
-    interleave; closing the returned descriptor releases it."""
+def try_lock(dest: Path, name: str) -> int | None:
+    """Take the exclusive lock for `name` if free, so two loaders on one volume never
+    interleave; closing the returned descriptor releases it. None: another loader has it."""
     path = dest / f".{name}.warloader.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
     except BaseException:
         os.close(fd)
         raise

@@ -96,7 +96,7 @@ class Installer:
         m = self.plan.modes
         settings = f"extract={extracting};mode={m.file_mode:o}/{m.dir_mode:o};owner={m.uid}:{m.gid}"
         await staging.thread(progress, fsops.ensure_dir, dest)
-        lock_fd = await staging.thread(progress, fsops.acquire_lock, dest, name)
+        lock_fd = await self._lock(dest, name, progress)
         try:
             keep = partial.KEEP if src.is_url else ()
             await staging.thread(progress, fsops.remove_leftovers, dest, name, keep)
@@ -110,6 +110,16 @@ class Installer:
             return await staging.thread(progress, self._from_path, job)
         finally:
             os.close(lock_fd)
+
+    async def _lock(self, dest: Path, name: str, progress: Progress) -> int:
+        """Wait (without holding a thread) until no other loader works on `name`."""
+        waiting = False
+        while (fd := await staging.thread(progress, fsops.try_lock, dest, name)) is None:
+            if not waiting:
+                self.log.info("waiting for another loader working on %s", name)
+                waiting = True
+            await asyncio.sleep(0.5)
+        return fd
 
     # --- path sources (run in a worker thread) -------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -281,3 +282,22 @@ async def test_global_extract_unpacks_archives_and_copies_the_rest(tmp_path: Pat
     assert (dest / "sample" / "WEB-INF" / "web.xml").is_file()
     assert (dest / "app.properties").read_bytes() == b"a=1\n"
     assert (dest / "conf" / "x.xml").read_text() == "<x/>"
+
+
+async def test_a_second_loader_waits_for_the_first(tmp_path: Path) -> None:
+    import fcntl
+
+    src = make_source(tmp_path, war_bytes())
+    dest = tmp_path / "webapps"
+    dest.mkdir()
+    env = {"WARLOADER_SOURCES": str(src), "WARLOADER_DEST": str(dest)}
+    # another loader (here: this test) holds the lock for sample.war
+    with open(dest / ".sample.war.warloader.lock", "w") as held:  # noqa: ASYNC230
+        fcntl.flock(held, fcntl.LOCK_EX)
+        task = asyncio.create_task(run_loader(env))
+        await asyncio.wait([task], timeout=1.0)
+        assert not task.done() and not (dest / "sample.war").exists()
+    run = await asyncio.wait_for(task, 30)
+    assert run.code == 0
+    assert "waiting for another loader working on sample.war" in run.logs.messages()
+    assert (dest / "sample.war").read_bytes() == src.read_bytes()
