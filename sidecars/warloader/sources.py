@@ -76,38 +76,10 @@ def check_name(name: str) -> str | None:
 def parse(raw: str) -> Source:
     """Parse one item; never raises: a malformed item comes back with `problem` set."""
     body, _, fragment = raw.partition("#")
-    opts: dict[str, str] = {}
     problems: list[str] = []
-    for key, value in parse_qsl(fragment, keep_blank_values=True):
-        if key not in ("sha256", "name", "extract"):
-            problems.append(f"unknown option {key!r} (expected sha256, name or extract)")
-        opts[key] = value
-    sha = opts.get("sha256")
-    if sha is not None:
-        sha = sha.lower()
-        if not _HEX64.fullmatch(sha):
-            problems.append("sha256 must be 64 hex digits")
-    extract = None
-    if "extract" in opts:
-        extract = _BOOLS.get(opts["extract"].lower())
-        if extract is None:
-            problems.append("extract must be true or false")
+    opts, sha, extract = _options(fragment, problems)
     is_url = bool(re.match(r"(?i)https?://", body))
-    userinfo = None
-    if is_url:
-        parts = urlsplit(body)
-        if not parts.hostname:
-            problems.append("expected an http(s) URL with a host")
-        if parts.username is not None:
-            userinfo = (unquote(parts.username), unquote(parts.password or ""))
-        netloc = parts.netloc.rpartition("@")[2]
-        location = urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, ""))
-        derived = unquote(posixpath.basename(parts.path))
-    else:
-        location = body
-        if not body.startswith("/"):
-            problems.append("expected an absolute path or an http(s) URL")
-        derived = posixpath.basename(posixpath.normpath(body)) if body else ""
+    location, derived, userinfo = _location(body, is_url, problems)
     name = opts.get("name", derived)
     why = check_name(name)
     if why:
@@ -123,3 +95,46 @@ def parse(raw: str) -> Source:
         problem="; ".join(problems) or None,
         name_given="name" in opts,
     )
+
+
+def _options(fragment: str, problems: list[str]) -> tuple[dict[str, str], str | None, bool | None]:
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(fragment, keep_blank_values=True):
+        if key not in ("sha256", "name", "extract"):
+            problems.append(f"unknown option {key!r} (expected sha256, name or extract)")
+        opts[key] = value
+    sha = opts.get("sha256")
+    if sha is not None:
+        sha = sha.lower()
+        if not _HEX64.fullmatch(sha):
+            problems.append("sha256 must be 64 hex digits")
+    extract = None
+    if "extract" in opts:
+        extract = _BOOLS.get(opts["extract"].lower())
+        if extract is None:
+            problems.append("extract must be true or false")
+    return opts, sha, extract
+
+
+def _location(
+    body: str, is_url: bool, problems: list[str]
+) -> tuple[str, str, tuple[str, str] | None]:
+    """(location without credentials, the name it suggests, user info)."""
+    if not is_url:
+        if not body.startswith("/"):
+            problems.append("expected an absolute path or an http(s) URL")
+        return body, posixpath.basename(posixpath.normpath(body)) if body else "", None
+    try:
+        parts = urlsplit(body)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        problems.append("expected an http(s) URL with a valid host and port")
+        return "http://invalid/", "", None
+    if not parts.hostname:
+        problems.append("expected an http(s) URL with a host")
+    userinfo = None
+    if parts.username is not None:
+        userinfo = (unquote(parts.username), unquote(parts.password or ""))
+    netloc = parts.netloc.rpartition("@")[2]
+    location = urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, ""))
+    return location, unquote(posixpath.basename(parts.path)), userinfo

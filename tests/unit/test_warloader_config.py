@@ -65,6 +65,8 @@ def test_parse_source(
         ("/a/s.war#name=.hidden", "must not start with '.'"),
         ("https://h/", "destination name '' is empty (add #name=<file name>)"),
         ("http:///x.war", "expected an http(s) URL with a host"),
+        ("http://h:99999/x.war", "expected an http(s) URL with a valid host and port"),
+        ("http://[::1/x.war", "expected an http(s) URL with a valid host and port"),
     ],
 )
 def test_parse_source_problems(raw: str, problem: str) -> None:
