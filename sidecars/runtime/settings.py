@@ -179,11 +179,14 @@ def build_parser(
     for name, spec in specs(cls):
         default = defaults.get(name, spec.default)
         shown = "(hidden)" if spec.secret and default else repr(default)
+        # A boolean flag may stand alone (`--watch`) or take a value (`--watch false`).
+        bare = {"nargs": "?", "const": "true"} if spec.parse is boolean else {}
         parser.add_argument(
             flag_name(name),
             dest=name,
             metavar=spec.metavar,
             default=None,
+            **bare,  # type: ignore[arg-type]
             # argparse expands %-formats in help; date patterns such as %Y must stay literal
             help=f"{spec.help} [env {env_name(prefix, name)}, default {shown}]".replace("%", "%%"),
         )

@@ -46,6 +46,12 @@ def test_env_is_read_and_flag_wins() -> None:
     assert cfg.workers == 9 and cfg.verbose is True
 
 
+def test_boolean_flag_may_stand_alone_or_take_a_value() -> None:
+    assert load(Demo, "DEMO", ["--verbose"], {}).verbose is True
+    assert load(Demo, "DEMO", ["--verbose", "false"], {"DEMO_VERBOSE": "true"}).verbose is False
+    assert load(Demo, "DEMO", ["--verbose=yes"], {}).verbose is True
+
+
 def test_per_sidecar_default_overrides_common_default() -> None:
     cfg = load(Demo, "DEMO", [], {}, {"admin_addr": "0.0.0.0:9999"})
     assert cfg.admin_addr == ("0.0.0.0", 9999)
