@@ -14,15 +14,16 @@ class Batch:
     __slots__ = ("items", "nbytes", "progresses", "done", "created")
 
     def __init__(self) -> None:
-        self.items: list[tuple[bytes, bytes]] = []
+        self.items: list[bytes] = []
         self.nbytes = 0
         self.progresses: list[Progress] = []
         self.done = False
         self.created = time.monotonic()
 
-    def add(self, action: bytes, source: bytes) -> None:
-        self.items.append((action, source))
-        self.nbytes += len(action) + len(source) + 2
+    def add(self, item: bytes) -> None:
+        """`item` is the action line and the document line, each ending with a newline."""
+        self.items.append(item)
+        self.nbytes += len(item)
 
     def resolve(self) -> None:
         """Every item is acknowledged or dead-lettered: let the files' checkpoints move."""
@@ -127,14 +128,13 @@ class Pipeline:
         self._all_resolved = asyncio.Event()
         self._all_resolved.set()
 
-    def add(self, progress: Progress, end: int, action: bytes, source: bytes) -> None:
+    def add(self, progress: Progress, end: int, item: bytes) -> None:
         batch = self.current
         if batch is None:
             batch = self.current = Batch()
-        before = batch.nbytes
-        batch.add(action, source)
+        batch.add(item)
         progress.add(batch, end)
-        self.budget.take(batch.nbytes - before)
+        self.budget.take(len(item))
         if batch.nbytes >= self.max_bytes or len(batch.items) >= self.max_docs:
             self.seal()
 

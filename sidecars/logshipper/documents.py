@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,6 +134,44 @@ class DocumentBuilder:
             )
         )
         return self._action(index, uid, offset), src
+
+    def item_maker(
+        self, uid: str, path_json: bytes, now: float
+    ) -> Callable[[int, bytes, bool], bytes]:
+        """A fast builder of bulk items (action and document lines) for the lines of one
+        chunk of one file: the parts shared by those lines are formatted once, so a plain
+        line costs one decode, one orjson call and one bytes formatting."""
+        ts, index = self._read_time(now)
+        template = b"".join(
+            (
+                self._op,
+                index,
+                b'","_id":"',
+                uid.encode(),
+                b'%x"}}\n{"@timestamp":"',
+                ts,
+                b'","message":%b,"log":{"file":{"path":',
+                path_json.replace(b"%", b"%%"),
+                b'},"offset":%d}',
+                self._meta_bytes.replace(b"%", b"%%"),
+                b"}\n",
+            )
+        )
+        slow = self.json_lines or self.timestamp_rx is not None
+        dumps = orjson.dumps
+
+        def item(offset: int, data: bytes, cut: bool) -> bytes:
+            if not (cut or slow):
+                try:
+                    return template % (offset, dumps(data.decode()), offset)
+                except UnicodeDecodeError:
+                    pass
+            action, source = self.build(
+                uid, path_json, offset, data, now, ("truncated",) if cut else ()
+            )
+            return b"%b\n%b\n" % (action, source)
+
+        return item
 
     def _action(self, index: bytes, uid: str, offset: int) -> bytes:
         return b"".join((self._op, index, b'","_id":"', f"{uid}{offset:x}".encode(), b'"}}'))

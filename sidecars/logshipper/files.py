@@ -158,19 +158,16 @@ class Reader:
                 if record is not None:
                     self._emit(f, record, now)
             return
-        build = self.builder.build
+        item = self.builder.item_maker(f.uid, f.path_json, now)
         add = self.pipeline.add
-        uid, path_json, progress = f.uid, f.path_json, f.progress
+        progress = f.progress
         for start, end, data, cut in lines:
-            action, source = build(uid, path_json, start, data, now, ("truncated",) if cut else ())
-            add(progress, end, action, source)
+            add(progress, end, item(start, data, cut))
         if lines:
-            f.emitted_end = lines[-1].end
+            f.emitted_end = lines[-1][1]
 
     def _emit(self, f: Tracked, record: Line, now: float) -> None:
-        tags = ("truncated",) if record.cut else ()
-        action, source = self.builder.build(
-            f.uid, f.path_json, record.start, record.data, now, tags
-        )
-        self.pipeline.add(f.progress, record.end, action, source)
-        f.emitted_end = record.end
+        start, end, data, cut = record
+        item = self.builder.item_maker(f.uid, f.path_json, now)
+        self.pipeline.add(f.progress, end, item(start, data, cut))
+        f.emitted_end = end

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-
-class Line(NamedTuple):
-    """One line: where it starts, where the next one starts, its bytes (no newline), and
-    whether it was cut at the maximum size."""
-
-    start: int
-    end: int
-    data: bytes
-    cut: bool
+# One line: where it starts, where the next one starts, its bytes (no newline), and whether
+# it was cut at the maximum size. A plain tuple: it is built for every line read.
+Line = tuple[int, int, bytes, bool]
 
 
 class Framer:
@@ -45,18 +37,18 @@ class Framer:
             for part in data[pos:last].split(b"\n"):
                 end = start + len(part) + 1
                 if len(part) > limit:
-                    out.append(Line(start, end, part[:limit], True))
+                    out.append((start, end, part[:limit], True))
                 else:
-                    out.append(Line(start, end, part, False))
+                    out.append((start, end, part, False))
                 start = end
             pos = last + 1
         rest = len(data) - pos
         if rest > limit:
             # no newline within the limit: ship the head now, discard the rest as it comes
-            out.append(Line(offset + pos, offset + len(data), data[pos : pos + limit], True))
+            out.append((offset + pos, offset + len(data), data[pos : pos + limit], True))
             self.skipping = True
             pos = len(data)
         elif flush and rest:
-            out.append(Line(offset + pos, offset + len(data), data[pos:], False))
+            out.append((offset + pos, offset + len(data), data[pos:], False))
             pos = len(data)
         return out, pos

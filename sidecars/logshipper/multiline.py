@@ -31,32 +31,33 @@ class Joiner:
 
     def push(self, line: Line) -> Line | None:
         """Add a line; returns the record it completed, if any."""
+        start, end, data, cut = line
         done = None
-        if self._parts and self.rx.search(line.data):
+        if self._parts and self.rx.search(data):
             done = self.flush()
         if not self._parts:
-            self._parts = [line.data]
-            self._start, self._end = line.start, line.end
-            self._size, self._cut = len(line.data), line.cut
+            self._parts = [data]
+            self._start, self._end = start, end
+            self._size, self._cut = len(data), cut
             return done
-        self._end = line.end
+        self._end = end
         room = self.max_bytes - self._size - 1
         if len(self._parts) >= self.max_lines or room <= 0:
             self._cut = True
-        elif len(line.data) > room:
-            self._parts.append(line.data[:room])
+        elif len(data) > room:
+            self._parts.append(data[:room])
             self._size = self.max_bytes
             self._cut = True
         else:
-            self._parts.append(line.data)
-            self._size += len(line.data) + 1
-            self._cut = self._cut or line.cut
+            self._parts.append(data)
+            self._size += len(data) + 1
+            self._cut = self._cut or cut
         return done
 
     def flush(self) -> Line | None:
         """The pending record, if any, as one Line spanning all its lines."""
         if not self._parts:
             return None
-        record = Line(self._start, self._end, b"\n".join(self._parts), self._cut)
+        record = (self._start, self._end, b"\n".join(self._parts), self._cut)
         self._parts = []
         return record

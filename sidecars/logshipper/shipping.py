@@ -16,7 +16,7 @@ from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics
 from sidecars.runtime import Backoff
 
-Item = tuple[bytes, bytes]
+Item = bytes  # action line + document line, each with its newline
 _HEADERS = {
     "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=8",
     "accept": "application/vnd.elasticsearch+json; compatible-with=8",
@@ -63,7 +63,7 @@ class Sender:
                 pending = await self._attempt(pending)
             except _TooLarge:
                 if len(pending) == 1:
-                    await self._drop([("request_too_large", {"status": 413}, *pending[0])])
+                    await self._drop([("request_too_large", {"status": 413}, *_split(pending[0]))])
                     return
                 mid = len(pending) // 2
                 await self.deliver(pending[:mid])
@@ -74,7 +74,7 @@ class Sender:
 
     async def _attempt(self, items: list[Item]) -> list[Item]:
         """One bulk request; returns the items to send again."""
-        body = b"".join([b"%s\n%s\n" % item for item in items])
+        body = b"".join(items)
         started = time.monotonic()
         try:
             resp = await self.client.perform_request("POST", "/_bulk", headers=_HEADERS, body=body)
@@ -90,7 +90,7 @@ class Sender:
                 self.on_answer()
                 reason = f"http_{exc.status_code}"
                 self.metrics.bulk_errors.labels(reason).inc()
-                await self._drop([(reason, _error_of(exc), *item) for item in items])
+                await self._drop([(reason, _error_of(exc), *_split(item)) for item in items])
                 return []
             return self._retry_all(items, f"http_{exc.status_code}", exc)
         except TlsError as exc:
@@ -116,7 +116,7 @@ class Sender:
                 retry.append(item)
                 self.metrics.retried.labels(result.reason).inc()
             else:
-                drops.append((result.reason, result.error, *item))
+                drops.append((result.reason, result.error, *_split(item)))
         self.metrics.delivered.inc(delivered)
         if drops:
             await self._drop(drops)
@@ -182,6 +182,12 @@ class Sender:
                 "path": str(self.dead_letter.path),
             },
         )
+
+
+def _split(item: Item) -> tuple[bytes, bytes]:
+    """(action, document) of an item; JSON never holds a raw newline, so the first splits."""
+    action, _, source = item.rstrip(b"\n").partition(b"\n")
+    return action, source
 
 
 def _error_of(exc: ApiError) -> Any:

@@ -160,9 +160,9 @@ async def test_pipeline_seals_by_count_and_budget_blocks_readers() -> None:
     budget = Budget(100)
     pipe = Pipeline(max_bytes=10_000, max_docs=2, budget=budget)
     p = Progress(0)
-    pipe.add(p, 5, b"a" * 30, b"b" * 30)
+    pipe.add(p, 5, b"a" * 62)
     assert pipe.queue.empty()
-    pipe.add(p, 9, b"a" * 30, b"b" * 30)
+    pipe.add(p, 9, b"a" * 62)
     assert pipe.queue.qsize() == 1 and budget.full
     batch = pipe.queue.get_nowait()
     pipe.resolved(batch)
@@ -196,3 +196,14 @@ def test_dead_letter_keeps_reason_error_and_document_and_rotates(tmp_path: Path)
     dl.write(big)
     assert (tmp_path / "dead-letter.ndjson.1").exists()
     assert os.path.getsize(tmp_path / "dead-letter.ndjson") < 4096
+
+
+@pytest.mark.parametrize(
+    ("data", "cut"), [(b'plain 100% "q" \\ \t', False), (b"bad \xff", False), (b"cut", True)]
+)
+def test_fast_items_equal_the_general_builder(data: bytes, cut: bool) -> None:
+    b = DocumentBuilder("logs-%Y", metadata={"kubernetes": {"pod": {"name": "p%d"}}})
+    path = orjson.dumps("/l/100%.log")
+    item = b.item_maker("0123456789abcdef", path, 0.0)(42, data, cut)
+    action, source = b.build("0123456789abcdef", path, 42, data, 0.0, ("truncated",) if cut else ())
+    assert item == action + b"\n" + source + b"\n"
