@@ -158,13 +158,12 @@ class Reader:
                 if record is not None:
                     self._emit(f, record, now)
             return
+        if not lines:
+            return
         item = self.builder.item_maker(f.uid, f.path_json, now)
-        add = self.pipeline.add
-        progress = f.progress
-        for start, end, data, cut in lines:
-            add(progress, end, item(start, data, cut))
-        if lines:
-            f.emitted_end = lines[-1][1]
+        items = [item(start, data, cut) for start, _, data, cut in lines]
+        self.pipeline.extend(f.progress, [line[1] for line in lines], items)
+        f.emitted_end = lines[-1][1]
 
     def _emit(self, f: Tracked, record: Line, now: float) -> None:
         start, end, data, cut = record

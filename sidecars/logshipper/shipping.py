@@ -21,6 +21,8 @@ _HEADERS = {
     "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=8",
     "accept": "application/vnd.elasticsearch+json; compatible-with=8",
 }
+# only what classification reads: a fraction of the full answer to parse per document
+_PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
 _REPORT_EVERY = 30.0
 
 
@@ -77,7 +79,9 @@ class Sender:
         body = b"".join(items)
         started = time.monotonic()
         try:
-            resp = await self.client.perform_request("POST", "/_bulk", headers=_HEADERS, body=body)
+            resp = await self.client.perform_request(
+                "POST", "/_bulk", params=_PARAMS, headers=_HEADERS, body=body
+            )
         except UnsupportedProductError as exc:
             return self._retry_all(items, "not_elasticsearch", exc)
         except ApiError as exc:

@@ -207,3 +207,21 @@ def test_fast_items_equal_the_general_builder(data: bytes, cut: bool) -> None:
     item = b.item_maker("0123456789abcdef", path, 0.0)(42, data, cut)
     action, source = b.build("0123456789abcdef", path, 42, data, 0.0, ("truncated",) if cut else ())
     assert item == action + b"\n" + source + b"\n"
+
+
+def test_extend_fills_batches_like_add_does() -> None:
+    items = [bytes([65 + i % 26]) * (10 + i % 7) for i in range(100)]
+    ends = list(range(1, 101))
+    one, many = Pipeline(120, 7, Budget(1 << 20)), Pipeline(120, 7, Budget(1 << 20))
+    p1, p2 = Progress(0), Progress(0)
+    for end, item in zip(ends, items, strict=True):
+        one.add(p1, end, item)
+    many.extend(p2, ends[:33], items[:33])
+    many.extend(p2, ends[33:], items[33:])
+    assert one.queue.qsize() == many.queue.qsize()
+    while not one.queue.empty():
+        a, b = one.queue.get_nowait(), many.queue.get_nowait()
+        assert (a.items, a.nbytes) == (b.items, b.nbytes)
+        one.resolved(a)
+        many.resolved(b)
+    assert p1.acked == p2.acked and one.budget.used == many.budget.used
