@@ -135,7 +135,11 @@ class Pipeline:
         batch.add(item)
         progress.add(batch, end)
         self.budget.take(len(item))
-        if batch.nbytes >= self.max_bytes or len(batch.items) >= self.max_docs:
+        if (
+            batch.nbytes >= self.max_bytes
+            or len(batch.items) >= self.max_docs
+            or self.budget.full  # reading stops now: the open batch must not wait for its age
+        ):
             self.seal()
 
     def extend(self, progress: Progress, ends: list[int], items: list[bytes]) -> None:
@@ -158,7 +162,7 @@ class Pipeline:
             self.budget.take(size - batch.nbytes)
             batch.nbytes = size
             progress.add(batch, ends[k - 1])
-            if size >= limit or len(batch.items) >= self.max_docs:
+            if size >= limit or len(batch.items) >= self.max_docs or self.budget.full:
                 self.seal()
             i = k
 

@@ -78,7 +78,8 @@ class Scheduler:
                     self._wake.clear()
                     continue
                 more = self.tailer.read_pass(time.time(), lambda: self.budget.full)
-                if more and not self.budget.full:
+                if more:
+                    # work left (or the budget filled up: the top of the loop waits for room)
                     await asyncio.sleep(0)  # let senders and the admin server run
                     continue
                 wake_at = min(next_tick, self._rescan_due)

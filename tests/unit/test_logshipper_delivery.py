@@ -225,3 +225,10 @@ def test_extend_fills_batches_like_add_does() -> None:
         one.resolved(a)
         many.resolved(b)
     assert p1.acked == p2.acked and one.budget.used == many.budget.used
+
+
+def test_a_full_budget_seals_the_open_batch_so_reading_cannot_stall() -> None:
+    budget = Budget(100)
+    pipe = Pipeline(max_bytes=10_000, max_docs=1000, budget=budget)
+    pipe.extend(Progress(0), [1, 2], [b"a" * 60, b"b" * 60])
+    assert budget.full and pipe.current is None and pipe.queue.qsize() == 1
