@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -27,7 +28,13 @@ from tests.logshipper_support import (
     rss_bytes,
     shipper_env,
 )
-from tests.servers.elasticsearch import TlsProxy, block_writes, create_strict_index, search
+from tests.servers.elasticsearch import (
+    TlsProxy,
+    block_writes,
+    create_strict_index,
+    es_request,
+    search,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
@@ -348,3 +355,49 @@ def test_tls_and_basic_auth_through_nginx(
     with SidecarProcess("logshipper", env=env) as proc:
         assert_exactly(elasticsearch_url, es_index, writer.written)
         assert proc.terminate() == 0
+
+
+def test_data_stream_create_with_409_as_delivered_after_kill_9(
+    dirs: tuple[Path, Path], elasticsearch_url: str
+) -> None:
+    logs, state = dirs
+    stream = f"logs-shipper-{uuid.uuid4().hex[:8]}"  # the built-in logs-*-* template applies
+    writer = LogWriter(logs / "app.log")
+    writer.write(3000)
+    env = shipper_env(
+        logs,
+        state,
+        elasticsearch_url,
+        stream,
+        data_stream="true",
+        checkpoint_interval="5s",
+        batch_max_docs="200",
+    )
+    try:
+        with SidecarProcess("logshipper", env=env) as proc:
+            wait_until(lambda: es_count(elasticsearch_url, stream) > 500, 30, "progress")
+            proc.proc.send_signal(signal.SIGKILL)  # acknowledged but not checkpointed
+            proc.proc.wait(10)
+        with SidecarProcess("logshipper", env=env) as proc:
+            assert_exactly(elasticsearch_url, stream, writer.written)
+            assert proc.terminate() == 0
+        assert not (state / "dead-letter.ndjson").exists()  # the 409s were deliveries
+    finally:
+        es_request(elasticsearch_url, "DELETE", f"/_data_stream/{stream}")
+
+
+def test_a_thousand_files_reach_the_real_node(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    written = []
+    for i in range(1000):
+        msg = f"file {i} line"
+        (logs / f"f{i:04d}.log").write_text(msg + "\n")
+        written.append(msg)
+    env = shipper_env(logs, state, elasticsearch_url, es_index, max_open_files="64")
+    with SidecarProcess("logshipper", env=env) as proc:
+        assert_exactly(elasticsearch_url, es_index, written)
+        assert len(os.listdir(f"/proc/{proc.proc.pid}/fd")) < 64 + 40
+        assert proc.terminate() == 0
+    assert len(checkpoint_offsets(state)) == 1000
