@@ -5,7 +5,8 @@ same local bulk sink (a separate process answering like Elasticsearch).
     .venv/bin/python bench/logshipper.py [--lines 1000000] [--es URL]
 
 Figures per shipper: lines/s (wall time until the sink counted every line), CPU seconds per
-million lines (user+system of the shipper process), peak RSS (VmHWM). The anchors are skipped
+million lines (user+system of the shipper process), peak RSS (VmHWM); plus logshipper's peak
+RSS while its Elasticsearch is unreachable and 1 GiB is written. The anchors are skipped
 when their binaries are missing (apt-get install rsyslog rsyslog-elasticsearch syslog-ng-core
 syslog-ng-mod-http). Not part of the tests.
 """
@@ -196,6 +197,29 @@ log {{ source(s_file); destination(d_es); }};
     )
 
 
+def outage_rss(work: Path, gib: float = 1.0) -> float:
+    """Peak RSS (MiB) of logshipper while its Elasticsearch is unreachable and `gib` GiB are
+    written to its file (the budget must keep memory flat: the file is the buffer)."""
+    log = work / "outage.log"
+    cmd, env = ours(work, log, free_port())  # nothing listens on that port
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        block = ("2026-01-01T00:00:00Z host app[1]: request served " + "x" * 150 + "\n").encode()
+        block *= 5000
+        written = 0
+        with log.open("ab") as f:
+            while written < gib * (1 << 30):
+                f.write(block)
+                written += len(block)
+        time.sleep(3)
+        return proc_hwm(proc.pid) / 2**20
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -217,6 +241,7 @@ def main() -> None:
                         raise
                     time.sleep(0.1)
             results: dict[str, dict[str, float]] = {}
+            hwm_down = outage_rss(work)
             for name, make in (
                 ("logshipper", ours),
                 ("rsyslog", rsyslog),
@@ -231,6 +256,7 @@ def main() -> None:
             sink.terminate()
             sink.wait(10)
     print(f"{args.lines} lines of ~200 bytes, one file, to a local bulk sink")
+    print(f"logshipper peak RSS MiB, sink down, 1 GiB written: {hwm_down:.1f}")
     print(f"{'figure':<16}{'shipper':<12}{'ours':>12}{'anchor':>12}{'ratio':>8}")
     mine = results["logshipper"]
     for anchor in (n for n in results if n != "logshipper"):
