@@ -125,6 +125,7 @@ def test_kill_9_and_restart_mid_stream_leaves_each_line_once(
             proc.proc.wait(10)
         writer.write(1_000, size=100)
     with SidecarProcess("logshipper", env=env) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
         assert_exactly(elasticsearch_url, es_index, writer.written)
         assert proc.terminate() == 0
 
@@ -379,6 +380,7 @@ def test_data_stream_create_with_409_as_delivered_after_kill_9(
             proc.proc.send_signal(signal.SIGKILL)  # acknowledged but not checkpointed
             proc.proc.wait(10)
         with SidecarProcess("logshipper", env=env) as proc:
+            proc.wait_http(admin_url(env) + "/readyz")  # SIGTERM only once it handles it
             assert_exactly(elasticsearch_url, stream, writer.written)
             assert proc.terminate() == 0
         assert not (state / "dead-letter.ndjson").exists()  # the 409s were deliveries
