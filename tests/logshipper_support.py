@@ -160,25 +160,35 @@ def checksum(messages: list[str]) -> str:
 
 
 def es_messages(url: str, index: str) -> list[str]:
-    """Every `message` in `index` (scrolling through point-in-time pages)."""
+    """Every `message` in `index`, read from one point-in-time snapshot: re-sent documents
+    replace themselves while we page, and paging without a snapshot could then skip or
+    repeat documents that are in fact there exactly once."""
     refresh(url, index)
+    status, body = es_request(url, "POST", f"/{index}/_pit?keep_alive=2m")
+    assert status == 200, body
+    pit = body["id"]
     out: list[str] = []
     search_after: list[Any] | None = None
-    for _ in range(10_000):
-        query: dict[str, Any] = {
-            "size": 5000,
-            "sort": [{"_doc": "asc"}],
-            "_source": ["message"],
-        }
-        if search_after is not None:
-            query["search_after"] = search_after
-        status, body = es_request(url, "POST", f"/{index}/_search", query)
-        assert status == 200, body
-        hits = body["hits"]["hits"]
-        if not hits:
-            return out
-        out.extend(h["_source"].get("message", "") for h in hits)
-        search_after = hits[-1]["sort"]
+    try:
+        for _ in range(10_000):
+            query: dict[str, Any] = {
+                "size": 5000,
+                "pit": {"id": pit, "keep_alive": "2m"},
+                "sort": [{"_shard_doc": "asc"}],
+                "_source": ["message"],
+                "track_total_hits": False,
+            }
+            if search_after is not None:
+                query["search_after"] = search_after
+            status, body = es_request(url, "POST", "/_search", query)
+            assert status == 200, body
+            hits = body["hits"]["hits"]
+            if not hits:
+                return out
+            out.extend(h["_source"].get("message", "") for h in hits)
+            search_after = hits[-1]["sort"]
+    finally:
+        es_request(url, "DELETE", "/_pit", {"id": pit})
     raise AssertionError("too many pages")
 
 
