@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from sidecars.runtime.files import write_atomic
+
 VERSION = 1
 
 
@@ -53,21 +55,7 @@ class CheckpointStore:
         body = orjson.dumps(
             {"version": VERSION, "files": {uid: asdict(e) for uid, e in entries.items()}}
         )
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, body)
 
     def quarantine(self) -> Path:
         """Move a corrupt checkpoint aside so the next save starts clean."""

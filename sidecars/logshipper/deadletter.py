@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from sidecars.logshipper.documents import iso_utc
+from sidecars.runtime.files import write_fully
 
 
 class DeadLetter:
@@ -46,9 +47,7 @@ class DeadLetter:
             pass
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_fully(fd, body)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecars.runtime.files import fsync_dir
 from sidecars.warloader.errors import DestinationError, dest_error
 
 _RENAME_EXCHANGE = 2
@@ -71,15 +72,6 @@ def remove(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
-
-
-def fsync_dir(path: Path) -> None:
-    """Persist a directory's entries (the rename itself), not only the file data."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_tree(root: Path) -> None:

@@ -7,9 +7,10 @@ import json
 import os
 from pathlib import Path
 
+from sidecars.runtime.files import write_atomic
 from sidecars.warloader.copier import CHUNK, HashingSink, Progress, Writeback
 from sidecars.warloader.fetch import Validators
-from sidecars.warloader.fsops import fsync_dir, remove
+from sidecars.warloader.fsops import remove
 
 KEEP = ("partial", "partial.json")
 
@@ -60,14 +61,7 @@ def remember(dest: Path, name: str, url: str, v: Validators) -> None:
     tmp = meta.with_name(meta.name + ".tmp")
     record = {"url": _key(url), "etag": v.etag, "last_modified": v.last_modified}
     body = json.dumps(record).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, meta)
-    fsync_dir(dest)
+    write_atomic(meta, body, 0o600, tmp)
 
 
 def _key(url: str) -> str:

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecars.warloader.fsops import fsync_dir, marker_path, temp_path
+from sidecars.runtime.files import write_atomic
+from sidecars.warloader.fsops import marker_path, temp_path
 
 VERSION = 1
 
@@ -61,11 +62,4 @@ def write(dest: Path, record: Record) -> None:
     path = marker_path(dest, record.name)
     tmp = temp_path(dest, record.name, "tmp")
     data = json.dumps({"version": VERSION, **asdict(record)}, indent=1).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(dest)
+    write_atomic(path, data, 0o644, tmp)
