@@ -8,9 +8,9 @@ import os
 import stat
 from typing import Any
 
+from elasticsearch import AsyncElasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
-from elasticsearch import AsyncElasticsearch
 from sidecars.logshipper.batching import Budget, Pipeline
 from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
 from sidecars.logshipper.config import Config

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
-
 from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
+
 from sidecars.logshipper.bulk import BadResponse, Outcome, classify_response, classify_status
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics

@@ -6,8 +6,8 @@ import ssl
 import urllib.error
 
 import pytest
-
 from elasticsearch import AuthenticationException, Elasticsearch
+
 from tests.servers.elasticsearch import (
     TlsProxy,
     block_writes,
