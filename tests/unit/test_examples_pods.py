@@ -12,9 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sidecars.runtime.settings import env_name, specs
+from sidecars.runtime.settings import env_name, load, specs
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "pods").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "pods").glob("*/*.yaml"))
 K8S_VERSION = "1.30.0"  # native sidecars (init containers with restartPolicy: Always) are GA
 ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
 
@@ -35,6 +35,11 @@ def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
+def _pod_path(env: dict[str, Any]) -> bool:
+    """A setting naming a file inside the pod (a mounted ConfigMap) cannot be read here."""
+    return env["name"].endswith("_RULES") and str(env.get("value", "")).startswith("/")
+
+
 def sidecar_of(container: dict[str, Any]) -> str | None:
     for name in ADMIN_PORTS:
         if f"/sidecars/{name}:" in container["image"]:
@@ -42,9 +47,11 @@ def sidecar_of(container: dict[str, Any]) -> str | None:
     return None
 
 
-def test_there_is_one_manifest_per_pattern_and_one_with_all_four() -> None:
+def test_there_is_one_manifest_per_pattern_and_one_with_all_four_each_with_a_readme() -> None:
     names = {p.stem for p in EXAMPLES}
     assert {"tomcat-war", "app-logging", "ambassador", "adapter", "all-four"} <= names
+    for path in EXAMPLES:
+        assert (path.parent / "README.md").is_file(), path
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -81,6 +88,9 @@ def test_sidecars_use_real_settings_probes_and_downward_api(name: str, pod: dict
         assert ours, c["name"]
         for env in ours:
             assert env["name"] in known, f"{name}: {env['name']} is no {sidecar} setting"
+        # and every value parses (paths inside the pod's volumes are not checked here)
+        values = {e["name"]: e["value"] for e in ours if "value" in e and not _pod_path(e)}
+        load(config, sidecar.upper(), [], values)
         if sidecar == "warloader":
             continue  # an init container that exits: no probes
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
