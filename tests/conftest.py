@@ -13,9 +13,18 @@ HERE = Path(__file__).parent
 _SUITES = ("unit", "integration", "e2e")
 
 
+# The first test to use the Elasticsearch node starts it, on a fresh machine after a Maven
+# download: its fixture's own deadline (es-node's, 180 s) must not be cut by the default timeout.
+_NODE_FIXTURES = {"elasticsearch_url", "elasticsearch_small_queue_url", "elasticsearch_secure"}
+_NODE_TIMEOUT = 600
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests are marked by the folder they live in, so `-m unit` etc. select whole suites."""
     for item in items:
         suite = Path(str(item.path)).relative_to(HERE).parts[0]
         if suite in _SUITES:
             item.add_marker(getattr(pytest.mark, suite))
+        uses_node = _NODE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_node and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(_NODE_TIMEOUT))

@@ -16,6 +16,9 @@ import pytest
 from tests.e2e.conftest import ROOT, docker
 from tests.helpers import http_get, wait_until
 
+# the first test brings the trial up: on a fresh machine that builds the local images too
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
 PROJECT = "sidecars-trial"
 LINES = 2000  # the demo app's log lines (TRIAL_LOG_LINES)
 EXTRA = 500  # lines written right before the pod stops
