@@ -26,13 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import background, free_port  # noqa: E402
+
 PROXY_CPU, LOAD_CPU = "0", "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -48,22 +46,8 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 def process(
     cmd: list[str], env: dict[str, str] | None = None, pin: bool = True
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        ["taskset", "-c", PROXY_CPU, *cmd] if pin else cmd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    try:
+    with background(["taskset", "-c", PROXY_CPU, *cmd] if pin else cmd, env) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def backends_conf(tmp: Path, ports: list[int], big: Path) -> Path:

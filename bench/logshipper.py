@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, stop_process  # noqa: E402
 
 SINK = r"""
 import asyncio, sys
@@ -99,12 +99,7 @@ def run(name: str, cmd: list[str], env: dict[str, str], port: int, lines: int) -
         elapsed = time.monotonic() - start
         cpu, hwm = proc_cpu(proc.pid), proc_hwm(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
     return {
         "lines/s": lines / elapsed,
         "cpu s/M lines": cpu * 1e6 / lines,

@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,7 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from tests.helpers import ROOT, free_port, http_get, wait_until
+from tests.helpers import ROOT, free_port, http_get, stop_process, wait_until
 
 # ---- the app: run as `python -m tests.adapter_support PORT` ---------------------------------
 
@@ -149,13 +151,7 @@ class AppProcess:
         )
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @contextlib.contextmanager
@@ -220,3 +216,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@pytest.fixture(scope="module", name="app")
+def app_fixture() -> Iterator[AppProcess]:
+    """One real app process per test module; each module resets it between tests."""
+    with app_process() as proc:
+        yield proc
+
+
+async def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        async with s.request(method, url) as resp:
+            body = await resp.read()
+            doc = json.loads(body) if body and "json" in resp.content_type else body
+            return resp.status, dict(resp.headers), doc
+
+
+def env(app: AppProcess, rules: Any = None, **extra: str) -> dict[str, str]:
+    out = {"ADAPTER_TARGET": app.base + "/metrics", "ADAPTER_CACHE": "0s"}
+    if rules is not None:
+        out["ADAPTER_RULES"] = json.dumps(rules)
+    out.update({f"ADAPTER_{k.upper()}": v for k, v in extra.items()})
+    return out
+
+
+QUEUE_RULE = {"name": "queue", "metric": "queue_depth", "agg": "max", "op": ">", "threshold": 100}

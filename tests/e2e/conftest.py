@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, http_get, wait_until
+from tests.helpers import free_port, http_get, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
@@ -224,10 +224,5 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()

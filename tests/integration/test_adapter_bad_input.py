@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 
-from tests.adapter_support import AppProcess, adapter_in_process, app_process
+from tests.adapter_support import (
+    QUEUE_RULE,
+    AppProcess,
+    adapter_in_process,
+    app_fixture,  # noqa: F401 - provides the module-scoped `app` fixture
+    env,
+    get,
+)
 from tests.helpers import free_port, run_sidecar
-from tests.integration.test_adapter_health import QUEUE_RULE, env, get
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[AppProcess]:
-    with app_process() as proc:
-        yield proc
 
 
 @pytest.fixture(autouse=True)

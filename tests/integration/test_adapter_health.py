@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
-from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.adapter_support import AppProcess, adapter_in_process, app_process
+from tests.adapter_support import (
+    QUEUE_RULE,
+    AppProcess,
+    adapter_in_process,
+    app_fixture,  # noqa: F401 - provides the module-scoped `app` fixture
+    env,
+    get,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[AppProcess]:
-    with app_process() as proc:
-        yield proc
 
 
 @pytest.fixture(autouse=True)
 def _reset(app: AppProcess) -> None:
     app.control("reset")
-
-
-async def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], Any]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        async with s.request(method, url) as resp:
-            body = await resp.read()
-            doc = json.loads(body) if body and "json" in resp.content_type else body
-            return resp.status, dict(resp.headers), doc
-
-
-def env(app: AppProcess, rules: Any = None, **extra: str) -> dict[str, str]:
-    out = {"ADAPTER_TARGET": app.base + "/metrics", "ADAPTER_CACHE": "0s"}
-    if rules is not None:
-        out["ADAPTER_RULES"] = json.dumps(rules)
-    out.update({f"ADAPTER_{k.upper()}": v for k, v in extra.items()})
-    return out
-
-
-QUEUE_RULE = {"name": "queue", "metric": "queue_depth", "agg": "max", "op": ">", "threshold": 100}
 
 
 async def test_answer_follows_the_app_200_503_200(app: AppProcess) -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from sidecars.adapter import exposition
-from tests.adapter_support import AppProcess, adapter_in_process, app_process
+from tests.adapter_support import (
+    QUEUE_RULE,
+    AppProcess,
+    adapter_in_process,
+    app_fixture,  # noqa: F401 - provides the module-scoped `app` fixture
+    get,
+)
 from tests.helpers import SidecarProcess, free_port, http_get, wait_until
-from tests.integration.test_adapter_health import QUEUE_RULE, get
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +28,6 @@ SPRING_UP = {
         "grp": {"status": "UP", "components": {"cache": {"status": "DOWN"}}},
     },
 }
-
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[AppProcess]:
-    with app_process() as proc:
-        yield proc
 
 
 @pytest.fixture(autouse=True)

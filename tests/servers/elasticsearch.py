@@ -46,6 +46,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port, stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ES_NODE = REPO_ROOT / "elasticsearch" / "es-node"
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
@@ -292,13 +294,6 @@ def stop_node(node: ManagedNode, *, wipe: bool = False) -> None:
     (node.node_dir / _STARTED_BY_FIXTURE).unlink(missing_ok=True)
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -466,12 +461,7 @@ def elasticsearch_tls_proxy(
         _wait_answers_with_auth(proxy, time.monotonic() + 20)
         yield proxy
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
