@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sidecars.adapter.appclient import AppClient, AppError
-from sidecars.adapter.http1 import Request, Writer
+from sidecars.runtime.http1 import Request, Writer
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")

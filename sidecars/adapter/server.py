@@ -6,10 +6,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from sidecars.adapter.forward import Forwarder, ForwardError
 from sidecars.adapter.health import CONTENT_TYPE, Answer
-from sidecars.adapter.http1 import Request, Writer, date_line, response_head
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
+from sidecars.runtime.http1 import Request, Writer, date_line, response_head
 
 
 class _Wire:

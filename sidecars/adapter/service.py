@@ -12,11 +12,11 @@ from sidecars.adapter.appclient import AppClient
 from sidecars.adapter.config import Config
 from sidecars.adapter.forward import Forwarder
 from sidecars.adapter.health import Answer, HealthFromMetrics, Target
-from sidecars.adapter.http1 import Route, Server
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import HealthProbe, Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
 from sidecars.runtime import ConfigError, Runtime, Sidecar
+from sidecars.runtime.http1 import Route, Server
 
 Flights = list[SingleFlight[Answer] | SingleFlight[Probe]]
 
@@ -60,7 +60,9 @@ class Adapter:
         ) as session:
             routes, flights = self._routes(session)
             count = self.metrics.requests
-            srv = Server(routes, self.rt.log, lambda route, code: count.labels(route, code).inc())
+            srv = Server(
+                routes, self.rt.log, lambda route, code: count.labels(route, code).inc(), "adapter"
+            )
             try:
                 try:
                     await srv.start(*cfg.listen)

@@ -6,15 +6,13 @@ import asyncio
 import os
 import signal
 
-from aiohttp import web
-
 from sidecars.ambassador import spec as specs
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.discovery import Resolver, system_resolve
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.running import Running
 from sidecars.ambassador.spec import ListenerSpec
-from sidecars.runtime import ConfigError, Runtime, Sidecar
+from sidecars.runtime import ConfigError, Runtime, Sidecar, admin
 
 READY_EVERY = 0.25  # seconds between readiness evaluations
 
@@ -32,11 +30,12 @@ class Ambassador:
         self.retiring: set[asyncio.Task[None]] = set()
         self.metrics = Metrics(rt.registry, lambda: [r.cluster for r in self.running.values()])
         self.reload_wanted = asyncio.Event()
-        rt.admin_app.router.add_get("/upstreams", self._upstreams)
+        rt.admin_app.add("/upstreams", self._upstreams)
 
-    async def _upstreams(self, _: web.Request) -> web.Response:
-        body = {"listeners": [r.listener.snapshot() for r in self.running.values()]}
-        return web.json_response(body)
+    def _upstreams(self) -> admin.Reply:
+        return admin.json_reply(
+            {"listeners": [r.listener.snapshot() for r in self.running.values()]}
+        )
 
     async def run(self, stopping: asyncio.Event) -> int:
         loop = asyncio.get_running_loop()

@@ -1,9 +1,18 @@
-"""The admin HTTP server every sidecar runs: /healthz, /readyz and /metrics."""
+"""The admin HTTP server every sidecar runs: /healthz, /readyz, /metrics and a sidecar's own."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from sidecars.runtime.http1 import Request, Route, Server, Writer, date_line, response_head
+
+TEXT = "text/plain; charset=utf-8"
 
 
 class Readiness:
@@ -17,36 +26,71 @@ class Readiness:
         self.ready, self.reason = ready, reason
 
 
-def build_app(readiness: Readiness, registry: CollectorRegistry) -> web.Application:
-    """The admin application; sidecars may add routes of their own before it starts."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    content_type: str
+    body: bytes
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
 
-    async def readyz(_: web.Request) -> web.Response:
+def json_reply(value: Any, status: int = 200) -> Reply:
+    return Reply(status, "application/json", orjson.dumps(value))
+
+
+class _Page:
+    """A route rendered on each request by a cheap synchronous function."""
+
+    def __init__(self, render: Callable[[], Reply]) -> None:
+        self.render = render
+
+    def _headers(self, reply: Reply) -> list[tuple[str, str]]:
+        return [("Content-Type", reply.content_type), ("Cache-Control", "no-store")]
+
+    def immediate(self, head_only: bool) -> bytes | None:
+        reply = self.render()
+        headers = [*self._headers(reply), ("Content-Length", str(len(reply.body)))]
+        head = response_head(reply.status, headers, True) + date_line() + b"\r\n"
+        return head if head_only else head + reply.body
+
+    async def respond(self, request: Request, out: Writer) -> None:
+        reply = self.render()
+        out.full(reply.status, self._headers(reply), reply.body)
+
+
+class AdminApp:
+    """The admin routes; a sidecar may add its own (GET/HEAD) before the server starts."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, _Page] = {}
+
+    def add(self, path: str, render: Callable[[], Reply]) -> None:
+        self.routes[path] = _Page(render)
+
+
+def build_app(readiness: Readiness, registry: CollectorRegistry) -> AdminApp:
+    def readyz() -> Reply:
         if readiness.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {readiness.reason}\n")
+            return Reply(200, TEXT, b"ready\n")
+        return Reply(503, TEXT, f"not ready: {readiness.reason}\n".encode())
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app = AdminApp()
+    app.add("/healthz", lambda: Reply(200, TEXT, b"ok\n"))
+    app.add("/readyz", readyz)
+    app.add("/metrics", lambda: Reply(200, CONTENT_TYPE_LATEST, generate_latest(registry)))
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve `app` on host:port; the caller cleans the runner up at exit."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+class AdminServer:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def cleanup(self) -> None:
+        await self.server.stop()
+
+
+async def start(app: AdminApp, host: str, port: int) -> AdminServer:
+    """Serve `app` on host:port; the caller calls `cleanup()` at exit."""
+    routes: dict[str, Route] = dict(app.routes)
+    server = Server(routes, logging.getLogger("admin"), name="admin")
+    await server.start(host, port)
+    return AdminServer(server)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from sidecars import __version__
@@ -66,7 +65,7 @@ class Runtime:
     log: logging.Logger
     registry: CollectorRegistry
     readiness: admin.Readiness
-    admin_app: web.Application
+    admin_app: admin.AdminApp
 
 
 class Service(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from sidecars.adapter import http1
+from sidecars.runtime import http1
 from tests.adapter_support import AppProcess, adapter_in_process, app_process
 from tests.integration.test_adapter_health import QUEUE_RULE, env
 

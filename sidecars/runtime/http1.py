@@ -1,0 +1,333 @@
+"""A small HTTP/1.1 server (admin and adapter ports): GET/HEAD, keep-alive, pipelining, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol, cast
+
+MAX_HEAD = 8192  # request line + headers
+MAX_PENDING = 65536  # pipelined bytes buffered while a request is being answered
+HEAD_TIMEOUT = 10.0  # a started request head must be complete within this (slowloris)
+IDLE_TIMEOUT = 60.0  # keep-alive connections idle longer than this are closed
+ALLOW = "GET, HEAD"
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    accept: str
+    keep_alive: bool
+    has_body: bool
+
+
+class Route(Protocol):
+    def immediate(self, head_only: bool) -> bytes | None:
+        """The whole keep-alive response when it is ready now (a cached answer), else None."""
+
+    async def respond(self, request: Request, out: Writer) -> None:
+        """Answer through `out` (called when `immediate` had nothing)."""
+
+
+def parse_head(head: bytes) -> Request:
+    """Request line and headers (no body is ever read: GET and HEAD only)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[0].isalpha():
+        raise BadRequest(400, "malformed request line")
+    keep_alive, accept, has_body = parts[2] == b"HTTP/1.1", "*/*", False
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            # a bare CR or LF could smuggle a header into what we send the app
+            raise BadRequest(400, "malformed header line")
+        lname, value = name.lower(), value.strip()
+        if lname == b"connection":
+            tokens = value.lower()
+            keep_alive = b"close" not in tokens and (keep_alive or b"keep-alive" in tokens)
+        elif lname == b"content-length":
+            has_body = has_body or value != b"0"
+        elif lname == b"transfer-encoding":
+            has_body = True
+        elif lname == b"accept":
+            accept = value.decode("latin-1")
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    return Request(parts[0].decode("ascii"), path, accept, keep_alive, has_body)
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def date_line() -> bytes:
+    """`Date: ...\\r\\n`, formatted once per second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, f"Date: {formatdate(now, usegmt=True)}\r\n".encode())
+    return _date[1]
+
+
+def response_head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
+    """Status line and headers up to the blank line, without Date (added when sent)."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value:
+            continue  # never let a value start a header or a body of its own
+        lines.append(f"{name}: {value}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+class Writer:
+    """Writes one response on a connection; bodies of unknown length go out chunked. The head is
+    held back and sent with the first body bytes: one write (one syscall) for small answers."""
+
+    def __init__(self, conn: Connection, request: Request) -> None:
+        self.conn, self.request = conn, request
+        self.started = False
+        self._chunked = False
+        self._head_only = request.method == "HEAD"
+        self._pending = b""
+
+    def start(self, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
+        headers = list(headers)
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
+        elif not self._head_only:
+            self._chunked = True
+            headers.append(("Transfer-Encoding", "chunked"))
+        head = response_head(status, headers, self.request.keep_alive)
+        self._pending = head + date_line() + b"\r\n"
+        self.started = True
+
+    async def write(self, data: bytes) -> None:
+        if self._head_only or not data:
+            return
+        framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+        if self._pending:
+            framed, self._pending = self._pending + framed, b""
+        self.conn.send(framed)
+        await self.conn.drain()
+
+    def finish(self) -> None:
+        tail = b"0\r\n\r\n" if self._chunked else b""
+        if self._pending or tail:
+            self.conn.send(self._pending + tail)
+            self._pending = b""
+
+    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.start(status, headers, len(body))
+        self.conn.send(self._pending if self._head_only else self._pending + body)
+        self._pending = b""
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+
+class Server:
+    """Owns the listening socket, the connections and the idle/slow-client sweeper."""
+
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        log: logging.Logger,
+        count: Callable[[str, int], None] = lambda route, code: None,
+        name: str = "server",
+    ) -> None:
+        """`count(route, code)` is told of every answer the server gives by itself; `name`
+        prefixes the body of a 500."""
+        self.routes, self.log, self.count = routes, log, count
+        self.error_body = f"{name}: internal error\n".encode()
+        self.conns: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        """Stop accepting, close idle connections, wait for the answers in progress."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for conn in list(self.conns):
+            conn.stopping = True
+            if conn.task is None:
+                conn.close()
+        busy = [c.task for c in self.conns if c.task is not None]
+        if busy:
+            await asyncio.gather(*busy, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, HEAD_TIMEOUT / 4))
+            now = loop.time()
+            for conn in list(self.conns):
+                if conn.task is not None:
+                    continue
+                # A started head is timed from its first byte, so trickling bytes cannot keep it.
+                late = (
+                    now - conn.head_at > HEAD_TIMEOUT
+                    if conn.buf
+                    else now - conn.last > IDLE_TIMEOUT
+                )
+                if late:
+                    conn.close()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: requests are answered in order, one at a time."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.last = self.head_at = self.loop.time()
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self._writable: asyncio.Event | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.conns.discard(self)
+        self.transport = None
+        if self._writable is not None:
+            self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.Event()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.set()
+            self._writable = None
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+        if self._writable is not None:
+            await self._writable.wait()
+            if self.transport is None:
+                raise ConnectionResetError("client went away")
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf, self.head_at = data, self.last
+        if self.task is not None:
+            if len(self.buf) > MAX_PENDING and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        while self.task is None and self.transport is not None and not self.stopping:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self._refuse(431, "request head too large")
+                return
+            head, self.buf = self.buf[:end], self.buf[end + 4 :]
+            if end > MAX_HEAD:
+                self._refuse(431, "request head too large")
+                return
+            try:
+                request = parse_head(head)
+            except BadRequest as exc:
+                self._refuse(exc.status, str(exc))
+                return
+            self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> None:
+        route = self.server.routes.get(request.path)
+        if route is None or request.method not in ("GET", "HEAD") or request.has_body:
+            status = 404 if route is None else 405
+            if route is not None and request.has_body and request.method in ("GET", "HEAD"):
+                status = 400
+            # Keep the connection only when nothing unread (a body) follows the head.
+            keep = request.keep_alive and not request.has_body and not self.stopping
+            self._refuse(status, HTTPStatus(status).phrase.lower(), request, keep)
+            return
+        if request.keep_alive:
+            wire = route.immediate(request.method == "HEAD")
+            if wire is not None:
+                self.send(wire)
+                return
+        self.task = self.loop.create_task(self._respond(route, request))
+
+    async def _respond(self, route: Route, request: Request) -> None:
+        out = Writer(self, request)
+        try:
+            await route.respond(request, out)
+        except ConnectionError:
+            self.abort()
+        except Exception:
+            self.server.log.exception("answering %s failed", request.path)
+            self.server.count("error", 500)
+            if out.started:
+                self.abort()
+            else:
+                out.full(500, [("Content-Type", "text/plain")], self.server.error_body)
+        finally:
+            self.task = None
+        if not request.keep_alive or self.stopping:
+            self.close()
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+            self._process()
+
+    def _refuse(
+        self, status: int, text: str, request: Request | None = None, keep: bool = False
+    ) -> None:
+        """Answer an error; close unless `keep` (a malformed request is never kept)."""
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if status == 405:
+            headers.append(("Allow", ALLOW))
+        body = f"{text}\n".encode()
+        headers.append(("Content-Length", str(len(body))))
+        if request is not None and request.method == "HEAD":
+            body = b""
+        self.send(response_head(status, headers, keep) + date_line() + b"\r\n" + body)
+        self.server.count("other", status)
+        if not keep:
+            self.close()
