@@ -102,6 +102,7 @@ class Sidecar(Generic[C]):
     def main(
         self, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     ) -> NoReturn:
+        _hold_early_signals()
         argv = list(sys.argv[1:] if argv is None else argv)
         env = os.environ if env is None else env
         if "-h" in argv or "--help" in argv:
@@ -124,6 +125,22 @@ class Sidecar(Generic[C]):
             log.warning("unknown setting %s ignored (typo?)", var)
         log.info("starting", extra={"version": __version__, "config": redacted(config)})
         raise SystemExit(_run_loop(self, config, log))
+
+
+_early: list[int] = []
+
+
+def _hold_early_signals() -> None:
+    """Until the loop's handlers take over, remember SIGTERM/SIGINT instead of dying: a pod
+    stopped while its sidecar starts still gets a clean exit 0."""
+
+    def remember(signum: int, _frame: object) -> None:
+        _early.append(signum)
+        if len(_early) > 1:
+            os._exit(EXIT_FORCED)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, remember)
 
 
 def _run_loop(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) -> int:
@@ -179,6 +196,8 @@ async def _supervise(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    if _early:
+        on_signal(_early[0])
     task = asyncio.create_task(service.run(stopping))
     stop_wait = asyncio.create_task(stopping.wait())
     try:
