@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import stat
 from typing import Any
-
-from elasticsearch import AsyncElasticsearch
-from elasticsearch.serializer import OrjsonSerializer
+from urllib.parse import urlsplit
 
 from sidecars.logshipper.batching import Budget, Pipeline
 from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
@@ -18,10 +17,19 @@ from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.files import CHUNK, Reader
 from sidecars.logshipper.metrics import Metrics
+from sidecars.logshipper.node import (
+    AsyncTransport,
+    NodeConfig,
+    OrjsonSerializer,
+    StreamNode,
+    TransportError,
+)
 from sidecars.logshipper.scheduler import Scheduler
 from sidecars.logshipper.shipping import Sender
 from sidecars.logshipper.tailer import Tailer
 from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
+
+_ACCEPT = {"accept": "application/json"}
 
 
 def _metadata(config: Config) -> dict[str, Any]:
@@ -99,30 +107,53 @@ class Shipper:
         )
         self._checkpoint_due = asyncio.Event()
         self._answered = False
+        self.transport = self._transport()
 
-    def _client(self) -> AsyncElasticsearch:
+    def _transport(self) -> AsyncTransport:
+        """The library's transport (node pool, failover, dead-node backoff) over our nodes;
+        it never retries on its own: we retry forever, per item."""
         c = self.config
-        kwargs: dict[str, Any] = {
-            "request_timeout": c.es_timeout,
-            "max_retries": 0,  # we retry ourselves, forever and per item
-            "retry_on_timeout": False,
-            "http_compress": c.es_gzip,
-            "verify_certs": c.es_verify_certs,
-            "serializer": OrjsonSerializer(),
-            "dead_node_backoff_factor": 0.5,
-            "max_dead_node_backoff": min(30.0, c.retry_max_backoff),
-        }
-        if not c.es_verify_certs:
-            kwargs["ssl_show_warn"] = False
+        headers = {"user-agent": "sidecars-logshipper"}
         if c.es_username:
-            kwargs["basic_auth"] = (c.es_username, c.es_password)
+            token = base64.b64encode(f"{c.es_username}:{c.es_password}".encode()).decode()
+            headers["authorization"] = f"Basic {token}"
         if c.es_api_key:
-            kwargs["api_key"] = c.es_api_key
-        if c.es_ca_file:
-            kwargs["ca_certs"] = c.es_ca_file
-        if c.es_client_cert:
-            kwargs["client_cert"], kwargs["client_key"] = c.es_client_cert, c.es_client_key
-        return AsyncElasticsearch(list(c.es_hosts), **kwargs)
+            headers["authorization"] = f"ApiKey {c.es_api_key}"
+        nodes = []
+        for url in c.es_hosts:
+            parts = urlsplit(url)
+            https = parts.scheme == "https"
+            nodes.append(
+                NodeConfig(
+                    scheme=parts.scheme,
+                    host=parts.hostname or "",
+                    port=parts.port or (443 if https else 80),
+                    path_prefix=parts.path.rstrip("/"),
+                    headers=headers,
+                    request_timeout=c.es_timeout,
+                    http_compress=c.es_gzip,
+                    connections_per_node=c.max_in_flight + 1,
+                    verify_certs=c.es_verify_certs,
+                    ca_certs=c.es_ca_file or None,
+                    client_cert=c.es_client_cert or None,
+                    client_key=c.es_client_key or None,
+                    ssl_show_warn=False,
+                )
+            )
+        try:
+            return AsyncTransport(
+                nodes,
+                node_class=StreamNode,
+                max_retries=0,
+                retry_on_timeout=False,
+                dead_node_backoff_factor=0.5,
+                max_dead_node_backoff=min(30.0, c.retry_max_backoff),
+                serializers={"application/json": OrjsonSerializer()},
+                meta_header=False,
+            )
+        except (OSError, ValueError) as exc:  # unreadable or unusable TLS files
+            problem = f"LOGSHIPPER_ES_CA_FILE / _CLIENT_CERT / _CLIENT_KEY: unusable ({exc})"
+            raise ConfigError([problem]) from None
 
     def _on_answer(self) -> None:
         if not self._answered:
@@ -163,9 +194,9 @@ class Shipper:
             checkpoints=saved,
         )
         self.metrics.lag_source(self.rt.registry, self.tailer.lags)
-        client = self._client()
+        transport = self.transport
         sender = Sender(
-            client,
+            transport,
             create=c.data_stream,
             dead_letter=self.dead_letter,
             metrics=self.metrics,
@@ -184,7 +215,7 @@ class Shipper:
         helpers = [
             asyncio.create_task(self._flusher()),
             asyncio.create_task(self._checkpointer()),
-            asyncio.create_task(self._probe(client)),
+            asyncio.create_task(self._probe(transport)),
         ]
         try:
             await scheduler.run(stopping)
@@ -195,7 +226,7 @@ class Shipper:
             await asyncio.gather(*workers, *helpers, return_exceptions=True)
             await self._save_checkpoints()
             self.tailer.close()
-            await client.close()
+            await transport.close()
         return 0
 
     async def _drain(self) -> None:
@@ -244,16 +275,21 @@ class Shipper:
             self.metrics.checkpoint_errors.inc()
             self.log.error("cannot write checkpoints", extra={"error": str(exc)})
 
-    async def _probe(self, client: AsyncElasticsearch) -> None:
+    async def _probe(self, transport: AsyncTransport) -> None:
         """Readiness before any log line exists: ask the cluster until it answers."""
         backoff = Backoff(0.1, 10.0)
         while not self._answered:
             try:
-                await client.perform_request("GET", "/", headers={"accept": "application/json"})
-                self._on_answer()
-            except Exception as exc:  # noqa: BLE001 - any failure means: not reached yet
-                self.rt.readiness.set(False, f"Elasticsearch not reached: {type(exc).__name__}")
-                await asyncio.sleep(backoff.next_delay())
+                resp = await transport.perform_request("GET", "/", headers=_ACCEPT)
+                ok = 200 <= resp.meta.status < 300
+                if ok and resp.meta.headers.get("x-elastic-product") == "Elasticsearch":
+                    self._on_answer()
+                    return
+                reason = f"HTTP {resp.meta.status}" if not ok else "not Elasticsearch"
+            except TransportError as exc:
+                reason = type(exc).__name__
+            self.rt.readiness.set(False, f"Elasticsearch not reached: {reason}")
+            await asyncio.sleep(backoff.next_delay())
 
 
 SIDECAR = Sidecar(

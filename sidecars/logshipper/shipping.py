@@ -7,27 +7,44 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-
-from elastic_transport import ConnectionTimeout, SerializationError, TlsError, TransportError
-from elasticsearch import ApiError, AsyncElasticsearch, UnsupportedProductError
+from urllib.parse import quote
 
 from sidecars.logshipper.bulk import BadResponse, Outcome, classify_response, classify_status
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics
+from sidecars.logshipper.node import (
+    AsyncTransport,
+    ConnectionTimeout,
+    SerializationError,
+    TlsError,
+    TransportError,
+)
 from sidecars.runtime import Backoff
 
 Item = bytes  # action line + document line, each with its newline
-_HEADERS = {
-    "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=8",
-    "accept": "application/vnd.elasticsearch+json; compatible-with=8",
-}
+_HEADERS = {"content-type": "application/x-ndjson", "accept": "application/json"}
 # only what classification reads: a fraction of the full answer to parse per document
 _PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
 _REPORT_EVERY = 30.0
 
 
+_TARGET = "/_bulk?filter_path=" + quote(_PARAMS["filter_path"], safe=",*")
+
+
 class _TooLarge(Exception):
     pass
+
+
+class _HttpError(Exception):
+    """A whole bulk request answered with a non-2xx status (for the log line)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {_short(body)}")
+
+
+_NOT_ES = Exception(
+    "the server is not Elasticsearch (no X-Elastic-Product: Elasticsearch header in its answer)"
+)
 
 
 class Sender:
@@ -37,7 +54,7 @@ class Sender:
 
     def __init__(
         self,
-        client: AsyncElasticsearch,
+        transport: AsyncTransport,
         *,
         create: bool,
         dead_letter: DeadLetter,
@@ -46,7 +63,7 @@ class Sender:
         on_answer: Callable[[], None],
         max_backoff: float,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.create = create
         self.dead_letter = dead_letter
         self.metrics = metrics
@@ -79,30 +96,32 @@ class Sender:
         body = b"".join(items)
         started = time.monotonic()
         try:
-            resp = await self.client.perform_request(
-                "POST", "/_bulk", params=_PARAMS, headers=_HEADERS, body=body
+            resp = await self.transport.perform_request(
+                "POST", _TARGET, headers=_HEADERS, body=body
             )
-        except UnsupportedProductError as exc:
-            return self._retry_all(items, "not_elasticsearch", exc)
-        except ApiError as exc:
-            self.metrics.bulk_seconds.observe(time.monotonic() - started)
-            outcome = classify_status(exc.status_code) if exc.status_code >= 300 else Outcome.RETRY
-            if outcome is Outcome.SPLIT:
-                self.on_answer()
-                raise _TooLarge from None
-            if outcome is Outcome.DROP:
-                self.on_answer()
-                reason = f"http_{exc.status_code}"
-                self.metrics.bulk_errors.labels(reason).inc()
-                await self._drop([(reason, _error_of(exc), *_split(item)) for item in items])
-                return []
-            return self._retry_all(items, f"http_{exc.status_code}", exc)
         except TlsError as exc:
             return self._retry_all(items, "tls", exc)
         except ConnectionTimeout as exc:
             return self._retry_all(items, "timeout", exc)
         except (TransportError, SerializationError) as exc:
             return self._retry_all(items, _transport_reason(exc), exc)
+        status = resp.meta.status
+        if not 200 <= status < 300:
+            self.metrics.bulk_seconds.observe(time.monotonic() - started)
+            outcome = classify_status(status)
+            if outcome is Outcome.SPLIT:
+                self.on_answer()
+                raise _TooLarge from None
+            if outcome is Outcome.DROP:
+                self.on_answer()
+                reason = f"http_{status}"
+                self.metrics.bulk_errors.labels(reason).inc()
+                error = _error_of(status, resp.body)
+                await self._drop([(reason, error, *_split(item)) for item in items])
+                return []
+            return self._retry_all(items, f"http_{status}", _HttpError(status, resp.body))
+        if resp.meta.headers.get("x-elastic-product") != "Elasticsearch":
+            return self._retry_all(items, "not_elasticsearch", _NOT_ES)
         self.metrics.bulk_seconds.observe(time.monotonic() - started)
         try:
             results = classify_response(resp.body, len(items), self.create)
@@ -194,11 +213,10 @@ def _split(item: Item) -> tuple[bytes, bytes]:
     return action, source
 
 
-def _error_of(exc: ApiError) -> Any:
-    body = exc.body
+def _error_of(status: int, body: Any) -> Any:
     if isinstance(body, dict):
         return body.get("error", body)
-    return {"status": exc.status_code, "body": str(body)[:500]}
+    return {"status": status, "body": str(body)[:500]}
 
 
 def _transport_reason(exc: BaseException) -> str:
@@ -208,8 +226,6 @@ def _transport_reason(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return f"HTTP {exc.status_code}: {_short(exc.body)}"
     return _short(str(exc) or type(exc).__name__)
 
 

@@ -44,7 +44,7 @@ def _all_delivered(sink: BulkSink, written: list[str], timeout: float = 30.0) ->
         ("html502", "http_502"),
         ("nonjson", "bad_response"),
         ("errors", "http_429"),
-        ("noproduct", "bad_response"),
+        ("noproduct", "not_elasticsearch"),
     ],
 )
 def test_bad_answers_are_retried_logged_counted_and_nothing_is_lost(

@@ -1,0 +1,237 @@
+"""An elastic_transport node over asyncio streams: HTTP/1.1 keep-alive, TLS, gzip, no aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import ssl
+import sys
+import time
+import zlib
+
+# elastic_transport imports aiohttp (when installed) for a node class we do not use: ~10 MiB of
+# RSS and ~100 ms of start time. Hide it during that import only, so that the library's
+# optional-dependency check simply finds it missing; anything importing aiohttp later gets it.
+_hide = "aiohttp" not in sys.modules
+if _hide:
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]
+try:
+    from elastic_transport import (
+        ApiResponseMeta,
+        AsyncTransport,
+        BaseAsyncNode,
+        ConnectionError,
+        ConnectionTimeout,
+        HttpHeaders,
+        NodeConfig,
+        OrjsonSerializer,
+        SerializationError,
+        TlsError,
+        TransportError,
+    )
+    from elastic_transport._node._base import (
+        DEFAULT_CA_CERTS,
+        NodeApiResponse,
+        ssl_context_from_node_config,
+    )
+    from elastic_transport.client_utils import DEFAULT, DefaultType
+finally:
+    if _hide:
+        del sys.modules["aiohttp"]
+
+__all__ = [
+    "AsyncTransport",
+    "ConnectionTimeout",
+    "NodeConfig",
+    "OrjsonSerializer",
+    "SerializationError",
+    "StreamNode",
+    "TlsError",
+    "TransportError",
+]
+
+_MAX_BODY = 64 << 20  # an answer larger than this is not a bulk answer to a bounded request
+_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _Closed(Exception):
+    """A reused keep-alive connection was closed by the server before answering."""
+
+
+def _ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The TLS context the library's own nodes would build from the same node config."""
+    if config.scheme != "https":
+        return None
+    ctx = ssl_context_from_node_config(config)
+    if config.ssl_context is not None:
+        return ctx
+    ca_certs = DEFAULT_CA_CERTS if config.ca_certs is None else config.ca_certs
+    if config.verify_certs and not ca_certs:
+        raise ValueError("no CA certificates to verify the server with")
+    if ca_certs is not None and config.verify_certs:
+        if os.path.isdir(ca_certs):
+            ctx.load_verify_locations(capath=ca_certs)
+        else:
+            ctx.load_verify_locations(cafile=ca_certs)
+    if config.client_cert:
+        ctx.load_cert_chain(config.client_cert, config.client_key)
+    return ctx
+
+
+class StreamNode(BaseAsyncNode):
+    """One Elasticsearch node: a small pool of keep-alive HTTP/1.1 connections. The transport
+    above it (node pool, failover, dead-node backoff) comes from elastic_transport; errors are
+    mapped to the library's ConnectionError / ConnectionTimeout / TlsError like its nodes do."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self._ssl = _ssl_context(config)
+        self._idle: list[_Conn] = []
+        self._limit = asyncio.Semaphore(max(1, config.connections_per_node))
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        self._host_header = host if self.port == default else f"{host}:{self.port}"
+
+    async def perform_request(  # type: ignore[override]
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: HttpHeaders | None = None,
+        request_timeout: DefaultType | float | None = DEFAULT,
+    ) -> NodeApiResponse:
+        timeout = self.config.request_timeout if request_timeout is DEFAULT else request_timeout
+        head = self._headers.copy()
+        if headers:
+            head.update(headers)
+        if body and self._http_compress:
+            body = gzip.compress(body, compresslevel=1)
+            head["content-encoding"] = "gzip"
+        request = self._request(method, target, head, body or b"")
+        start = time.monotonic()
+        try:
+            async with self._limit, asyncio.timeout(timeout):
+                status, rh, data = await self._exchange(request)
+        except TimeoutError as exc:
+            raise ConnectionTimeout("connection timed out during request", errors=(exc,)) from None
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise TlsError(str(exc), errors=(exc,)) from None
+        except (OSError, EOFError, ValueError, _Closed, zlib.error) as exc:
+            text = str(exc) or type(exc).__name__
+            raise ConnectionError(text, errors=(exc,)) from None
+        meta = ApiResponseMeta(
+            node=self.config,
+            duration=time.monotonic() - start,
+            http_version="1.1",
+            status=status,
+            headers=rh,
+        )
+        return NodeApiResponse(meta, data)
+
+    def _request(self, method: str, target: str, head: HttpHeaders, body: bytes) -> bytes:
+        lines = [f"{method} {self.path_prefix}{target} HTTP/1.1", f"host: {self._host_header}"]
+        lines += [f"{k}: {v}" for k, v in head.items()]
+        if body or method in ("POST", "PUT"):
+            lines.append(f"content-length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    async def _exchange(self, request: bytes) -> tuple[int, HttpHeaders, bytes]:
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                return await self._on(conn, request, reused=True)
+            except _Closed:
+                continue  # the server closed it while idle: take another or a new one
+        conn = await asyncio.open_connection(
+            self.host,
+            self.port,
+            ssl=self._ssl,
+            server_hostname=self.host if self._ssl is not None else None,
+            limit=1 << 16,
+        )
+        return await self._on(conn, request, reused=False)
+
+    async def _on(
+        self, conn: _Conn, request: bytes, reused: bool
+    ) -> tuple[int, HttpHeaders, bytes]:
+        reader, writer = conn
+        keep = False
+        try:
+            writer.write(request)
+            await writer.drain()
+            try:
+                status_line = await reader.readuntil(b"\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+                if reused:
+                    raise _Closed from None
+                raise
+            status, headers = await _head(reader, status_line)
+            data = await _body(reader, headers)
+            if (headers.get("content-encoding") or "").lower() == "gzip":
+                data = gzip.decompress(data)
+            keep = "close" not in (headers.get("connection") or "").lower()
+            return status, headers, data
+        finally:
+            if keep:
+                self._idle.append(conn)
+            else:
+                writer.close()
+
+    async def close(self) -> None:  # type: ignore[override]
+        idle, self._idle = self._idle, []
+        for _, writer in idle:
+            writer.close()
+        for _, writer in idle:
+            try:
+                await writer.wait_closed()
+            except (OSError, ssl.SSLError):
+                pass
+
+
+async def _head(reader: asyncio.StreamReader, status_line: bytes) -> tuple[int, HttpHeaders]:
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
+    headers = HttpHeaders()
+    for _ in range(200):
+        line = await reader.readuntil(b"\r\n")
+        if line == b"\r\n":
+            return int(parts[1]), headers
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep:
+            raise ValueError(f"bad header line in the answer: {line[:80]!r}")
+        headers[name.strip()] = value.strip()
+    raise ValueError("too many header lines in the answer")
+
+
+async def _body(reader: asyncio.StreamReader, headers: HttpHeaders) -> bytes:
+    if "chunked" in (headers.get("transfer-encoding") or "").lower():
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            total += size
+            if total > _MAX_BODY:
+                raise ValueError("answer larger than 64 MiB")
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = headers.get("content-length")
+    if length is None:
+        headers["connection"] = "close"  # the body ends when the server closes
+        data = await reader.read(_MAX_BODY + 1)
+        rest = data
+        while rest and len(data) <= _MAX_BODY:
+            rest = await reader.read(_MAX_BODY + 1 - len(data))
+            data += rest
+        if len(data) > _MAX_BODY:
+            raise ValueError("answer larger than 64 MiB")
+        return data
+    n = int(length)
+    if n < 0 or n > _MAX_BODY:
+        raise ValueError(f"answer of {n} bytes is out of bounds")
+    return await reader.readexactly(n)
