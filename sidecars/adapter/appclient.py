@@ -1,172 +1,354 @@
-"""A lean HTTP/1.1 client for forwarding to the app: pooled keep-alive, streamed bodies."""
+"""A lean HTTP/1.1 client to the app: pooled keep-alive, https, streamed or whole bodies."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
-MAX_HEAD = 65536
-CHUNK = 65536
+MAX_HEAD = 65536  # the app's status line and headers
+HIGH_WATER = 262144  # stop reading from the app while this much is buffered and unread
+_HEAD_CACHE = 256  # request heads kept ready to send (by method, path, Accept, encoding)
 
 
 class AppError(Exception):
     """The app's answer could not be read (connection, framing)."""
 
 
-@dataclass(slots=True)
+class ConnectError(AppError):
+    """No connection to the app (refused, unreachable, TLS handshake or verification)."""
+
+
+class CredentialError(AppError):
+    """The auth file could not be read."""
+
+
+class _Closed(AppError):
+    """The connection ended before the first byte of an answer (a pooled one may be stale)."""
+
+
+class AuthFile:
+    """The `Authorization` value sent to the app, read from a file and re-read at most once a
+    second, so a rotated secret is picked up; its value is never logged."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._line = b""
+        self._at = -1e18
+
+    def read(self) -> bytes:
+        """The header line (`Authorization: ...\\r\\n`); CredentialError if unreadable."""
+        now = time.monotonic()
+        if now - self._at >= 1.0:
+            try:
+                value = Path(self.path).read_bytes().strip()
+            except OSError as exc:
+                msg = f"cannot read the auth file {self.path}: {exc.strerror or exc}"
+                raise CredentialError(msg) from None
+            if not value or b"\n" in value or b"\r" in value:
+                raise CredentialError(f"the auth file {self.path} must hold one non-empty line")
+            self._line, self._at = b"Authorization: " + value + b"\r\n", now
+        return self._line
+
+
+class _Conn(asyncio.Protocol):
+    """One connection to the app; the reader side is a byte buffer and a wake-up future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self.settled = True  # False while an answer is being read from it
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > HIGH_WATER and self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.transport = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def more(self) -> None:
+        """Wait for more bytes (or the end); the caller has consumed what it could."""
+        if self.eof:
+            return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._waiter = self.loop.create_future()
+        await self._waiter
+
+    def take(self, n: int) -> bytes:
+        """Up to `n` buffered bytes."""
+        buf = self.buf
+        if len(buf) <= n:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        return data
+
+    async def line(self) -> bytes:
+        """The next CRLF-terminated line, without the CRLF."""
+        while True:
+            end = self.buf.find(b"\r\n")
+            if end >= 0:
+                data = bytes(self.buf[:end])
+                del self.buf[: end + 2]
+                return data
+            if len(self.buf) > MAX_HEAD:
+                raise AppError("a line from the app is too long")
+            if self.eof:
+                raise AppError("the app closed the connection mid-body")
+            await self.more()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.eof = self.settled = True
+
+
 class Answer:
-    status: int
-    headers: dict[str, str]
-    length: int | None
-    body: AsyncGenerator[bytes, None]  # read it to the end or aclose() it
+    """The app's answer. Small answers come whole (`whole`, the connection already back in
+    the pool); others stream from `chunks()`. Always `aclose()` it (a no-op when read)."""
+
+    __slots__ = ("status", "headers", "length", "whole", "_body", "_conn")
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        length: int | None,
+        whole: bytes | None,
+        body: AsyncGenerator[bytes, None] | None = None,
+        conn: _Conn | None = None,
+    ) -> None:
+        self.status, self.headers, self.length = status, headers, length
+        self.whole, self._body, self._conn = whole, body, conn
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.whole is not None:
+            if self.whole:
+                yield self.whole
+            return
+        assert self._body is not None
+        async for chunk in self._body:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._body is not None:
+            await self._body.aclose()  # runs its cleanup only if it was started
+        if self._conn is not None and not self._conn.settled:
+            self._conn.close()  # a body left unread: the connection cannot be reused
 
 
 class AppClient:
     """GET/HEAD to one origin; keeps up to `keep` idle connections for reuse."""
 
-    def __init__(self, url: str, keep: int = 64) -> None:
+    def __init__(
+        self, url: str, keep: int = 64, ca_file: str = "", auth: AuthFile | None = None
+    ) -> None:
+        """ssl.SSLError or OSError if `ca_file` cannot be loaded (https only)."""
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.https else 80)
-        self.authority = parts.netloc
-        self.keep = keep
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._ssl = ssl.create_default_context() if self.https else None
+        self.authority = parts.netloc.rpartition("@")[2]
+        self.keep, self.auth = keep, auth
+        self._idle: list[_Conn] = []
+        self._heads: dict[tuple[str, str, str, bool], bytes] = {}
+        self._ssl: ssl.SSLContext | None = None
+        if self.https:
+            self._ssl = ssl.create_default_context(cafile=ca_file or None)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for _, writer in idle:
-            writer.close()
+        for conn in idle:
+            conn.close()
 
-    async def request(self, method: str, path: str, accept: str) -> Answer:
-        """Send the request; on a reused connection that turns out dead, retry once afresh."""
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\nAccept: {accept}\r\n"
-            "Accept-Encoding: identity\r\nUser-Agent: sidecars-adapter\r\n\r\n"
-        ).encode("latin-1")
+    def _head(self, method: str, path: str, accept: str, compressed: bool) -> bytes:
+        key = (method, path, accept, compressed)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _HEAD_CACHE:
+                self._heads.clear()  # Accept comes from callers: keep the cache bounded
+            encoding = "gzip, deflate" if compressed else "identity"
+            head = self._heads[key] = (
+                f"{method} {path} HTTP/1.1\r\nHost: {self.authority}\r\nAccept: {accept}\r\n"
+                f"Accept-Encoding: {encoding}\r\nUser-Agent: sidecars-adapter\r\n"
+            ).encode("latin-1")
+        return head
+
+    async def request(
+        self, method: str, path: str, accept: str, compressed: bool = False
+    ) -> Answer:
+        """Send the request; on a pooled connection found closed, retry once on a fresh one.
+        `compressed` asks for gzip/deflate (the caller decodes Content-Encoding)."""
+        head = self._head(method, path, accept, compressed)
+        head += self.auth.read() + b"\r\n" if self.auth is not None else b"\r\n"
         while self._idle:
-            reader, writer = self._idle.pop()
+            conn = self._idle.pop()
+            if conn.eof:
+                conn.close()
+                continue
             try:
-                return await self._exchange(reader, writer, head, method)
-            except (AppError, OSError, asyncio.IncompleteReadError):
-                writer.close()  # closed by the app while idle: try the next one
+                return await self._exchange(conn, head, method)
+            except _Closed:
+                conn.close()  # closed by the app while idle: GET and HEAD are safe to repeat
             except BaseException:
-                writer.close()
+                conn.close()
                 raise
-        reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self._ssl, limit=MAX_HEAD
-        )
+        conn = await self._connect()
         try:
-            return await self._exchange(reader, writer, head, method)
-        except asyncio.IncompleteReadError:
-            writer.close()
-            raise AppError("the app closed the connection before answering") from None
+            return await self._exchange(conn, head, method)
         except BaseException:
-            writer.close()
+            conn.close()
             raise
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, method: str
-    ) -> Answer:
-        writer.write(head)
-        await writer.drain()
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
         try:
-            raw = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise AppError("the app's answer head is too large") from None
-        status, headers = _parse_head(raw)
-        te = headers.get("transfer-encoding", "").lower()
+            _, conn = await loop.create_connection(
+                lambda: _Conn(loop), self.host, self.port, ssl=self._ssl
+            )
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS with {self.authority} failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise ConnectError(f"{self.authority}: {exc.strerror or exc}") from None
+        return conn
+
+    async def _exchange(self, conn: _Conn, head: bytes, method: str) -> Answer:
+        assert conn.transport is not None
+        conn.settled = False
+        conn.transport.write(head)
+        buf = conn.buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > MAX_HEAD:
+                raise AppError("the app's answer head is too large")
+            if conn.eof:
+                raise _Closed("the app closed the connection before answering")
+            await conn.more()
+        if end > MAX_HEAD:
+            raise AppError("the app's answer head is too large")
+        status, headers = _parse_head(bytes(buf[:end]))
+        del buf[: end + 4]
         keep = headers.get("connection", "").lower() != "close"
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length = _length(headers)
-            self._release(reader, writer, keep)
-            return Answer(status, headers, length, _empty())
-        if te:
-            if te != "chunked":
-                raise AppError(f"unsupported transfer encoding {te!r}")
-            return Answer(status, headers, None, self._chunked(reader, writer, keep))
+            self._release(conn, keep)
+            return Answer(status, headers, length, b"")
+        te = headers.get("transfer-encoding")
+        if te is not None:
+            if te.lower() != "chunked":
+                raise AppError(f"unsupported transfer encoding {te[:40]!r}")
+            return Answer(status, headers, None, None, self._chunked(conn, keep), conn)
         length = _length(headers)
         if length is None:  # the body ends when the app closes
-            return Answer(status, headers, None, self._until_eof(reader, writer))
-        return Answer(status, headers, length, self._sized(reader, writer, length, keep))
+            return Answer(status, headers, None, None, self._until_eof(conn), conn)
+        if len(buf) >= length:  # the common case: the whole answer came in one read
+            whole = conn.take(length)
+            self._release(conn, keep)
+            return Answer(status, headers, length, whole)
+        return Answer(status, headers, length, None, self._sized(conn, length, keep), conn)
 
-    def _release(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
-    ) -> None:
-        if keep and len(self._idle) < self.keep and not reader.at_eof():
-            self._idle.append((reader, writer))
+    def _release(self, conn: _Conn, keep: bool) -> None:
+        conn.settled = True
+        if keep and not conn.eof and not conn.buf and len(self._idle) < self.keep:
+            self._idle.append(conn)
         else:
-            writer.close()
+            conn.close()
 
-    async def _sized(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int, keep: bool
-    ) -> AsyncGenerator[bytes, None]:
+    async def _sized(self, conn: _Conn, length: int, keep: bool) -> AsyncGenerator[bytes, None]:
         left = length
         try:
             while left:
-                data = await reader.read(min(left, CHUNK))
-                if not data:
-                    raise AppError("the app closed the connection mid-body")
+                if not conn.buf:
+                    if conn.eof:
+                        raise AppError("the app closed the connection mid-body")
+                    await conn.more()
+                    continue
+                data = conn.take(left)
                 left -= len(data)
                 yield data
         finally:
             if left:
-                writer.close()
+                conn.close()
             else:
-                self._release(reader, writer, keep)
+                self._release(conn, keep)
 
-    async def _chunked(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
-    ) -> AsyncGenerator[bytes, None]:
+    async def _chunked(self, conn: _Conn, keep: bool) -> AsyncGenerator[bytes, None]:
         done = False
         try:
             while True:
-                line = await reader.readuntil(b"\r\n")
+                line = await conn.line()
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     raise AppError("bad chunk size from the app") from None
                 if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    while await conn.line():
                         pass  # trailers
                     done = True
                     return
                 while size:
-                    data = await reader.read(min(size, CHUNK))
-                    if not data:
-                        raise AppError("the app closed the connection mid-body")
+                    if not conn.buf:
+                        if conn.eof:
+                            raise AppError("the app closed the connection mid-body")
+                        await conn.more()
+                        continue
+                    data = conn.take(size)
                     size -= len(data)
                     yield data
-                await reader.readexactly(2)
-        except asyncio.IncompleteReadError:
-            raise AppError("the app closed the connection mid-body") from None
+                if await conn.line():
+                    raise AppError("bad chunk framing from the app")
         finally:
             if done:
-                self._release(reader, writer, keep)
+                self._release(conn, keep)
             else:
-                writer.close()
+                conn.close()
 
-    async def _until_eof(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> AsyncGenerator[bytes, None]:
+    async def _until_eof(self, conn: _Conn) -> AsyncGenerator[bytes, None]:
         try:
-            while data := await reader.read(CHUNK):
-                yield data
+            while True:
+                if conn.buf:
+                    yield conn.take(HIGH_WATER)
+                elif conn.eof:
+                    return
+                else:
+                    await conn.more()
         finally:
-            writer.close()
-
-
-async def _empty() -> AsyncGenerator[bytes, None]:
-    return
-    yield b""  # an async generator that yields nothing
+            conn.close()
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
-    lines = raw[:-4].decode("latin-1").split("\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise AppError(f"not an HTTP answer: {lines[0][:60]!r}")

@@ -18,6 +18,13 @@ def http_url(raw: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        # the target is logged at start: credentials belong in ADAPTER_AUTH_FILE
+        raise ValueError("expected no user:password@ in the URL (use ADAPTER_AUTH_FILE)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("expected a port number between 0 and 65535") from None
     return value
 
 
@@ -98,4 +105,14 @@ class Config(CommonConfig):
     )
     max_bytes: int = setting(
         "8MiB", "largest answer read from the target", size(1024, 1 << 30), metavar="SIZE"
+    )
+    auth_file: str = setting(
+        "",
+        "file holding the Authorization value sent to the app (Bearer ...), re-read each second",
+        metavar="PATH",
+    )
+    ca_file: str = setting(
+        "",
+        "PEM file of CAs that verify an https target (empty: the system CAs)",
+        metavar="PATH",
     )

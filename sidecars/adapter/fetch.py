@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
+from sidecars.adapter.appclient import AppClient, AppError, ConnectError, CredentialError
+
+# zlib window bits: gzip framing, or zlib framing (what "deflate" means in HTTP)
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 class FetchError(Exception):
@@ -26,40 +31,59 @@ class Fetched:
 
 
 async def fetch(
-    session: aiohttp.ClientSession, url: str, deadline: float, max_bytes: int, accept: str
+    client: AppClient, path: str, deadline: float, max_bytes: int, accept: str
 ) -> Fetched:
-    """GET `url`; FetchError(reason) for timeout, connection, too_large (never raises others)."""
+    """GET `path` (gzip accepted); FetchError(reason) for timeout, connect, connection,
+    auth_file, too_large (never raises others). The cap applies to the decoded body."""
     started = time.monotonic()
     try:
         async with asyncio.timeout(deadline):
-            async with session.get(url, headers={"Accept": accept}, allow_redirects=False) as resp:
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise _too_large(max_bytes, f"Content-Length {resp.content_length}")
-                body = await _read_capped(resp, max_bytes)
-                return Fetched(
-                    resp.status,
-                    resp.headers.get("Content-Type", ""),
-                    body,
-                    time.monotonic() - started,
-                )
+            answer = await client.request("GET", path, accept, compressed=True)
+            try:
+                if answer.length is not None and answer.length > max_bytes:
+                    raise _too_large(max_bytes, f"Content-Length {answer.length}")
+                body = await _read(answer.chunks(), answer.headers, max_bytes)
+            finally:
+                await answer.aclose()
+            content_type = answer.headers.get("content-type", "")
+            return Fetched(answer.status, content_type, body, time.monotonic() - started)
     except TimeoutError:
         raise FetchError("timeout", f"the target did not answer within {deadline:g}s") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise FetchError("connect", f"cannot connect to the target: {exc.os_error}") from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except ConnectError as exc:
+        raise FetchError("connect", f"cannot connect to the target: {exc}") from None
+    except CredentialError as exc:
+        raise FetchError("auth_file", str(exc)) from None
+    except (AppError, OSError) as exc:
         text = str(exc) or type(exc).__name__
         raise FetchError("connection", f"reading the target failed: {text}") from None
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
+async def _read(chunks: AsyncIterator[bytes], headers: dict[str, str], max_bytes: int) -> bytes:
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    decoder = None
+    if encoding not in ("", "identity"):
+        wbits = _WBITS.get(encoding)
+        if wbits is None:
+            raise AppError(f"unsupported content encoding {encoding[:40]!r}")
+        decoder = zlib.decompressobj(wbits)
+    parts: list[bytes] = []
     total = 0
-    async for chunk in resp.content.iter_chunked(1 << 16):
+    async for chunk in chunks:
+        if decoder is not None:
+            try:  # never inflate more than the cap (a small page may expand enormously)
+                chunk = decoder.decompress(chunk, max_bytes + 1 - total)
+            except zlib.error as exc:
+                raise AppError(f"bad {encoding} body: {exc}") from None
         total += len(chunk)
         if total > max_bytes:
             raise _too_large(max_bytes, "the body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    if decoder is not None:
+        if decoder.unconsumed_tail:
+            raise _too_large(max_bytes, "the decoded body")
+        if not decoder.eof:
+            raise AppError(f"truncated {encoding} body")
+    return b"".join(parts)
 
 
 def _too_large(max_bytes: int, what: str) -> FetchError:

@@ -9,6 +9,7 @@ from sidecars.runtime.http1 import Request, Writer
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
+_PASS = [(name, name.lower()) for name in _PASS_HEADERS]
 
 
 class ForwardError(Exception):
@@ -35,14 +36,15 @@ class Forwarder:
                     if answer.length is not None and answer.length > self.max_bytes:
                         msg = f"the app's answer is {answer.length} bytes"
                         raise ForwardError("too_large", 502, msg)
-                    passed = [
-                        (name, answer.headers[name.lower()])
-                        for name in _PASS_HEADERS
-                        if name.lower() in answer.headers
-                    ]
+                    headers = answer.headers
+                    passed = [(name, headers[low]) for name, low in _PASS if low in headers]
+                    whole = answer.whole
+                    if whole is not None and len(whole) == answer.length:  # a GET, read whole
+                        out.full(answer.status, passed, whole)  # one write: head and body
+                        return answer.status
                     out.start(answer.status, passed, answer.length)
                     total = 0
-                    async for chunk in answer.body:
+                    async for chunk in answer.chunks():
                         total += len(chunk)
                         if total > self.max_bytes:
                             raise AppError(f"answer exceeds {self.max_bytes} bytes")
@@ -50,7 +52,7 @@ class Forwarder:
                     out.finish()
                     return answer.status
                 finally:
-                    await answer.body.aclose()
+                    await answer.aclose()
         except TimeoutError:
             if out.started:
                 out.abort()

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from sidecars.adapter import exposition
+from sidecars.adapter.appclient import AppClient
 from sidecars.adapter.fetch import Fetched, FetchError, fetch
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.rules import Evaluator, Outcome
@@ -36,7 +36,7 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    url: str
+    path: str  # on the app: the target URL's path and query
     timeout: float
     max_bytes: int
 
@@ -46,13 +46,13 @@ class HealthFromMetrics:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: AppClient,
         target: Target,
         evaluator: Evaluator,
         metrics: AdapterMetrics,
         log: logging.Logger,
     ) -> None:
-        self.session, self.target, self.evaluator = session, target, evaluator
+        self.client, self.target, self.evaluator = client, target, evaluator
         self.metrics, self.log = metrics, log
         self._last = ("", "")
 
@@ -76,7 +76,7 @@ class HealthFromMetrics:
         now = _now()
         try:
             got = await fetch(
-                self.session, self.target.url, self.target.timeout, self.target.max_bytes, ACCEPT
+                self.client, self.target.path, self.target.timeout, self.target.max_bytes, ACCEPT
             )
             page = await self._page(got)
         except FetchError as exc:

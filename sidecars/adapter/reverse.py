@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sidecars.adapter.appclient import AppClient
 from sidecars.adapter.fetch import FetchError, fetch
 from sidecars.adapter.metrics import AdapterMetrics
 
@@ -88,19 +88,19 @@ class HealthProbe:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        url: str,
+        client: AppClient,
+        path: str,
         deadline: float,
         max_bytes: int,
         metrics: AdapterMetrics,
     ) -> None:
-        self.session, self.url, self.deadline, self.max_bytes = session, url, deadline, max_bytes
+        self.client, self.path, self.deadline, self.max_bytes = client, path, deadline, max_bytes
         self.metrics = metrics
 
     async def probe(self) -> Probe:
         started = time.monotonic()
         try:
-            got = await fetch(self.session, self.url, self.deadline, self.max_bytes, ACCEPT)
+            got = await fetch(self.client, self.path, self.deadline, self.max_bytes, ACCEPT)
         except FetchError as exc:
             self.metrics.scrapes.labels(exc.reason).inc()
             return Probe(False, self.deadline if exc.reason == "timeout" else 0.0, reason=str(exc))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-
-import aiohttp
+import ssl
+from urllib.parse import urlsplit
 
 from sidecars.adapter import rules as rules_mod
 from sidecars.adapter import server
-from sidecars.adapter.appclient import AppClient
+from sidecars.adapter.appclient import AppClient, AuthFile, CredentialError
 from sidecars.adapter.config import Config
 from sidecars.adapter.forward import Forwarder
 from sidecars.adapter.health import Answer, HealthFromMetrics, Target
@@ -43,6 +43,28 @@ def _check(config: Config) -> list[rules_mod.Rule]:
     return rules
 
 
+def _client(config: Config) -> AppClient:
+    """The client to the app; ConfigError when the CA or auth file is unusable."""
+    problems: list[str] = []
+    auth = None
+    if config.auth_file:
+        auth = AuthFile(config.auth_file)
+        try:
+            auth.read()
+        except CredentialError as exc:
+            problems.append(f"ADAPTER_AUTH_FILE={config.auth_file!r}: {exc}")
+    try:
+        client = AppClient(config.target, ca_file=config.ca_file, auth=auth)
+    except (ssl.SSLError, OSError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        problems.append(f"ADAPTER_CA_FILE={config.ca_file!r}: cannot load it as PEM CAs: {why}")
+    if config.ca_file and not config.target.startswith("https://"):
+        problems.append(f"ADAPTER_CA_FILE={config.ca_file!r}: needs an https:// ADAPTER_TARGET")
+    if problems:
+        raise ConfigError(problems)
+    return client
+
+
 class Adapter:
     """Serves the translated endpoint and the mapped paths on ADAPTER_LISTEN."""
 
@@ -50,55 +72,53 @@ class Adapter:
         self.config, self.rt = config, rt
         self.rules = _check(config)
         self.metrics = AdapterMetrics(rt.registry)
-        self.app_client = AppClient(config.target)
+        self.app_client = _client(config)
 
     async def run(self, stopping: asyncio.Event) -> int:
         cfg = self.config
-        connector = aiohttp.TCPConnector(limit=32, ttl_dns_cache=30)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
-        ) as session:
-            routes, flights = self._routes(session)
-            count = self.metrics.requests
-            srv = Server(
-                routes, self.rt.log, lambda route, code: count.labels(route, code).inc(), "adapter"
-            )
+        routes, flights = self._routes()
+        count = self.metrics.requests
+        srv = Server(
+            routes, self.rt.log, lambda route, code: count.labels(route, code).inc(), "adapter"
+        )
+        try:
             try:
-                try:
-                    await srv.start(*cfg.listen)
-                except OSError as exc:
-                    self.rt.log.error("cannot listen on %s:%d: %s", *cfg.listen, exc.strerror)
-                    return 1
-                listen = f"{cfg.listen[0]}:{cfg.listen[1]}"
-                self.rt.log.info("serving", extra={"listen": listen, "mode": cfg.mode})
-                self.rt.readiness.set(True)
-                await stopping.wait()
-            finally:
-                await srv.stop()
-                for flight in flights:
-                    await flight.close()
-                await self.app_client.close()
+                await srv.start(*cfg.listen)
+            except OSError as exc:
+                self.rt.log.error("cannot listen on %s:%d: %s", *cfg.listen, exc.strerror)
+                return 1
+            listen = f"{cfg.listen[0]}:{cfg.listen[1]}"
+            self.rt.log.info("serving", extra={"listen": listen, "mode": cfg.mode})
+            self.rt.readiness.set(True)
+            await stopping.wait()
+        finally:
+            await srv.stop()
+            for flight in flights:
+                await flight.close()
+            await self.app_client.close()
         return 0
 
-    def _routes(self, session: aiohttp.ClientSession) -> tuple[dict[str, Route], Flights]:
+    def _routes(self) -> tuple[dict[str, Route], Flights]:
         cfg, metrics = self.config, self.metrics
         routes: dict[str, Route] = {}
         flights: Flights = []
+        parts = urlsplit(cfg.target)
+        on_app = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if cfg.mode == "health-from-metrics":
-            target = Target(cfg.target, cfg.timeout, cfg.max_bytes)
+            target = Target(on_app, cfg.timeout, cfg.max_bytes)
             evaluator = rules_mod.Evaluator(self.rules)
-            health = HealthFromMetrics(session, target, evaluator, metrics, self.rt.log)
+            health = HealthFromMetrics(self.app_client, target, evaluator, metrics, self.rt.log)
             answers = SingleFlight(health.scrape, cfg.cache)
             flights.append(answers)
             routes[cfg.health_path] = server.HealthRoute(answers, metrics)
         elif cfg.mode == "metrics-from-health":
-            probe = HealthProbe(session, cfg.target, cfg.timeout, cfg.max_bytes, metrics)
+            probe = HealthProbe(self.app_client, on_app, cfg.timeout, cfg.max_bytes, metrics)
             probes = SingleFlight(probe.probe, cfg.cache)
             flights.append(probes)
             collector = ProbeCollector(cfg.metric_prefix)
             routes[cfg.metrics_path] = server.MetricsRoute(probes, collector, metrics)
-        for served, on_app in cfg.paths:
-            forwarder = Forwarder(self.app_client, on_app, cfg.timeout, cfg.max_bytes)
+        for served, mapped in cfg.paths:
+            forwarder = Forwarder(self.app_client, mapped, cfg.timeout, cfg.max_bytes)
             routes[served] = server.ForwardRoute(forwarder, metrics)
         return routes, flights
 

@@ -57,7 +57,7 @@ async def serve(app: RawApp) -> AsyncIterator[AppClient]:
 async def body(client: AppClient, method: str = "GET") -> tuple[int, bytes]:
     async with asyncio.timeout(10):
         answer = await client.request(method, "/x", "*/*")
-        data = b"".join([chunk async for chunk in answer.body])
+        data = b"".join([chunk async for chunk in answer.chunks()])
         return answer.status, data
 
 
