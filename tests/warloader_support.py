@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from sidecars.runtime import admin
 from sidecars.runtime.admin import Readiness
 from sidecars.runtime.lifecycle import Runtime
 from sidecars.warloader.service import SIDECAR, Loader
@@ -285,7 +286,7 @@ def build(env: Mapping[str, str]) -> tuple[Loader, Captured, CollectorRegistry, 
     log.handlers[:] = [captured]
     registry = CollectorRegistry()
     readiness = Readiness()
-    rt = Runtime("warloader", log, registry, readiness, web.Application())
+    rt = Runtime("warloader", log, registry, readiness, admin.build_app(readiness, registry))
     return Loader(config, rt), captured, registry, readiness
 
 

@@ -9,11 +9,13 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CHUNK = 4 << 20
 _BUFFERS = 4
+_IOV_MAX = 1024
 # Start writeback every this many bytes, so the final fsync has little left to do and the disk
 # works while we copy (cp + sync only starts writing at the sync).
 WRITEBACK_EVERY = 32 << 20
@@ -132,8 +134,8 @@ def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str
 
 
 class HashingSink:
-    """A staged file that takes a download chunk by chunk, hashing as it writes. Progress is
-    counted by the receiver (bytes arrive before they are written in batches)."""
+    """A staged file that takes a download batch by batch: one thread writes a batch while
+    another hashes it (both release the GIL). Progress is counted by the receiver."""
 
     def __init__(self, fd: int, progress: Progress, path: Path) -> None:
         self.fd = fd
@@ -143,13 +145,23 @@ class HashingSink:
         self.hasher = hashlib.sha256()
         self.writeback = Writeback(fd)
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, chunks: Sequence[bytes | bytearray]) -> None:
+        """Append `chunks` to the file (the caller hashes them with `digest`)."""
         if self.progress.abort.is_set():
             raise Aborted(self.progress.label)
-        write_all(self.fd, data)
-        self.hasher.update(data)
-        self.size += len(data)
-        self.writeback.wrote(len(data))
+        for i in range(0, len(chunks), _IOV_MAX):
+            group = chunks[i : i + _IOV_MAX]
+            want = sum(len(c) for c in group)
+            n = os.writev(self.fd, group)
+            if n < want:  # short write (rare): finish it piece by piece
+                write_all(self.fd, b"".join(group)[n:])
+            self.size += want
+            self.writeback.wrote(want)
+
+    def digest(self, chunks: Sequence[bytes | bytearray]) -> None:
+        """Hash `chunks` in order: batches must be given in the order they are written."""
+        for chunk in chunks:
+            self.hasher.update(chunk)
 
     def restart(self) -> None:
         """Throw away what was written (the server did not resume)."""

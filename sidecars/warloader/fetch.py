@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -14,10 +15,14 @@ import aiohttp
 from sidecars.runtime import Backoff
 from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
+from sidecars.warloader.remote import Fetched, HttpPolicy, Validators
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-_WRITE_BATCH = 1 << 20
+_MIN_BATCH = 256 << 10
+_MAX_BATCH = 8 << 20
+# Bytes aiohttp buffers before pausing the socket (its default, 64 KiB, pauses it often).
+_READ_BUFFER = 1 << 20
 _NOT_RETRYABLE = (
     aiohttp.ClientSSLError,
     aiohttp.InvalidURL,
@@ -26,37 +31,24 @@ _NOT_RETRYABLE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Validators:
-    """What the server said identifies this version: for resuming and conditional requests."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-
-    def if_range(self) -> str | None:
-        """A validator fit for If-Range: a strong ETag, else Last-Modified."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """Outcome of a download: the server's 304, or the size and sha256 of what was written."""
-
-    not_modified: bool
-    size: int = 0
-    sha256: str = ""
-    validators: Validators = Validators()
-
-
-@dataclass(frozen=True, slots=True)
-class HttpPolicy:
-    """Limits and retry behaviour for every download."""
-
-    max_size: int
-    attempts: int
-    retry_delay: float
+def client_session(
+    ca_file: str, tls_verify: bool, timeout: float, concurrency: int
+) -> aiohttp.ClientSession:
+    """The one client for every download: bounded connect and idle-read time, TLS verified
+    (system CAs or `ca_file`) unless turned off, bodies never decoded (the digest is of the
+    bytes as served), proxies from the environment."""
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if not tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=2 * concurrency),
+        auto_decompress=False,
+        read_bufsize=_READ_BUFFER,
+        headers={"Accept-Encoding": "identity", "User-Agent": "sidecars-warloader"},
+        trust_env=True,
+    )
 
 
 async def download(
@@ -167,10 +159,13 @@ def _check_status(resp: aiohttp.ClientResponse, resume_from: int) -> None:
 
 
 async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int) -> None:
-    """Receive on the loop while a thread writes and hashes the previous batch. When the
-    connection breaks, what arrived before is still written: a retry resumes after it."""
-    pending: asyncio.Future[None] | None = None
-    batch = bytearray()
+    """Receive on the loop while one thread writes the previous batch and another hashes it.
+    A batch goes out as soon as both are idle (at least _MIN_BATCH bytes), so batches grow
+    only while the disk or the hash lags behind. When the connection breaks, what arrived
+    before is still written: a retry resumes after it."""
+    pending: list[asyncio.Future[None]] = []
+    batch: list[bytes] = []
+    batched = 0
     received = sink.size
     try:
         async for chunk in resp.content.iter_any():
@@ -178,30 +173,52 @@ async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int
             sink.progress.done = received
             if received > max_size:
                 raise SourceError(f"body exceeds the limit of {max_size} bytes")
-            batch += chunk
-            if len(batch) >= _WRITE_BATCH:
-                if pending is not None:
-                    await asyncio.shield(pending)
-                data, batch = batch, bytearray()
-                pending = asyncio.ensure_future(asyncio.to_thread(sink.write, data))
+            batch.append(chunk)
+            batched += len(chunk)
+            idle = all(p.done() for p in pending)
+            if (batched >= _MIN_BATCH and idle) or batched >= _MAX_BATCH:
+                await _settle(pending)
+                pending = _dispatch(sink, batch)
+                batch, batched = [], 0
     except (aiohttp.ClientError, TimeoutError, ConnectionError):
         await _flush(pending, sink, batch)
         raise
     except BaseException:
-        if pending is not None:
-            # the writer thread must be done with the file before anyone closes it
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                pending.exception()
+        await _settle(pending, quietly=True)
         raise
     await _flush(pending, sink, batch)
 
 
-async def _flush(pending: asyncio.Future[None] | None, sink: HashingSink, batch: bytearray) -> None:
-    if pending is not None:
-        await asyncio.shield(pending)
+def _dispatch(sink: HashingSink, batch: list[bytes]) -> list[asyncio.Future[None]]:
+    return [
+        asyncio.ensure_future(asyncio.to_thread(sink.write, batch)),
+        asyncio.ensure_future(asyncio.to_thread(sink.digest, batch)),
+    ]
+
+
+async def _settle(pending: list[asyncio.Future[None]], quietly: bool = False) -> None:
+    """Wait until both threads are done with the batch in flight (cancelling the wait does not
+    stop them); then re-raise a failure of theirs unless `quietly`."""
+    if not pending:
+        return
+    try:
+        await asyncio.wait(pending)
+    except asyncio.CancelledError:
+        await asyncio.wait(pending)  # they may still be using the file
+        raise
+    for p in pending:
+        if quietly:
+            p.exception()
+        else:
+            p.result()
+
+
+async def _flush(
+    pending: list[asyncio.Future[None]], sink: HashingSink, batch: list[bytes]
+) -> None:
+    await _settle(pending)
     if batch:
-        await in_thread(sink.write, batch)
+        await _settle(_dispatch(sink, batch))
 
 
 async def in_thread(fn: Callable[..., T], *args: object) -> T:

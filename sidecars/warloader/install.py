@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from sidecars.warloader import fsops, partial, staging, state
 from sidecars.warloader.copier import Progress, copy_hashing, copy_plain
@@ -24,10 +23,13 @@ from sidecars.warloader.errors import (
     describe,
     dest_error,
 )
-from sidecars.warloader.extract import Limits, extract
-from sidecars.warloader.fetch import HttpPolicy, Validators, download
+from sidecars.warloader.remote import HttpPolicy, Validators
+from sidecars.warloader.safety import Limits
 from sidecars.warloader.sources import Source
 from sidecars.warloader.tree import copy_tree, fingerprint
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _ZIP_NAMES = (".war", ".jar", ".ear", ".zip")
 
@@ -193,6 +195,8 @@ class Installer:
     # --- URL sources ---------------------------------------------------------------------
 
     async def _from_url(self, job: _Job) -> Outcome:
+        from sidecars.warloader.fetch import download  # aiohttp: only with URL sources
+
         assert self.session is not None
         dest, name, prev = self.plan.dest, job.name, job.previous
         known = None
@@ -261,6 +265,8 @@ class Installer:
             if job.name.lower().endswith(_ZIP_NAMES):
                 staging.check_zip(tmp, job.name)
             return self._publish(job, tmp, sha, size, source_id, v)
+        from sidecars.warloader.extract import extract  # tarfile, zipfile: only when unpacking
+
         stage = staging.create_stage(self.plan.dest, job.name)
         try:
             try:

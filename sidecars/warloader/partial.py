@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sidecars.runtime.files import write_atomic
 from sidecars.warloader.copier import CHUNK, HashingSink, Progress, Writeback
-from sidecars.warloader.fetch import Validators
 from sidecars.warloader.fsops import remove
+from sidecars.warloader.remote import Validators
 
 KEEP = ("partial", "partial.json")
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from sidecars.runtime import ConfigError, Runtime, Sidecar
-from sidecars.warloader import watch
 from sidecars.warloader.config import Config
 from sidecars.warloader.copier import Progress
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_OK, LoadError, SourceConfigError
-from sidecars.warloader.extract import Limits
-from sidecars.warloader.fetch import HttpPolicy
 from sidecars.warloader.fsops import Modes
 from sidecars.warloader.install import Installer, Outcome, Plan
+from sidecars.warloader.remote import HttpPolicy
+from sidecars.warloader.safety import Limits
 from sidecars.warloader.sources import Source
 from sidecars.warloader.telemetry import Metrics, ProgressLog
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class Loader:
@@ -75,6 +75,8 @@ class Loader:
         if code != EXIT_OK or not self.config.watch:
             return code
         self.rt.readiness.set(True)
+        from sidecars.warloader import watch  # watchfiles: only in sidecar mode
+
         await watch.run(self, installer, stopping)
         return EXIT_OK
 
@@ -160,22 +162,17 @@ class Loader:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[aiohttp.ClientSession | None]:
+        """An HTTP client only when a URL source is configured: a path-only init container
+        never imports aiohttp (about 16 MiB of memory and 0.15 s of start-up)."""
         if not any(s.is_url for s in self.sources):
             yield None
             return
-        ctx = ssl.create_default_context(cafile=self.config.ca_file or None)
+        from sidecars.warloader.fetch import client_session
+
         if not self.config.tls_verify:
             self.log.warning("TLS certificate verification is off (WARLOADER_TLS_VERIFY=false)")
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        t = self.config.timeout
-        async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t),
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=2 * self.config.concurrency),
-            auto_decompress=False,  # the digest is of the bytes as served
-            headers={"Accept-Encoding": "identity", "User-Agent": "sidecars-warloader"},
-            trust_env=True,
-        ) as session:
+        c = self.config
+        async with client_session(c.ca_file, c.tls_verify, c.timeout, c.concurrency) as session:
             yield session
 
 

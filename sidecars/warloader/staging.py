@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -64,6 +63,8 @@ def write_record(dest: Path, record: state.Record) -> None:
 
 def check_zip(path: Path, name: str) -> None:
     """A .war/.jar/.zip must at least have a readable central directory."""
+    import zipfile  # only here: a plain copy of other files never needs it
+
     try:
         with zipfile.ZipFile(path):
             pass

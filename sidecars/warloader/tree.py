@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sidecars.warloader.copier import Progress, copy_plain
 from sidecars.warloader.errors import UnsafeArchive
-from sidecars.warloader.extract import check_link
 from sidecars.warloader.fsops import Modes, apply_modes
+from sidecars.warloader.safety import check_link
 
 
 def fingerprint(root: Path) -> str:
