@@ -1,11 +1,13 @@
 """Benchmark: the ambassador side by side with HAProxy and nginx (and no proxy) on loopback.
 
-Three nginx backends; wrk drives http through each proxy (16 and 64 connections), curl pulls
-1 GiB through each tcp relay, wrk with `Connection: close` measures new tcp connections per
-second, and 1,000 idle connections measure resident memory. Each proxy under test is pinned to
-CPU 0, the load generator to CPU 1. Needs: nginx, haproxy, wrk, curl (Debian packages).
+Three nginx backends; wrk drives http through each proxy (16 and 64 connections, then a paced
+run at half of the ambassador's peak rate for the latency it adds), a lean receiver (one
+recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay, wrk with
+`Connection: close` measures new tcp connections per second, and 1,000 idle connections measure
+resident memory. Each proxy under test is pinned to CPU 0, the load generator to CPU 1.
+Needs: nginx, haproxy, wrk, taskset (Debian packages). Run it under the shared bench lock:
 
-    .venv/bin/python bench/ambassador.py [--seconds 5]
+    flock /tmp/bench.lock .venv/bin/python bench/ambassador.py [--seconds 5]
 """
 
 from __future__ import annotations
@@ -115,12 +117,20 @@ def ambassador(mode: str, port: int, ports: list[int]) -> Iterator[subprocess.Po
         yield proc
 
 
-def wrk(url: str, conns: int, seconds: int, close: bool = False) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms)."""
+def wrk(
+    url: str, conns: int, seconds: int, close: bool = False, delay_ms: int = 0
+) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms). With `delay_ms` each connection pauses that long between
+    requests: a paced load (wrk has no fixed-rate mode) for latency below the peak."""
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if delay_ms:
+            script.write(f"function delay() return {delay_ms} end\n")
+            script.flush()
+            cmd += ["-s", script.name]
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -133,21 +143,27 @@ def wrk(url: str, conns: int, seconds: int, close: bool = False) -> tuple[float,
     return rps, pct("50"), pct("99")
 
 
+def receive(port: int) -> None:
+    """The lean bulk receiver (run pinned on the load CPU): GET /big, count bytes until EOF,
+    print MB/s. One recv_into a 1 MiB buffer per call, so it outruns every relay measured."""
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    total = 0
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /big HTTP/1.0\r\nHost: bench\r\n\r\n")
+        while n := s.recv_into(view):
+            total += n
+    elapsed = time.perf_counter() - started
+    if total < 1 << 30:
+        sys.exit(f"receiver: short stream, {total} bytes")
+    print(f"{total / elapsed / 1e6:.1f}")
+
+
 def bulk_mbs(port: int) -> float:
-    cmd = [
-        "taskset",
-        "-c",
-        LOAD_CPU,
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{speed_download}",
-        f"http://127.0.0.1:{port}/big",
-    ]
+    cmd = ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--receive", str(port)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
-    return float(out) / 1e6
+    return float(out)
 
 
 def rss_with_idle_conns(pid: int, port: int, n: int = 1000) -> float:
@@ -169,14 +185,20 @@ def rss_with_idle_conns(pid: int, port: int, n: int = 1000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", choices=("http", "tcp"), help="run one half of the bench")
+    parser.add_argument("--receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for tool in ("nginx", "haproxy", "wrk", "curl", "taskset"):
+    if args.receive:
+        receive(args.receive)
+        return
+    for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (apt-get install {tool})")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     secs = args.seconds
-    rows: list[tuple[str, str, str, str, str]] = []
+    load_before = os.getloadavg()
+    rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="ambassador-bench-") as tmpdir:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # nginx workers run as another user when started as root
@@ -187,52 +209,77 @@ def main() -> None:
         with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], pin=False):
             for p in ports:
                 wait_port(p)
-            http = measure_http(tmp, ports, secs)
-            tcp = measure_tcp(tmp, ports, secs)
-    for key, label in [
-        ("c16", "http req/s, 16 conns"),
-        ("c64", "http req/s, 64 conns"),
-    ]:
-        d, h, n, a = (http[x][key] for x in ("direct", "haproxy", "nginx", "ambassador"))
-        rows.append((label, f"{a[0]:.0f}", f"{h[0]:.0f}", f"{n[0]:.0f}", ratio(a[0], h[0])))
+            if args.only != "tcp":
+                rows += http_rows(measure_http(tmp, ports, secs))
+            if args.only != "http":
+                rows += tcp_rows(measure_tcp(tmp, ports, secs))
+    load_after = os.getloadavg()
+    print(
+        f"\nambassador bench: proxies pinned to CPU {PROXY_CPU}, load on CPU {LOAD_CPU}, "
+        f"{os.cpu_count()} CPUs, {secs}s per run; load average (1 min) "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+        "nginx has no stream module here (tcp n/a)\n"
+    )
+    widths = [max(len(r[i]) for r in [*rows, HEAD]) for i in range(len(HEAD))]
+    for r in [HEAD, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+HEAD = ("figure", "ambassador", "haproxy (anchor)", "nginx", "direct", "ratio ours/anchor")
+HALF_DELAY_MS = 4  # pause between requests per connection in the paced half-load run
+
+
+def ratio(ours: float, anchor: float) -> str:
+    return f"{ours / anchor:.2f}x" if anchor else "n/a"
+
+
+def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    names = ("ambassador", "haproxy", "nginx", "direct")
+    for key, label in [("c16", "16 conns"), ("c64", "64 conns")]:
+        a, h, n, d = (http[x][key] for x in names)
         rows.append(
-            (
-                f"  p50/p99 ms ({key})",
-                f"{a[1]:.2f}/{a[2]:.2f}",
-                f"{h[1]:.2f}/{h[2]:.2f}",
-                f"{n[1]:.2f}/{n[2]:.2f}",
-                f"direct {d[1]:.2f}/{d[2]:.2f}",
-            )
+            (f"http req/s, {label}", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ratio(a[0], h[0]))
         )
+        rows.append(
+            (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
+        )
+    a, h, n, d = (http[x]["half"] for x in names)
+    rows.append(("http half load: req/s", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ""))
+    rows.append(("  p50/p99 ms", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), ""))
+    rows.append(
+        (
+            "  p99 added vs direct, ms",
+            f"{a[2] - d[2]:.2f}",
+            f"{h[2] - d[2]:.2f}",
+            f"{n[2] - d[2]:.2f}",
+            "0",
+            "goal < 2 ms",
+        )
+    )
+    return rows
+
+
+def tcp_rows(tcp: dict[str, dict[str, float]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
     for key, label, fmt in [
         ("bulk", "tcp MB/s, 1 GiB stream", "{:.0f}"),
         ("conns", "tcp new connections/s", "{:.0f}"),
         ("rss", "peak RSS MiB, 1000 conns", "{:.1f}"),
     ]:
-        d, h, a = tcp["direct"][key], tcp["haproxy"][key], tcp["ambassador"][key]
+        a, h, d = tcp["ambassador"][key], tcp["haproxy"][key], tcp["direct"][key]
+        extra = f", {ratio(a, d)} direct" if key != "rss" else ""
         rows.append(
             (
                 label,
                 fmt.format(a),
                 fmt.format(h),
                 "n/a",
-                ratio(a, h) + (f" (direct {fmt.format(d)})" if d else ""),
+                fmt.format(d) if d else "",
+                ratio(a, h) + extra,
             )
         )
-    print(
-        f"\nambassador bench: proxies pinned to CPU {PROXY_CPU}, load on CPU {LOAD_CPU}, "
-        f"{os.cpu_count()} CPUs, {secs}s per run; nginx has no stream module here (tcp n/a)\n"
-    )
-    widths = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
-    for r in [HEAD, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-HEAD = ("figure", "ambassador", "haproxy (anchor)", "nginx", "ratio ours/anchor")
-
-
-def ratio(ours: float, anchor: float) -> str:
-    return f"{ours / anchor:.2f}x" if anchor else "n/a"
+    return rows
 
 
 def measure_http(
@@ -240,24 +287,45 @@ def measure_http(
 ) -> dict[str, dict[str, tuple[float, float, float]]]:
     out: dict[str, dict[str, tuple[float, float, float]]] = {}
 
-    def run(name: str, port: int) -> None:
+    def peak(name: str, port: int) -> None:
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 16, 1)  # warm-up: pools filled, caches hot
         out[name] = {"c16": wrk(url, 16, secs), "c64": wrk(url, 64, secs)}
 
-    run("direct", ports[0])
+    targets = [("direct", ports[0], ["true"])]
     port = free_port()
-    with process(["haproxy", "-db", "-f", str(haproxy_conf(tmp, "http", port, ports))]):
-        wait_port(port)
-        run("haproxy", port)
+    targets.append(
+        ("haproxy", port, ["haproxy", "-db", "-f", str(haproxy_conf(tmp, "http", port, ports))])
+    )
     port = free_port()
-    with process(["nginx", "-c", str(nginx_proxy_conf(tmp, port, ports))]):
-        wait_port(port)
-        run("nginx", port)
+    targets.append(("nginx", port, ["nginx", "-c", str(nginx_proxy_conf(tmp, port, ports))]))
     port = free_port()
-    with ambassador("http", port, ports):
-        run("ambassador", port)
+    targets.append(("ambassador", port, []))
+    # Peaks first: the paced run is at half of the ambassador's peak, the same rate for all.
+    for name, port, cmd in targets:
+        with target(name, port, cmd, ports):
+            peak(name, port)
+    half = max(out["ambassador"]["c16"][0], out["ambassador"]["c64"][0]) / 2
+    conns = max(1, round(half * HALF_DELAY_MS / 1000))
+    for name, port, cmd in targets:
+        with target(name, port, cmd, ports):
+            url = f"http://127.0.0.1:{port}/"
+            wrk(url, conns, 1, delay_ms=HALF_DELAY_MS)  # warm-up
+            out[name]["half"] = wrk(url, conns, secs, delay_ms=HALF_DELAY_MS)
     return out
+
+
+@contextlib.contextmanager
+def target(name: str, port: int, cmd: list[str], ports: list[int]) -> Iterator[None]:
+    if name == "direct":
+        yield
+    elif name == "ambassador":
+        with ambassador("http", port, ports):
+            yield
+    else:
+        with process(cmd):
+            wait_port(port)
+            yield
 
 
 def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, float]]:

@@ -93,9 +93,13 @@ class Cluster:
         """A member for one attempt, never one in `tried`. When no member is available (all
         down or ejected) every member is tried rather than failing everything (panic mode)."""
         now = time.monotonic()
-        skip = {id(m) for m in tried}
         members = self.members.values()
-        candidates = [m for m in members if m.available(now) and id(m) not in skip]
+        if tried:
+            skip = {id(m) for m in tried}
+            candidates = [m for m in members if m.available(now) and id(m) not in skip]
+        else:
+            skip = set()
+            candidates = [m for m in members if m.healthy and m.ejected_until <= now]
         if not candidates:
             if any(m.available(now) for m in members):
                 return None  # the healthy ones were all tried already

@@ -1,107 +1,325 @@
-"""One proxied http exchange: the client connection, the request in flight, and helpers."""
+"""One proxied http request: member attempts, the request body out, the response back."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sidecars.ambassador import httpwire as wire
-from sidecars.ambassador.config import Config
-from sidecars.ambassador.pool import UpstreamConn
+from sidecars.ambassador.framing import Body, Chunked, Length
+from sidecars.ambassador.members import Member
+from sidecars.ambassador.pool import Upstream
 
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 256 * 1024
-CHUNK_DISCARD = 16 * 1024
+if TYPE_CHECKING:
+    from sidecars.ambassador.http import ClientSide
 
-
-class ClientGone(Exception):
-    """The client closed or reset its connection mid-exchange."""
+UPSTREAM_HEAD_LIMIT = 64 * 1024
 
 
-class ClientConn:
-    """A client connection as the listener tracks it."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.nbytes = self.idle_marks = self.last_nbytes = 0
-        self.in_request = False
-        self.linger = False  # we answered an error: let the client read it before closing
-
-    def abort(self) -> None:
-        self.writer.transport.abort()
-
-    def busy(self) -> bool:
-        return self.in_request
-
-    def watch_idle(self) -> bool:
-        return not self.in_request  # a request in flight has its own timeouts
+def _request_body(head: wire.Head) -> Body | None:
+    if head.chunked:
+        return Chunked()
+    return Length(head.length) if head.length else None
 
 
-@dataclass(slots=True)
 class Exchange:
-    """One client request being proxied."""
+    """Drives one request from its parsed head to the end of the response, with callbacks from
+    the client side and from the member connection (no task per request)."""
 
-    head: wire.Head
-    out_head: bytes
-    key: bytes
-    has_body: bool
-    retriable: bool
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    has_host: bool = True
-    error: tuple[int, str] = (503, "no member available")
-    last: bool = False
+    def __init__(self, side: ClientSide, head: wire.Head, early: bytes) -> None:
+        self.side, self.head, self.early = side, head, early
+        self.listener = listener = side.listener
+        self.loop = listener.loop
+        settings = listener.settings
+        self.body = _request_body(head)
+        self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
+        key = side.ip.encode()
+        if settings.policy == "hash" and settings.hash_header:
+            wanted = settings.hash_header.lower().encode()
+            key = next((v for n, v in head.headers if n == wanted), key)
+        self.key = key
+        self.out_head = wire.forward_request(head, side.ip)
+        # an HTTP/1.0 request without Host: each member gets its own name
+        self.needs_host = not any(n == b"host" for n, _ in head.headers)
+        self.tried: list[Member] = []
+        self.member: Member | None = None
+        self.up: Upstream | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.error = (503, "no member available")
+        self.last = False
+        self.started = 0.0
+        self.rbuf = b""
+        self.resp: wire.Head | None = None
+        self.resp_body: Body | None = None
+        self.close_after = False
+        self.finished = False
 
+    # -- attempts -----------------------------------------------------------------------------
 
-def new_exchange(
-    settings: Config,
-    head: wire.Head,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    ip: str,
-    has_body: bool,
-) -> Exchange:
-    key = ip.encode()
-    if settings.policy == "hash" and settings.hash_header:
-        wanted = settings.hash_header.lower().encode()
-        key = next((v for n, v in head.headers if n == wanted), key)
-    return Exchange(
-        head=head,
-        out_head=wire.forward_request(head, ip),
-        key=key,
-        has_body=has_body,
-        retriable=head.first[0] in wire.IDEMPOTENT and not has_body,
-        has_host=any(n == b"host" for n, _ in head.headers),
-        reader=reader,
-        writer=writer,
-    )
+    def start(self) -> None:
+        self.listener.cluster.budget.record_request()
+        self._attempt()
 
+    def _attempt(self) -> None:
+        cluster, retries = self.listener.cluster, self.listener.settings.retries
+        attempt = len(self.tried)
+        if attempt > retries or (attempt and not cluster.budget.try_spend()):
+            return self._give_up()
+        if attempt:
+            cluster.retries += 1
+        member = cluster.pick(self.key, self.tried)
+        if member is None:
+            return self._give_up()
+        self.tried.append(member)
+        self.last = attempt == retries or len(self.tried) >= len(cluster.members)
+        up = self.listener.pool.take(member)
+        if up is not None:
+            self._send(member, up)
+        else:
+            self.task = self.loop.create_task(self._connect(member))
 
-async def lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Half-close and discard what the client still sends for a moment: closing with unread
-    input would reset the connection and could destroy the error answer in flight."""
-    try:
-        await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-        async with asyncio.timeout(LINGER_SECONDS):
-            discarded = 0
-            while discarded < LINGER_BYTES:
-                data = await reader.read(CHUNK_DISCARD)
-                if not data:
-                    break
-                discarded += len(data)
-    except (TimeoutError, OSError):
-        pass
+    async def _connect(self, member: Member) -> None:
+        try:
+            up = await self.listener.pool.connect(member, self.listener.settings.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            self.task = None
+            if self.finished:
+                return
+            timeout = isinstance(exc, TimeoutError)
+            self.listener.failed(member, "timeout" if timeout else "connect")
+            self.error = (
+                (504, "connect to a member timed out")
+                if timeout
+                else (502, "no member accepted the connection")
+            )
+            self._attempt()
+            return
+        self.task = None
+        if self.finished:
+            up.close()
+            return
+        self._send(member, up)
 
+    def _send(self, member: Member, up: Upstream) -> None:
+        self.member, self.up = member, up
+        up.owner = self
+        member.requests += 1
+        member.active += 1
+        out = self.out_head
+        if self.needs_host:
+            out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
+        self.started = self.loop.time()
+        self.timer = self.loop.call_later(self.listener.settings.request_timeout, self._timed_out)
+        early, self.early = self.early, b""
+        if early:
+            self.client_data(early, out)
+        else:
+            up.transport.write(out)
+        if self.body is not None:
+            self.side.resume()
 
-async def read_response(up: UpstreamConn) -> wire.Head:
-    """The final response head; interim 1xx answers are skipped (we answered 100 ourselves)."""
-    while True:
-        raw = await up.reader.readuntil(b"\r\n\r\n")
-        resp = wire.parse_response(raw[:-4])
-        code = int(resp.first[0])
-        if code == 101:
-            raise ValueError("member switched protocols, which was not asked for")
-        if code >= 200:
-            return resp
+    def _give_up(self) -> None:
+        self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
+        close = self.body is not None or self.head.close
+        self.side.transport.write(wire.error_response(*self.error, close=close))
+        self._done(keep=not close)
+
+    def _retry_or_answer(self) -> None:
+        if self.retriable and not self.finished:
+            self._attempt()
+        else:
+            self.side.transport.write(wire.error_response(*self.error))
+            self._done(keep=False)
+
+    def _release_up(self, reuse: bool) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        up, self.up = self.up, None
+        if up is None:
+            return
+        up.member.active -= 1
+        if reuse:
+            self.listener.pool.release(up)
+        else:
+            up.close()
+
+    def _done(self, keep: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.listener.pending -= 1
+        body_left = self.body is not None and not self.body.done
+        self.side.exchange_done(keep and not body_left, linger=body_left or self.body is not None)
+
+    # -- the request body, from the client ----------------------------------------------------
+
+    def wants_body(self) -> bool:
+        return self.body is not None and not self.body.done and not self.finished
+
+    def client_data(self, data: bytes, before: bytes = b"") -> None:
+        """Request body bytes (and what follows them) as the client sends them."""
+        up, body = self.up, self.body
+        assert body is not None
+        if up is None:  # not connected yet: hold it (reading is paused)
+            self.early += data
+            self.side.pause()
+            return
+        try:
+            chunk, rest = body.feed(data)
+        except ValueError:  # malformed chunked framing from the client
+            self.side.abort()
+            return
+        up.transport.write(before + chunk if before else chunk)
+        if body.done:
+            self.side.stash(rest)
+
+    def up_paused(self, paused: bool) -> None:
+        """The member reads the request body slower than the client sends it."""
+        if self.wants_body():
+            self.side.pause() if paused else self.side.resume()
+
+    def client_paused(self, paused: bool) -> None:
+        """The client reads the response slower than the member sends it."""
+        if self.up is not None:
+            self.up.transport.pause_reading() if paused else self.up.transport.resume_reading()
+
+    def client_lost(self) -> None:
+        """The client closed or reset: drop the member connection (not the member's fault)."""
+        if self.task is not None:
+            self.task.cancel()
+        self._release_up(reuse=False)
+        if not self.finished:
+            self.finished = True
+            self.listener.pending -= 1
+
+    def awaiting_head(self) -> bool:
+        return self.resp is None and self.up is not None
+
+    # -- the response, from the member --------------------------------------------------------
+
+    def up_data(self, data: bytes) -> None:
+        self.side.nbytes += 1
+        if self.resp_body is None:
+            self._head_data(data)
+            return
+        try:
+            chunk, rest = self.resp_body.feed(data)
+        except ValueError:
+            self._cut()
+            return
+        self.side.transport.write(chunk)
+        if self.resp_body.done:
+            self._response_end(reuse=not rest)
+
+    def _head_data(self, data: bytes) -> None:
+        buf = self.rbuf + data if self.rbuf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > UPSTREAM_HEAD_LIMIT:
+                    return self._bad_member("protocol", "member sent a response head too large")
+                self.rbuf = buf
+                return
+            try:
+                resp = wire.parse_response(buf[:end])
+            except ValueError:
+                return self._bad_member("protocol", "member sent a malformed response")
+            buf = buf[end + 4 :]
+            status = int(resp.first[0])
+            if status == 101:
+                return self._bad_member("protocol", "member switched protocols unasked")
+            if status >= 200:  # interim answers are skipped: we answered 100 ourselves
+                break
+        self.rbuf = b""
+        self._response(resp, status, buf)
+
+    def _response(self, resp: wire.Head, status: int, rest: bytes) -> None:
+        member = self.member
+        assert member is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.listener.latency.observe(self.loop.time() - self.started)
+        if status in (502, 503, 504):
+            self.listener.failed(member, f"http_{status}")
+            if status != 504 and self.retriable and not self.last:
+                self._release_up(reuse=False)
+                self.error = (status, f"member answered {status}")
+                return self._attempt()
+        else:
+            member.record_success()
+        head, side = self.head, self.side
+        close = head.close or self.listener.draining or side.client_eof
+        body: Body
+        if head.first[0] == b"HEAD" or status in (204, 304):
+            body, framing = Length(0), wire.framing(resp)
+        elif resp.chunked:
+            decode = head.version == b"HTTP/1.0"
+            body, framing = Chunked(decode), [] if decode else wire.framing(resp)
+            close = close or decode
+        elif resp.length is not None:
+            body, framing = Length(resp.length), wire.framing(resp)
+        else:
+            body, framing, close = Body(), [], True
+        self.resp, self.resp_body, self.close_after = resp, body, close
+        out = wire.forward_response(resp, framing, close)
+        extra = b""
+        if rest:
+            try:
+                chunk, extra = body.feed(rest)
+            except ValueError:
+                side.transport.write(out)
+                self._cut()
+                return
+            out += chunk
+        side.transport.write(out)
+        if body.done:
+            self._response_end(reuse=not extra)
+
+    def _response_end(self, reuse: bool) -> None:
+        assert self.resp is not None
+        self._release_up(reuse and not self.resp.close)
+        self._done(keep=not self.close_after)
+
+    def up_closed(self, exc: Exception | None) -> None:
+        """The member closed or reset the connection."""
+        up = self.up
+        if up is None or self.finished:
+            return
+        if self.resp_body is None:  # before a response head
+            stale = up.reused and not self.rbuf
+            self._release_up(reuse=False)
+            if not stale:  # a kept-alive connection the member had closed is not its fault
+                self.listener.failed(up.member, "reset")
+            self.error = (502, "member closed the connection")
+            self._retry_or_answer()
+        elif type(self.resp_body) is Body:  # the end of a body framed by the close
+            self._response_end(reuse=False)
+        else:
+            up.member.errors["reset"] += 1
+            self._cut()
+
+    def _cut(self) -> None:
+        """The member failed mid-response: cut the client off so that it sees an incomplete
+        answer instead of a silently truncated one."""
+        self._release_up(reuse=False)
+        self.side.abort()
+
+    def _bad_member(self, kind: str, message: str) -> None:
+        member = self.member
+        assert member is not None
+        self._release_up(reuse=False)
+        self.listener.failed(member, kind)
+        self.error = (502, message)
+        self._retry_or_answer()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        member = self.member
+        assert member is not None
+        self._release_up(reuse=False)
+        self.listener.failed(member, "timeout")
+        self.error = (504, "member did not answer in time")
+        self._retry_or_answer()

@@ -49,18 +49,41 @@ class Head:
     expect_continue: bool = False
 
 
-def _parse_headers(lines: list[bytes], head: Head) -> None:
+# One well-formed header line: a token, a colon, a value without control characters (tab is
+# allowed). Lines that do not match in full are found by counting and refused.
+HEADER_LINE = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r\n", re.M)
+_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
+
+
+def _parse_headers(block: bytes, head: Head) -> None:
+    """Parse the header lines (`block`, each line ending in CRLF) into `head`."""
+    pairs = HEADER_LINE.findall(block)
+    if len(pairs) != block.count(b"\n"):
+        for line in block.split(b"\r\n")[:-1]:  # find the culprit for a precise answer
+            if not HEADER_LINE.fullmatch(line + b"\r\n"):
+                name, colon, _ = line.partition(b":")
+                if colon and TOKEN.fullmatch(name):
+                    raise HttpError(400, "control character in a header value")
+        raise HttpError(400, "malformed header line")
+    headers = head.headers
+    special: list[tuple[bytes, bytes]] = []
+    for name, value in pairs:
+        lname = name.lower()
+        value = value.strip(b" \t")
+        if lname in _SPECIAL:
+            special.append((lname, value))
+            if lname == b"expect" and value.lower() == b"100-continue":
+                continue
+        headers.append((lname, value))
+    if special:
+        _framing(special, head)
+
+
+def _framing(special: list[tuple[bytes, bytes]], head: Head) -> None:
     drop: set[bytes] = set()
     lengths: set[bytes] = set()
     te = b""
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not TOKEN.fullmatch(name):
-            raise HttpError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if BAD_VALUE.search(value):
-            raise HttpError(400, "control character in a header value")
-        lname = name.lower()
+    for lname, value in special:
         if lname == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
         elif lname == b"transfer-encoding":
@@ -73,8 +96,6 @@ def _parse_headers(lines: list[bytes], head: Head) -> None:
                 head.close = False
         elif lname == b"expect" and value.lower() == b"100-continue":
             head.expect_continue = True
-            continue
-        head.headers.append((lname, value))
     if drop:
         head.headers = [(n, v) for n, v in head.headers if n not in drop]
     if te:
@@ -91,14 +112,15 @@ def _parse_headers(lines: list[bytes], head: Head) -> None:
 
 def parse_request(raw: bytes) -> Head:
     """Parse a request head (without its final blank line)."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ")
+    first, _, block = raw.partition(b"\r\n")
+    parts = first.split(b" ")
     if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not TARGET.fullmatch(parts[1]):
         raise HttpError(400, "malformed request line")
     if parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise HttpError(505 if parts[2].startswith(b"HTTP/") else 400, "unsupported version")
     head = Head((parts[0], parts[1]), parts[2], [], close=parts[2] == b"HTTP/1.0")
-    _parse_headers(lines[1:], head)
+    if block:
+        _parse_headers(block + b"\r\n", head)
     if head.version == b"HTTP/1.1" and not any(n == b"host" for n, _ in head.headers):
         raise HttpError(400, "missing host header")
     return head
@@ -106,14 +128,15 @@ def parse_request(raw: bytes) -> Head:
 
 def parse_response(raw: bytes) -> Head:
     """Parse a response head; raises ValueError when a member sends garbage."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+    first, _, block = raw.partition(b"\r\n")
+    parts = first.split(b" ", 2)
     if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[1].isdigit():
         raise ValueError("malformed status line")
     head = Head((parts[1], parts[2] if len(parts) > 2 else b""), parts[0], [])
     head.close = parts[0] == b"HTTP/1.0"
     try:
-        _parse_headers(lines[1:], head)
+        if block:
+            _parse_headers(block + b"\r\n", head)
     except HttpError as exc:
         raise ValueError(exc.message) from None
     return head

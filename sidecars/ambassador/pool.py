@@ -4,34 +4,72 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from typing import Protocol, cast
 
 from sidecars.ambassador.members import Member
 
-UPSTREAM_HEAD_LIMIT = 64 * 1024
 POOL_IDLE_CAP = 30.0  # below common server keep-alive timeouts (nginx, aiohttp: 75 s)
+HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
+LOW_WATER = 64 * 1024
 
 
-@dataclass(eq=False, slots=True)
-class UpstreamConn:
-    """One connection to a member."""
+class Owner(Protocol):
+    """What an upstream connection reports to the exchange using it."""
 
-    member: Member
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    reused: bool = False
-    idle_since: float = 0.0
+    def up_data(self, data: bytes) -> None: ...
 
-    def usable(self, now: float, idle: float) -> bool:
-        return (
-            not self.reader.at_eof()
-            and not self.writer.is_closing()
-            and not getattr(self.reader, "_buffer", b"")  # stray bytes: out of sync
-            and now - self.idle_since < idle
-        )
+    def up_closed(self, exc: Exception | None) -> None: ...
+
+    def up_paused(self, paused: bool) -> None: ...
+
+
+class Upstream(asyncio.Protocol):
+    """One connection to a member; events go to the exchange that owns it, if any."""
+
+    def __init__(self, member: Member, pool: Pool) -> None:
+        self.member, self.pool = member, pool
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.owner: Owner | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.owner is not None:
+            self.owner.up_data(data)
+        else:
+            self.close()  # bytes nobody asked for: the connection is out of sync
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost tells the owner
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.up_closed(exc)
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.up_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.up_paused(False)
 
     def close(self) -> None:
-        self.writer.transport.abort()
+        """Drop the connection without telling the owner (it asked for this)."""
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
 
 
 class Pool:
@@ -40,31 +78,47 @@ class Pool:
     def __init__(self, size: int, idle: float) -> None:
         self.size = size
         self.idle = min(idle, POOL_IDLE_CAP)
-        self.idle_conns: dict[Member, list[UpstreamConn]] = {}
+        self.idle_conns: dict[Member, list[Upstream]] = {}
 
-    async def acquire(self, member: Member, connect_timeout: float) -> UpstreamConn:
-        """A pooled connection when one is usable, else a new one (OSError/TimeoutError)."""
+    def take(self, member: Member) -> Upstream | None:
+        """The most recently used idle connection to `member` that is still good."""
         stack = self.idle_conns.get(member)
+        if not stack:
+            return None
         now = time.monotonic()
         while stack:
             conn = stack.pop()
-            if conn.usable(now, self.idle):
+            if not conn.closed and now - conn.idle_since < self.idle:
                 conn.reused = True
                 return conn
             conn.close()
-        async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(
-                member.host, member.port, limit=UPSTREAM_HEAD_LIMIT
-            )
-        return UpstreamConn(member, reader, writer)
+        return None
 
-    def release(self, conn: UpstreamConn) -> None:
+    async def connect(self, member: Member, connect_timeout: float) -> Upstream:
+        """A new connection (OSError or TimeoutError when the member does not accept)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: Upstream(member, self), member.host, member.port
+            )
+        return conn
+
+    def release(self, conn: Upstream) -> None:
+        conn.owner = None
+        if conn.closed:
+            return
         stack = self.idle_conns.setdefault(conn.member, [])
         if len(stack) >= self.size:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         stack.append(conn)
+
+    def forget(self, conn: Upstream) -> None:
+        """An idle connection the member closed."""
+        stack = self.idle_conns.get(conn.member)
+        if stack and conn in stack:
+            stack.remove(conn)
 
     def prune(self, members: set[Member]) -> None:
         """Close idle connections to members that left the cluster."""
