@@ -103,7 +103,15 @@ class Installer:
             keep = partial.KEEP if src.is_url else ()
             await staging.thread(progress, fsops.remove_leftovers, dest, name, keep)
             prev = await staging.thread(progress, state.read, dest, name)
-            usable = prev if prev and prev.settings == settings and prev.intact(dest) else None
+            usable = prev if prev and prev.settings == settings else None
+            if usable and not await staging.thread(progress, usable.intact, dest):
+                self.log.warning(
+                    "%s was changed since it was installed (files modified, added or removed):"
+                    " installing it again",
+                    name,
+                    extra={"artifact": name},
+                )
+                usable = None
             job = _Job(src, name, extracting, settings, usable, progress, time.monotonic())
             if usable and src.sha256 and usable.sha256 == src.sha256:
                 return job.outcome("unchanged", "pinned digest already installed", src.sha256)
@@ -286,7 +294,15 @@ class Installer:
         installed = state.installed_id(target)
         assert installed is not None
         record = state.Record(
-            job.name, str(job.src), sha, source_id, v.etag, v.last_modified, installed, job.settings
+            job.name,
+            str(job.src),
+            sha,
+            source_id,
+            v.etag,
+            v.last_modified,
+            installed,
+            job.settings,
+            state.manifest(target),
         )
         staging.write_record(self.plan.dest, record)
         return job.outcome("installed", "new content", sha, size)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from sidecars.runtime.files import write_atomic
 from sidecars.warloader.fsops import marker_path, temp_path
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +33,40 @@ class Record:
     last_modified: str | None
     installed: tuple[int, int, int]
     settings: str
+    manifest: str
 
     def intact(self, dest: Path) -> bool:
-        """The installed entry is still the one we put there."""
-        return installed_id(dest / self.name) == self.installed
+        """The installed entry is still the one we put there, down to every file in it."""
+        path = dest / self.name
+        return installed_id(path) == self.installed and manifest(path) == self.manifest
+
+
+def manifest(path: Path) -> str:
+    """A digest of the installed entry's metadata: for every file, link and directory in it,
+    its relative path, type, mode, size, inode, mtime and ctime (and a link's target). Reads no
+    contents, yet any write, truncation, deletion, addition, rename or chmod changes it: ctime
+    cannot be set back by hand the way mtime can. Empty when the entry is missing."""
+    h = hashlib.sha256()
+    try:
+        _entry(h, str(path), ".")
+        if path.is_dir() and not path.is_symlink():
+            for dirpath, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(dirs + files):
+                    full = os.path.join(dirpath, name)
+                    _entry(h, full, os.path.relpath(full, path))
+    except FileNotFoundError:
+        return ""
+    return h.hexdigest()
+
+
+def _entry(h: hashlib._Hash, full: str, rel: str) -> None:
+    st = os.lstat(full)
+    link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+    h.update(
+        f"{rel}\0{st.st_mode:o}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0"
+        f"{st.st_ctime_ns}\0{link}\n".encode()
+    )
 
 
 def installed_id(path: Path) -> tuple[int, int, int] | None:

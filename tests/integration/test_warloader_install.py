@@ -176,6 +176,57 @@ async def test_extracts_a_war_and_swaps_the_directory(tmp_path: Path) -> None:
     assert leftovers(dest) == []
 
 
+def tamper_keeping_mtime(path: Path, data: bytes) -> None:
+    """Rewrite `path` in place with same-size bytes and put its mtime back, as a careless
+    hand edit or a half-finished copy over it might."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change", ["modified", "deleted", "added", "chmod"])
+async def test_a_changed_installed_directory_is_installed_again(
+    tmp_path: Path, change: str
+) -> None:
+    war = war_bytes({"index.jsp": "v1", "WEB-INF/classes/app.properties": "a=1"})
+    src = make_source(tmp_path, war)
+    dest = tmp_path / "webapps"
+    env = {"WARLOADER_SOURCES": f"{src}#sha256={sha256(war)}", "WARLOADER_DEST": str(dest)}
+    env["WARLOADER_EXTRACT"] = "true"
+    assert (await run_loader(env)).outcomes() == ["installed"]
+    assert (await run_loader(env)).outcomes() == ["unchanged"]
+    app = dest / "sample"
+    props = app / "WEB-INF" / "classes" / "app.properties"
+    if change == "modified":
+        tamper_keeping_mtime(props, b"a=2")
+    elif change == "deleted":
+        props.unlink()  # deep inside: the top directory's mtime does not move
+    elif change == "added":
+        (app / "WEB-INF" / "classes" / "extra.class").write_bytes(b"x")
+    else:
+        props.chmod(0o600)
+    run = await run_loader(env)
+    assert run.outcomes() == ["installed"], run.logs.messages()
+    assert any("was changed since it was installed" in m for m in run.logs.messages())
+    assert props.read_text() == "a=1"
+    assert stat.S_IMODE(props.stat().st_mode) == 0o644
+    assert not (app / "WEB-INF" / "classes" / "extra.class").exists()
+    assert (await run_loader(env)).outcomes() == ["unchanged"]
+
+
+async def test_a_file_rewritten_in_place_is_installed_again(tmp_path: Path) -> None:
+    war = war_bytes()
+    src = make_source(tmp_path, war)
+    dest = tmp_path / "webapps"
+    env = {"WARLOADER_SOURCES": str(src), "WARLOADER_DEST": str(dest)}
+    assert (await run_loader(env)).outcomes() == ["installed"]
+    tamper_keeping_mtime(dest / "sample.war", bytes(len(war)))
+    run = await run_loader(env)
+    assert run.outcomes() == ["installed"]
+    assert (dest / "sample.war").read_bytes() == war
+
+
 async def test_modes_and_owner_are_applied(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("changing owners needs root")
