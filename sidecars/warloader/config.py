@@ -49,8 +49,8 @@ class Config(CommonConfig):
     dest: str = setting("/target", "the shared volume's directory to install into", metavar="DIR")
     extract: bool = setting(
         "false",
-        "unpack sources named *.war/.zip/.jar/.ear/.tar/.tar.gz/.tgz into a directory "
-        "instead of copying them",
+        "unpack sources named *.war/.zip/.jar/.ear/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz into a "
+        "directory instead of copying them",
         boolean,
         metavar="BOOL",
     )

@@ -1,8 +1,9 @@
-"""Unpack a zip/war/jar or tar(.gz) into a staging directory, refusing anything unsafe."""
+"""Unpack a zip/war/jar or a tar (plain, gzip, bzip2 or xz) into a staging directory, safely."""
 
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 import stat
 import tarfile
@@ -19,7 +20,15 @@ from sidecars.warloader.errors import UnsafeArchive
 from sidecars.warloader.fsops import Modes, apply_modes
 from sidecars.warloader.safety import RATIO_FLOOR, Limits, check_link, member_parts
 
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+)
+_COMPRESSED_TAR = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 
 
 def archive_kind(path: Path) -> str | None:
@@ -28,7 +37,7 @@ def archive_kind(path: Path) -> str | None:
         head = f.read(512)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+    if head.startswith(_COMPRESSED_TAR) or head[257:262] == b"ustar":
         return "tar"
     return None
 
@@ -125,7 +134,7 @@ def extract(archive: Path, root: Path, limits: Limits, modes: Modes, progress: P
     """Unpack `archive` into the empty directory `root`; return the number of entries."""
     kind = archive_kind(archive)
     if kind is None:
-        raise UnsafeArchive("is not a zip/war/jar or tar(.gz) archive")
+        raise UnsafeArchive("is not a zip/war/jar or tar(.gz/.bz2/.xz) archive")
     unpacker = _Unpacker(root, limits, modes, progress, max(archive.stat().st_size, 1))
     try:
         if kind == "zip":
@@ -134,6 +143,10 @@ def extract(archive: Path, root: Path, limits: Limits, modes: Modes, progress: P
             _untar(archive, unpacker)
     except _CORRUPT as exc:
         raise UnsafeArchive(f"is corrupt: {exc}") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # writing failed (full, read-only): the destination's fault
+        raise UnsafeArchive(f"is corrupt: {exc}") from None  # bz2: "Invalid data stream"
     unpacker.finish()
     return unpacker.entries
 

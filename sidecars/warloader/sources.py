@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".war", ".zip", ".jar", ".ear")
+_ARCHIVE_SUFFIXES = (
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar.xz",
+    ".txz",
+    ".tar",
+    ".war",
+    ".zip",
+    ".jar",
+    ".ear",
+)
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 

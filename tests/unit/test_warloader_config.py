@@ -89,6 +89,8 @@ def test_extract_names() -> None:
     assert strip_archive_suffix("sample.war") == "sample"
     assert strip_archive_suffix("site.TAR.GZ") == "site"
     assert strip_archive_suffix(".war") == ".war"
+    for name in ("site.tar.bz2", "site.tbz2", "site.tar.xz", "site.txz", "site.tgz", "site.jar"):
+        assert strip_archive_suffix(name) == "site"
     assert parse("/a/sample.war").target_name(True) == "sample"
     assert parse("/a/sample.war#name=app").target_name(True) == "app"
     assert parse("/a/sample.war").target_name(False) == "sample.war"

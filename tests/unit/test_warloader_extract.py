@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,6 +167,20 @@ def test_check_link_table(parts: tuple[str, ...], target: str, ok: bool) -> None
     else:
         with pytest.raises(UnsafeArchive):
             check_link(parts, target)
+
+
+@pytest.mark.parametrize("compress", [bz2.compress, lzma.compress], ids=["bz2", "xz"])
+def test_tar_bz2_and_xz_unpack_and_are_checked(tmp_path: Path, compress: Any) -> None:
+    plain = tar_with([("WEB-INF/web.xml", b"<web-app/>"), ("index.jsp", b"hi")], gz=False)
+    good = tmp_path / "case-ok"
+    good.mkdir()
+    assert (unpack(good, compress(plain)) / "index.jsp").read_bytes() == b"hi"
+    assert "outside" in refused(tmp_path, compress(tar_with([("../evil", b"x")], gz=False)))
+    bomb = compress(tar_with([("zeros", bytes(8 << 20))], gz=False))
+    assert "times its size" in refused(tmp_path, bomb, Limits(1 << 30, 10, 20))
+    broken = bytearray(compress(plain))
+    broken[len(broken) // 2 :] = b"\0" * (len(broken) - len(broken) // 2)
+    assert "corrupt" in refused(tmp_path, bytes(broken))
 
 
 def test_member_parts() -> None:
