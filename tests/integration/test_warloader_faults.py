@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -117,6 +118,49 @@ async def test_kill_9_during_a_download_leaves_the_old_version_and_resumes(
         assert srv.statuses[-1] == 206
         assert (tmp_path / "sample.war").read_bytes() == v2
         assert leftovers(tmp_path) == []
+
+
+async def test_kill_9_during_a_file_copy_leaves_the_old_version(tmp_path: Path) -> None:
+    src = tmp_path / "image" / "big.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"old version")
+    dest = tmp_path / "shared"
+    env = {"WARLOADER_SOURCES": str(src), "WARLOADER_DEST": str(dest)}
+    assert (await run_loader(env)).code == 0
+    digest = await asyncio.to_thread(write_big, src, 128)  # copy, hash and fsync take a while
+    pinned = {**env, "WARLOADER_SOURCES": f"{src}#sha256={digest}"}
+    caught = False
+    for _ in range(3):  # each try kills the loader as soon as its temp file has data
+        with spawn(pinned) as proc:
+
+            def copying() -> bool:
+                temps = list(dest.glob(".big.bin.warloader-tmp-*"))
+                return any(t.stat().st_size > 0 for t in temps if t.exists())
+
+            await until(lambda: proc.proc.poll() is not None or copying(), 30, "copy started")
+            caught = proc.proc.poll() is None
+            proc.proc.kill()
+            await asyncio.to_thread(proc.proc.wait, 10)
+        if caught:
+            break
+    assert caught, "the loader finished every time before it could be killed mid-copy"
+    assert (dest / "big.bin").read_bytes() == b"old version"  # old, whole
+    again = await run_loader(pinned)
+    assert again.outcomes() == ["installed"], again.errors()
+    assert await asyncio.to_thread(sha256, (dest / "big.bin").read_bytes()) == digest
+    assert leftovers(dest) == []
+
+
+def write_big(path: Path, mib: int) -> str:
+    """`mib` MiB of incompressible bytes; returns their sha256."""
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for i in range(mib):
+            piece = i.to_bytes(4, "big") + block[4:]
+            f.write(piece)
+            h.update(piece)
+    return h.hexdigest()
 
 
 async def test_kill_9_during_extraction_leaves_old_or_new_tree(tmp_path: Path) -> None:
