@@ -1,8 +1,9 @@
 """adapter benchmark: cached /health and path mapping vs nginx; parser vs prometheus-client.
 
 Run: .venv/bin/python bench/adapter.py [--seconds 5] [--connections 50]
-Servers (adapter, nginx) are pinned to CPU 0, wrk and the app to CPU 1; all side by side in one
-run on 127.0.0.1. Not part of the tests.
+Servers (adapter, nginx) are pinned to CPU 0, wrk and the apps to CPU 1; all side by side in one
+run on 127.0.0.1. For path mapping the app is a second nginx serving a static JSON file (a fast
+app, so the figure is the forwarder's, not the app's). Not part of the tests.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
-  upstream app {{ server 127.0.0.1:{app_port}; keepalive 32; }}
+  upstream app {{ server 127.0.0.1:{fast_port}; keepalive 32; }}
   server {{
     listen 127.0.0.1:{port};
     location = /health {{ default_type application/health+json; alias {dir}/health.json; }}
@@ -121,6 +122,22 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
+  }}
+}}
+"""
+
+
+APP_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/app-nginx.pid;
+error_log {dir}/app-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /actuator/health {{ default_type application/json; alias {dir}/app.json; }}
   }}
 }}
 """
@@ -172,10 +189,16 @@ def main() -> None:
     ap.add_argument("--megabytes", type=int, default=10)
     args = ap.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    app_port, nginx_port, health_port, paths_port = (free_port() for _ in range(4))
+    app_port, nginx_port, health_port, paths_port, fast_port = (free_port() for _ in range(5))
     work = Path(tempfile.mkdtemp(prefix="adapter-bench-"))
     work.chmod(0o755)  # nginx workers may run as another user
-    with process(pinned(1, [PY, "-m", "tests.adapter_support", str(app_port)])):
+    (work / "app.json").write_text('{"status":"UP","components":{"db":{"status":"UP"}}}\n')
+    (work / "app-nginx.conf").write_text(APP_NGINX_CONF.format(dir=work, port=fast_port))
+    fast_app = ["nginx", "-c", str(work / "app-nginx.conf"), "-p", str(work)]
+    with (
+        process(pinned(1, [PY, "-m", "tests.adapter_support", str(app_port)])),
+        process(pinned(1, fast_app)),
+    ):
         app = f"http://127.0.0.1:{app_port}"
         wait_until(lambda: http_get(app + "/metrics")[0] == 200, 15, "app")
         gauge = {"name": "queue_depth", "kind": "gauge", "labels": {}, "value": 3}
@@ -191,6 +214,7 @@ def main() -> None:
         }
         paths_env = {
             **common,
+            "ADAPTER_TARGET": f"http://127.0.0.1:{fast_port}/metrics",
             "ADAPTER_LISTEN": f"127.0.0.1:{paths_port}",
             "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
             "ADAPTER_MODE": "paths",
@@ -204,7 +228,7 @@ def main() -> None:
             wait_until(lambda: http_get(ours_health)[0] == 200, 15, "adapter /health")
             (work / "health.json").write_bytes(http_get(ours_health)[1])
             (work / "nginx.conf").write_text(
-                NGINX_CONF.format(dir=work, port=nginx_port, app_port=app_port)
+                NGINX_CONF.format(dir=work, port=nginx_port, fast_port=fast_port)
             )
             nginx_argv = ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)]
             with process(pinned(0, nginx_argv)) as nginx_proc:

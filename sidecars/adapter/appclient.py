@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,7 +54,7 @@ class AuthFile:
         return self._line
 
 
-class _Conn(asyncio.Protocol):
+class AppConn(asyncio.Protocol):
     """One connection to the app; the reader side is a byte buffer and a wake-up future."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -65,6 +65,7 @@ class _Conn(asyncio.Protocol):
         self.settled = True  # False while an answer is being read from it
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self.listener: Callable[[], None] | None = None  # told of every new byte and the end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -87,6 +88,8 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        if self.listener is not None:
+            self.listener()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -148,7 +151,7 @@ class Answer:
         length: int | None,
         whole: bytes | None,
         body: AsyncGenerator[bytes, None] | None = None,
-        conn: _Conn | None = None,
+        conn: AppConn | None = None,
     ) -> None:
         self.status, self.headers, self.length = status, headers, length
         self.whole, self._body, self._conn = whole, body, conn
@@ -182,7 +185,7 @@ class AppClient:
         self.port = parts.port or (443 if self.https else 80)
         self.authority = parts.netloc.rpartition("@")[2]
         self.keep, self.auth = keep, auth
-        self._idle: list[_Conn] = []
+        self._idle: list[AppConn] = []
         self._heads: dict[tuple[str, str, str, bool], bytes] = {}
         self._ssl: ssl.SSLContext | None = None
         if self.https:
@@ -211,32 +214,67 @@ class AppClient:
     ) -> Answer:
         """Send the request; on a pooled connection found closed, retry once on a fresh one.
         `compressed` asks for gzip/deflate (the caller decodes Content-Encoding)."""
-        head = self._head(method, path, accept, compressed)
-        head += self.auth.read() + b"\r\n" if self.auth is not None else b"\r\n"
+        head = self._full_head(method, path, accept, compressed)
         while self._idle:
             conn = self._idle.pop()
             if conn.eof:
                 conn.close()
                 continue
+            self._send(conn, head)
             try:
-                return await self._exchange(conn, head, method)
+                return await self._answer(conn, method)
             except _Closed:
                 conn.close()  # closed by the app while idle: GET and HEAD are safe to repeat
             except BaseException:
                 conn.close()
                 raise
         conn = await self._connect()
+        self._send(conn, head)
         try:
-            return await self._exchange(conn, head, method)
+            return await self._answer(conn, method)
         except BaseException:
             conn.close()
             raise
 
-    async def _connect(self) -> _Conn:
+    def send_pooled(self, method: str, path: str, accept: str) -> AppConn | None:
+        """Send the request on an idle pooled connection, without waiting; None when there is
+        none. Read the answer from the connection's buffer or with `resume`."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.eof:
+                conn.close()
+                continue
+            self._send(conn, self._full_head(method, path, accept, False))
+            return conn
+        return None
+
+    async def resume(self, conn: AppConn, method: str, path: str, accept: str) -> Answer:
+        """The answer to what `send_pooled` sent (retried on a fresh connection if the pooled
+        one turns out closed)."""
+        try:
+            return await self._answer(conn, method)
+        except _Closed:
+            conn.close()
+            return await self.request(method, path, accept)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _full_head(self, method: str, path: str, accept: str, compressed: bool) -> bytes:
+        head = self._head(method, path, accept, compressed)
+        return head + self.auth.read() + b"\r\n" if self.auth is not None else head + b"\r\n"
+
+    @staticmethod
+    def _send(conn: AppConn, head: bytes) -> None:
+        assert conn.transport is not None
+        conn.settled = False
+        conn.transport.write(head)
+
+    async def _connect(self) -> AppConn:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(
-                lambda: _Conn(loop), self.host, self.port, ssl=self._ssl
+                lambda: AppConn(loop), self.host, self.port, ssl=self._ssl
             )
         except ssl.SSLError as exc:
             raise ConnectError(f"TLS with {self.authority} failed: {exc.reason or exc}") from None
@@ -244,10 +282,7 @@ class AppClient:
             raise ConnectError(f"{self.authority}: {exc.strerror or exc}") from None
         return conn
 
-    async def _exchange(self, conn: _Conn, head: bytes, method: str) -> Answer:
-        assert conn.transport is not None
-        conn.settled = False
-        conn.transport.write(head)
+    async def _answer(self, conn: AppConn, method: str) -> Answer:
         buf = conn.buf
         while (end := buf.find(b"\r\n\r\n")) < 0:
             if len(buf) > MAX_HEAD:
@@ -257,12 +292,11 @@ class AppClient:
             await conn.more()
         if end > MAX_HEAD:
             raise AppError("the app's answer head is too large")
-        status, headers = _parse_head(bytes(buf[:end]))
+        status, keep, headers = parse_head(bytes(buf[:end]))
         del buf[: end + 4]
-        keep = headers.get("connection", "").lower() != "close"
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length = _length(headers)
-            self._release(conn, keep)
+            self.release(conn, keep)
             return Answer(status, headers, length, b"")
         te = headers.get("transfer-encoding")
         if te is not None:
@@ -274,18 +308,19 @@ class AppClient:
             return Answer(status, headers, None, None, self._until_eof(conn), conn)
         if len(buf) >= length:  # the common case: the whole answer came in one read
             whole = conn.take(length)
-            self._release(conn, keep)
+            self.release(conn, keep)
             return Answer(status, headers, length, whole)
         return Answer(status, headers, length, None, self._sized(conn, length, keep), conn)
 
-    def _release(self, conn: _Conn, keep: bool) -> None:
+    def release(self, conn: AppConn, keep: bool) -> None:
+        """Back to the pool (when `keep` and nothing is left unread), else closed."""
         conn.settled = True
         if keep and not conn.eof and not conn.buf and len(self._idle) < self.keep:
             self._idle.append(conn)
         else:
             conn.close()
 
-    async def _sized(self, conn: _Conn, length: int, keep: bool) -> AsyncGenerator[bytes, None]:
+    async def _sized(self, conn: AppConn, length: int, keep: bool) -> AsyncGenerator[bytes, None]:
         left = length
         try:
             while left:
@@ -301,9 +336,9 @@ class AppClient:
             if left:
                 conn.close()
             else:
-                self._release(conn, keep)
+                self.release(conn, keep)
 
-    async def _chunked(self, conn: _Conn, keep: bool) -> AsyncGenerator[bytes, None]:
+    async def _chunked(self, conn: AppConn, keep: bool) -> AsyncGenerator[bytes, None]:
         done = False
         try:
             while True:
@@ -330,11 +365,11 @@ class AppClient:
                     raise AppError("bad chunk framing from the app")
         finally:
             if done:
-                self._release(conn, keep)
+                self.release(conn, keep)
             else:
                 conn.close()
 
-    async def _until_eof(self, conn: _Conn) -> AsyncGenerator[bytes, None]:
+    async def _until_eof(self, conn: AppConn) -> AsyncGenerator[bytes, None]:
         try:
             while True:
                 if conn.buf:
@@ -347,18 +382,23 @@ class AppClient:
             conn.close()
 
 
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise AppError(f"not an HTTP answer: {lines[0][:60]!r}")
+def parse_head(raw: bytes) -> tuple[int, bool, dict[str, str]]:
+    """(status, whether the connection may be kept, headers with lower-case names)."""
+    text = raw.decode("latin-1")
+    first, _, rest = text.partition("\r\n")
+    code = first[9:12]
+    if first[:7] != "HTTP/1." or first[8:9] != " " or not code.isdigit() or len(first) < 12:
+        raise AppError(f"not an HTTP answer: {first[:60]!r}")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise AppError("malformed header line from the app")
-        headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+    if rest:
+        for line in rest.split("\r\n"):
+            colon = line.find(":")
+            if colon <= 0:
+                raise AppError("malformed header line from the app")
+            headers[line[:colon].strip().lower()] = line[colon + 1 :].strip()
+    conn = headers.get("connection", "").lower()
+    keep = "close" not in conn if first[7] == "1" else "keep-alive" in conn
+    return int(code), keep, headers
 
 
 def _length(headers: dict[str, str]) -> int | None:

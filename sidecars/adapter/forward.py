@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
-from sidecars.adapter.appclient import AppClient, AppError
-from sidecars.runtime.http1 import Request, Writer
+from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError, parse_head
+from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line, response_head
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
@@ -26,12 +28,35 @@ class Forwarder:
     def __init__(self, client: AppClient, path: str, deadline: float, max_bytes: int) -> None:
         self.client, self.path, self.deadline, self.max_bytes = client, path, deadline, max_bytes
 
+    def begin(
+        self, request: Request, conn: Connection, route: Route, count: Callable[[int], None]
+    ) -> bool:
+        """The fast path, without a task: a GET sent on a pooled connection, answered from the
+        protocol callback when the app's answer comes whole with a Content-Length. Anything
+        else is handed to `forward` in a task (`request.state` holds the sent request)."""
+        if request.method != "GET":
+            return False
+        app = self.client.send_pooled("GET", self.path, request.accept)
+        if app is None:
+            return False
+        pending = _Pending(self, request, conn, route, count, app)
+        app.listener = pending.on_app
+        pending.timer = conn.loop.call_later(self.deadline, pending.hand_over)
+        return True
+
     async def forward(self, request: Request, out: Writer) -> int:
         """Stream the app's answer and return its status. Failures before the first byte raise
         ForwardError (502/504); after it, the connection is cut (the status is already sent)."""
+        deadline = self.deadline
+        if request.state is not None:  # handed over by the fast path: the request is sent
+            deadline -= time.monotonic() - request.state[1]
         try:
-            async with asyncio.timeout(self.deadline):
-                answer = await self.client.request(request.method, self.path, request.accept)
+            async with asyncio.timeout(deadline):
+                if request.state is not None:
+                    sent, request.state = request.state[0], None
+                    answer = await self.client.resume(sent, "GET", self.path, request.accept)
+                else:
+                    answer = await self.client.request(request.method, self.path, request.accept)
                 try:
                     if answer.length is not None and answer.length > self.max_bytes:
                         msg = f"the app's answer is {answer.length} bytes"
@@ -65,3 +90,77 @@ class Forwarder:
                 return 0
             text = str(exc) or type(exc).__name__
             raise ForwardError("connect", 502, f"cannot read the app: {text}") from None
+
+
+class _Pending:
+    """One GET on the fast path, waiting for the app's answer in the app connection's buffer."""
+
+    __slots__ = ("fwd", "request", "conn", "route", "count", "app", "timer", "started")
+
+    def __init__(
+        self,
+        fwd: Forwarder,
+        request: Request,
+        conn: Connection,
+        route: Route,
+        count: Callable[[int], None],
+        app: AppConn,
+    ) -> None:
+        self.fwd, self.request, self.conn, self.route, self.count = fwd, request, conn, route, count
+        self.app = app
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+
+    def on_app(self) -> None:
+        app = self.app
+        buf = app.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if app.eof or len(buf) > MAX_HEAD:
+                self.hand_over()  # the task path retries a stale connection or names the error
+            return
+        try:
+            status, keep, headers = parse_head(bytes(buf[:end]))
+        except AppError:
+            self.hand_over()
+            return
+        raw = headers.get("content-length")
+        if raw is None or not raw.isdigit() or "transfer-encoding" in headers:
+            self.hand_over()  # streamed: chunked, or until the app closes
+            return
+        length, start = int(raw), end + 4
+        if status < 200 or status in (204, 304):
+            self.hand_over()
+            return
+        if length > self.fwd.max_bytes:
+            self.hand_over()
+            return
+        if len(buf) < start + length:
+            if app.eof:
+                self.hand_over()
+            return  # the rest of the body is on its way
+        body = bytes(buf[start : start + length])
+        del buf[: start + length]
+        self._detach()
+        self.fwd.client.release(app, keep)
+        passed = [(name, headers[low]) for name, low in _PASS if low in headers]
+        keep_alive = self.request.keep_alive
+        wire = b"%bContent-Length: %d\r\n%b\r\n%b" % (
+            response_head(status, passed, keep_alive),
+            length,
+            date_line(),
+            body,
+        )
+        self.count(status)
+        self.conn.finish(wire, keep_alive)
+
+    def hand_over(self) -> None:
+        """On to `forward` in a task, with the request already sent (or the deadline gone)."""
+        self._detach()
+        self.request.state = (self.app, self.started)
+        self.conn.later(self.route, self.request)
+
+    def _detach(self) -> None:
+        self.app.listener = None
+        if self.timer is not None:
+            self.timer.cancel()

@@ -9,7 +9,14 @@ from sidecars.adapter.health import CONTENT_TYPE, Answer
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
-from sidecars.runtime.http1 import Request, Writer, date_line, response_head
+from sidecars.runtime.http1 import (
+    Connection,
+    Deferred,
+    Request,
+    Writer,
+    date_line,
+    response_head,
+)
 
 
 class _Wire:
@@ -85,8 +92,9 @@ class MetricsRoute:
         out.full(wire.status, wire.headers, wire.body)
 
 
-class ForwardRoute:
-    """GET/HEAD: streamed from the app's configured path."""
+class ForwardRoute(Deferred):
+    """GET/HEAD: from the app's configured path; whole small answers without a task, others
+    streamed."""
 
     def __init__(self, forwarder: Forwarder, metrics: AdapterMetrics) -> None:
         self.forwarder, self.metrics = forwarder, metrics
@@ -101,6 +109,9 @@ class ForwardRoute:
 
     def immediate(self, head_only: bool) -> bytes | None:
         return None
+
+    def begin(self, request: Request, conn: Connection) -> bool:
+        return self.forwarder.begin(request, conn, self, self._count)
 
     async def respond(self, request: Request, out: Writer) -> None:
         try:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 MAX_HEAD = 8192  # request line + headers
 MAX_PENDING = 65536  # pipelined bytes buffered while a request is being answered
@@ -24,13 +24,14 @@ class BadRequest(Exception):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ is on the hot path
 class Request:
     method: str
     path: str
     accept: str
     keep_alive: bool
     has_body: bool
+    state: Any = None  # what a Deferred route hands over to its respond()
 
 
 class Route(Protocol):
@@ -39,6 +40,15 @@ class Route(Protocol):
 
     async def respond(self, request: Request, out: Writer) -> None:
         """Answer through `out` (called when `immediate` had nothing)."""
+
+
+class Deferred:
+    """A route that can answer without a task: `begin` starts the work and later calls
+    `conn.finish(wire)` with the whole answer, or `conn.later(route, request)` to answer
+    through `respond` in a task after all (streaming, errors). It returns False to decline."""
+
+    def begin(self, request: Request, conn: Connection) -> bool:
+        return False
 
 
 def parse_head(head: bytes) -> Request:
@@ -79,8 +89,18 @@ def date_line() -> bytes:
     return _date[1]
 
 
-def response_head(status: int, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
-    """Status line and headers up to the blank line, without Date (added when sent)."""
+_heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], bytes] = {}
+
+
+def response_head(
+    status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...], keep_alive: bool
+) -> bytes:
+    """Status line and headers up to the blank line, without Date (added when sent). Heads
+    are kept (a bounded number) so a repeated answer costs one dict lookup."""
+    key = (status, tuple(headers), keep_alive)
+    head = _heads.get(key)
+    if head is not None:
+        return head
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"]
     for name, value in headers:
         if "\r" in value or "\n" in value:
@@ -88,7 +108,11 @@ def response_head(status: int, headers: list[tuple[str, str]], keep_alive: bool)
         lines.append(f"{name}: {value}\r\n")
     if not keep_alive:
         lines.append("Connection: close\r\n")
-    return "".join(lines).encode("latin-1")
+    head = "".join(lines).encode("latin-1")
+    if len(_heads) >= 512:
+        _heads.clear()  # values may come from the app (ETag...): keep the cache bounded
+    _heads[key] = head
+    return head
 
 
 class Writer:
@@ -103,14 +127,15 @@ class Writer:
         self._pending = b""
 
     def start(self, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
-        headers = list(headers)
-        if length is not None:
-            headers.append(("Content-Length", str(length)))
-        elif not self._head_only:
-            self._chunked = True
-            headers.append(("Transfer-Encoding", "chunked"))
         head = response_head(status, headers, self.request.keep_alive)
-        self._pending = head + date_line() + b"\r\n"
+        if length is not None:
+            framing = b"Content-Length: %d\r\n" % length
+        elif self._head_only:
+            framing = b""
+        else:
+            self._chunked = True
+            framing = b"Transfer-Encoding: chunked\r\n"
+        self._pending = head + framing + date_line() + b"\r\n"
         self.started = True
 
     async def write(self, data: bytes) -> None:
@@ -135,6 +160,11 @@ class Writer:
 
     def abort(self) -> None:
         self.conn.abort()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Server:
@@ -204,8 +234,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.last = self.head_at = self.loop.time()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[None] | None = None  # the answer in progress
         self.stopping = False
+        self.paused = False
         self._writable: asyncio.Event | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -254,7 +285,8 @@ class Connection(asyncio.Protocol):
         else:
             self.buf, self.head_at = data, self.last
         if self.task is not None:
-            if len(self.buf) > MAX_PENDING and self.transport is not None:
+            if len(self.buf) > MAX_PENDING and self.transport is not None and not self.paused:
+                self.paused = True
                 self.transport.pause_reading()
             return
         self._process()
@@ -292,7 +324,25 @@ class Connection(asyncio.Protocol):
             if wire is not None:
                 self.send(wire)
                 return
+        if isinstance(route, Deferred) and route.begin(request, self):
+            self.task = self.loop.create_future()  # busy until finish() or later()
+            return
         self.task = self.loop.create_task(self._respond(route, request))
+
+    def finish(self, wire: bytes, keep_alive: bool) -> None:
+        """A Deferred route's whole answer: send it, then go on with the next request."""
+        busy, self.task = self.task, None
+        self.send(wire)
+        if busy is not None:
+            _settle(busy)
+        self._next(keep_alive)
+
+    def later(self, route: Route, request: Request) -> None:
+        """A Deferred route answers through `respond` in a task after all."""
+        busy = self.task
+        task = self.task = self.loop.create_task(self._respond(route, request))
+        if busy is not None:
+            task.add_done_callback(lambda _: _settle(busy))
 
     async def _respond(self, route: Route, request: Request) -> None:
         out = Writer(self, request)
@@ -309,11 +359,16 @@ class Connection(asyncio.Protocol):
                 out.full(500, [("Content-Type", "text/plain")], self.server.error_body)
         finally:
             self.task = None
-        if not request.keep_alive or self.stopping:
+        self._next(request.keep_alive)
+
+    def _next(self, keep_alive: bool) -> None:
+        if not keep_alive or self.stopping:
             self.close()
             return
         if self.transport is not None:
-            self.transport.resume_reading()
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
             self._process()
 
     def _refuse(
