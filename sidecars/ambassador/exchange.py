@@ -35,12 +35,11 @@ class Exchange:
         self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
         key = side.ip.encode()
         if settings.policy == "hash" and settings.hash_header:
-            wanted = settings.hash_header.lower().encode()
-            key = next((v for n, v in head.headers if n == wanted), key)
+            key = wire.header_value(head, settings.hash_header) or key
         self.key = key
         self.out_head = wire.forward_request(head, side.ip)
         # an HTTP/1.0 request without Host: each member gets its own name
-        self.needs_host = not any(n == b"host" for n, _ in head.headers)
+        self.needs_host = head.get(b"host") is None
         self.tried: list[Member] = []
         self.member: Member | None = None
         self.up: Upstream | None = None
@@ -257,12 +256,12 @@ class Exchange:
             body, framing = Length(0), wire.framing(resp)
         elif resp.chunked:
             decode = head.version == b"HTTP/1.0"
-            body, framing = Chunked(decode), [] if decode else wire.framing(resp)
+            body, framing = Chunked(decode), b"" if decode else wire.framing(resp)
             close = close or decode
         elif resp.length is not None:
             body, framing = Length(resp.length), wire.framing(resp)
         else:
-            body, framing, close = Body(), [], True
+            body, framing, close = Body(), b"", True
         self.resp, self.resp_body, self.close_after = resp, body, close
         out = wire.forward_response(resp, framing, close)
         extra = b""

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 TARGET = re.compile(rb"[\x21-\x7e]+")
-BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",  # re-emitted from the parsed framing, never copied
-    }
-)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-CHUNK = 64 * 1024
 
 
 class HttpError(Exception):
@@ -38,66 +21,106 @@ class HttpError(Exception):
 @dataclass(slots=True)
 class Head:
     """A parsed request or response head. For a request `first` is (method, target); for a
-    response it is (status, reason)."""
+    response it is (status, reason). `block` is the header lines to forward as they came (each
+    ending in CRLF), hop-by-hop ones and those re-emitted by the ambassador taken out; `headers`
+    holds only the headers the ambassador reads, as (lowercase name, value)."""
 
     first: tuple[bytes, bytes]
     version: bytes
-    headers: list[tuple[bytes, bytes]]  # (lowercase name, value) in order
+    headers: list[tuple[bytes, bytes]]
+    block: bytes = b""
     length: int | None = None
     chunked: bool = False
     close: bool = False  # the sender asked to close after this message
     expect_continue: bool = False
 
-
-# One well-formed header line: a token, a colon, a value without control characters (tab is
-# allowed). Lines that do not match in full are found by counting and refused.
-HEADER_LINE = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r\n", re.M)
-_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of a header the ambassador reads (lowercase name)."""
+        return next((v for n, v in self.headers if n == name), None)
 
 
-def _parse_headers(block: bytes, head: Head) -> None:
-    """Parse the header lines (`block`, each line ending in CRLF) into `head`."""
-    pairs = HEADER_LINE.findall(block)
-    if len(pairs) != block.count(b"\n"):
-        for line in block.split(b"\r\n")[:-1]:  # find the culprit for a precise answer
-            if not HEADER_LINE.fullmatch(line + b"\r\n"):
-                name, colon, _ = line.partition(b":")
-                if colon and TOKEN.fullmatch(name):
-                    raise HttpError(400, "control character in a header value")
-        raise HttpError(400, "malformed header line")
-    headers = head.headers
-    special: list[tuple[bytes, bytes]] = []
-    for name, value in pairs:
-        lname = name.lower()
-        value = value.strip(b" \t")
-        if lname in _SPECIAL:
-            special.append((lname, value))
-            if lname == b"expect" and value.lower() == b"100-continue":
-                continue
-        headers.append((lname, value))
-    if special:
-        _framing(special, head)
+_NAME = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # no control characters but tab
+# Every header line well-formed, checked in one pass: a token, a colon, a clean value.
+HEADER_BLOCK = re.compile(rb"(?:" + _NAME + rb":" + _VALUE + rb"\r\n)*")
+HEADER_LINE = re.compile(rb"(" + _NAME + rb"):(" + _VALUE + rb")\r\n")
+_HOP = (
+    rb"connection|keep-alive|proxy-connection|proxy-authenticate|proxy-authorization|te|trailer"
+    rb"|transfer-encoding|upgrade|content-length"  # content-length: re-emitted from the framing
+)
+_REBUILT = rb"|x-forwarded-for|via|expect"  # request headers the ambassador writes itself
 
 
-def _framing(special: list[tuple[bytes, bytes]], head: Head) -> None:
-    drop: set[bytes] = set()
+def _lines(names: bytes, read: bool = True) -> re.Pattern[bytes]:
+    group = rb"(" + names + rb")" if read else rb"(?:" + names + rb")"
+    return re.compile(rb"^" + group + rb":(" + _VALUE + rb")\r\n", re.M | re.I)
+
+
+RESPONSE_READ = _lines(_HOP)
+REQUEST_READ = _lines(_HOP + _REBUILT + rb"|host|x-forwarded-proto|x-forwarded-host")
+REQUEST_DROP = _lines(_HOP + _REBUILT, read=False)
+
+
+def _check_block(block: bytes) -> None:
+    if HEADER_BLOCK.fullmatch(block):
+        return
+    for line in block.split(b"\r\n")[:-1]:  # find the culprit for a precise answer
+        if not HEADER_LINE.fullmatch(line + b"\r\n"):
+            name, colon, _ = line.partition(b":")
+            if colon and TOKEN.fullmatch(name):
+                raise HttpError(400, "control character in a header value")
+            break
+    raise HttpError(400, "malformed header line")
+
+
+def _parse_block(
+    block: bytes, head: Head, read: re.Pattern[bytes], drop: re.Pattern[bytes]
+) -> None:
+    """Check the header lines (each ending in CRLF), read the ones the ambassador needs and keep
+    the rest, as they came, for forwarding."""
+    _check_block(block)
+    found = read.findall(block)
+    if not found:
+        head.block = block
+        return
+    head.headers = [(n.lower(), v.strip(b" \t")) for n, v in found]
+    named = _framing(head)
+    block = drop.sub(b"", block)
+    if named:  # headers listed in Connection are hop-by-hop too
+        block = b"".join(
+            line + b"\r\n"
+            for line in block.split(b"\r\n")[:-1]
+            if line.partition(b":")[0].lower() not in named
+        )
+    head.block = block
+
+
+def _framing(head: Head) -> set[bytes]:
+    """Framing and connection handling from the headers read; returns the extra header names
+    that Connection declares hop-by-hop."""
+    named: set[bytes] = set()
     lengths: set[bytes] = set()
     te = b""
-    for lname, value in special:
+    for lname, value in head.headers:
         if lname == b"content-length":
-            lengths.update(v.strip() for v in value.split(b","))
+            if b"," in value:
+                lengths.update(v.strip() for v in value.split(b","))
+            else:
+                lengths.add(value)
         elif lname == b"transfer-encoding":
             te = (te + b"," + value) if te else value
         elif lname == b"connection":
-            tokens = {t.strip().lower() for t in value.split(b",")}
-            drop |= tokens
+            low = value.lower()
+            if low == b"keep-alive":
+                head.close = head.close and head.version != b"HTTP/1.0"
+                continue
+            tokens = {t.strip() for t in low.split(b",")}
             head.close |= b"close" in tokens
             if b"keep-alive" in tokens and head.version == b"HTTP/1.0":
                 head.close = False
+            named |= tokens - {b"close", b"keep-alive", b""}
         elif lname == b"expect" and value.lower() == b"100-continue":
             head.expect_continue = True
-    if drop:
-        head.headers = [(n, v) for n, v in head.headers if n not in drop]
     if te:
         if te.strip().lower() != b"chunked":
             raise HttpError(501, "only chunked transfer-encoding is supported")
@@ -108,6 +131,7 @@ def _framing(special: list[tuple[bytes, bytes]], head: Head) -> None:
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise HttpError(400, "invalid content-length")
         head.length = int(next(iter(lengths)))
+    return named
 
 
 def parse_request(raw: bytes) -> Head:
@@ -120,8 +144,8 @@ def parse_request(raw: bytes) -> Head:
         raise HttpError(505 if parts[2].startswith(b"HTTP/") else 400, "unsupported version")
     head = Head((parts[0], parts[1]), parts[2], [], close=parts[2] == b"HTTP/1.0")
     if block:
-        _parse_headers(block + b"\r\n", head)
-    if head.version == b"HTTP/1.1" and not any(n == b"host" for n, _ in head.headers):
+        _parse_block(block + b"\r\n", head, REQUEST_READ, REQUEST_DROP)
+    if head.version == b"HTTP/1.1" and head.get(b"host") is None:
         raise HttpError(400, "missing host header")
     return head
 
@@ -136,62 +160,68 @@ def parse_response(raw: bytes) -> Head:
     head.close = parts[0] == b"HTTP/1.0"
     try:
         if block:
-            _parse_headers(block + b"\r\n", head)
+            _parse_block(block + b"\r\n", head, RESPONSE_READ, RESPONSE_READ)
     except HttpError as exc:
         raise ValueError(exc.message) from None
     return head
 
 
-def framing(head: Head) -> list[bytes]:
+def header_value(head: Head, name: str) -> bytes | None:
+    """Any request header's first value (for hashing by header), read from the block."""
+    found = head.get(name.lower().encode())
+    if found is not None:
+        return found
+    m = re.search(rb"^" + re.escape(name.encode()) + rb":(.*)\r\n", head.block, re.M | re.I)
+    return m.group(1).strip(b" \t") if m else None
+
+
+def framing(head: Head) -> bytes:
     if head.chunked:
-        return [b"transfer-encoding: chunked\r\n"]
+        return b"transfer-encoding: chunked\r\n"
     if head.length is not None:
-        return [b"content-length: %d\r\n" % head.length]
-    return []
+        return b"content-length: %d\r\n" % head.length
+    return b""
 
 
 def forward_request(head: Head, client_ip: str, proto: bytes = b"http") -> bytes:
     """The request head sent to a member: hop-by-hop headers out, forwarding headers in."""
-    method, target = head.first
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    xff: bytes = b""
-    seen: set[bytes] = set()
+    xff, via, extra = [], [], b""
+    host, forwarded = b"", set()
     for name, value in head.headers:
-        if name in HOP_BY_HOP:
-            continue
         if name == b"x-forwarded-for":
-            xff = value if not xff else xff + b", " + value
-            continue
-        if name == b"via":
-            value = value + b", 1.1 ambassador"
-        seen.add(name)
-        out += [name, b": ", value, b"\r\n"]
-    ip = client_ip.encode()
-    out += [b"x-forwarded-for: ", xff + b", " + ip if xff else ip, b"\r\n"]
-    if b"x-forwarded-proto" not in seen:
-        out += [b"x-forwarded-proto: ", proto, b"\r\n"]
-    if b"x-forwarded-host" not in seen:
-        host = next((v for n, v in head.headers if n == b"host"), b"")
-        if host:
-            out += [b"x-forwarded-host: ", host, b"\r\n"]
-    if b"via" not in seen:
-        out.append(b"via: 1.1 ambassador\r\n")
-    out += framing(head)
-    out.append(b"\r\n")
-    return b"".join(out)
+            xff.append(value)
+        elif name == b"via":
+            via.append(value)
+        elif name == b"host":
+            host = host or value
+        elif name in (b"x-forwarded-proto", b"x-forwarded-host"):
+            forwarded.add(name)
+    xff.append(client_ip.encode())
+    via.append(b"1.1 ambassador")
+    if b"x-forwarded-proto" not in forwarded:
+        extra = b"x-forwarded-proto: %s\r\n" % proto
+    if host and b"x-forwarded-host" not in forwarded:
+        extra += b"x-forwarded-host: %s\r\n" % host
+    return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\n%svia: %s\r\n%s\r\n" % (
+        head.first[0],
+        head.first[1],
+        head.block,
+        b", ".join(xff),
+        extra,
+        b", ".join(via),
+        framing(head),
+    )
 
 
-def forward_response(head: Head, body_framing: list[bytes], close: bool) -> bytes:
+def forward_response(head: Head, body_framing: bytes, close: bool) -> bytes:
     status, reason = head.first
-    out = [b"HTTP/1.1 ", status, b" ", reason, b"\r\n"]
-    for name, value in head.headers:
-        if name not in HOP_BY_HOP:
-            out += [name, b": ", value, b"\r\n"]
-    out += body_framing
-    if close:
-        out.append(b"connection: close\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+    return b"HTTP/1.1 %s %s\r\n%s%s%s\r\n" % (
+        status,
+        reason,
+        head.block,
+        body_framing,
+        b"connection: close\r\n" if close else b"",
+    )
 
 
 def error_response(status: int, message: str, close: bool = True) -> bytes:
@@ -213,65 +243,3 @@ def error_response(status: int, message: str, close: bool = True) -> bytes:
         b"connection: close\r\n" if close else b"",
         body,
     )
-
-
-async def copy_length(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int, idle: float
-) -> None:
-    """Relay exactly `n` body bytes; IncompleteReadError when the sender stops early."""
-    while n > 0:
-        async with asyncio.timeout(idle):
-            data = await reader.read(min(n, CHUNK))
-        if not data:
-            raise asyncio.IncompleteReadError(b"", n)
-        n -= len(data)
-        writer.write(data)
-        await writer.drain()
-
-
-async def copy_chunked(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float, decode: bool = False
-) -> None:
-    """Relay a chunked body as it is (or de-chunked for an HTTP/1.0 client), trailers included."""
-    while True:
-        async with asyncio.timeout(idle):
-            line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        if (
-            not size_text
-            or len(size_text) > 16
-            or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
-        ):
-            raise ValueError("malformed chunk size")
-        size = int(size_text, 16)
-        if not decode:
-            writer.write(line)
-        if size == 0:
-            break
-        await copy_length(reader, writer, size, idle)
-        async with asyncio.timeout(idle):
-            crlf = await reader.readexactly(2)
-        if crlf != b"\r\n":
-            raise ValueError("malformed chunk end")
-        if not decode:
-            writer.write(crlf)
-    while True:  # trailers, then the final blank line
-        async with asyncio.timeout(idle):
-            line = await reader.readuntil(b"\r\n")
-        if not decode:
-            writer.write(line)
-        if line == b"\r\n":
-            break
-    await writer.drain()
-
-
-async def copy_until_eof(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float
-) -> None:
-    while True:
-        async with asyncio.timeout(idle):
-            data = await reader.read(CHUNK)
-        if not data:
-            return
-        writer.write(data)
-        await writer.drain()

@@ -22,8 +22,9 @@ def test_request_head_parses() -> None:
     )
     assert head.first == (b"POST", b"/a?b=1") and head.length == 5 and not head.chunked
     assert not head.close and head.expect_continue
-    names = [n for n, _ in head.headers]
-    assert b"x-secret" not in names and b"expect" not in names  # named by Connection: dropped
+    out = wire.forward_request(head, "10.0.0.1").lower()
+    assert b"x-secret" not in out  # named by Connection: hop-by-hop, dropped
+    assert b"expect" not in out and b"connection" not in out and b"host: api\r\n" in out
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_forwarded_request_head() -> None:
     assert lines[0] == "GET /x HTTP/1.1" and out.endswith("\r\n\r\n")
     assert "x-forwarded-for: 10.1.1.1, 127.0.0.1" in lines
     assert "x-forwarded-proto: http" in lines and "x-forwarded-host: app:7000" in lines
-    assert "via: 1.1 edge, 1.1 ambassador" in lines and "accept: */*" in lines
+    assert "via: 1.1 edge, 1.1 ambassador" in lines and "Accept: */*" in lines  # names kept as sent
     for gone in ("upgrade", "te:", "proxy-authorization", "keep-alive", "content-length"):
         assert gone not in out.lower()
 
@@ -78,7 +79,7 @@ def test_forwarded_response_reframes() -> None:
     )
     assert resp.length == 3
     out = wire.forward_response(resp, wire.framing(resp), close=True)
-    assert out == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 3\r\nconnection: close\r\n\r\n"
+    assert out == b"HTTP/1.1 200 OK\r\nX-A: 1\r\ncontent-length: 3\r\nconnection: close\r\n\r\n"
 
 
 @pytest.mark.parametrize("raw", [b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad"])
