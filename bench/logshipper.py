@@ -1,26 +1,32 @@
 """Benchmark: logshipper vs rsyslog (imfile -> omelasticsearch) vs syslog-ng (file ->
-elasticsearch-http), side by side in one run, shipping one file of N lines of ~200 bytes to the
-same local bulk sink (a separate process answering like Elasticsearch).
+elasticsearch-http), side by side in one run: one file of N lines of ~200 bytes shipped to a
+local bulk sink (a separate process answering like Elasticsearch) and to a real node.
 
-    .venv/bin/python bench/logshipper.py [--lines 1000000] [--es URL]
+    flock /tmp/bench.lock .venv/bin/python bench/logshipper.py \
+        [--lines 1000000] [--es http://127.0.0.1:9250] [--outage 60] [--only NAMES]
 
-Figures per shipper: lines/s (wall time until the sink counted every line), CPU seconds per
-million lines (user+system of the shipper process), peak RSS (VmHWM); plus logshipper's peak
-RSS while its Elasticsearch is unreachable and 1 GiB is written. The anchors are skipped
-when their binaries are missing (apt-get install rsyslog rsyslog-elasticsearch syslog-ng-core
-syslog-ng-mod-http). Not part of the tests.
+Figures per shipper and target: lines/s (wall time from start until the target holds every
+line), CPU seconds per million lines (user+system of the shipper process), peak RSS (VmHWM).
+Then logshipper's peak RSS while the sink is down for `--outage` seconds with 1 GiB written
+meanwhile, through the sink's return. rsyslog comes from Debian (apt-get install rsyslog
+rsyslog-elasticsearch); syslog-ng's package conflicts with rsyslog's, so its .debs are unpacked
+into ~/.cache/sidecars/bench/syslog-ng (see `syslog_ng_root`). Missing anchors are skipped.
+Not part of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +38,13 @@ SINK = r"""
 import asyncio, sys
 from aiohttp import web
 count = 0
-ITEM = b'{"index":{"_id":"x","status":201}}'
+ITEM = b'{"index":{"status":201}}'
 async def bulk(request):
     global count
     body = await request.read()
     n = body.count(b"\n") // 2
     count += n
-    out = b'{"took":1,"errors":false,"items":[' + b",".join([ITEM] * n) + b"]}"
+    out = b'{"errors":false,"items":[' + b",".join([ITEM] * n) + b"]}"
     return web.Response(body=out, content_type="application/json",
                         headers={"X-Elastic-Product": "Elasticsearch"})
 async def info(request):
@@ -59,17 +65,49 @@ except ImportError:
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
+Spec = tuple[list[str], dict[str, str]]
+Counter = Callable[[], int]
+LINE = "2026-01-01T00:00:00Z host app[1]: request {:09d} served " + "x" * 150 + "\n"
+
 
 def write_log(path: Path, lines: int) -> None:
-    pad = "x" * 150
     with path.open("w") as f:
-        for i in range(lines):
-            f.write(f"2026-01-01T00:00:00Z host app[1]: request {i:09d} served {pad}\n")
+        for start in range(0, lines, 10_000):
+            f.write("".join(LINE.format(i) for i in range(start, min(lines, start + 10_000))))
 
 
-def sink_count(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_count_", timeout=5) as r:
-        return int(r.read())
+def http(url: str, method: str = "GET", body: bytes | None = None) -> bytes:
+    req = urllib.request.Request(url, data=body, method=method)
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return bytes(r.read())
+
+
+def sink_counter(port: int) -> Counter:
+    return lambda: int(http(f"http://127.0.0.1:{port}/_count_"))
+
+
+def es_counter(es: str, index: str) -> Counter:
+    def count() -> int:
+        try:
+            http(f"{es}/{index}/_refresh", "POST")
+            return int(json.loads(http(f"{es}/{index}/_count"))["count"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return 0
+            raise
+
+    return count
+
+
+def es_reset(es: str, index: str) -> None:
+    try:
+        http(f"{es}/{index}", "DELETE")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    settings = {"settings": {"number_of_replicas": 0, "refresh_interval": "5s"}}
+    http(f"{es}/{index}", "PUT", json.dumps(settings).encode())
 
 
 def proc_cpu(pid: int) -> float:
@@ -84,22 +122,27 @@ def proc_hwm(pid: int) -> int:
     return 0
 
 
-def run(name: str, cmd: list[str], env: dict[str, str], port: int, lines: int) -> dict[str, float]:
-    base = sink_count(port)
+def run(name: str, spec: Spec, count: Counter, lines: int) -> dict[str, float]:
+    base = count()
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = start + 600
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(spec[0], env=spec[1], stdout=subprocess.DEVNULL, stderr=err)
+    deadline = start + 60 + lines / 10_000
     cpu = hwm = 0.0
     try:
-        while sink_count(port) - base < lines:
+        while count() - base < lines:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: stopped early ({sink_count(port) - base} lines)")
+                stop_process(proc, 5)
+                err.seek(0)
+                tail = err.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{name}: stopped early ({count() - base} lines)\n{tail}")
             cpu, hwm = proc_cpu(proc.pid), proc_hwm(proc.pid)
             time.sleep(0.05)
         elapsed = time.monotonic() - start
         cpu, hwm = proc_cpu(proc.pid), proc_hwm(proc.pid)
     finally:
         stop_process(proc, 20)
+        err.close()
     return {
         "lines/s": lines / elapsed,
         "cpu s/M lines": cpu * 1e6 / lines,
@@ -107,14 +150,14 @@ def run(name: str, cmd: list[str], env: dict[str, str], port: int, lines: int) -
     }
 
 
-def ours(work: Path, log: Path, port: int) -> tuple[list[str], dict[str, str]]:
+def ours(work: Path, log: Path, url: str, index: str) -> Spec:
     state = work / "ls-state"
     shutil.rmtree(state, ignore_errors=True)
     env = {
         **os.environ,
         "LOGSHIPPER_PATHS": str(log),
-        "LOGSHIPPER_ES_HOSTS": f"http://127.0.0.1:{port}",
-        "LOGSHIPPER_INDEX": "bench-%Y.%m.%d",
+        "LOGSHIPPER_ES_HOSTS": url,
+        "LOGSHIPPER_INDEX": index,
         "LOGSHIPPER_STATE_DIR": str(state),
         "LOGSHIPPER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
         "LOGSHIPPER_LOG_LEVEL": "warning",
@@ -122,7 +165,7 @@ def ours(work: Path, log: Path, port: int) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "sidecars.logshipper"], env
 
 
-def rsyslog(work: Path, log: Path, port: int) -> tuple[list[str], dict[str, str]] | None:
+def rsyslog(work: Path, log: Path, url: str, index: str) -> Spec | None:
     exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
     if not os.path.exists(exe) or not os.path.exists(
         "/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so"
@@ -131,6 +174,7 @@ def rsyslog(work: Path, log: Path, port: int) -> tuple[list[str], dict[str, str]
     d = work / "rsyslog"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir()
+    port = url.rsplit(":", 1)[1]
     conf = d / "rsyslog.conf"
     conf.write_text(
         f"""
@@ -145,42 +189,55 @@ template(name="doc" type="list" option.jsonf="on") {{
 input(type="imfile" File="{log}" Tag="app" addMetadata="on" readMode="0"
       freshStartTail="off" PersistStateInterval="10000" maxLinesAtOnce="0")
 action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="doc"
-       searchIndex="bench" bulkmode="on" maxbytes="5m" queue.type="linkedlist"
-       queue.size="100000" queue.dequeuebatchsize="5000" action.resumeretrycount="-1")
+       searchIndex="{index}" esVersion.major="8" bulkmode="on" maxbytes="5m"
+       queue.type="linkedlist" queue.size="100000" queue.dequeuebatchsize="5000"
+       action.resumeretrycount="-1")
 """
     )
     return [exe, "-n", "-f", str(conf), "-i", str(d / "pid")], dict(os.environ)
 
 
-def syslog_ng(work: Path, log: Path, port: int) -> tuple[list[str], dict[str, str]] | None:
-    exe = shutil.which("syslog-ng") or "/usr/sbin/syslog-ng"
-    if not os.path.exists(exe):
+def syslog_ng_root() -> Path:
+    """syslog-ng from Debian's .debs, unpacked privately: `apt-get download syslog-ng-core
+    syslog-ng-mod-http syslog-ng-scl libivykis0 libpcre3 libwrap0`, then `dpkg-deb -x` each
+    into this directory."""
+    return Path.home() / ".cache" / "sidecars" / "bench" / "syslog-ng" / "root"
+
+
+def syslog_ng(work: Path, log: Path, url: str, index: str) -> Spec | None:
+    root = syslog_ng_root()
+    exe = root / "usr" / "sbin" / "syslog-ng"
+    if not exe.exists():
         return None
     d = work / "syslog-ng"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir()
     conf = d / "syslog-ng.conf"
+    scl = root / "usr" / "share" / "syslog-ng" / "include" / "scl"
     conf.write_text(
         f"""@version: 3.38
-@include "scl.conf"
-options {{ stats(freq(0)); }};
+@include "{scl}/elasticsearch/elastic-http.conf"
+options {{ stats_freq(0); }};
 source s_file {{ file("{log}" flags(no-parse) follow-freq(0.1) log-fetch-limit(10000)
                      log-iw-size(100000)); }};
 destination d_es {{
-  elasticsearch-http(url("http://127.0.0.1:{port}/_bulk") index("bench") type("")
+  elasticsearch-http(url("{url}/_bulk") index("{index}") type("")
     batch-lines(5000) batch-timeout(100) workers(2)
     template("$(format-json --scope none @timestamp=${{ISODATE}} message=${{MESSAGE}}
               log.file.path=${{FILE_NAME}})"));
 }};
-log {{ source(s_file); destination(d_es); }};
+log {{ source(s_file); destination(d_es); flags(flow-control); }};
 """
     )
+    libs = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu:{root}/usr/lib/syslog-ng"
+    env = {**os.environ, "LD_LIBRARY_PATH": libs}
     return (
         [
-            exe,
+            str(exe),
             "-F",
             "-f",
             str(conf),
+            f"--module-path={root}/usr/lib/syslog-ng/3.38",
             "-R",
             str(d / "persist"),
             "-p",
@@ -188,72 +245,71 @@ log {{ source(s_file); destination(d_es); }};
             "-c",
             str(d / "ctl"),
         ],
-        dict(os.environ),
+        env,
     )
 
 
-def outage_rss(work: Path, gib: float = 1.0) -> float:
-    """Peak RSS (MiB) of logshipper while its Elasticsearch is unreachable and `gib` GiB are
-    written to its file (the budget must keep memory flat: the file is the buffer)."""
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sink_counter(port)()
+            return sink
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(sink)
+                raise
+            time.sleep(0.05)
+
+
+def outage_rss(work: Path, seconds: float, gib: float = 1.0) -> tuple[float, float]:
+    """logshipper's peak RSS (MiB) while its sink is down for `seconds` and `gib` GiB are
+    written meanwhile, then through 10 s after the sink's return; and the lines/s it
+    delivered in those 10 s (proof it was shipping, not stuck)."""
     log = work / "outage.log"
-    cmd, env = ours(work, log, free_port())  # nothing listens on that port
+    port = free_port()
+    cmd, env = ours(work, log, f"http://127.0.0.1:{port}", "outage")
+    sink = start_sink(port)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(2)
-        block = ("2026-01-01T00:00:00Z host app[1]: request served " + "x" * 150 + "\n").encode()
-        block *= 5000
-        written = 0
+        line = (LINE.format(0)).encode()
+        block = line * 5000
         with log.open("ab") as f:
-            while written < gib * (1 << 30):
+            f.write(block)
+        time.sleep(2)
+        stop_process(sink)
+        down = time.monotonic()
+        written, target = 0, gib * (1 << 30)
+        with log.open("ab") as f:
+            while written < target:
                 f.write(block)
                 written += len(block)
-        time.sleep(3)
-        return proc_hwm(proc.pid) / 2**20
+                # spread the writes over the outage
+                ahead = written / target * seconds * 0.9 - (time.monotonic() - down)
+                if ahead > 0:
+                    time.sleep(min(ahead, 0.5))
+        time.sleep(max(0.0, seconds - (time.monotonic() - down)))
+        sink = start_sink(port)
+        base = sink_counter(port)()
+        time.sleep(10)
+        rate = (sink_counter(port)() - base) / 10
+        return proc_hwm(proc.pid) / 2**20, rate
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc, 20)
+        stop_process(sink)
         log.unlink()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-logshipper-") as tmp:
-        work = Path(tmp)
-        log = work / "app.log"
-        write_log(log, args.lines)
-        port = free_port()
-        sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    sink_count(port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            results: dict[str, dict[str, float]] = {}
-            hwm_down = outage_rss(work)
-            for name, make in (
-                ("logshipper", ours),
-                ("rsyslog", rsyslog),
-                ("syslog-ng", syslog_ng),
-            ):
-                spec = make(work, log, port)
-                if spec is None:
-                    print(f"# {name}: not installed, skipped", file=sys.stderr)
-                    continue
-                results[name] = run(name, spec[0], spec[1], port, args.lines)
-        finally:
-            sink.terminate()
-            sink.wait(10)
-    print(f"{args.lines} lines of ~200 bytes, one file, to a local bulk sink")
-    print(f"logshipper peak RSS MiB, sink down, 1 GiB written: {hwm_down:.1f}")
-    print(f"{'figure':<16}{'shipper':<12}{'ours':>12}{'anchor':>12}{'ratio':>8}")
-    mine = results["logshipper"]
+SHIPPERS = (("logshipper", ours), ("rsyslog", rsyslog), ("syslog-ng", syslog_ng))
+
+
+def table(title: str, results: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}")
+    print(f"{'figure':<16}{'anchor':<12}{'ours':>12}{'anchor':>12}{'ratio':>8}")
+    mine = results.get("logshipper")
+    if mine is None:
+        return
     for anchor in (n for n in results if n != "logshipper"):
         for figure, value in results[anchor].items():
             ratio = mine[figure] / value if value else float("nan")
@@ -261,6 +317,56 @@ def main() -> None:
     if len(results) == 1:
         for figure, value in mine.items():
             print(f"{figure:<16}{'(none)':<12}{value:>12.1f}{'-':>12}{'-':>8}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the file")
+    parser.add_argument("--es", default="", help="a real node's URL (skipped when empty)")
+    parser.add_argument("--outage", type=float, default=60.0, help="sink outage (0: skip)")
+    parser.add_argument("--only", default="", help="comma-separated shippers to run")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    shippers = [(n, m) for n, m in SHIPPERS if not only or n in only]
+    with open("/proc/loadavg") as f:
+        print(f"load average at start: {' '.join(f.read().split()[:3])}")
+    with tempfile.TemporaryDirectory(prefix="bench-logshipper-") as tmp:
+        work = Path(tmp)
+        log = work / "app.log"
+        write_log(log, args.lines)
+        lines = sum(1 for _ in log.open("rb"))
+        port = free_port()
+        sink = start_sink(port)
+        sink_results: dict[str, dict[str, float]] = {}
+        try:
+            for name, make in shippers:
+                spec = make(work, log, f"http://127.0.0.1:{port}", "bench")
+                if spec is None:
+                    print(f"# {name}: not installed, skipped", file=sys.stderr)
+                    continue
+                sink_results[name] = run(name, spec, sink_counter(port), lines)
+        finally:
+            stop_process(sink)
+        table(f"{lines} lines of ~200 bytes, one file, to a local bulk sink", sink_results)
+        if args.es:
+            es_results: dict[str, dict[str, float]] = {}
+            for name, make in shippers:
+                index = f"bench-{name}"
+                es_reset(args.es, index)
+                spec = make(work, log, args.es, index)
+                if spec is None:
+                    continue
+                es_results[name] = run(name, spec, es_counter(args.es, index), lines)
+                http(f"{args.es}/{index}", "DELETE")
+            table(f"{lines} lines to the real node at {args.es}", es_results)
+        if args.outage and (not only or "logshipper" in only):
+            hwm, rate = outage_rss(work, args.outage)
+            print(
+                f"\nlogshipper peak RSS, sink down {args.outage:.0f} s with 1 GiB written, "
+                f"then 10 s of catching up: {hwm:.1f} MiB ({rate:,.0f} lines/s after)"
+            )
+    with open("/proc/loadavg") as f:
+        print(f"load average at end: {' '.join(f.read().split()[:3])}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections import deque
+from itertools import accumulate
 
 
 class Batch:
@@ -143,26 +145,24 @@ class Pipeline:
             self.seal()
 
     def extend(self, progress: Progress, ends: list[int], items: list[bytes]) -> None:
-        """`add` for the records of one chunk: the same result, with the per-batch work
-        done once per batch instead of once per record."""
+        """`add` for the records of one chunk: the same batches, with the per-batch work
+        done once per batch (the sizes are summed in C, the cut found by bisection)."""
+        sums = list(accumulate(map(len, items)))
         i, n = 0, len(items)
         while i < n:
             batch = self.current
             if batch is None:
                 batch = self.current = Batch()
-            stop = min(n, i + self.max_docs - len(batch.items))
-            size, limit = batch.nbytes, self.max_bytes
-            k = i
-            while k < stop:
-                size += len(items[k])
-                k += 1
-                if size >= limit:
-                    break
+            before = sums[i - 1] if i else 0
+            # first k whose item brings the batch to max_bytes, like `add` would seal there
+            full = bisect_left(sums, before + self.max_bytes - batch.nbytes, i) + 1
+            k = min(n, i + self.max_docs - len(batch.items), full)
+            size = batch.nbytes + sums[k - 1] - before
             batch.items.extend(items[i:k])
             self.budget.take(size - batch.nbytes)
             batch.nbytes = size
             progress.add(batch, ends[k - 1])
-            if size >= limit or len(batch.items) >= self.max_docs or self.budget.full:
+            if size >= self.max_bytes or len(batch.items) >= self.max_docs or self.budget.full:
                 self.seal()
             i = k
 

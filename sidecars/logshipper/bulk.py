@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, NamedTuple
 
+import orjson
+
 
 class Outcome(Enum):
     OK = "ok"
@@ -71,8 +73,29 @@ def classify_item(item: Any, create: bool) -> ItemResult:
     return ItemResult(Outcome.DROP, reason[:64], error)
 
 
+def parse_body(body: Any) -> Any:
+    """An answer's body as JSON when it is JSON bytes, else as it came (text, bytes)."""
+    if isinstance(body, bytes):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body.decode(errors="replace")
+    return body
+
+
+def all_ok(body: Any, count: int) -> bool:
+    """The usual answer, recognised without parsing it: every one of `count` items
+    succeeded (`errors` false, first as filter_path leaves it, and one status per item)."""
+    return (
+        isinstance(body, bytes)
+        and body.startswith(b'{"errors":false,')
+        and body.count(b'"status":') == count
+    )
+
+
 def classify_response(body: Any, count: int, create: bool) -> list[ItemResult]:
     """Per-item results of a 2xx bulk answer for a request of `count` documents."""
+    body = parse_body(body)
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise BadResponse(f"not a bulk response: {str(body)[:200]!r}")
     items = body["items"]

@@ -99,10 +99,10 @@ class Config(CommonConfig):
         "30s", "timeout of one bulk request", duration(0.1, 600.0), metavar="DURATION"
     )
     batch_max_bytes: int = setting(
-        "512KiB", "largest bulk request body", size(1024, 100 << 20), metavar="SIZE"
+        "1MiB", "largest bulk request body", size(1024, 100 << 20), metavar="SIZE"
     )
     batch_max_docs: int = setting(
-        "2000", "most documents in one bulk request", integer(1, 100_000), metavar="N"
+        "5000", "most documents in one bulk request", integer(1, 100_000), metavar="N"
     )
     flush_interval: float = setting(
         "1s", "send a partly filled bulk request after this long", duration(0.01, 60.0)
@@ -111,7 +111,7 @@ class Config(CommonConfig):
         "2", "bulk requests sent concurrently", integer(1, 16), metavar="N"
     )
     queue_max_bytes: int = setting(
-        "2MiB",
+        "4MiB",
         "memory bound for documents read but not yet acknowledged; reading pauses above it",
         size(64 << 10, 1 << 30),
         metavar="SIZE",

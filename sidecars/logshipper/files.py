@@ -132,13 +132,23 @@ class Reader:
             return False
         # only a last line at the end of the file may be flushed without its newline
         at_end = f.offset + len(data) >= size
-        lines, used = f.framer.frame(data, f.offset, flush=at_end and idle >= self.partial_flush)
-        self._emit_lines(f, lines, now)
+        flush = at_end and idle >= self.partial_flush
+        plain = f.framer.frame_plain(data, f.offset) if f.joiner is None else None
+        if plain is not None and not (flush and plain[2] < len(data)):
+            lines, starts, used = plain
+            items = self.builder.items(f.uid, f.path_json, now, lines, starts, data[:used])
+            self.pipeline.extend(f.progress, starts[1:], items)
+            f.emitted_end = starts[-1]
+            count = len(lines)
+        else:
+            framed, used = f.framer.frame(data, f.offset, flush=flush)
+            self._emit_lines(f, framed, now)
+            count = len(framed)
         f.offset += used
         if f.offset > f.emitted_end and (f.joiner is None or not f.joiner.pending):
             f.progress.skip(f.offset)
             f.emitted_end = f.offset
-        self.lines += len(lines)
+        self.lines += count
         self.bytes += used
         return used > 0 and f.offset < size
 

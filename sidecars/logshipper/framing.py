@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import accumulate, count
+from operator import add
+
 # One line: where it starts, where the next one starts, its bytes (no newline), and whether
 # it was cut at the maximum size. A plain tuple: it is built for every line read.
 Line = tuple[int, int, bytes, bool]
@@ -52,3 +55,18 @@ class Framer:
             out.append((offset + pos, offset + len(data), data[pos:], False))
             pos = len(data)
         return out, pos
+
+    def frame_plain(self, data: bytes, offset: int) -> tuple[list[bytes], list[int], int] | None:
+        """The common case at C speed: complete lines, none over the limit, no line being
+        skipped. Returns the lines, their start offsets followed by the end of the last one,
+        and the bytes consumed; None when `frame` must handle `data` instead."""
+        last = data.rfind(b"\n")
+        if self.skipping or last < 0 or len(data) - last - 1 > self.max_line:
+            return None
+        parts = data[:last].split(b"\n")
+        if max(map(len, parts)) > self.max_line:
+            return None
+        # start of line i = offset + (lengths of the lines before it) + i newlines; the last
+        # value is the end of the last line, its newline included
+        starts = list(map(add, accumulate(map(len, parts), initial=0), count(offset)))
+        return parts, starts, last + 1

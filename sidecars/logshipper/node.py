@@ -9,6 +9,7 @@ import ssl
 import sys
 import time
 import zlib
+from typing import Any, ClassVar
 
 # elastic_transport imports aiohttp (when installed) for a node class we do not use: ~10 MiB of
 # RSS and ~100 ms of start time. Hide it during that import only, so that the library's
@@ -25,8 +26,8 @@ try:
         ConnectionTimeout,
         HttpHeaders,
         NodeConfig,
-        OrjsonSerializer,
         SerializationError,
+        Serializer,
         TlsError,
         TransportError,
     )
@@ -44,7 +45,7 @@ __all__ = [
     "AsyncTransport",
     "ConnectionTimeout",
     "NodeConfig",
-    "OrjsonSerializer",
+    "PassThrough",
     "SerializationError",
     "StreamNode",
     "TlsError",
@@ -53,6 +54,21 @@ __all__ = [
 
 _MAX_BODY = 64 << 20  # an answer larger than this is not a bulk answer to a bounded request
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class PassThrough(Serializer):
+    """Bodies stay bytes both ways: requests are serialized already (NDJSON built by the
+    shipper), and answers are parsed only when, and as far as, they need to be."""
+
+    mimetype: ClassVar[str] = "application/json"
+
+    def loads(self, data: bytes) -> Any:
+        return data
+
+    def dumps(self, data: Any) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        raise SerializationError(f"expected a serialized body, not {type(data).__name__}")
 
 
 class _Closed(Exception):

@@ -20,7 +20,7 @@ from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.node import (
     AsyncTransport,
     NodeConfig,
-    OrjsonSerializer,
+    PassThrough,
     StreamNode,
     TransportError,
 )
@@ -30,6 +30,7 @@ from sidecars.logshipper.tailer import Tailer
 from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
 
 _ACCEPT = {"accept": "application/json"}
+_MIMETYPES = ("application/json", "application/x-ndjson")
 
 
 def _metadata(config: Config) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class Shipper:
                 retry_on_timeout=False,
                 dead_node_backoff_factor=0.5,
                 max_dead_node_backoff=min(30.0, c.retry_max_backoff),
-                serializers={"application/json": OrjsonSerializer()},
+                serializers=dict.fromkeys(_MIMETYPES, PassThrough()),
                 meta_header=False,
             )
         except (OSError, ValueError) as exc:  # unreadable or unusable TLS files

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from sidecars.logshipper.bulk import BadResponse, Outcome, classify_response, classify_status
+from sidecars.logshipper.bulk import (
+    BadResponse,
+    Outcome,
+    all_ok,
+    classify_response,
+    classify_status,
+    parse_body,
+)
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.node import (
@@ -39,7 +46,7 @@ class _HttpError(Exception):
     """A whole bulk request answered with a non-2xx status (for the log line)."""
 
     def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {_short(body)}")
+        super().__init__(f"HTTP {status}: {_short(parse_body(body))}")
 
 
 _NOT_ES = Exception(
@@ -123,6 +130,11 @@ class Sender:
         if resp.meta.headers.get("x-elastic-product") != "Elasticsearch":
             return self._retry_all(items, "not_elasticsearch", _NOT_ES)
         self.metrics.bulk_seconds.observe(time.monotonic() - started)
+        if all_ok(resp.body, len(items)):
+            self.on_answer()
+            self._recovered()
+            self.metrics.delivered.inc(len(items))
+            return []
         try:
             results = classify_response(resp.body, len(items), self.create)
         except BadResponse as exc:
@@ -213,7 +225,8 @@ def _split(item: Item) -> tuple[bytes, bytes]:
     return action, source
 
 
-def _error_of(status: int, body: Any) -> Any:
+def _error_of(status: int, raw: Any) -> Any:
+    body = parse_body(raw)
     if isinstance(body, dict):
         return body.get("error", body)
     return {"status": status, "body": str(body)[:500]}

@@ -1,0 +1,105 @@
+"""The hot path's shortcuts give exactly what the general path gives: framing, items, answers."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from sidecars.logshipper.batching import Budget, Pipeline, Progress
+from sidecars.logshipper.bulk import Outcome, all_ok, classify_response, parse_body
+from sidecars.logshipper.documents import DocumentBuilder
+from sidecars.logshipper.framing import Framer
+
+pytestmark = pytest.mark.unit
+
+UID = "0123456789abcdef"
+PATH = orjson.dumps("/var/log/app/a%.log")
+
+
+def _chunk(rng: random.Random, alphabet: bytes, n: int) -> bytes:
+    lines = [bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(n)]
+    return b"\n".join(lines) + b"\n" + bytes(rng.choice(alphabet) for _ in range(5))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_frame_plain_matches_frame_or_declines(seed: int) -> None:
+    rng = random.Random(seed)
+    data = _chunk(rng, b'ab \t"\xc3\xa9', 50)
+    max_line = rng.choice((8, 30, 64))
+    offset = rng.randrange(0, 1000)
+    plain = Framer(max_line).frame_plain(data, offset)
+    lines, used = Framer(max_line).frame(data, offset)
+    if plain is None:
+        assert any(cut for *_, cut in lines)  # only cut lines need the general path
+        return
+    parts, starts, used_plain = plain
+    assert used_plain == used
+    assert [(s, e, p, False) for s, e, p in zip(starts, starts[1:], parts, strict=False)] == lines
+
+
+def test_frame_plain_declines_skipping_and_long_tails() -> None:
+    framer = Framer(4)
+    assert framer.frame_plain(b"abcdefgh", 0) is None  # no newline
+    assert framer.frame_plain(b"ab\nabcdefgh", 0) is None  # the tail is already too long
+    framer.skipping = True
+    assert framer.frame_plain(b"ab\ncd\n", 0) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"plain line one\nplain 100% line two\n\n",
+        b"caf\xc3\xa9 \xe2\x82\xac\nno escapes here\n",
+        b'a "quoted" line\nback\\slash\n',
+        b"tab\there\nctrl \x01\n",
+        b"bad \xff utf-8\nok\n",
+    ],
+)
+def test_chunk_items_equal_the_per_line_items(text: bytes) -> None:
+    builder = DocumentBuilder("logs-%Y.%m", metadata={"kubernetes": {"pod": {"name": "p%s"}}})
+    parts, starts, _ = Framer(1000).frame_plain(text, 77) or ([], [], 0)
+    fast = builder.items(UID, PATH, 1.5e9, parts, starts, text)
+    item = builder.item_maker(UID, PATH, 1.5e9)
+    slow = [item(s, p, False) for s, p in zip(starts, parts, strict=False)]
+    assert [[orjson.loads(x) for x in i.splitlines()] for i in fast] == [
+        [orjson.loads(x) for x in i.splitlines()] for i in slow
+    ]
+
+
+def test_extend_with_ends_from_frame_plain_moves_progress_to_each_batch_end() -> None:
+    parts, starts, _ = Framer(100).frame_plain(b"x" * 9 + b"\n" + b"y\n" * 30, 0) or ([], [], 0)
+    pipe = Pipeline(max_bytes=20, max_docs=1000, budget=Budget(1 << 20))
+    progress = Progress(0)
+    pipe.extend(progress, starts[1:], [p + b"-item" for p in parts])
+    pipe.seal()
+    while not pipe.queue.empty():
+        batch = pipe.queue.get_nowait()
+        pipe.resolved(batch)
+    assert progress.acked == starts[-1] == 10 + 60
+
+
+def test_all_ok_recognises_only_a_complete_success() -> None:
+    ok = b'{"errors":false,"items":[{"index":{"status":201}},{"index":{"status":200}}]}'
+    assert all_ok(ok, 2)
+    assert not all_ok(ok, 3)  # a short answer is not a success for three documents
+    assert not all_ok(ok.replace(b"false", b"true"), 2)
+    assert not all_ok("text", 2)
+    mixed = b'{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":429}}]}'
+    assert [r.outcome for r in classify_response(mixed, 2, False)] == [Outcome.OK, Outcome.RETRY]
+    assert parse_body(b"<html>") == "<html>"
+
+
+def test_no_elasticsearch_package_and_no_aiohttp_at_run_time() -> None:
+    code = (
+        "import sys, sidecars.runtime\n"
+        "before = 'aiohttp' in sys.modules\n"
+        "import sidecars.logshipper.service\n"
+        "assert 'elasticsearch' not in sys.modules, 'elasticsearch imported'\n"
+        "assert before or 'aiohttp' not in sys.modules, 'aiohttp imported'\n"
+        "import aiohttp  # still importable by others afterwards\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
