@@ -235,6 +235,7 @@ class Installer:
                 if got.not_modified and prev:
                     return job.outcome("unchanged", "server answered 304", prev.sha256)
                 modes = None if job.extract else self.plan.modes
+                await staging.thread(job.progress, sink.finish)
                 await staging.thread(job.progress, staging.chmod_fsync, sink.path, fd, modes)
             except SourceError as exc:
                 keep = exc.retryable and sink.size > 0
@@ -245,6 +246,7 @@ class Installer:
             except OSError as exc:
                 raise dest_error(exc, str(dest / name)) from None
             finally:
+                sink.close()
                 os.close(fd)
             v = got.validators
             source_id = f"url:{v.etag}:{v.last_modified}"

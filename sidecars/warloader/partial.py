@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from sidecars.runtime.files import write_atomic
-from sidecars.warloader.copier import CHUNK, HashingSink, Progress, Writeback
+from sidecars.warloader.copier import CHUNK, HashingSink, Progress
 from sidecars.warloader.fsops import remove
 from sidecars.warloader.remote import Validators
 
@@ -40,7 +40,6 @@ def open_sink(
     while n := os.readv(fd, [buf]):
         sink.hasher.update(view[:n])
         sink.size += n
-    sink.writeback = Writeback(fd, sink.size)
     return fd, sink, resume
 
 
