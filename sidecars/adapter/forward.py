@@ -6,12 +6,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError, parse_head
+from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError
 from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line, response_head
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
 _PASS = [(name, name.lower()) for name in _PASS_HEADERS]
+_FIND = [(name, f"\r\n{name.lower()}:") for name in _PASS_HEADERS]
 
 
 class ForwardError(Exception):
@@ -119,22 +120,12 @@ class _Pending:
             if app.eof or len(buf) > MAX_HEAD:
                 self.hand_over()  # the task path retries a stale connection or names the error
             return
-        try:
-            status, keep, headers = parse_head(bytes(buf[:end]))
-        except AppError:
-            self.hand_over()
+        quick = _quick_head(bytes(buf[:end]))
+        if quick is None or quick[2] > self.fwd.max_bytes:
+            self.hand_over()  # streamed, unusual or too large: the task path handles it
             return
-        raw = headers.get("content-length")
-        if raw is None or not raw.isdigit() or "transfer-encoding" in headers:
-            self.hand_over()  # streamed: chunked, or until the app closes
-            return
-        length, start = int(raw), end + 4
-        if status < 200 or status in (204, 304):
-            self.hand_over()
-            return
-        if length > self.fwd.max_bytes:
-            self.hand_over()
-            return
+        status, keep, length, passed = quick
+        start = end + 4
         if len(buf) < start + length:
             if app.eof:
                 self.hand_over()
@@ -143,7 +134,6 @@ class _Pending:
         del buf[: start + length]
         self._detach()
         self.fwd.client.release(app, keep)
-        passed = [(name, headers[low]) for name, low in _PASS if low in headers]
         keep_alive = self.request.keep_alive
         wire = b"%bContent-Length: %d\r\n%b\r\n%b" % (
             response_head(status, passed, keep_alive),
@@ -164,3 +154,36 @@ class _Pending:
         self.app.listener = None
         if self.timer is not None:
             self.timer.cancel()
+
+
+def _quick_head(raw: bytes) -> tuple[int, bool, int, list[tuple[str, str]]] | None:
+    """(status, keep the connection, Content-Length, headers to pass) of a plain answer: one
+    Content-Length, no Transfer-Encoding, a status with a body. None for anything else: the
+    full parser in appclient then reads it (and names what is wrong)."""
+    text = raw.decode("latin-1")
+    low = text.lower()
+    code = text[9:12]
+    if low[:7] != "http/1." or text[8:9] != " " or not code.isdigit() or code[0] == "1":
+        return None
+    if code in ("204", "304") or "\r\ntransfer-encoding:" in low:
+        return None
+    at = low.find("\r\ncontent-length:")
+    if at < 0 or low.find("\r\ncontent-length:", at + 17) >= 0:
+        return None
+    raw_length = _value(text, at + 17)
+    if not raw_length.isdigit():
+        return None
+    at = low.find("\r\nconnection:")
+    tokens = _value(low, at + 13) if at >= 0 else ""
+    keep = "close" not in tokens if text[7] == "1" else "keep-alive" in tokens
+    passed = []
+    for name, key in _FIND:
+        at = low.find(key)
+        if at >= 0:
+            passed.append((name, _value(text, at + len(key))))
+    return int(code), keep, int(raw_length), passed
+
+
+def _value(text: str, start: int) -> str:
+    end = text.find("\r\n", start)
+    return (text[start:] if end < 0 else text[start:end]).strip()
