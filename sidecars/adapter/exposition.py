@@ -135,6 +135,10 @@ def _scan(page: Page, text: str, pos: int, end: int) -> None:
                 _locate(text)
                 return
             name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+            if not labels.strip("{} \t"):
+                labels = ""  # `x{ }` is `x`
+        if labels == "{}":
+            labels = ""  # `x{}` is the same series as `x`
         family = get(name)
         if family is None:
             family = families[name] = Family()
@@ -186,7 +190,8 @@ def _locate(text: str) -> None:
         m = _SAMPLE.match(line)
         if m is None:
             raise ParseError(number, f"not a sample, comment or blank line: {_clip(line)}")
-        key = (m.group(1), m.group(2) or "")
+        labels = m.group(2) or ""
+        key = (m.group(1), "" if labels.replace(" ", "").replace("\t", "") == "{}" else labels)
         if key in seen:
             raise ParseError(number, f"duplicate series {_clip(key[0] + key[1])}")
         seen.add(key)
