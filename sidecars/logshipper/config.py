@@ -38,6 +38,10 @@ def _index(raw: str) -> str:
     return value
 
 
+def _optional_index(raw: str) -> str:
+    return _index(raw) if raw.strip() else ""
+
+
 def _nonempty(parse: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
     def check(raw: str) -> tuple[str, ...]:
         value = parse(raw)
@@ -170,6 +174,12 @@ class Config(CommonConfig):
     dead_letter_max_size: int = setting(
         "100MiB", "the dead-letter file is rotated to .1 above this size", size(4096)
     )
+    dead_letter_index: str = setting(
+        "",
+        "also copy dead letters (reason, error, original document) to this index or data stream",
+        _optional_index,
+        metavar="INDEX",
+    )
     pod_name: str = setting("", "pod name field (default: $POD_NAME)", metavar="NAME")
     pod_namespace: str = setting("", "namespace field (default: $POD_NAMESPACE)", metavar="NAME")
     node_name: str = setting("", "node name field (default: $NODE_NAME)", metavar="NAME")
@@ -203,6 +213,13 @@ class Config(CommonConfig):
             problems.append(
                 f"LOGSHIPPER_INDEX={self.index!r}: expected a plain data stream name "
                 "(no date pattern) with LOGSHIPPER_DATA_STREAM=true"
+            )
+        if "%" in self.dead_letter_index or (
+            self.dead_letter_index and self.dead_letter_index == self.index
+        ):
+            problems.append(
+                f"LOGSHIPPER_DEAD_LETTER_INDEX={self.dead_letter_index!r}: expected a plain "
+                "index name (no date pattern) other than LOGSHIPPER_INDEX"
             )
         if problems:
             raise ConfigError(problems)

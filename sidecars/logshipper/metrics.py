@@ -50,6 +50,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dead_letter_index = Counter(
+            "logshipper_dead_letter_index_documents",
+            "Dead letters copied to the dead-letter index, by result (indexed, refused, failed)",
+            ["result"],
+            registry=r,
+        )
         self.bulk_seconds = Histogram(
             "logshipper_bulk_seconds",
             "Latency of bulk requests",

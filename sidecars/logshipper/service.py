@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sidecars.logshipper.batching import Budget, Pipeline
 from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
 from sidecars.logshipper.config import Config
+from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.files import CHUNK, Reader
@@ -204,6 +205,11 @@ class Shipper:
             log=self.log,
             on_answer=self._on_answer,
             max_backoff=c.retry_max_backoff,
+            dead_letter_index=DeadLetterIndex(
+                transport, c.dead_letter_index, self.metrics, self.log
+            )
+            if c.dead_letter_index
+            else None,
         )
         scheduler = Scheduler(
             self.tailer,

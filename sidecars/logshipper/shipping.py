@@ -17,6 +17,7 @@ from sidecars.logshipper.bulk import (
     classify_status,
     parse_body,
 )
+from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.node import (
@@ -69,6 +70,7 @@ class Sender:
         log: logging.Logger,
         on_answer: Callable[[], None],
         max_backoff: float,
+        dead_letter_index: DeadLetterIndex | None = None,
     ) -> None:
         self.transport = transport
         self.create = create
@@ -77,6 +79,7 @@ class Sender:
         self.log = log
         self.on_answer = on_answer
         self.max_backoff = max_backoff
+        self.dead_letter_index = dead_letter_index
         self._failing_since: float | None = None
         self._failures = 0
         self._last_report = 0.0
@@ -208,6 +211,8 @@ class Sender:
         for reason, count in reasons.items():
             self.metrics.dead_lettered.labels(reason).inc(count)
         sample = drops[0]
+        if self.dead_letter_index is not None:
+            await self.dead_letter_index.send(drops)
         self.log.warning(
             "documents refused by Elasticsearch went to the dead-letter file",
             extra={
