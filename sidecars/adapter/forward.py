@@ -12,6 +12,7 @@ from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
 _PASS = [(name, name.lower()) for name in _PASS_HEADERS]
+_WHOLE_BYTES = 65536  # larger answers are streamed, not gathered whole (nor paused half-read)
 _FIND = [(name, f"\r\n{name.lower()}:") for name in _PASS_HEADERS]
 
 
@@ -121,8 +122,8 @@ class _Pending:
                 self.hand_over()  # the task path retries a stale connection or names the error
             return
         quick = _quick_head(bytes(buf[:end]))
-        if quick is None or quick[2] > self.fwd.max_bytes:
-            self.hand_over()  # streamed, unusual or too large: the task path handles it
+        if quick is None or quick[2] > _WHOLE_BYTES:
+            self.hand_over()  # streamed, unusual or large: the task path streams it
             return
         status, keep, length, passed = quick
         start = end + 4

@@ -111,6 +111,17 @@ async def test_a_streamed_answer_is_handed_over_and_relayed(
     assert (await get(base + "/health"))[0] == 200  # and the connection is still good
 
 
+async def test_a_large_answer_with_a_length_is_streamed_whole(
+    mapped: tuple[ScriptedApp, str, str],
+) -> None:
+    app, base, _ = mapped
+    body = b"x" * (600 << 10)  # more than the client buffers before it pauses reading
+    app.script = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)]
+    status, headers, got = await get(base + "/health")
+    assert (status, headers["Content-Length"], got) == (200, str(len(body)), body)
+    assert (await get(base + "/health"))[0] == 200
+
+
 async def test_a_hanging_app_gives_504_within_the_deadline(
     mapped: tuple[ScriptedApp, str, str],
 ) -> None:
