@@ -145,8 +145,8 @@ def wrk(
 
 def receive(port: int) -> None:
     """The lean bulk receiver (run pinned on the load CPU): GET /big, count bytes until EOF,
-    print MB/s. One recv_into a 1 MiB buffer per call, so it outruns every relay measured."""
-    buf = bytearray(1 << 20)
+    print MB/s. One recv_into a 128 KiB buffer (cache-sized) per call."""
+    buf = bytearray(128 << 10)
     view = memoryview(buf)
     total = 0
     started = time.perf_counter()
@@ -160,10 +160,13 @@ def receive(port: int) -> None:
     print(f"{total / elapsed / 1e6:.1f}")
 
 
-def bulk_mbs(port: int) -> float:
+def bulk_mbs(port: int, runs: int = 3) -> float:
+    """The best of `runs` streams: the machine is shared, the best run is the least disturbed."""
     cmd = ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--receive", str(port)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
-    return float(out)
+    return max(
+        float(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+        for _ in range(runs)
+    )
 
 
 def rss_with_idle_conns(pid: int, port: int, n: int = 1000) -> float:
@@ -205,6 +208,9 @@ def main() -> None:
         big = tmp / "big"
         with big.open("wb") as f:
             f.truncate(1 << 30)  # 1 GiB, sparse: served from the page cache
+        with big.open("rb") as f:  # fill the page cache now, not during the first stream
+            while f.read(8 << 20):
+                pass
         ports = [free_port() for _ in range(3)]
         with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], pin=False):
             for p in ports:

@@ -40,7 +40,8 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
-        self.clients_gauge = metrics.clients.labels(name)
+        # read at scrape time: no gauge update per connection
+        metrics.clients.labels(name).set_function(lambda: len(self.conns))
         self.latency = metrics.latency.labels(name)  # one label lookup, not one per request
 
     async def start(self) -> None:
@@ -60,13 +61,10 @@ class Listener:
             self.metrics.rejected.labels(self.name, "max_connections").inc()
             return False
         self.conns.add(conn)
-        self.clients_gauge.inc()
         return True
 
     def release(self, conn: Conn) -> None:
-        if conn in self.conns:
-            self.conns.discard(conn)
-            self.clients_gauge.dec()
+        self.conns.discard(conn)
 
     def stop_accepting(self) -> None:
         self.draining = True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import cast
 
 from sidecars.ambassador.listener import Listener
@@ -47,6 +46,8 @@ class Relay(asyncio.Protocol):
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.eofs = 0
         self.early: list[bytes] = []
+        self.held = 0
+        self.paused = False
         self.closed = False
         self.task: asyncio.Task[None] | None = None
 
@@ -57,17 +58,21 @@ class Relay(asyncio.Protocol):
             self.client.abort()
             self.closed = True
             return
-        self.client.pause_reading()  # nothing is read until a member is connected
         self.client.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.task = asyncio.get_running_loop().create_task(self._connect())
+        self.task = self.listener.loop.create_task(self._connect())
+
+    def _key(self) -> bytes:
+        if self.listener.cluster.balancer.policy != "hash":
+            return b""
+        peer = self.client.get_extra_info("peername")
+        return str(peer[0]).encode() if peer else b""
 
     async def _connect(self) -> None:
         listener, cluster = self.listener, self.listener.cluster
         settings = listener.settings
-        peer = self.client.get_extra_info("peername")
-        key = str(peer[0]).encode() if peer else b""
+        key = self._key()
         tried: list[Member] = []
-        loop = asyncio.get_running_loop()
+        loop = listener.loop
         cluster.budget.record_request()
         for attempt in range(settings.retries + 1):
             if attempt and not cluster.budget.try_spend():
@@ -79,7 +84,7 @@ class Relay(asyncio.Protocol):
                 cluster.retries += 1
             tried.append(member)
             member.requests += 1
-            started = time.monotonic()
+            started = loop.time()
             try:
                 async with asyncio.timeout(settings.connect_timeout):
                     up, _ = await loop.create_connection(
@@ -95,21 +100,23 @@ class Relay(asyncio.Protocol):
                         extra={"listener": listener.name, "member": member.key},
                     )
                 continue
-            listener.latency.observe(time.monotonic() - started)
+            listener.latency.observe(loop.time() - started)
             member.record_success()
             if self.closed:  # the client left while we were connecting
                 up.close()
                 return
             member.active += 1
             self.member, self.up = member, up
-            self.up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+            up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
             if self.early:
-                self.up.write(b"".join(self.early))
+                up.write(b"".join(self.early))
                 self.early.clear()
+                if self.paused:
+                    self.paused = False
+                    self.client.resume_reading()
             if self.eofs:  # the client half-closed before we were connected
                 self.eofs = 0
                 self.eof(from_client=True)
-            self.client.resume_reading()
             return
         listener.metrics.rejected.labels(listener.name, "no_member").inc()
         self.client.abort()
@@ -117,10 +124,13 @@ class Relay(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
         if self.up is None:
-            # uvloop may deliver a read that was under way when we paused: hold it (one read's
-            # worth, reading stays paused) until the member is connected.
+            # Not connected yet: hold what the client sends (reading stops once a relay
+            # buffer's worth is held) until the member is connected.
             self.early.append(data)
-            self.client.pause_reading()
+            self.held += len(data)
+            if self.held >= HIGH_WATER and not self.paused:
+                self.paused = True
+                self.client.pause_reading()
             return
         self.up.write(data)
 
@@ -182,9 +192,11 @@ class Relay(asyncio.Protocol):
 class TcpListener(Listener):
     """A tcp mode listener."""
 
+    loop: asyncio.AbstractEventLoop
+
     async def _serve(self) -> asyncio.Server:
         host, port = self.settings.listen
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         return await loop.create_server(
             lambda: Relay(self), host, port, reuse_address=True, backlog=1024
         )
