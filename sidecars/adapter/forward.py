@@ -12,6 +12,7 @@ from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
 _PASS = [(name, name.lower()) for name in _PASS_HEADERS]
+_quick: dict[bytes, tuple[int, bool, int, list[tuple[str, str]]]] = {}  # head -> _quick_head
 _WHOLE_BYTES = 65536  # larger answers are streamed, not gathered whole (nor paused half-read)
 _FIND = [(name, f"\r\n{name.lower()}:") for name in _PASS_HEADERS]
 
@@ -121,7 +122,14 @@ class _Pending:
             if app.eof or len(buf) > MAX_HEAD:
                 self.hand_over()  # the task path retries a stale connection or names the error
             return
-        quick = _quick_head(bytes(buf[:end]))
+        raw = bytes(buf[:end])
+        quick = _quick.get(raw)
+        if quick is None:
+            quick = _quick_head(raw)
+            if quick is not None and end <= 2048:  # the same head again: Date moves each second
+                if len(_quick) >= 64:
+                    _quick.clear()
+                _quick[raw] = quick
         if quick is None or quick[2] > _WHOLE_BYTES:
             self.hand_over()  # streamed, unusual or large: the task path streams it
             return

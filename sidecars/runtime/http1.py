@@ -51,8 +51,25 @@ class Deferred:
         return False
 
 
+_parsed: dict[bytes, tuple[str, str, str, bool, bool]] = {}
+_PARSED_MAX, _PARSED_HEAD = 256, 1024  # entries, and the longest head that is kept
+
+
 def parse_head(head: bytes) -> Request:
-    """Request line and headers (no body is ever read: GET and HEAD only)."""
+    """Request line and headers (no body is ever read: GET and HEAD only). Probes send the
+    same bytes again and again: a head seen before is not parsed twice (a bounded cache)."""
+    known = _parsed.get(head)
+    if known is not None:
+        return Request(*known)
+    fields = _parse_head(head)
+    if len(head) <= _PARSED_HEAD:
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[head] = fields
+    return Request(*fields)
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, bool, bool]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[0].isalpha():
@@ -60,7 +77,8 @@ def parse_head(head: bytes) -> Request:
     keep_alive, accept, has_body = parts[2] == b"HTTP/1.1", "*/*", False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+        bad_name = not name or name != name.strip() or b" " in name or b"\t" in name
+        if not sep or bad_name or b"\n" in line or b"\r" in line:
             # a bare CR or LF could smuggle a header into what we send the app
             raise BadRequest(400, "malformed header line")
         lname, value = name.lower(), value.strip()
@@ -74,7 +92,7 @@ def parse_head(head: bytes) -> Request:
         elif lname == b"accept":
             accept = value.decode("latin-1")
     path = parts[1].split(b"?", 1)[0].decode("latin-1")
-    return Request(parts[0].decode("ascii"), path, accept, keep_alive, has_body)
+    return parts[0].decode("ascii"), path, accept, keep_alive, has_body
 
 
 _date: tuple[int, bytes] = (0, b"")

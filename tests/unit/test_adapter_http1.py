@@ -1,0 +1,50 @@
+"""The service port's request parsing cache and the request tally: pure logic."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sidecars.adapter.metrics import AdapterMetrics
+from sidecars.runtime import http1
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_repeated_head_gives_equal_but_separate_requests() -> None:
+    head = b"GET /health?x=1 HTTP/1.1\r\nHost: a\r\nAccept: application/json"
+    first, second = http1.parse_head(head), http1.parse_head(head)
+    assert first == second and first is not second
+    assert (first.method, first.path, first.accept, first.keep_alive) == (
+        "GET",
+        "/health",
+        "application/json",
+        True,
+    )
+    first.state = "handed over"
+    assert http1.parse_head(head).state is None  # nothing leaks from one request to the next
+
+
+def test_bad_heads_are_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(http1.BadRequest):
+            http1.parse_head(b"GET /health HTTP/1.1\r\nBad Header: x")
+
+
+def test_the_cache_stays_bounded() -> None:
+    for i in range(3 * http1._PARSED_MAX):
+        http1.parse_head(b"GET /p%d HTTP/1.1\r\nHost: a" % i)
+    assert len(http1._parsed) <= http1._PARSED_MAX
+    long = b"GET /x HTTP/1.1\r\nX-Pad: " + b"p" * 2000
+    assert http1.parse_head(long).path == "/x" and long not in http1._parsed
+
+
+def test_tallied_requests_are_in_the_counter_when_scraped() -> None:
+    registry = CollectorRegistry()
+    metrics = AdapterMetrics(registry)
+    cell = metrics.tally.cell("forward", "200")
+    assert b'adapter_requests_total{code="200",route="forward"} 0.0' in generate_latest(registry)
+    cell[0] += 3
+    assert b'adapter_requests_total{code="200",route="forward"} 3.0' in generate_latest(registry)
+    cell[0] += 1
+    assert b'adapter_requests_total{code="200",route="forward"} 4.0' in generate_latest(registry)
