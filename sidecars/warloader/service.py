@@ -192,8 +192,21 @@ def _validate(config: Config) -> None:
         names[name] = i
     if not config.dest.startswith("/"):
         problems.append(f"WARLOADER_DEST={config.dest!r}: expected an absolute path")
+    if config.ca_file and (why := _ca_problem(config.ca_file)):
+        problems.append(f"WARLOADER_CA_FILE={config.ca_file!r}: {why}; expected a PEM CA bundle")
     if problems:
         raise ConfigError(problems)
+
+
+def _ca_problem(path: str) -> str | None:
+    """Why the CA bundle at `path` cannot be used, or None."""
+    import ssl  # only with a CA file
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        return getattr(exc, "reason", None) or exc.strerror or str(exc)
+    return None
 
 
 def _secret(path: str, what: str) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from sidecars.warloader.errors import EXIT_DIGEST, EXIT_SOURCE
+from sidecars.warloader.errors import EXIT_CONFIG, EXIT_DIGEST, EXIT_SOURCE
+from tests.helpers import run_sidecar
 from tests.warloader_support import artifact_server, leftovers, run_loader, sha256, war_bytes
 
 pytestmark = pytest.mark.integration
@@ -208,6 +209,30 @@ async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         trusted = await run_loader(env_for(url, dest, WARLOADER_CA_FILE=str(ca_file)))
         assert trusted.code == 0, trusted.errors()
         assert (dest / "sample.war").read_bytes() == SMALL
+        (dest / ".sample.war.warloader.json").unlink()  # forget it: download again
+        unverified = await run_loader(env_for(url, dest, WARLOADER_TLS_VERIFY="false"))
+        assert unverified.code == 0, unverified.errors()
+        assert any("verification is off" in m for m in unverified.logs.messages())
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "garbage"])
+async def test_an_unusable_ca_file_is_a_configuration_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if content is not None:
+        ca_file.write_text(content)
+    env = {
+        "WARLOADER_SOURCES": "https://127.0.0.1:1/sample.war",
+        "WARLOADER_DEST": str(tmp_path / "dest"),
+        "WARLOADER_CA_FILE": str(ca_file),
+        "WARLOADER_ADMIN_ADDR": "127.0.0.1:0",
+    }
+    done = await asyncio.to_thread(run_sidecar, "warloader", (), env)
+    assert done.returncode == EXIT_CONFIG
+    [line] = [x for x in done.stderr.splitlines() if not x.startswith("{")]
+    assert line.startswith(f"warloader: bad setting WARLOADER_CA_FILE={str(ca_file)!r}: ")
+    assert line.endswith("expected a PEM CA bundle") and "Traceback" not in done.stderr
 
 
 async def test_sources_load_concurrently_and_the_limit_holds(tmp_path: Path) -> None:
