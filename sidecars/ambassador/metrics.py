@@ -94,6 +94,12 @@ class Metrics:
             ["listener", "reason"],
             registry=registry,
         )
+        self.spliced = Counter(
+            "ambassador_spliced_connections",
+            "tcp connections moved to splice(2) for bulk relaying",
+            ["listener"],
+            registry=registry,
+        )
         self.discovery = Counter(
             "ambassador_discovery",
             "DNS resolutions and member file reads, by outcome",

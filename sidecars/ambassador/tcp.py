@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+from sidecars.ambassador import splice
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 
 HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
 LOW_WATER = 64 * 1024
+SPLICE_AFTER = 512 * 1024  # a connection that relayed this much moves to splice(2)
 
 
 class _Upstream(asyncio.Protocol):
@@ -19,8 +21,11 @@ class _Upstream(asyncio.Protocol):
         self.relay = relay
 
     def data_received(self, data: bytes) -> None:
-        self.relay.nbytes += len(data)
-        self.relay.client.write(data)
+        relay = self.relay
+        relay.nbytes += len(data)
+        relay.client.write(data)
+        if relay.nbytes >= SPLICE_AFTER:
+            relay.to_splice()
 
     def eof_received(self) -> bool:
         return self.relay.eof(from_client=False)
@@ -50,6 +55,7 @@ class Relay(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        self.splicer: splice.Splicer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
@@ -133,6 +139,42 @@ class Relay(asyncio.Protocol):
                 self.client.pause_reading()
             return
         self.up.write(data)
+        if self.nbytes >= SPLICE_AFTER:
+            self.to_splice()
+
+    def to_splice(self) -> None:
+        """Move a bulk connection to splice(2) once nothing is buffered in either transport
+        (so bytes cannot overtake each other) and neither side has half-closed."""
+        up, client = self.up, self.client
+        if (
+            self.splicer is not None
+            or not splice.AVAILABLE
+            or up is None
+            or self.eofs
+            or self.closed
+            or up.get_write_buffer_size()
+            or client.get_write_buffer_size()
+        ):
+            return
+        client.pause_reading()
+        up.pause_reading()
+        self.listener.metrics.spliced.labels(self.listener.name).inc()
+        self.splicer = splice.Splicer(
+            self.listener.loop,
+            client.get_extra_info("socket").fileno(),
+            up.get_extra_info("socket").fileno(),
+            self._moved,
+            self._spliced,
+        )
+        self.splicer.start()
+
+    def _moved(self, n: int) -> None:
+        self.nbytes += n
+
+    def _spliced(self, exc: OSError | None, upstream: bool) -> None:
+        if exc is not None and upstream and self.member is not None:
+            self.member.errors["reset"] += 1
+        self._close(exc)
 
     def eof_received(self) -> bool:
         return self.eof(from_client=True)
@@ -169,6 +211,8 @@ class Relay(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if self.splicer is not None:
+            self.splicer.close()
         for transport in (self.client, self.up):
             if transport is not None:
                 # close() flushes what is buffered; after an error there is nobody to flush to
