@@ -122,7 +122,7 @@ async def test_https_target_verified_with_the_ca_file(
         "ADAPTER_RULES": f"[{QUEUE_RULE}]".replace("'", '"'),
         "ADAPTER_CACHE": "0s",
     }
-    async with adapter_in_process(env) as (url, _, svc):
+    async with adapter_in_process(env) as (url, admin, svc):
         status, _, doc = await get(url + "/health")
         assert (status, doc["checks"]["rule:queue"][0]["observedValue"]) == (200, 7)
         assert seen == ["Bearer first"]
@@ -130,6 +130,13 @@ async def test_https_target_verified_with_the_ca_file(
         svc.app_client.auth._at = -1e18  # without waiting that second in the test
         assert (await get(url + "/health"))[0] == 200
         assert seen[-1] == "Bearer second"
+        auth.unlink()  # gone at run time: a failed read naming the file, not a crash
+        svc.app_client.auth._at = -1e18
+        status, _, doc = await get(url + "/health")
+        assert status == 503 and f"cannot read the auth file {auth}" in doc["output"]
+        assert "second" not in doc["output"]
+        _, _, text = await get(admin + "/metrics")
+        assert b'adapter_scrapes_total{result="auth_file"} 1.0' in text
 
 
 async def test_https_target_with_an_unknown_ca_fails_with_the_reason(
