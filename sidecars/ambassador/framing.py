@@ -64,6 +64,8 @@ class Chunked(Body):
                 self.line += data[i:]
                 if len(self.line) > MAX_LINE:
                     raise ValueError("chunk line too long")
+                if self.state == _DATA_END and not b"\r\n".startswith(self.line):
+                    raise ValueError("malformed chunk end")
                 i = n
                 break
             line = self.line + data[i : j + 1] if self.line else data[i : j + 1]

@@ -1,0 +1,95 @@
+"""http mode on the wire: pipelining, 100-continue, the retry budget, held pipelined bytes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.ambassador_support import Backend, ambassador, backends
+
+pytestmark = pytest.mark.integration
+
+
+def http_env(bs: list[Backend], **extra: str) -> dict[str, str]:
+    env = {"AMBASSADOR_MODE": "http", "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs)}
+    env.update({f"AMBASSADOR_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+async def read_responses(reader: asyncio.StreamReader, n: int) -> list[tuple[bytes, bytes]]:
+    """`n` responses with content-length bodies: (status line, body) each."""
+    out = []
+    for _ in range(n):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines
+            if line.lower().startswith(b"content-length:")
+        )
+        out.append((lines[0], await reader.readexactly(length)))
+    return out
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async with backends(2) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        requests = (
+            b"".join(b"GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(5))
+            + b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nping"
+        )
+        writer.write(requests)  # all at once: the ambassador holds what follows each request
+        async with asyncio.timeout(10):
+            answers = await read_responses(reader, 5)
+            assert [a[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 5
+            assert {a[1] for a in answers} == {b"b0", b"b1"}  # balanced one by one
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+        writer.close()
+        paths = [seen["path"] for b in bs for seen in b.seen]
+        assert sorted(paths) == ["/echo", *(f"/p{i}" for i in range(5))]
+
+
+async def test_expect_100_continue_is_answered_before_the_body() -> None:
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        async with asyncio.timeout(10):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await reader.readuntil(b"0\r\n\r\n") == b"5\r\nhello\r\n0\r\n\r\n"
+            writer.write(
+                b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hi")
+            assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+        writer.close()
+        headers = bs[0].seen[-1]["headers"]
+        assert headers["X-Forwarded-For"] == "127.0.0.1"
+        assert "expect" not in {k.lower() for k in headers}  # answered here, not forwarded
+
+
+async def test_retry_budget_bounds_retries_when_every_member_fails() -> None:
+    async with backends(3) as bs:
+        for b in bs:
+            b.fail_with = 503
+        env = http_env(bs, health_check="none", eject_failures="100000", retries="2")
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            n = 400
+            for _ in range(n):
+                async with s.get(amb.url + "/") as resp:
+                    assert resp.status == 503  # the member's answer, never a hang
+            elapsed = loop.time() - started
+            cluster = amb.service.running["default"].cluster
+            # 100 tokens to start with, then 0.2 per request and 10 per second
+            assert cluster.retries <= 100 + 0.2 * n + 10 * elapsed + 1
+            assert cluster.retries < 2 * n  # without a budget every request retries twice
