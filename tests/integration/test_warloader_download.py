@@ -171,6 +171,20 @@ async def test_redirects_are_followed(tmp_path: Path) -> None:
         assert (tmp_path / "sample.war").read_bytes() == SMALL
 
 
+async def test_credentials_are_not_sent_to_another_origin_on_redirect(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    async with artifact_server() as origin, artifact_server() as elsewhere:
+        target = elsewhere.put("/sample.war", SMALL)
+        origin.redirects["/sample.war"] = target  # another port: another origin
+        env = env_for(f"{origin.url}/sample.war", tmp_path, WARLOADER_BEARER_TOKEN_FILE=str(token))
+        run = await run_loader(env)
+        assert run.code == 0, run.errors()
+        assert origin.requests[0]["Authorization"] == "Bearer s3cret-token"
+        assert "Authorization" not in elsewhere.requests[0]
+        assert (tmp_path / "sample.war").read_bytes() == SMALL
+
+
 async def test_bearer_and_basic_auth_and_secrets_stay_out_of_logs(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
