@@ -36,7 +36,10 @@ class Head:
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of a header the ambassador reads (lowercase name)."""
-        return next((v for n, v in self.headers if n == name), None)
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
 
 
 _NAME = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"

@@ -42,7 +42,7 @@ class Listener:
         self._sweeper: asyncio.Task[None] | None = None
         # read at scrape time: no gauge update per connection
         metrics.clients.labels(name).set_function(lambda: len(self.conns))
-        self.latency = metrics.latency.labels(name)  # one label lookup, not one per request
+        self.latency = metrics.latency(name)
 
     async def start(self) -> None:
         self.server = await self._serve()

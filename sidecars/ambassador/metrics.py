@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from sidecars.ambassador.cluster import Cluster
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Latency:
+    """One listener's latency histogram, kept as plain counts: an observation on the hot path
+    is a bisect and two additions (no lock: everything runs on the event loop)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class LatencyCollector(Collector):
+    """Exposes every listener's Latency as `ambassador_upstream_request_seconds`."""
+
+    def __init__(self) -> None:
+        self.by_listener: dict[str, Latency] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "ambassador_upstream_request_seconds",
+            "Time to a member's response head (http) or to connect (tcp)",
+            labels=["listener"],
+        )
+        for name, latency in self.by_listener.items():
+            cumulative, running = [], 0
+            for bound, n in zip(
+                [*map(floatToGoString, _BUCKETS), "+Inf"], latency.counts, strict=True
+            ):
+                running += n
+                cumulative.append((bound, float(running)))
+            family.add_metric([name], cumulative, latency.total)
+        yield family
 
 
 class MemberCollector(Collector):
@@ -75,13 +118,8 @@ class Metrics:
         self, registry: CollectorRegistry, clusters: Callable[[], Iterable[Cluster]]
     ) -> None:
         registry.register(MemberCollector(clusters))
-        self.latency = Histogram(
-            "ambassador_upstream_request_seconds",
-            "Time to a member's response head (http) or to connect (tcp)",
-            ["listener"],
-            buckets=_BUCKETS,
-            registry=registry,
-        )
+        self.latencies = LatencyCollector()
+        registry.register(self.latencies)
         self.clients = Gauge(
             "ambassador_client_connections",
             "Open client connections",
@@ -112,3 +150,7 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+
+    def latency(self, listener: str) -> Latency:
+        """The histogram of one listener (kept across reloads under the same name)."""
+        return self.latencies.by_listener.setdefault(listener, Latency())
