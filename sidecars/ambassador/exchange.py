@@ -182,7 +182,7 @@ class Exchange:
     def client_paused(self, paused: bool) -> None:
         """The client reads the response slower than the member sends it."""
         if self.up is not None:
-            self.up.transport.pause_reading() if paused else self.up.transport.resume_reading()
+            self.up.pause_reading(paused)
 
     def client_lost(self) -> None:
         """The client closed or reset: drop the member connection (not the member's fault)."""

@@ -32,6 +32,7 @@ class Upstream(asyncio.Protocol):
         self.owner: Owner | None = None
         self.closed = False
         self.reused = False
+        self.paused = False
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +64,12 @@ class Upstream(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.owner is not None:
             self.owner.up_paused(False)
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop or restart reading (the client reads the response slower than we get it)."""
+        if paused != self.paused and not self.closed:
+            self.paused = paused
+            self.transport.pause_reading() if paused else self.transport.resume_reading()
 
     def close(self) -> None:
         """Drop the connection without telling the owner (it asked for this)."""
@@ -107,6 +114,7 @@ class Pool:
         conn.owner = None
         if conn.closed:
             return
+        conn.pause_reading(False)  # idle, it must see the member closing it
         stack = self.idle_conns.setdefault(conn.member, [])
         if len(stack) >= self.size:
             conn.close()

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.ambassador_support import Backend, ambassador, backends
+from tests.ambassador_support import Backend, ambassador, backends, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +93,26 @@ async def test_retry_budget_bounds_retries_when_every_member_fails() -> None:
             # 100 tokens to start with, then 0.2 per request and 10 per second
             assert cluster.retries <= 100 + 0.2 * n + 10 * elapsed + 1
             assert cluster.retries < 2 * n  # without a budget every request retries twice
+
+
+async def test_slow_reader_pauses_the_member_and_the_connection_is_reused_after() -> None:
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        listener = amb.service.running["default"].listener
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port, limit=1 << 16)
+        writer.transport.pause_reading()  # a client that does not read for now
+        writer.write(b"GET /big?n=8000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+
+        def member_paused() -> bool:
+            return any(c.ex and c.ex.up and c.ex.up.paused for c in listener.conns)
+
+        await wait_for(member_paused, 10, "member reading paused for the slow client")
+        writer.transport.resume_reading()
+        async with asyncio.timeout(20):
+            ((status, body),) = await read_responses(reader, 1)
+            assert status == b"HTTP/1.1 200 OK" and len(body) == 8_000_000
+            for _ in range(3):  # the same member connection, back from the pool, still reads
+                writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+        writer.close()
+        assert {s["headers"].get("X-Forwarded-For") for s in bs[0].seen} == {"127.0.0.1"}
+        assert sum(len(v) for v in listener.pool.idle_conns.values()) == 1
