@@ -279,7 +279,9 @@ class Exchange:
 
     def _response_end(self, reuse: bool) -> None:
         assert self.resp is not None
-        self._release_up(reuse and not self.resp.close)
+        # a member that answered before the whole request body arrived is out of step
+        body_sent = self.body is None or self.body.done
+        self._release_up(reuse and body_sent and not self.resp.close)
         self._done(keep=not self.close_after)
 
     def up_closed(self, exc: Exception | None) -> None:

@@ -116,3 +116,18 @@ async def test_slow_reader_pauses_the_member_and_the_connection_is_reused_after(
         writer.close()
         assert {s["headers"].get("X-Forwarded-For") for s in bs[0].seen} == {"127.0.0.1"}
         assert sum(len(v) for v in listener.pool.idle_conns.values()) == 1
+
+
+async def test_answer_before_the_whole_body_closes_and_is_not_reused() -> None:
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        listener = amb.service.running["default"].listener
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        # the member's handler answers without reading the body
+        writer.write(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+        writer.write(b"z" * 65536)
+        async with asyncio.timeout(10):
+            assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+            assert await reader.read() == b""  # then the ambassador ends the connection
+        writer.close()
+        # the member connection was out of step (body unsent): dropped, never pooled
+        assert sum(len(v) for v in listener.pool.idle_conns.values()) == 0
