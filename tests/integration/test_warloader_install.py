@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
+import lzma
 import os
 import stat
 from pathlib import Path
@@ -319,12 +321,15 @@ async def test_fsgroup_volume_group_is_inherited(tmp_path: Path) -> None:
 async def test_global_extract_unpacks_archives_and_copies_the_rest(tmp_path: Path) -> None:
     war = make_source(tmp_path, war_bytes())
     props = make_source(tmp_path, b"a=1\n", "app.properties")
+    plain_tar = tar_with([("static/site.css", b"body{}")], gz=False)
+    xz = make_source(tmp_path, lzma.compress(plain_tar), "assets.tar.xz")
+    bz = make_source(tmp_path, bz2.compress(plain_tar), "docs.tbz2")
     conf = tmp_path / "image" / "conf"
     conf.mkdir()
     (conf / "x.xml").write_text("<x/>")
     dest = tmp_path / "webapps"
     env = {
-        "WARLOADER_SOURCES": f"{war},{props},{conf}",
+        "WARLOADER_SOURCES": f"{war},{props},{conf},{xz},{bz}",
         "WARLOADER_DEST": str(dest),
         "WARLOADER_EXTRACT": "true",
     }
@@ -333,6 +338,8 @@ async def test_global_extract_unpacks_archives_and_copies_the_rest(tmp_path: Pat
     assert (dest / "sample" / "WEB-INF" / "web.xml").is_file()
     assert (dest / "app.properties").read_bytes() == b"a=1\n"
     assert (dest / "conf" / "x.xml").read_text() == "<x/>"
+    for name in ("assets", "docs"):
+        assert (dest / name / "static" / "site.css").read_bytes() == b"body{}"
 
 
 async def test_a_second_loader_waits_for_the_first(tmp_path: Path) -> None:
