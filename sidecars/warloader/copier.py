@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecars.warloader.errors import FlushFailed
+
 CHUNK = 4 << 20
 _BUFFERS = 4
 _IOV_MAX = 1024
@@ -66,7 +68,7 @@ class Writeback:
         if self._thread is not None:
             self._thread.join()
         if self.error is not None:
-            raise self.error
+            raise FlushFailed(self.error.errno, self.error.strerror)
 
 
 class Aborted(Exception):

@@ -65,6 +65,10 @@ class SourceConfigError(LoadError):
     kind = "bad_configuration"
 
 
+class FlushFailed(OSError):
+    """Flushing a staged file to disk failed: always the destination's fault."""
+
+
 def describe(exc: OSError) -> str:
     """`strerror` (or the exception text) without the path noise Python adds."""
     return exc.strerror or str(exc)
@@ -77,6 +81,6 @@ def dest_error(exc: OSError, what: str) -> DestinationError:
 
 def copy_error(exc: OSError, source: str, target: str) -> LoadError:
     """Blame the destination for errors only a writer gets, the source for the rest."""
-    if exc.errno in DEST_ERRNOS:
+    if exc.errno in DEST_ERRNOS or isinstance(exc, FlushFailed):
         return dest_error(exc, target)
     return SourceError(f"cannot read {source}: {describe(exc)}")

@@ -11,6 +11,7 @@ import pytest
 
 from sidecars.warloader import copier
 from sidecars.warloader.copier import HashingSink, Progress, Writeback, copy_hashing, copy_plain
+from sidecars.warloader.errors import DestinationError, FlushFailed, copy_error
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.unit
@@ -58,9 +59,10 @@ def test_a_failed_background_flush_is_raised_by_finish() -> None:
         writeback = Writeback(w)
         writeback.wrote(copier.FLUSH_EVERY)
         wait_until(lambda: writeback.error is not None, 10, "the background flush failed")
-        with pytest.raises(OSError) as err:
+        with pytest.raises(FlushFailed) as err:
             writeback.finish()
         assert err.value.errno == errno.EINVAL
+        assert isinstance(copy_error(err.value, "/src", "/dest/x"), DestinationError)
     finally:
         os.close(r)
         os.close(w)
