@@ -56,6 +56,7 @@ class Relay(asyncio.Protocol):
         self.closed = False
         self.task: asyncio.Task[None] | None = None
         self.splicer: splice.Splicer | None = None
+        self.timed_out = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
@@ -66,6 +67,11 @@ class Relay(asyncio.Protocol):
             return
         self.client.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.task = self.listener.loop.create_task(self._connect())
+
+    def _connect_timed_out(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.timed_out = True
+            self.task.cancel()
 
     def _key(self) -> bytes:
         if self.listener.cluster.balancer.policy != "hash":
@@ -91,15 +97,25 @@ class Relay(asyncio.Protocol):
             tried.append(member)
             member.requests += 1
             started = loop.time()
+            # a timer handle rather than asyncio.timeout(): this runs once per connection
+            timer = loop.call_later(settings.connect_timeout, self._connect_timed_out)
+            failure = ""
             try:
-                async with asyncio.timeout(settings.connect_timeout):
-                    up, _ = await loop.create_connection(
-                        lambda: _Upstream(self), member.host, member.port
-                    )
-            except (OSError, TimeoutError) as exc:
-                if cluster.failed(
-                    member, "timeout" if isinstance(exc, TimeoutError) else "connect"
-                ):
+                up, _ = await loop.create_connection(
+                    lambda: _Upstream(self), member.host, member.port
+                )
+            except asyncio.CancelledError:
+                if not self.timed_out or self.task is None:
+                    raise
+                self.timed_out = False
+                self.task.uncancel()
+                failure = "timeout"
+            except OSError:
+                failure = "connect"
+            finally:
+                timer.cancel()
+            if failure:
+                if cluster.failed(member, failure):
                     listener.log.warning(
                         "member %s ejected after failures",
                         member.key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections import Counter
 
 import pytest
@@ -180,3 +181,40 @@ async def test_drain_lets_connections_run_then_cuts_them_and_exits_0(
             except ConnectionResetError:
                 pass
         writer.close()
+
+
+async def test_member_that_never_accepts_times_out_and_the_next_one_serves() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    good = await asyncio.start_server(echo, "127.0.0.1", 0)
+    good_port = good.sockets[0].getsockname()[1]
+    # A listener that never accepts, its queue filled: further connects get no answer at all.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    filler = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(blackhole.getsockname())
+        filler.append(s)
+    hole = f"127.0.0.1:{blackhole.getsockname()[1]}"
+    env = tcp_env(hole, f"127.0.0.1:{good_port}", connect_timeout="200ms", health_check="none")
+    try:
+        async with ambassador(env) as amb:
+            for _ in range(2):  # round robin: one of the two goes to the black hole first
+                reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+                writer.write(b"ping")
+                async with asyncio.timeout(10):
+                    assert await reader.read(100) == b"ping"
+                writer.close()
+            member = amb.service.running["default"].cluster.members[hole]
+            assert member.errors["timeout"] >= 1
+    finally:
+        for s in filler:
+            s.close()
+        blackhole.close()
+        good.close()
