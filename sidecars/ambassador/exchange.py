@@ -44,7 +44,6 @@ class Exchange:
         self.member: Member | None = None
         self.up: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.error = (503, "no member available")
         self.last = False
         self.started = 0.0
@@ -109,7 +108,8 @@ class Exchange:
         if self.needs_host:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
         self.started = self.loop.time()
-        self.timer = self.loop.call_later(self.listener.settings.request_timeout, self._timed_out)
+        # the listener's sweep fires the request timeout: no timer handle per request
+        self.listener.awaiting[self] = self.started + self.listener.settings.request_timeout
         early, self.early = self.early, b""
         if early:
             self.client_data(early, out)
@@ -132,9 +132,7 @@ class Exchange:
             self._done(keep=False)
 
     def _release_up(self, reuse: bool) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.listener.awaiting.pop(self, None)
         up, self.up = self.up, None
         if up is None:
             return
@@ -237,9 +235,7 @@ class Exchange:
     def _response(self, resp: wire.Head, status: int, rest: bytes) -> None:
         member = self.member
         assert member is not None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.listener.awaiting.pop(self, None)
         self.listener.latency.observe(self.loop.time() - self.started)
         if status in (502, 503, 504):
             self.listener.failed(member, f"http_{status}")
@@ -316,8 +312,8 @@ class Exchange:
         self.error = (502, message)
         self._retry_or_answer()
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
+        """No response head within the request timeout (called by the listener's sweep)."""
         member = self.member
         assert member is not None
         self._release_up(reuse=False)

@@ -21,8 +21,10 @@ class HttpListener(Listener):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending = 0
+        self.awaiting: dict[Exchange, float] = {}  # requests sent, no response head yet: deadline
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._timeouts: asyncio.Task[None] | None = None
         # idle connections to members that left (DNS, member file) are closed at once
         self.cluster.on_change = lambda c: self.pool.prune(set(c.members.values()))
 
@@ -33,8 +35,24 @@ class HttpListener(Listener):
             lambda: ClientSide(self), host, port, backlog=1024, reuse_address=True
         )
 
+    async def start(self) -> None:
+        await super().start()
+        self._timeouts = asyncio.create_task(self._request_timeouts())
+
+    async def _request_timeouts(self) -> None:
+        """Fire request timeouts, each within an eighth of the timeout (at most 1 s) late."""
+        while True:
+            await asyncio.sleep(min(1.0, max(0.01, self.settings.request_timeout / 8)))
+            now = self.loop.time()
+            for ex, deadline in list(self.awaiting.items()):
+                if deadline <= now and ex in self.awaiting:
+                    ex.timed_out()
+
     async def close(self) -> None:
         await super().close()
+        if self._timeouts is not None:
+            self._timeouts.cancel()
+            await asyncio.gather(self._timeouts, return_exceptions=True)
         self.pool.close()
 
     def failed(self, member: Member, kind: str) -> None:

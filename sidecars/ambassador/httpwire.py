@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 TARGET = re.compile(rb"[\x21-\x7e]+")
+REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP/1\.[01])")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
@@ -62,6 +63,7 @@ def _lines(names: bytes, read: bool = True) -> re.Pattern[bytes]:
 RESPONSE_READ = _lines(_HOP)
 REQUEST_READ = _lines(_HOP + _REBUILT + rb"|host|x-forwarded-proto|x-forwarded-host")
 REQUEST_DROP = _lines(_HOP + _REBUILT, read=False)
+_KEPT = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})  # read, yet forwarded
 
 
 def _check_block(block: bytes) -> None:
@@ -86,9 +88,10 @@ def _parse_block(
     if not found:
         head.block = block
         return
-    head.headers = [(n.lower(), v.strip(b" \t")) for n, v in found]
+    head.headers = headers = [(n.lower(), v.strip(b" \t")) for n, v in found]
     named = _framing(head)
-    block = drop.sub(b"", block)
+    if drop is not REQUEST_DROP or any(n not in _KEPT for n, _ in headers):
+        block = drop.sub(b"", block)
     if named:  # headers listed in Connection are hop-by-hop too
         block = b"".join(
             line + b"\r\n"
@@ -140,12 +143,14 @@ def _framing(head: Head) -> set[bytes]:
 def parse_request(raw: bytes) -> Head:
     """Parse a request head (without its final blank line)."""
     first, _, block = raw.partition(b"\r\n")
-    parts = first.split(b" ")
-    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not TARGET.fullmatch(parts[1]):
+    m = REQUEST_LINE.fullmatch(first)
+    if m is None:
+        parts = first.split(b" ")
+        if len(parts) == 3 and TOKEN.fullmatch(parts[0]) and TARGET.fullmatch(parts[1]):
+            raise HttpError(505 if parts[2].startswith(b"HTTP/") else 400, "unsupported version")
         raise HttpError(400, "malformed request line")
-    if parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise HttpError(505 if parts[2].startswith(b"HTTP/") else 400, "unsupported version")
-    head = Head((parts[0], parts[1]), parts[2], [], close=parts[2] == b"HTTP/1.0")
+    method, target, version = m.groups()
+    head = Head((method, target), version, [], close=version == b"HTTP/1.0")
     if block:
         _parse_block(block + b"\r\n", head, REQUEST_READ, REQUEST_DROP)
     if head.version == b"HTTP/1.1" and head.get(b"host") is None:
