@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -42,6 +43,7 @@ class RawApp:
             writer.close()
 
 
+@contextlib.asynccontextmanager
 async def serve(app: RawApp) -> AsyncIterator[AppClient]:
     server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -69,7 +71,7 @@ async def test_chunked_with_extensions_and_trailers_then_reuse() -> None:
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nDOWN",
         ]
     )
-    async for client in serve(app):
+    async with serve(app) as client:
         assert await body(client) == (200, b"hello world")
         assert await body(client) == (503, b"DOWN")
         assert app.connections == 1  # the second request reused the first connection
@@ -78,10 +80,10 @@ async def test_chunked_with_extensions_and_trailers_then_reuse() -> None:
 
 async def test_body_until_close_and_head() -> None:
     app = RawApp([b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"], True)
-    async for client in serve(app):
+    async with serve(app) as client:
         assert await body(client) == (200, b"until the end")
     app = RawApp([b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"])
-    async for client in serve(app):
+    async with serve(app) as client:
         async with asyncio.timeout(10):
             answer = await client.request("HEAD", "/x", "*/*")
         assert (answer.status, answer.length) == (200, 99)
@@ -101,7 +103,7 @@ async def test_body_until_close_and_head() -> None:
     ],
 )
 async def test_broken_answers_are_app_errors(answer: bytes, message: str) -> None:
-    async for client in serve(RawApp([answer], close_after=True)):
+    async with serve(RawApp([answer], close_after=True)) as client:
         with pytest.raises(AppError, match=message):
             await body(client)
 
@@ -109,7 +111,7 @@ async def test_broken_answers_are_app_errors(answer: bytes, message: str) -> Non
 async def test_a_dead_pooled_connection_is_retried_on_a_fresh_one() -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     app = RawApp([ok, ok])
-    async for client in serve(app):
+    async with serve(app) as client:
         assert await body(client) == (200, b"ok")
         assert len(client._idle) == 1
         app.drop()  # the pooled connection is now dead, and the client does not know yet

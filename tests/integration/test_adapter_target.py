@@ -47,11 +47,10 @@ def answer(body: bytes, encoding: str) -> bytes:
 
 
 async def scrape(app: RawApp, max_bytes: int = 1 << 20) -> bytes:
-    async for client in serve(app):
+    async with serve(app) as client:
         got = await fetch(client, "/metrics", 10.0, max_bytes, "*/*")
         assert got.status == 200
         return got.body
-    raise AssertionError("unreachable")
 
 
 async def test_gzip_and_deflate_pages_are_decoded() -> None:
