@@ -197,6 +197,15 @@ class Exchange:
     # -- the response, from the member --------------------------------------------------------
 
     def up_data(self, data: bytes) -> None:
+        try:
+            self._up_data(data)
+        except Exception:  # a bug must cost one exchange, not the process or a hang
+            self.listener.log.exception(
+                "http exchange failed", extra={"listener": self.listener.name}
+            )
+            self._cut()
+
+    def _up_data(self, data: bytes) -> None:
         self.side.nbytes += 1
         if self.resp_body is None:
             self._head_data(data)
