@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -171,6 +172,9 @@ def test_real_subprocess_follows_the_app_and_drains_on_sigterm(app: AppProcess) 
         wait_until(lambda: http_get(url)[0] == 200, 10, "adapter answers 200 again")
         _, text = http_get(f"http://127.0.0.1:{admin_port}/metrics")
         assert b'adapter_rule_outcomes_total{rule="queue",status="fail"}' in text
+        # Having served and scraped, the process has not loaded aiohttp (nor its yarl).
+        maps = Path(f"/proc/{proc.proc.pid}/maps").read_text()
+        assert "/aiohttp/" not in maps and "/yarl/" not in maps
         assert proc.terminate(signal.SIGTERM) == 0
         messages = [line["msg"] for line in proc.log_lines()]
         assert messages[-1] == "stopped"
