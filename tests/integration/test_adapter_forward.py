@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.adapter_support import adapter_in_process, get
+from tests.helpers import SidecarProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +31,8 @@ class ScriptedApp:
     """Answers the requests on every connection with the next scripted answer, in order."""
 
     def __init__(self) -> None:
-        self.script: list[bytes | tuple[bytes, bytes]] = []
+        self.script: list[bytes | tuple[bytes, bytes] | float] = []  # a float: OK that late
+        self.asked = asyncio.Event()  # set on every request
         self.requests: list[bytes] = []
         self.connections = 0
         self.handlers: set[asyncio.Task[None]] = set()
@@ -52,7 +55,11 @@ class ScriptedApp:
         try:
             while True:
                 self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+                self.asked.set()
                 answer = self.script.pop(0) if self.script else OK
+                if isinstance(answer, float):
+                    await asyncio.sleep(answer)
+                    answer = OK
                 if answer == HANG:
                     await reader.read()  # until the adapter gives up and closes
                     return
@@ -163,3 +170,34 @@ async def test_a_client_leaving_mid_answer_does_not_disturb_the_next(
     writer.close()  # gone before the app's answer is complete
     status, _, doc = await get(base + "/health")
     assert (status, doc) == (200, {"status": "UP"})
+
+
+async def test_sigterm_lets_a_pending_mapped_answer_finish_then_exits_0() -> None:
+    app = ScriptedApp()
+    server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
+    port, admin = free_port(), free_port()
+    env = {
+        "ADAPTER_MODE": "paths",
+        "ADAPTER_TARGET": f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/metrics",
+        "ADAPTER_PATHS": "/health=/actuator/health",
+        "ADAPTER_LISTEN": f"127.0.0.1:{port}",
+        "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{admin}",
+    }
+    try:
+        with SidecarProcess("adapter", env) as proc:
+            await asyncio.to_thread(proc.wait_http, f"http://127.0.0.1:{admin}/readyz")
+            url = f"http://127.0.0.1:{port}/health"
+            assert (await get(url))[0] == 200  # the pool is warm: the next GET is deferred
+            app.script = [0.5]
+            app.asked.clear()
+            pending = asyncio.create_task(get(url))
+            async with asyncio.timeout(10):
+                await app.asked.wait()  # the adapter has passed the request on
+            proc.proc.send_signal(signal.SIGTERM)
+            status, _, doc = await pending
+            assert (status, doc) == (200, {"status": "UP"})
+            assert await asyncio.to_thread(proc.proc.wait, 30) == 0  # one signal: a drain
+    finally:
+        server.close()
+        await app.stop()
+        await server.wait_closed()
