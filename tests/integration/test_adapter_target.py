@@ -138,6 +138,27 @@ async def test_https_target_verified_with_the_ca_file(
         assert b'adapter_scrapes_total{result="auth_file"} 1.0' in text
 
 
+async def test_path_mapping_over_https_with_a_token(
+    https_app: tuple[str, list[str]], ca: trustme.CA, tmp_path: Path
+) -> None:
+    base, seen = https_app
+    ca_file, auth = tmp_path / "ca.pem", tmp_path / "token"
+    ca.cert_pem.write_to_path(str(ca_file))
+    auth.write_text("Bearer t\n")
+    env = {
+        "ADAPTER_MODE": "paths",
+        "ADAPTER_TARGET": base + "/metrics",
+        "ADAPTER_PATHS": "/page=/metrics",
+        "ADAPTER_CA_FILE": str(ca_file),
+        "ADAPTER_AUTH_FILE": str(auth),
+    }
+    async with adapter_in_process(env) as (url, _, svc):
+        for _ in range(3):  # the first on a new TLS connection, then from the pool
+            status, _, body = await get(url + "/page")
+            assert (status, body) == (200, PAGE)
+        assert seen == ["Bearer t"] * 3 and len(svc.app_client._idle) == 1
+
+
 async def test_https_target_with_an_unknown_ca_fails_with_the_reason(
     https_app: tuple[str, list[str]],
 ) -> None:
