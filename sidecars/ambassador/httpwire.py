@@ -66,16 +66,15 @@ REQUEST_DROP = _lines(_HOP + _REBUILT, read=False)
 _KEPT = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})  # read, yet forwarded
 
 
-def _check_block(block: bytes) -> None:
-    if HEADER_BLOCK.fullmatch(block):
-        return
+def _bad_block(block: bytes) -> HttpError:
+    """The error for a header block that failed the one-pass check."""
     for line in block.split(b"\r\n")[:-1]:  # find the culprit for a precise answer
         if not HEADER_LINE.fullmatch(line + b"\r\n"):
             name, colon, _ = line.partition(b":")
             if colon and TOKEN.fullmatch(name):
-                raise HttpError(400, "control character in a header value")
+                return HttpError(400, "control character in a header value")
             break
-    raise HttpError(400, "malformed header line")
+    return HttpError(400, "malformed header line")
 
 
 def _parse_block(
@@ -83,7 +82,8 @@ def _parse_block(
 ) -> None:
     """Check the header lines (each ending in CRLF), read the ones the ambassador needs and keep
     the rest, as they came, for forwarding."""
-    _check_block(block)
+    if HEADER_BLOCK.fullmatch(block) is None:
+        raise _bad_block(block)
     found = read.findall(block)
     if not found:
         head.block = block

@@ -114,7 +114,8 @@ class Pool:
         conn.owner = None
         if conn.closed:
             return
-        conn.pause_reading(False)  # idle, it must see the member closing it
+        if conn.paused:  # idle, it must see the member closing it
+            conn.pause_reading(False)
         stack = self.idle_conns.setdefault(conn.member, [])
         if len(stack) >= self.size:
             conn.close()
