@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,15 +30,18 @@ class BulkSink:
     code (subprocess waits) can use it. `mode` may be changed while it runs; with
     `fail_next` set, only that many requests get `mode`, later ones are answered normally."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ssl_context = ssl_context
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests = 0
         self.mode: Mode = "ok"
         self.fail_next: int | None = None
         self.item_status: Callable[[dict[str, Any]], int] | None = None
         self.gzipped = 0
+        self.authorizations: set[str] = set()  # Authorization headers seen on /_bulk
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -65,7 +69,8 @@ class BulkSink:
         app.router.add_post("/_bulk", self._bulk)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
+        await site.start()
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
@@ -75,6 +80,7 @@ class BulkSink:
 
     async def _bulk(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.authorizations.add(request.headers.get("Authorization", ""))
         if request.headers.get("Content-Encoding") == "gzip":
             self.gzipped += 1  # aiohttp has already inflated the body
         with self._lock:

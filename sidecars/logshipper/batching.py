@@ -28,8 +28,11 @@ class Batch:
         self.nbytes += len(item)
 
     def resolve(self) -> None:
-        """Every item is acknowledged or dead-lettered: let the files' checkpoints move."""
+        """Every item is acknowledged or dead-lettered: let the files' checkpoints move.
+        The items are dropped now: a file's progress may keep this batch referenced until
+        an older batch resolves, and must not keep its documents in memory meanwhile."""
         self.done = True
+        self.items = []
         for progress in self.progresses:
             progress.advance()
 

@@ -43,7 +43,9 @@ finally:
 
 __all__ = [
     "AsyncTransport",
+    "ConnectionError",
     "ConnectionTimeout",
+    "HttpHeaders",
     "NodeConfig",
     "PassThrough",
     "SerializationError",
@@ -183,7 +185,8 @@ class StreamNode(BaseAsyncNode):
                     raise _Closed from None
                 raise
             status, headers = await _head(reader, status_line)
-            data = await _body(reader, headers)
+            no_body = request.startswith(b"HEAD ") or status in (204, 304) or status < 200
+            data = b"" if no_body else await _body(reader, headers)
             if (headers.get("content-encoding") or "").lower() == "gzip":
                 data = gzip.decompress(data)
             keep = "close" not in (headers.get("connection") or "").lower()

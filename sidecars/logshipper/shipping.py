@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class Sender:
         self.max_backoff = max_backoff
         self.dead_letter_index = dead_letter_index
         self._failing_since: float | None = None
+        self._answered = asyncio.Event()
         self._failures = 0
         self._last_report = 0.0
 
@@ -99,7 +101,15 @@ class Sender:
                 await self.deliver(pending[mid:])
                 return
             if pending:
-                await asyncio.sleep(backoff.next_delay())
+                await self._pause(backoff.next_delay())
+
+    async def _pause(self, delay: float) -> None:
+        """Back off, but retry at once when another request got through: a batch that
+        waits out a long backoff would hold the checkpoint back after an outage."""
+        answered = self._answered
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await answered.wait()
 
     async def _attempt(self, items: list[Item]) -> list[Item]:
         """One bulk request; returns the items to send again."""
@@ -181,6 +191,8 @@ class Sender:
         return items
 
     def _recovered(self) -> None:
+        self._answered.set()
+        self._answered = asyncio.Event()
         if self._failing_since is not None:
             self.log.info(
                 "Elasticsearch accepts bulk requests again",

@@ -103,3 +103,16 @@ def test_no_elasticsearch_package_and_no_aiohttp_at_run_time() -> None:
         "import aiohttp  # still importable by others afterwards\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_resolved_batch_lets_go_of_its_documents() -> None:
+    # a file's progress keeps resolved batches referenced until older ones resolve (a batch
+    # backing off after an outage): they must not keep their documents meanwhile
+    pipe = Pipeline(max_bytes=10, max_docs=1000, budget=Budget(1 << 20))
+    progress = Progress(0)
+    pipe.extend(progress, [20, 40], [b"a" * 20, b"b" * 20])
+    first, second = pipe.queue.get_nowait(), pipe.queue.get_nowait()
+    pipe.resolved(second)
+    assert second.items == [] and progress.acked == 0  # the first still holds the checkpoint
+    pipe.resolved(first)
+    assert progress.acked == 40 and pipe.budget.used == 0
