@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sidecars.adapter.exposition import Page, format_value
 
 AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
@@ -123,6 +121,20 @@ class Outcome:
     output: str
 
 
+def _parse(text: str) -> Any:
+    """JSON as it is (the common case, and no YAML module to load at start), else YAML."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    import yaml  # only for rules written in YAML: nothing to load at start otherwise
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleError(f"not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+
+
 def load(source: str) -> list[Rule]:
     """Rules from inline YAML/JSON or from a file path; RuleError names the first bad rule."""
     text = source.strip()
@@ -136,10 +148,7 @@ def load(source: str) -> list[Rule]:
             raise RuleError(f"cannot read the rules file {text!r}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise RuleError("the rules file is not UTF-8 text") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    doc = _parse(text)
     if isinstance(doc, dict) and set(doc) == {"rules"}:
         doc = doc["rules"]
     if doc is None:
@@ -180,6 +189,8 @@ def _build(item: dict[str, Any]) -> Rule:
     threshold = item.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise RuleError(f"'threshold' {threshold!r}: expected a number")
+    if math.isnan(threshold):
+        raise RuleError("'threshold' nan: expected a number (NaN never compares true)")
     severity = _enum(item, "severity", ("warn", "fail"), "fail")
     on_missing = _enum(item, "on_missing", STATUSES, "fail")
     rate = item.get("rate", False)

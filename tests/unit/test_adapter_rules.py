@@ -49,6 +49,8 @@ def test_load_yaml_json_and_file(tmp_path: Path) -> None:
         ("[{name: a, metric: '1x', op: '>', threshold: 1}]", "'metric' '1x'"),
         ("[{name: a, metric: x, op: '=>', threshold: 1}]", "'op' '=>'"),
         ("[{name: a, metric: x, op: '>', threshold: true}]", "'threshold' True"),
+        ('[{"name": "a", "metric": "x", "op": ">", "threshold": NaN}]', "'threshold' nan"),
+        ("[{name: a, metric: x, op: '>', threshold: .nan}]", "NaN never compares true"),
         ("[{name: a, metric: x, op: '>', threshold: 1, agg: median}]", "'agg' 'median'"),
         ("[{name: a, metric: x, op: '>', threshold: 1, severity: pass}]", "'severity'"),
         ("[{name: a, metric: x, op: '>', threshold: 1, on_missing: maybe}]", "'on_missing'"),
@@ -65,6 +67,7 @@ def test_load_yaml_json_and_file(tmp_path: Path) -> None:
         ("name: a", "expected a list of rules"),
         ("[1]", "rule 1: expected a mapping"),
         ("[{name: a", "not valid YAML/JSON"),
+        ('[{"name": "a"', "not valid YAML/JSON"),
         ("/no/such/file.yaml", "cannot read the rules file"),
     ],
 )
