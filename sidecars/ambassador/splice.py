@@ -23,7 +23,12 @@ class _Way:
             fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # over the user's pipe budget: the default size still works
-        self.size = fcntl.fcntl(self.w, fcntl.F_GETPIPE_SZ)
+        try:
+            self.size = fcntl.fcntl(self.w, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            os.close(self.r)
+            os.close(self.w)
+            raise
         self.held = 0  # bytes in the pipe
         self.eof = self.done = self.waiting = False
 
@@ -96,11 +101,18 @@ class Splicer:
         on_end: Callable[[OSError | None, bool], None],
     ) -> None:
         self.loop, self.moved, self.on_end = loop, moved, on_end
-        self.socks = [socket.socket(fileno=os.dup(fd)) for fd in (client_fd, up_fd)]
-        c, u = (s.fileno() for s in self.socks)
-        self.client_fd, self.up_fd = c, u
-        self.ways = [_Way(self, c, u, self.socks[1]), _Way(self, u, c, self.socks[0])]
+        self.socks: list[socket.socket] = []
+        self.ways: list[_Way] = []
         self.ended = False
+        try:  # out of descriptors: whatever was made is closed and the caller keeps relaying
+            for fd in (client_fd, up_fd):
+                self.socks.append(socket.socket(fileno=os.dup(fd)))
+            c, u = self.client_fd, self.up_fd = self.socks[0].fileno(), self.socks[1].fileno()
+            self.ways.append(_Way(self, c, u, self.socks[1]))
+            self.ways.append(_Way(self, u, c, self.socks[0]))
+        except OSError:
+            self.close()
+            raise
 
     def start(self) -> None:
         for way in self.ways:

@@ -57,6 +57,7 @@ class Relay(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.splicer: splice.Splicer | None = None
         self.timed_out = False
+        self.no_splice = not splice.AVAILABLE
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
@@ -164,6 +165,7 @@ class Relay(asyncio.Protocol):
         up, client = self.up, self.client
         if (
             self.splicer is not None
+            or self.no_splice
             or not splice.AVAILABLE
             or up is None
             or self.eofs
@@ -174,14 +176,20 @@ class Relay(asyncio.Protocol):
             return
         client.pause_reading()
         up.pause_reading()
+        try:
+            self.splicer = splice.Splicer(
+                self.listener.loop,
+                client.get_extra_info("socket").fileno(),
+                up.get_extra_info("socket").fileno(),
+                self._moved,
+                self._spliced,
+            )
+        except OSError:  # no descriptors left for pipes: this connection stays as it is
+            self.no_splice = True
+            client.resume_reading()
+            up.resume_reading()
+            return
         self.listener.metrics.spliced.labels(self.listener.name).inc()
-        self.splicer = splice.Splicer(
-            self.listener.loop,
-            client.get_extra_info("socket").fileno(),
-            up.get_extra_info("socket").fileno(),
-            self._moved,
-            self._spliced,
-        )
         self.splicer.start()
 
     def _moved(self, n: int) -> None:

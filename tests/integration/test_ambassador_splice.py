@@ -145,3 +145,36 @@ def test_spliced_stream_under_uvloop_in_the_real_process() -> None:
         server.close()
 
     asyncio.run(scenario())
+
+
+async def test_no_descriptors_for_pipes_keeps_the_connection_relaying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_pipes(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    server = await asyncio.start_server(echo_then_digest, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {"AMBASSADOR_MODE": "tcp", "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{port}"}
+    async with ambassador(env) as amb:
+        # A fake fault: running out of descriptors exactly at the switch cannot be arranged
+        # with real servers without starving the test process itself.
+        monkeypatch.setattr(splice.os, "pipe2", no_pipes)
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+
+        async def send() -> None:
+            for i in range(0, len(PAYLOAD), 65536):
+                writer.write(PAYLOAD[i : i + 65536])
+                await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send())
+        async with asyncio.timeout(60):
+            got = await reader.readexactly(len(PAYLOAD) // 2)
+            states = [(r.splicer, r.no_splice) for r in relays(amb)]
+            got += await reader.read(-1)
+            await sender
+        writer.close()
+        assert states == [(None, True)]  # tried once, then relayed as before
+        assert got == PAYLOAD + b"END " + hashlib.sha256(PAYLOAD).hexdigest().encode()
+    server.close()
