@@ -175,6 +175,9 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument(
+        "--only", choices=("path", "verified", "download"), help="measure one figure (no footprint)"
+    )
     args = ap.parse_args()
     size = args.size_mib << 20
     before = load()
@@ -195,14 +198,21 @@ def main() -> None:
         env = {"WARLOADER_DEST": str(dest), "WARLOADER_LOG_LEVEL": "warning"}
         rows: list[tuple[str, float, float]] = []
         cp_sync = sh(["cp", str(src), str(target)], ["sync"])
-        plain = pair(args.repeat, clean, ours({**env, "WARLOADER_SOURCES": str(src)}), cp_sync)
-        rows.append(("install from a path vs cp + sync", *plain))
-        pinned = ours({**env, "WARLOADER_SOURCES": f"{src}#sha256={digest}"})
-        anchor = sh(["cp", str(src), str(target)], ["sync"], ["sha256sum", str(target)])
-        rows.append(
-            ("verified install vs cp + sync + sha256sum", *pair(args.repeat, clean, pinned, anchor))
-        )
-        if shutil.which("nginx") and shutil.which("curl"):
+        if args.only in (None, "path"):
+            mine = ours({**env, "WARLOADER_SOURCES": str(src)})
+            rows.append(
+                ("install from a path vs cp + sync", *pair(args.repeat, clean, mine, cp_sync))
+            )
+        if args.only in (None, "verified"):
+            pinned = ours({**env, "WARLOADER_SOURCES": f"{src}#sha256={digest}"})
+            anchor = sh(["cp", str(src), str(target)], ["sync"], ["sha256sum", str(target)])
+            rows.append(
+                (
+                    "verified install vs cp + sync + sha256sum",
+                    *pair(args.repeat, clean, pinned, anchor),
+                )
+            )
+        if args.only in (None, "download") and shutil.which("nginx") and shutil.which("curl"):
             with nginx(work, src_dir) as url:
                 remote = ours({**env, "WARLOADER_SOURCES": f"{url}/big.bin#sha256={digest}"})
                 curl = sh(["curl", "-sf", "-o", str(target), f"{url}/big.bin"])
@@ -213,7 +223,7 @@ def main() -> None:
                     )
                 )
         hashlib_rate, sha256sum_rate = hash_rate(src)
-        start_s, peak_mib, idle_mib = footprint(work)
+        start_s, peak_mib, idle_mib = footprint(work) if args.only is None else (0.0, 0.0, 0.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gib = size / (1 << 30)
@@ -223,10 +233,12 @@ def main() -> None:
     for figure, mine, theirs in rows:
         print(f"{figure:45} {gib / mine:8.2f} GB/s {gib / theirs:8.2f} GB/s {theirs / mine:6.2f}x")
     print(f"sha256 alone: hashlib {hashlib_rate:.2f} GB/s, sha256sum {sha256sum_rate:.2f} GB/s")
-    print(
-        f"path-only init container, one WAR: start to exit {start_s:.2f} s (goal < 0.5 s), "
-        f"peak RSS {peak_mib:.1f} MiB; idle in --watch mode: RSS {idle_mib:.1f} MiB (goal < 40 MiB)"
-    )
+    if args.only is None:
+        print(
+            f"path-only init container, one WAR: start to exit {start_s:.2f} s (goal < 0.5 s), "
+            f"peak RSS {peak_mib:.1f} MiB; idle in --watch mode: RSS {idle_mib:.1f} MiB "
+            "(goal < 40 MiB)"
+        )
 
 
 if __name__ == "__main__":

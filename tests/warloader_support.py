@@ -48,6 +48,9 @@ class Faults:
     delay: float = 0.0  # wait before answering ...
     delay_times: int = 0  # ... this many requests (-1: all)
     trickle: float = 0.0  # pause between 64 KiB pieces of the body
+    stall_after: int = 0  # send this many body bytes, then nothing until the client leaves ...
+    stall_times: int = 0  # ... in this many responses
+    chunked: bool = False  # no Content-Length: a chunked body
     ranges: bool = True  # honour Range requests
     token: str | None = None  # require this Authorization header value
     gather: int = 0  # hold each request until this many are in flight (10 s at most)
@@ -114,6 +117,15 @@ class ArtifactServer:
         self.statuses.append(resp.status)
         return resp
 
+    @staticmethod
+    async def _until_gone(request: web.Request) -> None:
+        """Send nothing more until the client closes the connection (10 s at most)."""
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                return
+            await asyncio.sleep(0.01)
+
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         f = self.faults
         hit, f.delay_times = self._take(f.delay_times)
@@ -145,13 +157,21 @@ class ArtifactServer:
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(art.body) - 1}/{len(art.body)}"
         resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = len(body)
+        if f.chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = len(body)
         await resp.prepare(request)
         drop, f.drop_times = self._take(f.drop_times)
+        stall, f.stall_times = self._take(f.stall_times)
         limit = f.drop_after if drop else len(body)
         sent = 0
         while sent < min(limit, len(body)):
-            piece = body[sent : min(sent + 65536, limit)]
+            if stall and sent >= f.stall_after:
+                await self._until_gone(request)
+                return resp
+            end = min(sent + 65536, limit, f.stall_after if stall else limit)
+            piece = body[sent:end]
             await resp.write(piece)
             sent += len(piece)
             if f.trickle:

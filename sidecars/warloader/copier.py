@@ -187,7 +187,7 @@ class HashingSink:
         self.hasher = hashlib.sha256()
         self.writeback = Writeback(fd)
 
-    def write(self, chunks: Sequence[bytes | bytearray]) -> None:
+    def write(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
         """Append `chunks` to the file (the caller hashes them with `digest`)."""
         if self.progress.abort.is_set():
             raise Aborted(self.progress.label)
@@ -200,7 +200,7 @@ class HashingSink:
             self.size += want
             self.writeback.wrote(want)
 
-    def digest(self, chunks: Sequence[bytes | bytearray]) -> None:
+    def digest(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
         """Hash `chunks` in order: batches must be given in the order they are written."""
         for chunk in chunks:
             self.hasher.update(chunk)

@@ -15,6 +15,7 @@ import aiohttp
 from sidecars.runtime import Backoff
 from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
+from sidecars.warloader.receive import dispatch, receive, settle
 from sidecars.warloader.remote import Fetched, HttpPolicy, Validators
 
 T = TypeVar("T")
@@ -137,7 +138,10 @@ async def _attempt(
             if total is not None and total > policy.max_size:
                 raise SourceError(f"{total} bytes is more than the limit of {policy.max_size}")
             sink.progress.total = total
-            await _stream(resp, sink, policy.max_size)
+            if total is not None and _can_take_over(resp):
+                await _take_over(resp, sink, total, session.timeout.sock_read)
+            else:
+                await _stream(resp, sink, policy.max_size)
             if total is not None and sink.size != total:
                 raise SourceError(f"body ended at {sink.size} of {total} bytes", retryable=True)
             return Fetched(False, sink.size, sink.hexdigest(), state.validators)
@@ -159,6 +163,46 @@ def _check_status(resp: aiohttp.ClientResponse, resume_from: int) -> None:
     raise SourceError(what, retryable=resp.status in RETRY_STATUSES)
 
 
+def _can_take_over(resp: aiohttp.ClientResponse) -> bool:
+    """A plain body of known length on an open HTTP/1 connection: we can read it ourselves."""
+    conn = resp.connection
+    return (
+        conn is not None
+        and conn.transport is not None
+        and conn.protocol is not None
+        and not conn.transport.is_closing()
+        and "chunked" not in resp.headers.get("Transfer-Encoding", "").lower()
+        and resp.content.exception() is None
+    )
+
+
+async def _take_over(
+    resp: aiohttp.ClientResponse, sink: HashingSink, total: int, idle: float | None
+) -> None:
+    """Write what aiohttp already buffered, then receive the rest of the body from the
+    connection ourselves (receive.py: no bytes object per read, no stream reader). The
+    connection is closed afterwards, never reused."""
+    conn = resp.connection
+    assert conn is not None and conn.transport is not None and conn.protocol is not None
+    transport, owner = conn.transport, conn.protocol
+    try:
+        # Empty the stream reader; each read lets aiohttp's parser hand over bytes it held
+        # back while the reader was full, so once it is empty the parser holds none either.
+        # No await from here until receive() has the transport: bytes arriving meanwhile
+        # would go to aiohttp's parser.
+        first: list[bytes] = []
+        while chunk := resp.content.read_nowait(-1):
+            first.append(chunk)
+        got = sum(len(c) for c in first)
+        sink.progress.done = sink.size + got
+        owner.read_timeout = None  # the idle timeout is ours from here on
+        owner.start_timeout()
+        left = 0 if resp.content.is_eof() else total - sink.size - got
+        await receive(transport, owner, left, sink, idle, first)
+    finally:
+        resp.close()
+
+
 async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int) -> None:
     """Receive on the loop while one thread writes the previous batch and another hashes it.
     A batch goes out as soon as both are idle (at least _MIN_BATCH bytes), so batches grow
@@ -178,48 +222,24 @@ async def _stream(resp: aiohttp.ClientResponse, sink: HashingSink, max_size: int
             batched += len(chunk)
             idle = all(p.done() for p in pending)
             if (batched >= _MIN_BATCH and idle) or batched >= _MAX_BATCH:
-                await _settle(pending)
-                pending = _dispatch(sink, batch)
+                await settle(pending)
+                pending = dispatch(sink, batch)
                 batch, batched = [], 0
     except (aiohttp.ClientError, TimeoutError, ConnectionError):
         await _flush(pending, sink, batch)
         raise
     except BaseException:
-        await _settle(pending, quietly=True)
+        await settle(pending, quietly=True)
         raise
     await _flush(pending, sink, batch)
-
-
-def _dispatch(sink: HashingSink, batch: list[bytes]) -> list[asyncio.Future[None]]:
-    return [
-        asyncio.ensure_future(asyncio.to_thread(sink.write, batch)),
-        asyncio.ensure_future(asyncio.to_thread(sink.digest, batch)),
-    ]
-
-
-async def _settle(pending: list[asyncio.Future[None]], quietly: bool = False) -> None:
-    """Wait until both threads are done with the batch in flight (cancelling the wait does not
-    stop them); then re-raise a failure of theirs unless `quietly`."""
-    if not pending:
-        return
-    try:
-        await asyncio.wait(pending)
-    except asyncio.CancelledError:
-        await asyncio.wait(pending)  # they may still be using the file
-        raise
-    for p in pending:
-        if quietly:
-            p.exception()
-        else:
-            p.result()
 
 
 async def _flush(
     pending: list[asyncio.Future[None]], sink: HashingSink, batch: list[bytes]
 ) -> None:
-    await _settle(pending)
+    await settle(pending)
     if batch:
-        await _settle(_dispatch(sink, batch))
+        await settle(dispatch(sink, batch))
 
 
 async def in_thread(fn: Callable[..., T], *args: object) -> T:
