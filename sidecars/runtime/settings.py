@@ -220,7 +220,7 @@ def load(
             values[name] = spec.parse(raw)
         except ValueError as exc:
             shown = "(hidden)" if spec.secret else repr(raw)
-            problems.append(f"{source}={shown}: {exc}")
+            problems.append(hide_userinfo(f"{source}={shown}: {exc}"))
     if problems:
         raise ConfigError(problems)
     return cls(**values)
@@ -232,10 +232,26 @@ def unknown_variables(cls: type[Any], prefix: str, env: Mapping[str, str]) -> li
     return sorted(k for k in env if k.startswith(prefix + "_") and k not in known)
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
+def hide_userinfo(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://(hidden)@host` wherever a URL appears."""
+    return _USERINFO.sub(r"\1(hidden)@", text)
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str):
+        return hide_userinfo(value)
+    if isinstance(value, tuple | list):
+        return [_shown(item) for item in value]
+    return value
+
+
 def redacted(config: Any) -> dict[str, Any]:
-    """The effective settings for the startup log line, with secrets hidden."""
+    """The effective settings for the startup log line, with secrets and URL credentials hidden."""
     out: dict[str, Any] = {}
     for name, spec in specs(type(config)):
         value = getattr(config, name)
-        out[name] = "(hidden)" if spec.secret and value else value
+        out[name] = "(hidden)" if spec.secret and value else _shown(value)
     return out

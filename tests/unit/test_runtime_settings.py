@@ -80,6 +80,20 @@ def test_secret_values_never_appear() -> None:
     assert "hunter2" not in build_parser(Demo, "demo", "DEMO", "", {}).format_help()
 
 
+def test_credentials_in_urls_never_appear() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Urls(CommonConfig):
+        target: str = setting("", "a URL", choice("", "http://ok"))
+        hosts: tuple[str, ...] = setting("", "URLs", listing(str))
+
+    with pytest.raises(ConfigError) as err:
+        load(Urls, "U", [], {"U_TARGET": "https://bob:hunter2@app:8443/metrics"})
+    assert "hunter2" not in str(err.value) and "bob" not in str(err.value)
+    assert "https://(hidden)@app:8443/metrics" in str(err.value)
+    cfg = load(Urls, "U", [], {"U_HOSTS": "http://a:b@es1:9200,http://es2:9200"})
+    assert redacted(cfg)["hosts"] == ["http://(hidden)@es1:9200", "http://es2:9200"]
+
+
 def test_help_lists_every_setting_with_env_and_default() -> None:
     text = " ".join(build_parser(Demo, "demo", "DEMO", "Demo.", {}).format_help().split())
     for flag, env in [
