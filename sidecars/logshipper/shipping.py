@@ -104,8 +104,8 @@ class Sender:
                 await self._pause(backoff.next_delay())
 
     async def _pause(self, delay: float) -> None:
-        """Back off, but retry at once when another request got through: a batch that
-        waits out a long backoff would hold the checkpoint back after an outage."""
+        """Back off, but retry at once when the outage that caused it ended (another request
+        got through): a batch waiting out a long backoff would hold the checkpoint back."""
         answered = self._answered
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -191,9 +191,11 @@ class Sender:
         return items
 
     def _recovered(self) -> None:
-        self._answered.set()
-        self._answered = asyncio.Event()
         if self._failing_since is not None:
+            # the end of an outage wakes requests backing off from it; items retried for
+            # their own 429s keep their backoff (waking them would press an overloaded node)
+            self._answered.set()
+            self._answered = asyncio.Event()
             self.log.info(
                 "Elasticsearch accepts bulk requests again",
                 extra={
