@@ -120,14 +120,15 @@ def ambassador(mode: str, port: int, ports: list[int]) -> Iterator[subprocess.Po
 def wrk(
     url: str, conns: int, seconds: int, close: bool = False, delay_ms: int = 0
 ) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms). With `delay_ms` each connection pauses that long between
-    requests: a paced load (wrk has no fixed-rate mode) for latency below the peak."""
+    """(req/s, p50 ms, p99 ms). With `delay_ms` each connection pauses a random 0 to 2x that
+    long between requests: a paced load with spread arrivals (wrk has no fixed-rate mode; a
+    fixed pause would line the connections up on wrk's millisecond timer and send bursts)."""
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         if delay_ms:
-            script.write(f"function delay() return {delay_ms} end\n")
+            script.write(f"function delay() return math.random(0, {2 * delay_ms}) end\n")
             script.flush()
             cmd += ["-s", script.name]
         out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
