@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,84 @@ async def test_subprocess_on_uvloop_receives_a_large_body(tmp_path: Path) -> Non
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "sample.war").read_bytes() == LARGE
         assert srv.requests[1]["Range"] == f"bytes={5 << 20}-"
+
+
+class RawServer:
+    """A bare asyncio HTTP/1.1 server on 127.0.0.1 for faults an aiohttp server will not
+    produce: more body bytes than Content-Length announces, a reset (RST) mid-body."""
+
+    def __init__(self, body: bytes, extra: bytes = b"", reset_after: int = 0) -> None:
+        self.body, self.extra, self.reset_after = body, extra, reset_after
+        self.ranges: list[str | None] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/sample.war"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        rng = next(
+            (
+                x.split(":", 1)[1].strip()
+                for x in head.split("\r\n")
+                if x.lower().startswith("range:")
+            ),
+            None,
+        )
+        self.ranges.append(rng)
+        start = int(rng[6:].split("-")[0]) if rng else 0
+        body = self.body[start:]
+        status = "206 Partial Content" if start else "200 OK"
+        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", 'ETag: "v1"']
+        if start:
+            lines.append(f"Content-Range: bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if self.reset_after and len(self.ranges) == 1:  # the first response only
+            writer.write(body[: self.reset_after])
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST: the client sees ECONNRESET
+            return
+        writer.write(body + self.extra)
+        try:
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+async def test_bytes_beyond_the_announced_length_are_not_taken(
+    tmp_path: Path, takeovers: list[int]
+) -> None:
+    async with RawServer(LARGE, extra=b"HTTP/1.1 200 OK\r\n" + os.urandom(1 << 20)) as srv:
+        run = await run_loader(env_for(srv.url + f"#sha256={sha256(LARGE)}", tmp_path))
+        assert run.code == 0, run.errors()
+        assert (tmp_path / "sample.war").read_bytes() == LARGE
+        assert len(takeovers) == 1
+
+
+async def test_a_reset_mid_body_is_retried(tmp_path: Path) -> None:
+    # the reset may reach the client before or after it took the connection over: either way
+    # the download is retried and completes
+    async with RawServer(LARGE, reset_after=4 << 20) as srv:
+        url = srv.url + f"#sha256={sha256(LARGE)}"
+        run = await run_loader(env_for(url, tmp_path, WARLOADER_RETRY_DELAY="10ms"))
+        assert run.code == 0, run.errors()
+        assert (tmp_path / "sample.war").read_bytes() == LARGE
+        assert len(srv.ranges) == 2 and srv.ranges[0] is None
+        assert any("retrying" in m for m in run.logs.messages())
