@@ -240,6 +240,15 @@ class Shipper:
         """After SIGTERM: send what was read, within the drain budget, then stop. What is not
         acknowledged by then is read again at the next start (its checkpoint did not move)."""
         self.pipeline.seal()
+        if not self._answered:
+            # Nothing has ever got through (down, refused TLS, wrong product): waiting cannot
+            # help, and the files still hold every line.
+            self.log.warning(
+                "Elasticsearch never answered; unacknowledged documents will be read again at "
+                "next start",
+                extra={"batches": self.pipeline.unresolved, "bytes": self.budget.used},
+            )
+            return
         limit = max(
             0.1, min(self.config.shutdown_timeout - 1.0, self.config.shutdown_timeout * 0.8)
         )

@@ -146,8 +146,12 @@ async def test_stream_node_keep_alive_chunked_server_closes_timeouts_and_garbage
     keep-alive connection the server drops while idle (the request goes out again on a new
     one), a server that never answers (ConnectionTimeout), and one that answers garbage."""
     served: list[bytes] = []
+    handlers: list[tuple[asyncio.Task[object], asyncio.StreamWriter]] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append((task, writer))
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -186,4 +190,9 @@ async def test_stream_node_keep_alive_chunked_server_closes_timeouts_and_garbage
     finally:
         await node.close()
         server.close()
+        # the "silent" handler is still asleep: end it and its connection here, not at GC
+        for task, writer in handlers:
+            task.cancel()
+            writer.close()
+        await asyncio.gather(*(task for task, _ in handlers), return_exceptions=True)
         await server.wait_closed()
