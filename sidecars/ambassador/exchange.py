@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from sidecars.ambassador.http import ClientSide
 
 UPSTREAM_HEAD_LIMIT = 64 * 1024
+HEAD_CACHE_ENTRIES = 256  # response heads kept parsed by their exact bytes (see http.py)
+HEAD_CACHE_BYTES = 2048
 
 
 def _request_body(head: wire.Head) -> Body | None:
@@ -26,8 +28,14 @@ class Exchange:
     """Drives one request from its parsed head to the end of the response, with callbacks from
     the client side and from the member connection (no task per request)."""
 
-    def __init__(self, side: ClientSide, head: wire.Head, early: bytes) -> None:
-        self.side, self.head, self.early = side, head, early
+    __slots__ = (
+        "side", "head", "early", "listener", "loop", "body", "retriable", "key", "out_head",
+        "needs_host", "tried", "member", "up", "task", "error", "last", "started", "rbuf",
+        "resp", "resp_body", "close_after", "finished",
+    )  # fmt: skip
+
+    def __init__(self, side: ClientSide, head: wire.Head, out_head: bytes, early: bytes) -> None:
+        self.side, self.head, self.out_head, self.early = side, head, out_head, early
         self.listener = listener = side.listener
         self.loop = listener.loop
         settings = listener.settings
@@ -37,7 +45,6 @@ class Exchange:
         if settings.policy == "hash" and settings.hash_header:
             key = wire.header_value(head, settings.hash_header) or key
         self.key = key
-        self.out_head = wire.forward_request(head, side.ip)
         # an HTTP/1.0 request without Host: each member gets its own name
         self.needs_host = head.get(b"host") is None
         self.tried: list[Member] = []
@@ -228,20 +235,34 @@ class Exchange:
                     return self._bad_member("protocol", "member sent a response head too large")
                 self.rbuf = buf
                 return
-            try:
-                resp = wire.parse_response(buf[:end])
-            except ValueError:
-                return self._bad_member("protocol", "member sent a malformed response")
-            buf = buf[end + 4 :]
-            status = int(resp.first[0])
+            raw = buf[:end]
+            cache = self.listener.responses
+            hit = cache.get(raw)
+            if hit is None:
+                try:
+                    resp = wire.parse_response(raw)
+                except ValueError:
+                    return self._bad_member("protocol", "member sent a malformed response")
+                hit = (
+                    resp,
+                    int(resp.first[0]),
+                    wire.forward_response(resp, wire.framing(resp), False),
+                )
+                if end <= HEAD_CACHE_BYTES:
+                    if len(cache) >= HEAD_CACHE_ENTRIES:
+                        cache.clear()
+                    cache[raw] = hit
+            buf = buf[end + 4 :] if len(buf) > end + 4 else b""
+            status = hit[1]
             if status == 101:
                 return self._bad_member("protocol", "member switched protocols unasked")
             if status >= 200:  # interim answers are skipped: we answered 100 ourselves
                 break
         self.rbuf = b""
-        self._response(resp, status, buf)
+        self._response(hit[0], status, hit[2], buf)
 
-    def _response(self, resp: wire.Head, status: int, rest: bytes) -> None:
+    def _response(self, resp: wire.Head, status: int, plain: bytes, rest: bytes) -> None:
+        """The final response head; `plain` is it forwarded with its own framing, kept alive."""
         member = self.member
         assert member is not None
         self.listener.awaiting.pop(self, None)
@@ -257,18 +278,22 @@ class Exchange:
         head, side = self.head, self.side
         close = head.close or self.listener.draining or side.client_eof
         body: Body
+        own = True  # the response keeps its own framing
         if head.first[0] == b"HEAD" or status in (204, 304):
-            body, framing = Length(0), wire.framing(resp)
+            body = Length(0)
         elif resp.chunked:
             decode = head.version == b"HTTP/1.0"
-            body, framing = Chunked(decode), b"" if decode else wire.framing(resp)
+            body, own = Chunked(decode), not decode
             close = close or decode
         elif resp.length is not None:
-            body, framing = Length(resp.length), wire.framing(resp)
+            body = Length(resp.length)
         else:
-            body, framing, close = Body(), b"", True
+            body, own, close = Body(), False, True
         self.resp, self.resp_body, self.close_after = resp, body, close
-        out = wire.forward_response(resp, framing, close)
+        if own and not close:
+            out = plain
+        else:
+            out = wire.forward_response(resp, wire.framing(resp) if own else b"", close)
         extra = b""
         if rest:
             try:

@@ -13,6 +13,11 @@ from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
 
 LINGER_SECONDS = 1.0  # after an error answer, input is read and dropped this long...
 LINGER_BYTES = 256 * 1024  # ...or this much, so that closing does not reset the answer away
+# Parsed heads are kept by their exact bytes: a client repeats the same head on every request
+# and a member answers with the same head (but for its Date) many times a second. Bounded:
+# a full cache is emptied; longer heads are parsed every time.
+HEAD_CACHE_ENTRIES = 256
+HEAD_CACHE_BYTES = 2048
 
 
 class HttpListener(Listener):
@@ -23,6 +28,10 @@ class HttpListener(Listener):
         self.pending = 0
         self.awaiting: dict[Exchange, float] = {}  # requests sent, no response head yet: deadline
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
+        # (client address, request head) -> (parsed head, head forwarded to members)
+        self.requests: dict[tuple[str, bytes], tuple[wire.Head, bytes]] = {}
+        # response head -> (parsed head, status, head forwarded with its own framing, kept alive)
+        self.responses: dict[bytes, tuple[wire.Head, int, bytes]] = {}
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timeouts: asyncio.Task[None] | None = None
         # idle connections to members that left (DNS, member file) are closed at once
@@ -128,13 +137,22 @@ class ClientSide(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        try:
-            head = wire.parse_request(buf[:end])
-        except wire.HttpError as exc:
-            return self._reject("bad_request", exc.status, exc.message)
-        self._request(head, buf[end + 4 :])
+        key = (self.ip, buf[:end])
+        cache = self.listener.requests
+        hit = cache.get(key)
+        if hit is None:
+            try:
+                head = wire.parse_request(key[1])
+            except wire.HttpError as exc:
+                return self._reject("bad_request", exc.status, exc.message)
+            hit = head, wire.forward_request(head, self.ip)
+            if end <= HEAD_CACHE_BYTES:
+                if len(cache) >= HEAD_CACHE_ENTRIES:
+                    cache.clear()
+                cache[key] = hit
+        self._request(hit[0], hit[1], buf[end + 4 :] if len(buf) > end + 4 else b"")
 
-    def _request(self, head: wire.Head, rest: bytes) -> None:
+    def _request(self, head: wire.Head, out: bytes, rest: bytes) -> None:
         listener = self.listener
         has_body = head.chunked or bool(head.length)
         if listener.pending >= listener.settings.max_pending:
@@ -150,11 +168,11 @@ class ClientSide(asyncio.Protocol):
         listener.pending += 1
         if has_body:
             self.pause()  # until a member is connected
-            self.ex = Exchange(self, head, rest)
+            self.ex = ex = Exchange(self, head, out, rest)
         else:
             self.buf = rest
-            self.ex = Exchange(self, head, b"")
-        self.ex.start()
+            self.ex = ex = Exchange(self, head, out, b"")
+        ex.start()
 
     def stash(self, data: bytes) -> None:
         """Hold bytes that follow the current request until its response is done."""

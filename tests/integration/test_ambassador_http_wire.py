@@ -131,3 +131,29 @@ async def test_answer_before_the_whole_body_closes_and_is_not_reused() -> None:
         writer.close()
         # the member connection was out of step (body unsent): dropped, never pooled
         assert sum(len(v) for v in listener.pool.idle_conns.values()) == 0
+
+
+async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None:
+    """Heads are parsed once and kept by their bytes: the same head from another client address
+    still names that client, and a HEAD answered with a kept response head gets no body."""
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        head = b"GET /same HTTP/1.1\r\nHost: a\r\n\r\n"
+        conns = [
+            await asyncio.open_connection("127.0.0.1", amb.port, local_addr=(ip, 0))
+            for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.1")
+        ]
+        async with asyncio.timeout(10):
+            for reader, writer in conns:
+                for _ in range(3):
+                    writer.write(head)
+                    assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+            reader, writer = conns[0]
+            writer.write(b"HEAD /same HTTP/1.1\r\nHost: a\r\n\r\n" + head)
+            answer = await reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200") and b"content-length: 2" in answer.lower()
+            # no body after the HEAD answer: the next bytes are the GET's answer
+            assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+        for _, writer in conns:
+            writer.close()
+        forwarded = [seen["headers"]["X-Forwarded-For"] for seen in bs[0].seen]
+        assert forwarded == ["127.0.0.1"] * 3 + ["127.0.0.2"] * 3 + ["127.0.0.1"] * 5
