@@ -24,6 +24,20 @@ def _request_body(head: wire.Head) -> Body | None:
     return Length(head.length) if head.length else None
 
 
+DONE = Length(0)  # the body of a response forwarded whole
+
+
+def _plain(resp: wire.Head, status: int) -> bool:
+    """A final answer the fast path may forward: Content-Length framed, kept alive, not one
+    that ejects or retries (5xx) and not one without a body (204, 304)."""
+    return (
+        resp.length is not None
+        and not resp.close
+        and 200 <= status < 500
+        and status not in (204, 304)
+    )
+
+
 class Exchange:
     """Drives one request from its parsed head to the end of the response, with callbacks from
     the client side and from the member connection (no task per request)."""
@@ -31,7 +45,7 @@ class Exchange:
     __slots__ = (
         "side", "head", "early", "listener", "loop", "body", "retriable", "key", "out_head",
         "needs_host", "tried", "member", "up", "task", "error", "last", "started", "rbuf",
-        "resp", "resp_body", "close_after", "finished",
+        "resp", "resp_body", "close_after", "finished", "plain",
     )  # fmt: skip
 
     def __init__(self, side: ClientSide, head: wire.Head, out_head: bytes, early: bytes) -> None:
@@ -41,6 +55,8 @@ class Exchange:
         settings = listener.settings
         self.body = _request_body(head)
         self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
+        # its answer may take the fast path (see up_data)
+        self.plain = self.body is None and not head.close and head.first[0] != b"HEAD"
         key = side.ip.encode()
         if settings.policy == "hash" and settings.hash_header:
             key = wire.header_value(head, settings.hash_header) or key
@@ -205,12 +221,38 @@ class Exchange:
 
     def up_data(self, data: bytes) -> None:
         try:
+            if self.plain and self.resp_body is None and not self.rbuf:
+                # the fast path: a whole Content-Length answer in one read, its head seen before
+                end = data.find(b"\r\n\r\n")
+                hit = self.listener.responses.get(data[:end]) if end > 0 else None
+                if hit is not None and hit[3] == len(data) - end - 4:
+                    return self._plain_answer(hit, data, end)
             self._up_data(data)
         except Exception:  # a bug must cost one exchange, not the process or a hang
             self.listener.log.exception(
                 "http exchange failed", extra={"listener": self.listener.name}
             )
             self._cut()
+
+    def _plain_answer(self, hit: tuple[wire.Head, int, bytes, int], data: bytes, end: int) -> None:
+        """What _response and _response_end do for a plain answer, fused: forward it whole and
+        put the member connection back in the pool."""
+        listener, side, up = self.listener, self.side, self.up
+        assert up is not None
+        if listener.draining or side.client_eof:
+            return self._up_data(data)  # the general path adds `connection: close`
+        side.nbytes += 1
+        listener.awaiting.pop(self, None)
+        listener.latency.observe(self.loop.time() - self.started)
+        up.member.failures_in_row = 0
+        self.resp, self.resp_body = hit[0], DONE
+        side.transport.write(hit[2] + data[end + 4 :] if hit[3] else hit[2])
+        self.up = None
+        up.member.active -= 1
+        listener.pool.release(up)
+        self.finished = True
+        listener.pending -= 1
+        side.exchange_done(True, False)
 
     def _up_data(self, data: bytes) -> None:
         self.side.nbytes += 1
@@ -243,11 +285,10 @@ class Exchange:
                     resp = wire.parse_response(raw)
                 except ValueError:
                     return self._bad_member("protocol", "member sent a malformed response")
-                hit = (
-                    resp,
-                    int(resp.first[0]),
-                    wire.forward_response(resp, wire.framing(resp), False),
-                )
+                status = int(resp.first[0])
+                plain = resp.length if _plain(resp, status) and resp.length is not None else -1
+                out = wire.forward_response(resp, wire.framing(resp), False)
+                hit = resp, status, out, plain
                 if end <= HEAD_CACHE_BYTES:
                     if len(cache) >= HEAD_CACHE_ENTRIES:
                         cache.clear()

@@ -30,8 +30,9 @@ class HttpListener(Listener):
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
         # (client address, request head) -> (parsed head, head forwarded to members)
         self.requests: dict[tuple[str, bytes], tuple[wire.Head, bytes]] = {}
-        # response head -> (parsed head, status, head forwarded with its own framing, kept alive)
-        self.responses: dict[bytes, tuple[wire.Head, int, bytes]] = {}
+        # response head -> (parsed head, status, head forwarded with its own framing, kept alive,
+        # body length when the fast path may forward it whole, else -1)
+        self.responses: dict[bytes, tuple[wire.Head, int, bytes, int]] = {}
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._timeouts: asyncio.Task[None] | None = None
         # idle connections to members that left (DNS, member file) are closed at once

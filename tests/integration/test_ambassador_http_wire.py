@@ -134,8 +134,9 @@ async def test_answer_before_the_whole_body_closes_and_is_not_reused() -> None:
 
 
 async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None:
-    """Heads are parsed once and kept by their bytes: the same head from another client address
-    still names that client, and a HEAD answered with a kept response head gets no body."""
+    """Heads are parsed once and kept by their bytes, and plain answers take a fast path: the
+    same head from another client address still names that client, a HEAD answered with a kept
+    response head gets no body, a client asking to close is told and closed."""
     async with backends(1) as bs, ambassador(http_env(bs)) as amb:
         head = b"GET /same HTTP/1.1\r\nHost: a\r\n\r\n"
         conns = [
@@ -153,7 +154,14 @@ async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None
             assert answer.startswith(b"HTTP/1.1 200") and b"content-length: 2" in answer.lower()
             # no body after the HEAD answer: the next bytes are the GET's answer
             assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+            # the same answer to a client that asked to close says so, and closes
+            reader, writer = conns[1]
+            writer.write(b"GET /same HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            answer = await reader.read(-1)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\nb0")
+            assert b"connection: close" in answer.lower()
         for _, writer in conns:
             writer.close()
         forwarded = [seen["headers"]["X-Forwarded-For"] for seen in bs[0].seen]
-        assert forwarded == ["127.0.0.1"] * 3 + ["127.0.0.2"] * 3 + ["127.0.0.1"] * 5
+        one, two = "127.0.0.1", "127.0.0.2"
+        assert forwarded == [one] * 3 + [two] * 3 + [one] * 5 + [two]
