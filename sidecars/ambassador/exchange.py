@@ -57,9 +57,11 @@ class Exchange:
         self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
         # its answer may take the fast path (see up_data)
         self.plain = self.body is None and not head.close and head.first[0] != b"HEAD"
-        key = side.ip.encode()
-        if settings.policy == "hash" and settings.hash_header:
-            key = wire.header_value(head, settings.hash_header) or key
+        key = b""  # only hashing reads it
+        if settings.policy == "hash":
+            key = side.ip.encode()
+            if settings.hash_header:
+                key = wire.header_value(head, settings.hash_header) or key
         self.key = key
         # an HTTP/1.0 request without Host: each member gets its own name
         self.needs_host = head.get(b"host") is None
