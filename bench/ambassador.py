@@ -4,7 +4,9 @@ Three nginx backends; wrk drives http through each proxy (16 and 64 connections,
 run at half of the ambassador's peak rate for the latency it adds), a lean receiver (one
 recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay, wrk with
 `Connection: close` measures new tcp connections per second, and 1,000 idle connections measure
-resident memory. Each proxy under test is pinned to CPU 0, the load generator to CPU 1.
+resident memory. For each http peak run the proxy's CPU time per request is read from /proc:
+on a shared machine it is less disturbed than requests per second. Each proxy under test is
+pinned to CPU 0, the load generator to CPU 1.
 Needs: nginx, haproxy, wrk, taskset (Debian packages). Run it under the shared bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/ambassador.py [--seconds 5]
@@ -251,6 +253,15 @@ def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tu
         rows.append(
             (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
         )
+        a, h, n = (http[x][key.replace("c", "cpu")][0] for x in names[:3])
+        rows.append(
+            (
+                f"  proxy CPU us/request, {label}",
+                *(f"{x:.1f}" for x in (a, h, n)),
+                "",
+                f"{h / a:.2f}x (anchor/ours)",
+            )
+        )
     a, h, n, d = (http[x]["half"] for x in names)
     rows.append(("http half load: req/s", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ""))
     rows.append(("  p50/p99 ms", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), ""))
@@ -294,10 +305,16 @@ def measure_http(
 ) -> dict[str, dict[str, tuple[float, float, float]]]:
     out: dict[str, dict[str, tuple[float, float, float]]] = {}
 
-    def peak(name: str, port: int) -> None:
+    def peak(name: str, port: int, pid: int | None) -> None:
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 16, 1)  # warm-up: pools filled, caches hot
-        out[name] = {"c16": wrk(url, 16, secs), "c64": wrk(url, 64, secs)}
+        out[name] = {}
+        for conns in (16, 64):
+            before = cpu_seconds(pid) if pid else 0.0
+            rps, p50, p99 = out[name][f"c{conns}"] = wrk(url, conns, secs)
+            # CPU time per request: what the proxy costs, less disturbed by a shared machine
+            used = cpu_seconds(pid) - before if pid else 0.0
+            out[name][f"cpu{conns}"] = (used / (rps * secs) * 1e6, 0.0, 0.0)
 
     targets = [("direct", ports[0], ["true"])]
     port = free_port()
@@ -310,8 +327,8 @@ def measure_http(
     targets.append(("ambassador", port, []))
     # Peaks first: the paced run is at half of the ambassador's peak, the same rate for all.
     for name, port, cmd in targets:
-        with target(name, port, cmd, ports):
-            peak(name, port)
+        with target(name, port, cmd, ports) as pid:
+            peak(name, port, pid)
     half = max(out["ambassador"]["c16"][0], out["ambassador"]["c64"][0]) / 2
     # each connection's cycle is the pause plus a reply plus wrk's timer slack (~1.5 ms)
     conns = max(1, round(half * (HALF_DELAY_MS + 1.5) / 1000))
@@ -326,16 +343,31 @@ def measure_http(
 
 
 @contextlib.contextmanager
-def target(name: str, port: int, cmd: list[str], ports: list[int]) -> Iterator[None]:
+def target(name: str, port: int, cmd: list[str], ports: list[int]) -> Iterator[int | None]:
+    """Run one http target; yields the pid of the proxy (None for direct)."""
     if name == "direct":
-        yield
+        yield None
     elif name == "ambassador":
-        with ambassador("http", port, ports):
-            yield
+        with ambassador("http", port, ports) as proc:
+            yield proc.pid
     else:
-        with process(cmd):
+        with process(cmd) as proc:
             wait_port(port)
-            yield
+            yield proc.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and its live descendants (nginx workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
 
 
 def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, float]]:
