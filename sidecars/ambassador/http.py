@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, cast
 
 from sidecars.ambassador import httpwire as wire
+from sidecars.ambassador.config import Config
 from sidecars.ambassador.exchange import Exchange
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
@@ -37,6 +38,11 @@ class HttpListener(Listener):
         self._timeouts: asyncio.Task[None] | None = None
         # idle connections to members that left (DNS, member file) are closed at once
         self.cluster.on_change = lambda c: self.pool.prune(set(c.members.values()))
+
+    def reconfigure(self, settings: Config) -> None:
+        super().reconfigure(settings)
+        self.requests.clear()  # kept heads passed the old limits
+        self.responses.clear()
 
     async def _serve(self) -> asyncio.Server:
         host, port = self.settings.listen

@@ -154,6 +154,9 @@ async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None
             assert answer.startswith(b"HTTP/1.1 200") and b"content-length: 2" in answer.lower()
             # no body after the HEAD answer: the next bytes are the GET's answer
             assert await read_responses(reader, 1) == [(b"HTTP/1.1 200 OK", b"b0")]
+            # two known heads in one read are two requests, not one unknown head
+            writer.write(head + head)
+            assert await read_responses(reader, 2) == [(b"HTTP/1.1 200 OK", b"b0")] * 2
             # the same answer to a client that asked to close says so, and closes
             reader, writer = conns[1]
             writer.write(b"GET /same HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -164,4 +167,4 @@ async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None
             writer.close()
         forwarded = [seen["headers"]["X-Forwarded-For"] for seen in bs[0].seen]
         one, two = "127.0.0.1", "127.0.0.2"
-        assert forwarded == [one] * 3 + [two] * 3 + [one] * 5 + [two]
+        assert forwarded == [one] * 3 + [two] * 3 + [one] * 7 + [two]
