@@ -264,6 +264,9 @@ def shipper_env(logs: Path, state: Path, hosts: str, index: str, **extra: str) -
         "LOGSHIPPER_RETRY_MAX_BACKOFF": "500ms",
         "LOGSHIPPER_SHUTDOWN_TIMEOUT": "10s",
         "LOGSHIPPER_LOG_LEVEL": "info",
+        # templates outlive the per-test indices on the shared node: only the tests of the
+        # template turn it on (and delete it)
+        "LOGSHIPPER_INDEX_TEMPLATE": "false",
     }
     env.update({f"LOGSHIPPER_{k.upper()}": v for k, v in extra.items()})
     return env

@@ -80,6 +80,16 @@ class Config(CommonConfig):
     data_stream: bool = setting(
         "false", "INDEX is a data stream: write with op_type create", boolean, metavar="BOOL"
     )
+    index_template: bool = setting(
+        "true",
+        "at start, create an index template mapping our ECS fields (not for data streams; "
+        "an existing template of the same name is kept)",
+        boolean,
+        metavar="BOOL",
+    )
+    index_template_priority: int = setting(
+        "200", "priority of that index template", integer(0, 1_000_000), metavar="N"
+    )
     state_dir: str = setting(
         "/var/lib/logshipper", "directory for checkpoints and the dead-letter file", metavar="DIR"
     )

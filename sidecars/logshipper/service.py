@@ -28,10 +28,20 @@ from sidecars.logshipper.node import (
 from sidecars.logshipper.scheduler import Scheduler
 from sidecars.logshipper.shipping import Sender
 from sidecars.logshipper.tailer import Tailer
+from sidecars.logshipper.template import template_name, template_request
 from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
 
 _ACCEPT = {"accept": "application/json"}
 _MIMETYPES = ("application/json", "application/x-ndjson")
+_JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
+
+
+def _raw(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else str(body).encode()
+
+
+def _short(body: Any) -> str:
+    return _raw(body)[:300].decode(errors="replace")
 
 
 def _metadata(config: Config) -> dict[str, Any]:
@@ -109,6 +119,7 @@ class Shipper:
         )
         self._checkpoint_due = asyncio.Event()
         self._answered = False
+        self._template_done = asyncio.Event()
         self.transport = self._transport()
 
     def _transport(self) -> AsyncTransport:
@@ -223,6 +234,7 @@ class Shipper:
             asyncio.create_task(self._flusher()),
             asyncio.create_task(self._checkpointer()),
             asyncio.create_task(self._probe(transport)),
+            asyncio.create_task(self._install_template(transport)),
         ]
         try:
             await scheduler.run(stopping)
@@ -262,6 +274,7 @@ class Shipper:
             )
 
     async def _send(self, sender: Sender) -> None:
+        await self._template_done.wait()
         while True:
             batch = await self.pipeline.queue.get()
             await sender.deliver(batch.items)
@@ -290,6 +303,39 @@ class Shipper:
         except OSError as exc:
             self.metrics.checkpoint_errors.inc()
             self.log.error("cannot write checkpoints", extra={"error": str(exc)})
+
+    async def _install_template(self, transport: AsyncTransport) -> None:
+        """Create the index template before the first document creates an index (the senders
+        wait for this): retried until Elasticsearch answers at all, then done either way."""
+        c = self.config
+        if not c.index_template or c.data_stream:
+            self._template_done.set()
+            return
+        path, body = template_request(c.index, c.index_template_priority)
+        name = template_name(c.index)
+        backoff = Backoff(0.1, 10.0)
+        try:
+            while True:
+                try:
+                    resp = await transport.perform_request(
+                        "PUT", path, headers=_JSON_HEADERS, body=body
+                    )
+                except TransportError:
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                status = resp.meta.status
+                if 200 <= status < 300:
+                    self.log.info("index template created", extra={"template": name})
+                elif status == 400 and b"already exists" in _raw(resp.body):
+                    self.log.info("index template already there, kept", extra={"template": name})
+                else:
+                    self.log.warning(
+                        "index template not created; dynamic mapping applies",
+                        extra={"template": name, "status": status, "error": _short(resp.body)},
+                    )
+                return
+        finally:
+            self._template_done.set()
 
     async def _probe(self, transport: AsyncTransport) -> None:
         """Readiness before any log line exists: ask the cluster until it answers."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from sidecars.logshipper.template import template_name
 from tests.helpers import SidecarProcess, wait_until
 from tests.logshipper_support import (
     CuttableProxy,
@@ -403,3 +404,34 @@ def test_a_thousand_files_reach_the_real_node(
         assert len(os.listdir(f"/proc/{proc.proc.pid}/fd")) < 64 + 40
         assert proc.terminate() == 0
     assert len(checkpoint_offsets(state)) == 1000
+
+
+def test_index_template_maps_our_ecs_fields_before_the_first_document(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    logs, state = dirs
+    app = logs / "app.log"
+    written = [f"line {i}" for i in range(20)]
+    app.write_text("\n".join(written) + "\n")
+    env = shipper_env(logs, state, elasticsearch_url, es_index, index_template="true")
+    name = template_name(es_index)
+    try:
+        with SidecarProcess("logshipper", env=env) as proc:
+            assert_exactly(elasticsearch_url, es_index, written)
+            assert any("index template created" in r.get("msg", "") for r in proc.log_lines())
+            assert proc.terminate() == 0
+        status, body = es_request(elasticsearch_url, "GET", f"/{es_index}/_mapping")
+        assert status == 200
+        props = body[es_index]["mappings"]["properties"]
+        # no text+keyword pairs for our fields: the index was created with the template
+        assert props["message"] == {"type": "text"}
+        assert props["log"]["properties"]["file"]["properties"]["path"]["type"] == "keyword"
+        assert props["log"]["properties"]["offset"] == {"type": "long"}
+
+        # a second start keeps the template there (an operator may have edited it)
+        with SidecarProcess("logshipper", env=env) as proc:
+            msgs = lambda: [r.get("msg", "") for r in proc.log_lines()]  # noqa: E731
+            wait_until(lambda: any("already there" in m for m in msgs()), 30, "kept")
+            assert proc.terminate() == 0
+    finally:
+        es_request(elasticsearch_url, "DELETE", f"/_index_template/{name}")
