@@ -148,7 +148,7 @@ class DocumentBuilder:
         return self._action(index, uid, offset), src
 
     def _template(self, uid: str, path_json: bytes, now: float, message: bytes) -> bytes:
-        """A bulk item with `%012x` (offset in the id), `message` (a `%b` slot) and `%d`
+        """A bulk item with `%x` (offset in the id), `message` (a `%b` slot) and `%d`
         (offset): the parts shared by the lines of one chunk are formatted once."""
         ts, index = self._read_time(now)
         return b"".join(
@@ -157,7 +157,7 @@ class DocumentBuilder:
                 index,
                 b'","_id":"',
                 uid.encode(),
-                b'%012x"}}\n{"@timestamp":"',
+                b'%x"}}\n{"@timestamp":"',
                 ts,
                 b'","message":',
                 message,
@@ -212,7 +212,7 @@ class DocumentBuilder:
         return [item(start, line, False) for start, line in zip(starts, lines, strict=False)]
 
     def _action(self, index: bytes, uid: str, offset: int) -> bytes:
-        return b"".join((self._op, index, b'","_id":"', f"{uid}{offset:012x}".encode(), b'"}}'))
+        return b"".join((self._op, index, b'","_id":"', f"{uid}{offset:x}".encode(), b'"}}'))
 
     def _build_dict(
         self,

@@ -89,7 +89,7 @@ def test_plain_line_document_is_ecs_and_has_a_deterministic_id() -> None:
     b = DocumentBuilder("logs-%Y.%m.%d", metadata={"kubernetes": {"pod": {"name": "p"}}})
     action, source = b.build("0123456789abcdef", orjson.dumps("/l/a.log"), 255, b'hi "x"', 0.0)
     assert orjson.loads(action) == {
-        "index": {"_index": "logs-1970.01.01", "_id": "0123456789abcdef0000000000ff"}
+        "index": {"_index": "logs-1970.01.01", "_id": "0123456789abcdefff"}
     }
     doc = orjson.loads(source)
     assert doc == {
@@ -100,7 +100,7 @@ def test_plain_line_document_is_ecs_and_has_a_deterministic_id() -> None:
     }
     # the id depends on the file incarnation and offset only: a re-sent record replaces itself
     again = b.build("0123456789abcdef", b'"/l/a.log"', 255, b"other", 5.0)[0]
-    assert orjson.loads(again)["index"]["_id"] == "0123456789abcdef0000000000ff"
+    assert orjson.loads(again)["index"]["_id"] == "0123456789abcdefff"
 
 
 def test_invalid_utf8_is_replaced_and_tagged_and_cut_lines_tagged() -> None:
