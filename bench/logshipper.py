@@ -111,6 +111,19 @@ def es_exact_count(es: str, index: str) -> int:
     return int(json.loads(http(f"{es}/{index}/_count"))["count"])
 
 
+def es_warm_up(es: str, docs: int = 100_000) -> None:
+    """A freshly started node indexes far slower until its JIT has warmed up: without this the
+    first shipper measured (ours) would pay for it."""
+    index = "bench-warm-up"
+    action = b'{"index":{}}\n'
+    body = b"".join(
+        action + b'{"message":"%d warm up line of some length"}\n' % i for i in range(5000)
+    )
+    for _ in range(docs // 5000):
+        http(f"{es}/{index}/_bulk", "POST", body)
+    http(f"{es}/{index}", "DELETE")
+
+
 def es_reset(es: str, index: str, mappings: dict[str, object] | None = None) -> None:
     try:
         http(f"{es}/{index}", "DELETE")
@@ -366,6 +379,7 @@ def main() -> None:
             stop_process(sink)
         table(f"{lines} lines of ~200 bytes, one file, to a local bulk sink", sink_results)
         if args.es:
+            es_warm_up(args.es)
             head = work / "head.log"
             with log.open("rb") as src, head.open("wb") as dst:
                 for _, line in zip(range(args.es_lines), src, strict=False):
