@@ -324,12 +324,7 @@ class AppClient:
         left = length
         try:
             while left:
-                if not conn.buf:
-                    if conn.eof:
-                        raise AppError("the app closed the connection mid-body")
-                    await conn.more()
-                    continue
-                data = conn.take(left)
+                data = await _piece(conn, left)
                 left -= len(data)
                 yield data
         finally:
@@ -353,12 +348,7 @@ class AppClient:
                     done = True
                     return
                 while size:
-                    if not conn.buf:
-                        if conn.eof:
-                            raise AppError("the app closed the connection mid-body")
-                        await conn.more()
-                        continue
-                    data = conn.take(size)
+                    data = await _piece(conn, size)
                     size -= len(data)
                     yield data
                 if await conn.line():
@@ -408,3 +398,12 @@ def _length(headers: dict[str, str]) -> int | None:
     if not raw.isdigit():
         raise AppError(f"bad Content-Length from the app: {raw[:20]!r}")
     return int(raw)
+
+
+async def _piece(conn: AppConn, most: int) -> bytes:
+    """The next body bytes (at most `most`), waiting for the app when none are buffered."""
+    while not conn.buf:
+        if conn.eof:
+            raise AppError("the app closed the connection mid-body")
+        await conn.more()
+    return conn.take(most)

@@ -9,7 +9,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 import pytest
@@ -131,74 +133,73 @@ def test_kill_9_and_restart_mid_stream_leaves_each_line_once(
         assert proc.terminate() == 0
 
 
-def test_rename_rotation_under_continuous_writing(
-    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+def _write_generation(f: TextIO, generation: int, first: int, written: list[str]) -> int:
+    """1,500 numbered lines at an app's pace (a flush and a short pause every 100); returns the
+    next line number."""
+    n = first
+    for _ in range(1500):
+        msg = f"gen {generation} line {n:06d}"
+        f.write(msg + "\n")
+        written.append(msg)
+        n += 1
+        if n % 100 == 0:
+            f.flush()
+            time.sleep(0.03)
+    f.flush()
+    return n
+
+
+def _ship_while_writing(
+    dirs: tuple[Path, Path], url: str, index: str, write: Callable[[Path, list[str]], None]
 ) -> None:
+    """Run the shipper while `write(app, written)` writes and rotates logs/app.log in a thread,
+    then check that the index holds every written line exactly once."""
     logs, state = dirs
     app = logs / "app.log"
     written: list[str] = []
     stop = threading.Event()
 
-    def write() -> None:
-        n = 0
-        for generation in range(6):
-            with app.open("a") as f:
-                for _ in range(1500):
-                    msg = f"gen {generation} line {n:06d}"
-                    f.write(msg + "\n")
-                    written.append(msg)
-                    n += 1
-                    if n % 100 == 0:
-                        f.flush()
-                        time.sleep(0.03)
-            os.rename(app, logs / f"app.log.{generation}")  # logrotate's default: rename + create
+    def run() -> None:
+        write(app, written)
         stop.set()
 
-    env = shipper_env(logs, state, elasticsearch_url, es_index)
+    env = shipper_env(logs, state, url, index)
     app.touch()
     with SidecarProcess("logshipper", env=env) as proc:
         proc.wait_http(admin_url(env) + "/readyz")
-        t = _writer(stop, write)
+        t = _writer(stop, run)
         t.join(60)
         assert stop.is_set()
-        assert_exactly(elasticsearch_url, es_index, written)
+        assert_exactly(url, index, written)
         assert proc.terminate() == 0
+
+
+def test_rename_rotation_under_continuous_writing(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    def write(app: Path, written: list[str]) -> None:
+        n = 0
+        for generation in range(6):
+            with app.open("a") as f:
+                n = _write_generation(f, generation, n, written)
+            # logrotate's default: rename, and the app creates a new file
+            os.rename(app, app.with_name(f"app.log.{generation}"))
+
+    _ship_while_writing(dirs, elasticsearch_url, es_index, write)
 
 
 def test_copytruncate_under_continuous_writing(
     dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
 ) -> None:
-    logs, state = dirs
-    app = logs / "app.log"
-    written: list[str] = []
-    stop = threading.Event()
-
-    def write() -> None:
+    def write(app: Path, written: list[str]) -> None:
         n = 0
-        with app.open("a") as f:
+        with app.open("a") as f:  # the app keeps its file open across the truncations
             for generation in range(5):
-                for _ in range(1500):
-                    msg = f"gen {generation} line {n:06d}"
-                    f.write(msg + "\n")
-                    written.append(msg)
-                    n += 1
-                    if n % 100 == 0:
-                        f.flush()
-                        time.sleep(0.03)
-                f.flush()
-                shutil.copyfile(app, logs / f"app.log.{generation}")  # logrotate copytruncate
+                n = _write_generation(f, generation, n, written)
+                shutil.copyfile(app, app.with_name(f"app.log.{generation}"))  # copytruncate
                 os.truncate(app, 0)
-        stop.set()
 
-    env = shipper_env(logs, state, elasticsearch_url, es_index)
-    app.touch()
-    with SidecarProcess("logshipper", env=env) as proc:
-        proc.wait_http(admin_url(env) + "/readyz")
-        t = _writer(stop, write)
-        t.join(60)
-        assert stop.is_set()
-        assert_exactly(elasticsearch_url, es_index, written)
-        assert proc.terminate() == 0
+    _ship_while_writing(dirs, elasticsearch_url, es_index, write)
 
 
 def test_truncation_to_empty_and_rewrite_is_read_again_from_zero(
