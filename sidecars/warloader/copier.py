@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,11 +104,12 @@ def write_all(fd: int, data: memoryview | bytes | bytearray) -> None:
 
 
 def copy_plain(src_fd: int, dst_fd: int, progress: Progress) -> int:
-    """Copy in the kernel (copy_file_range, may reflink); read/write if unsupported."""
+    """Copy in the kernel (copy_file_range, may reflink; else sendfile); read/write if neither
+    works between these files."""
     writeback = Writeback(dst_fd)
     try:
         total = _copy_kernel(src_fd, dst_fd, progress, writeback)
-        if total is None:  # no copy_file_range between these files: read and write
+        if total is None:
             total = 0
             buf = bytearray(CHUNK)
             view = memoryview(buf)
@@ -122,24 +124,132 @@ def copy_plain(src_fd: int, dst_fd: int, progress: Progress) -> int:
         writeback.close()
 
 
-def _copy_kernel(src_fd: int, dst_fd: int, progress: Progress, writeback: Writeback) -> int | None:
-    """copy_file_range to the end; None if unsupported here (nothing copied then)."""
-    total = 0
-    try:
-        while n := os.copy_file_range(src_fd, dst_fd, CHUNK):
-            total += n
-            writeback.wrote(n)
-            progress.add(n)
-    except OSError as exc:
-        if total or exc.errno not in (18, 22, 38, 95):  # EXDEV, EINVAL, ENOSYS, EOPNOTSUPP
-            raise
-        return None
-    return total
+_UNSUPPORTED = (18, 22, 38, 95)  # EXDEV, EINVAL, ENOSYS, EOPNOTSUPP
+
+
+def _copy_kernel(
+    src_fd: int,
+    dst_fd: int,
+    progress: Progress,
+    writeback: Writeback,
+    copied: Callable[[int], None] | None = None,
+) -> int | None:
+    """Copy to the end without the data passing through user space: copy_file_range (same
+    filesystem), else sendfile (any two files: an image layer to a volume, say). None if
+    neither is supported between these files; nothing was copied then. `copied(n)` hears of
+    each piece once it is in the destination."""
+    for step in (os.copy_file_range, _sendfile):
+        total = 0
+        try:
+            while n := step(src_fd, dst_fd, CHUNK):
+                total += n
+                writeback.wrote(n)
+                if copied is not None:
+                    copied(n)
+                progress.add(n)
+        except OSError as exc:
+            if total or exc.errno not in _UNSUPPORTED:
+                raise
+            continue
+        return total
+    return None
+
+
+def _sendfile(src_fd: int, dst_fd: int, count: int) -> int:
+    return os.sendfile(dst_fd, src_fd, None, count)
+
+
+class ReadBack:
+    """Hashes what has landed in the destination, in a helper thread that follows the copy:
+    the bytes hashed are those installed, read back from the page cache they were just
+    written to, while the copy itself stays in the kernel. The descriptor must be readable."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.hasher = hashlib.sha256()
+        self.copied = self.hashed = 0
+        self.ended = self.stopped = False
+        self.error: OSError | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="warloader-sha256", daemon=True)
+        self._thread.start()
+
+    def advance(self, n: int) -> None:
+        with self._cond:
+            self.copied += n
+            self._cond.notify()
+
+    def _run(self) -> None:
+        view = memoryview(bytearray(CHUNK))
+        while True:
+            with self._cond:
+                while self.hashed >= self.copied and not self.ended:
+                    self._cond.wait()
+                end = self.copied
+                if self.stopped or self.hashed >= end:
+                    return
+            try:
+                while self.hashed < end and not self.stopped:
+                    n = os.preadv(self.fd, [view[: min(CHUNK, end - self.hashed)]], self.hashed)
+                    if n == 0:  # cannot be, short of a truncation behind our back
+                        raise OSError(5, f"read back {self.hashed} of {end} bytes")
+                    self.hasher.update(view[:n])
+                    self.hashed += n
+            except OSError as exc:
+                self.error = exc
+                return
+
+    def finish(self) -> str:
+        """Wait until everything copied is hashed; the digest, or the read error met."""
+        with self._cond:
+            self.ended = True
+            self._cond.notify()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.hasher.hexdigest()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.ended = self.stopped = True
+            self._cond.notify()
+        self._thread.join()
 
 
 def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str]:
-    """Copy and sha256 in one pass over the data: each chunk is read once, then written here
-    while a second thread hashes it (both release the GIL), so the cost is max(copy, hash)."""
+    """Copy and sha256 in one pass: the kernel copies while a helper thread hashes what has
+    landed (`ReadBack`), so the cost is max(copy, hash) and the data never crosses into user
+    space twice. Where the kernel cannot copy between these files, or the destination is
+    write-only, each chunk is read once, written, and hashed by a helper thread."""
+    writeback = Writeback(dst_fd)
+    reader = ReadBack(dst_fd) if _readable(dst_fd) else None
+    try:
+        total = None
+        if reader is not None:
+            total = _copy_kernel(src_fd, dst_fd, progress, writeback, reader.advance)
+        if total is None:
+            if reader is not None:
+                reader.stop()
+            total, digest = _copy_read_hash_write(src_fd, dst_fd, progress, writeback)
+        else:
+            assert reader is not None
+            digest = reader.finish()
+        writeback.finish()
+        return total, digest
+    finally:
+        if reader is not None:
+            reader.stop()
+        writeback.close()
+
+
+def _readable(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+
+
+def _copy_read_hash_write(
+    src_fd: int, dst_fd: int, progress: Progress, writeback: Writeback
+) -> tuple[int, str]:
+    """Each chunk read once, then written here while a second thread hashes it."""
     hasher = hashlib.sha256()
     free: queue.Queue[bytearray] = queue.Queue()
     for _ in range(_BUFFERS):
@@ -155,7 +265,6 @@ def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str
     worker = threading.Thread(target=hash_loop, name="warloader-sha256", daemon=True)
     worker.start()
     total = 0
-    writeback = Writeback(dst_fd)
     try:
         while True:
             buf = free.get()
@@ -167,11 +276,9 @@ def copy_hashing(src_fd: int, dst_fd: int, progress: Progress) -> tuple[int, str
             total += n
             writeback.wrote(n)
             progress.add(n)
-        writeback.finish()
     finally:
         work.put(None)
         worker.join()
-        writeback.close()
     return total, hasher.hexdigest()
 
 

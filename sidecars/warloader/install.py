@@ -163,7 +163,7 @@ class Installer:
     def _fill(self, sfd: int, tmp: Path, job: _Job, mode: int, label: str) -> tuple[int, str]:
         """Copy into the temp file, hashing only when a digest must be checked."""
         try:
-            dfd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+            dfd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)  # read back to hash
             try:
                 if job.src.sha256:
                     size, sha = copy_hashing(sfd, dfd, job.progress)

@@ -31,13 +31,20 @@ def source(tmp_path: Path, size: int) -> tuple[Path, bytes]:
 
 
 @pytest.mark.usefixtures("small_flushes")
-@pytest.mark.parametrize("hashing", [False, True])
-def test_copies_are_exact_and_hashes_match(tmp_path: Path, hashing: bool) -> None:
+@pytest.mark.parametrize(
+    ("hashing", "flags"),
+    [
+        (False, os.O_WRONLY),
+        (True, os.O_RDWR),  # the kernel copies, a helper hashes what landed
+        (True, os.O_WRONLY),  # nothing to read back from: read, write and hash in user space
+    ],
+)
+def test_copies_are_exact_and_hashes_match(tmp_path: Path, hashing: bool, flags: int) -> None:
     src, data = source(tmp_path, 9 * copier.CHUNK + 12345)  # several chunks and a short tail
     dst = tmp_path / "dst.bin"
     progress = Progress("test")
     sfd = os.open(src, os.O_RDONLY)
-    dfd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o600)
+    dfd = os.open(dst, flags | os.O_CREAT, 0o600)
     try:
         if hashing:
             size, digest = copy_hashing(sfd, dfd, progress)
@@ -49,6 +56,40 @@ def test_copies_are_exact_and_hashes_match(tmp_path: Path, hashing: bool) -> Non
         os.close(dfd)
     assert size == len(data) == progress.done
     assert dst.read_bytes() == data
+
+
+@pytest.mark.parametrize("hashing", [False, True])
+def test_the_kernel_copies_across_filesystems(tmp_path: Path, hashing: bool) -> None:
+    # an image layer to a volume: copy_file_range refuses (EXDEV), sendfile still copies
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    src, data = source(tmp_path, 3 * copier.CHUNK + 777)
+    dst = shm / f"warloader-test-{os.getpid()}-{hashing}"
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with pytest.raises(OSError) as refused:
+            os.copy_file_range(sfd, dfd, 1)
+        assert refused.value.errno == errno.EXDEV
+        progress = Progress("test")
+        writeback = Writeback(dfd)
+        if hashing:
+            reader = copier.ReadBack(dfd)
+            try:
+                size = copier._copy_kernel(sfd, dfd, progress, writeback, reader.advance)
+                assert reader.finish() == hashlib.sha256(data).hexdigest()
+            finally:
+                reader.stop()
+        else:
+            size = copier._copy_kernel(sfd, dfd, progress, writeback)
+        writeback.finish()
+        assert size == len(data)
+        assert dst.read_bytes() == data
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+        dst.unlink()
 
 
 def test_a_failed_background_flush_is_raised_by_finish() -> None:
