@@ -25,6 +25,12 @@ class Conn(Protocol):
     def watch_idle(self) -> bool: ...
 
 
+class Server(Protocol):
+    """What accepts a listener's connections (an asyncio.Server or the tcp acceptor)."""
+
+    def close(self) -> None: ...
+
+
 IDLE_CHECKS = 4  # an idle timeout is noticed within a quarter of its length
 
 
@@ -37,7 +43,7 @@ class Listener:
         self.name, self.settings, self.cluster = name, settings, cluster
         self.metrics, self.log = metrics, log
         self.conns: set[Conn] = set()
-        self.server: asyncio.Server | None = None
+        self.server: Server | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
         # read at scrape time: no gauge update per connection
@@ -48,7 +54,7 @@ class Listener:
         self.server = await self._serve()
         self._sweeper = asyncio.create_task(self._sweep())
 
-    async def _serve(self) -> asyncio.Server:
+    async def _serve(self) -> Server:
         raise NotImplementedError
 
     def reconfigure(self, settings: Config) -> None:

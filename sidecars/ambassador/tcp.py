@@ -3,194 +3,295 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import errno
+import select
+import socket
 
 from sidecars.ambassador import splice
+from sidecars.ambassador.hub import Handler, Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 
-HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
-LOW_WATER = 64 * 1024
+HIGH_WATER = 256 * 1024  # bytes held toward a slow side before the other side is not read
 SPLICE_AFTER = 512 * 1024  # a connection that relayed this much moves to splice(2)
+CHUNK = 64 * 1024  # largest single read
+ACCEPT_BATCH = 64  # connections accepted per wake-up at most
+
+_ERR, _IN, _OUT = select.EPOLLERR | select.EPOLLHUP, select.EPOLLIN, select.EPOLLOUT
+_RDHUP = select.EPOLLRDHUP
+_NB = socket.MSG_DONTWAIT  # every call is non-blocking: no fcntl per accepted socket
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
-class _Upstream(asyncio.Protocol):
-    """The member side of a relay: forwards to the client transport."""
+class _Way:
+    """One direction of a relay: bytes read from `src`, written to `dst`."""
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    __slots__ = ("src", "dst", "buf", "readable", "rdhup", "eof", "shut", "ready")
 
-    def data_received(self, data: bytes) -> None:
-        relay = self.relay
-        relay.nbytes += len(data)
-        relay.client.write(data)
-        if relay.nbytes >= SPLICE_AFTER:
-            relay.to_splice()
-
-    def eof_received(self) -> bool:
-        return self.relay.eof(from_client=False)
-
-    def pause_writing(self) -> None:
-        self.relay.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.relay.client.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.lost(exc, from_client=False)
+    def __init__(self, src: socket.socket | None, dst: socket.socket | None) -> None:
+        self.src, self.dst = src, dst
+        self.buf = bytearray()  # read but not yet written
+        self.readable = False  # an edge came and `src` was not read empty since
+        self.rdhup = False  # `src`'s peer has sent its FIN
+        self.eof = False  # everything `src` will send has been read
+        self.shut = False  # the end of stream was passed on to `dst`
+        self.ready = dst is not None  # `dst` is connected
 
 
-class Relay(asyncio.Protocol):
-    """The client side of a relay; it connects to a member, retrying others on failure."""
+class Relay:
+    """A client connection and its member connection, relayed without transports: both
+    sockets are driven by edge-triggered events of the listener's hub."""
 
-    def __init__(self, listener: TcpListener) -> None:
-        self.listener = listener
-        self.client: asyncio.Transport = None  # type: ignore[assignment]
-        self.up: asyncio.Transport | None = None
+    __slots__ = (
+        "listener", "client", "up", "member", "connected", "peer", "tried", "attempt",
+        "timer", "task", "started", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
+        "closed", "splicer", "no_splice",
+    )  # fmt: skip
+
+    def __init__(self, listener: TcpListener, client: socket.socket, peer: object) -> None:
+        self.listener, self.client, self.peer = listener, client, peer
+        self.up: socket.socket | None = None
         self.member: Member | None = None
-        self.nbytes = self.idle_marks = self.last_nbytes = 0
-        self.eofs = 0
-        self.early: list[bytes] = []
-        self.held = 0
-        self.paused = False
-        self.closed = False
+        self.connected = self.closed = False
+        self.tried: list[Member] = []
+        self.attempt = 0
+        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.started = 0.0
+        self.nbytes = self.idle_marks = self.last_nbytes = 0
+        self.c2u, self.u2c = _Way(client, None), _Way(None, client)
         self.splicer: splice.Splicer | None = None
-        self.timed_out = False
         self.no_splice = not splice.AVAILABLE
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing asyncio.Transport
-        self.client = cast(asyncio.Transport, transport)
-        if not self.listener.admit(self):
-            self.client.abort()
-            self.closed = True
-            return
-        self.client.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.task = self.listener.loop.create_task(self._connect())
-
-    def _connect_timed_out(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.timed_out = True
-            self.task.cancel()
+    # --- choosing and connecting a member
 
     def _key(self) -> bytes:
         if self.listener.cluster.balancer.policy != "hash":
             return b""
-        peer = self.client.get_extra_info("peername")
-        return str(peer[0]).encode() if peer else b""
+        return str(self.peer[0]).encode() if isinstance(self.peer, tuple) else b""
 
-    async def _connect(self) -> None:
+    def connect_next(self) -> None:
+        """Connect to the next member to try, or cut the client when none is left."""
         listener, cluster = self.listener, self.listener.cluster
-        settings = listener.settings
-        key = self._key()
-        tried: list[Member] = []
-        loop = listener.loop
-        cluster.budget.record_request()
-        for attempt in range(settings.retries + 1):
-            if attempt and not cluster.budget.try_spend():
+        if not self.attempt:
+            cluster.budget.record_request()
+        while self.attempt <= listener.settings.retries and not self.closed:
+            if self.attempt and not cluster.budget.try_spend():
                 break
-            member = cluster.pick(key, tried)
+            member = cluster.pick(self._key(), self.tried)
             if member is None:
                 break
-            if attempt:
+            if self.attempt:
                 cluster.retries += 1
-            tried.append(member)
+            self.attempt += 1
+            self.tried.append(member)
             member.requests += 1
-            started = loop.time()
-            # a timer handle rather than asyncio.timeout(): this runs once per connection
-            timer = loop.call_later(settings.connect_timeout, self._connect_timed_out)
-            failure = ""
-            try:
-                up, _ = await loop.create_connection(
-                    lambda: _Upstream(self), member.host, member.port
-                )
-            except asyncio.CancelledError:
-                if not self.timed_out or self.task is None:
-                    raise
-                self.timed_out = False
-                self.task.uncancel()
-                failure = "timeout"
-            except OSError:
-                failure = "connect"
-            finally:
-                timer.cancel()
-            if failure:
-                if cluster.failed(member, failure):
-                    listener.log.warning(
-                        "member %s ejected after failures",
-                        member.key,
-                        extra={"listener": listener.name, "member": member.key},
-                    )
-                continue
-            listener.latency.observe(loop.time() - started)
-            member.record_success()
-            if self.closed:  # the client left while we were connecting
-                up.close()
+            self.member, self.started = member, listener.loop.time()
+            self.timer = listener.loop.call_later(
+                listener.settings.connect_timeout, self._failed_connect, "timeout"
+            )
+            address = listener.address(member.host, member.port)
+            if address is None:  # a name: resolved by the loop, as a task
+                self.task = listener.loop.create_task(self._resolve_then_dial(member))
                 return
-            member.active += 1
-            self.member, self.up = member, up
-            up.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-            if self.early:
-                up.write(b"".join(self.early))
-                self.early.clear()
-                if self.paused:
-                    self.paused = False
-                    self.client.resume_reading()
-            if self.eofs:  # the client half-closed before we were connected
-                self.eofs = 0
-                self.eof(from_client=True)
-            return
-        listener.metrics.rejected.labels(listener.name, "no_member").inc()
-        self.client.abort()
+            if self._dial(*address):
+                return
+        if not self.closed:
+            listener.metrics.rejected.labels(listener.name, "no_member").inc()
+            self._close(ConnectionRefusedError())
 
-    def data_received(self, data: bytes) -> None:
-        self.nbytes += len(data)
-        if self.up is None:
-            # Not connected yet: hold what the client sends (reading stops once a relay
-            # buffer's worth is held) until the member is connected.
-            self.early.append(data)
-            self.held += len(data)
-            if self.held >= HIGH_WATER and not self.paused:
-                self.paused = True
-                self.client.pause_reading()
+    async def _resolve_then_dial(self, member: Member) -> None:
+        try:
+            infos = await self.listener.loop.getaddrinfo(
+                member.host, member.port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            infos = []
+        self.task = None
+        if self.closed:
             return
-        self.up.write(data)
-        if self.nbytes >= SPLICE_AFTER:
-            self.to_splice()
+        if not infos:
+            self._failed_connect("connect")
+        elif not self._dial(infos[0][0], infos[0][4]):
+            self.connect_next()
 
-    def to_splice(self) -> None:
-        """Move a bulk connection to splice(2) once nothing is buffered in either transport
-        (so bytes cannot overtake each other) and neither side has half-closed."""
-        up, client = self.up, self.client
+    def _dial(self, family: int, sockaddr: tuple[object, ...]) -> bool:
+        """Start a non-blocking connect; False (the failure counted) when it failed at once."""
+        try:
+            up = socket.socket(family, _STREAM)
+        except OSError:
+            self._count_failure("connect")
+            return False
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = up.connect_ex(sockaddr)
+        if err not in (0, errno.EINPROGRESS):
+            up.close()
+            self._count_failure("connect")
+            return False
+        self.up = self.c2u.dst = self.u2c.src = up
+        self.listener.hub.add(up.fileno(), self.on_up)
+        return True
+
+    def _failed_connect(self, kind: str) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self._drop_up()
+        self._count_failure(kind)
+        self.connect_next()
+
+    def _drop_up(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.up is not None:
+            self.listener.hub.forget(self.up.fileno())
+            self.up.close()
+            self.up = self.c2u.dst = self.u2c.src = None
+
+    def _count_failure(self, kind: str) -> None:
+        member, listener = self.member, self.listener
+        self.member = None
+        if member is not None and listener.cluster.failed(member, kind):
+            listener.log.warning(
+                "member %s ejected after failures",
+                member.key,
+                extra={"listener": listener.name, "member": member.key},
+            )
+
+    def _connected(self) -> None:
+        listener, member = self.listener, self.member
+        assert member is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        listener.latency.observe(listener.loop.time() - self.started)
+        member.record_success()
+        member.active += 1
+        self.connected = self.c2u.ready = True
+
+    # --- relaying
+
+    def on_client(self, events: int) -> None:
+        if events & _RDHUP:
+            self.c2u.rdhup = True
+        if events & (_IN | _ERR):
+            self.c2u.readable = True
+        if events & _OUT and self.u2c.buf:
+            self._pump(self.u2c)
+        if self.c2u.readable and not self.closed and self.splicer is None:
+            self._pump(self.c2u)
+
+    def on_up(self, events: int) -> None:
+        if not self.connected:
+            if events & _ERR:
+                self._failed_connect("connect")
+                return
+            if not events & _OUT:
+                return
+            self._connected()
+        if events & _RDHUP:
+            self.u2c.rdhup = True
+        if events & (_IN | _ERR):
+            self.u2c.readable = True
+        if events & _OUT and (self.c2u.buf or self.c2u.eof or self.c2u.readable):
+            self._pump(self.c2u)
+        if self.u2c.readable and not self.closed and self.splicer is None:
+            self._pump(self.u2c)
+
+    def _pump(self, way: _Way) -> None:
+        """Write what is held, then read and write until `src` is empty or too much is held."""
+        buf = way.buf
+        if buf and way.ready and not self._send(way, buf):
+            return
+        while way.readable and len(buf) < HIGH_WATER:
+            try:
+                data = way.src.recv(CHUNK, _NB)  # type: ignore[union-attr]
+            except BlockingIOError:
+                way.readable = False
+                break
+            except OSError as exc:
+                self._fail(exc, way.src is self.up)
+                return
+            if not data:
+                way.readable, way.eof = False, True
+                break
+            self.nbytes += len(data)
+            if buf or not way.ready:
+                buf += data
+            elif not self._send(way, data):
+                return
+            elif not buf and self.nbytes >= SPLICE_AFTER and self._to_splice():
+                return  # written whole: the moment nothing may be held
+            if len(data) < CHUNK:
+                # A short read emptied the socket: the next bytes come with a new edge. After
+                # the peer's FIN (seen in the same or an earlier event) nothing more will come.
+                way.readable, way.eof = False, way.rdhup
+                break
+        if way.eof and not buf and way.ready and not way.shut:
+            self._pass_eof(way)
+        elif self.nbytes >= SPLICE_AFTER:
+            self._to_splice()
+
+    def _send(self, way: _Way, data: bytes | bytearray) -> bool:
+        """Write `data` to `dst`, holding what does not fit; False when the relay ended."""
+        try:
+            n = way.dst.send(data, _NB)  # type: ignore[union-attr]
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._fail(exc, way.dst is self.up)
+            return False
+        if data is way.buf:
+            del way.buf[:n]
+        elif n < len(data):
+            way.buf += memoryview(data)[n:]
+        return True
+
+    def _pass_eof(self, way: _Way) -> None:
+        """Pass a half-close on; once both sides have finished, close the pair."""
+        way.shut = True
+        other = self.u2c if way is self.c2u else self.c2u
+        if other.shut:
+            self._close(None)
+            return
+        try:
+            way.dst.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
+        except OSError as exc:
+            self._fail(exc, way.dst is self.up)
+
+    def _to_splice(self) -> bool:
+        """Move a bulk connection to splice(2) once nothing is held either way (so bytes
+        cannot overtake each other) and neither side has half-closed; True when moved."""
+        c2u, u2c, up = self.c2u, self.u2c, self.up
         if (
             self.splicer is not None
             or self.no_splice
-            or not splice.AVAILABLE
             or up is None
-            or self.eofs
+            or not self.connected
             or self.closed
-            or up.get_write_buffer_size()
-            or client.get_write_buffer_size()
+            or c2u.buf
+            or u2c.buf
+            or c2u.eof
+            or u2c.eof
         ):
-            return
-        client.pause_reading()
-        up.pause_reading()
+            return False
+        hub, client = self.listener.hub, self.client
+        hub.remove(client.fileno())
+        hub.remove(up.fileno())
         try:
+            client.setblocking(False)  # splice(2) must not block on the socket either
             self.splicer = splice.Splicer(
-                self.listener.loop,
-                client.get_extra_info("socket").fileno(),
-                up.get_extra_info("socket").fileno(),
-                self._moved,
-                self._spliced,
+                self.listener.loop, client.fileno(), up.fileno(), self._moved, self._spliced
             )
         except OSError:  # no descriptors left for pipes: this connection stays as it is
             self.no_splice = True
-            client.resume_reading()
-            up.resume_reading()
-            return
+            hub.add(client.fileno(), self.on_client)  # adding reports what is ready now
+            hub.add(up.fileno(), self.on_up)
+            return False
         self.listener.metrics.spliced.labels(self.listener.name).inc()
         self.splicer.start()
+        return True
 
     def _moved(self, n: int) -> None:
         self.nbytes += n
@@ -200,34 +301,8 @@ class Relay(asyncio.Protocol):
             self.member.errors["reset"] += 1
         self._close(exc)
 
-    def eof_received(self) -> bool:
-        return self.eof(from_client=True)
-
-    def eof(self, from_client: bool) -> bool:
-        """Pass a half-close on; once both sides have finished, close the pair."""
-        other = self.up if from_client else self.client
-        self.eofs += 1
-        if other is None:
-            return True  # not connected yet: passed on once the member answers
-        if self.eofs >= 2 or not other.can_write_eof():
-            self._close(None)
-            return False
-        other.write_eof()
-        return True  # keep our writing side open: the other side may still answer
-
-    def pause_writing(self) -> None:
-        if self.up is not None:
-            self.up.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.up is not None:
-            self.up.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost(exc, from_client=True)
-
-    def lost(self, exc: Exception | None, from_client: bool) -> None:
-        if not from_client and exc is not None and self.member is not None:
+    def _fail(self, exc: OSError, upstream: bool) -> None:
+        if upstream and self.member is not None:
             self.member.errors["reset"] += 1
         self._close(exc)
 
@@ -237,16 +312,20 @@ class Relay(asyncio.Protocol):
         self.closed = True
         if self.splicer is not None:
             self.splicer.close()
-        for transport in (self.client, self.up):
-            if transport is not None:
-                # close() flushes what is buffered; after an error there is nobody to flush to
-                transport.abort() if exc is not None else transport.close()
-        if self.member is not None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        for sock in (self.client, self.up):
+            if sock is not None:
+                self.listener.hub.forget(sock.fileno())
+                sock.close()
+        if self.member is not None and self.connected:
             self.member.active -= 1
         self.listener.release(self)
 
     def abort(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.task is not None:
             self.task.cancel()
         self._close(ConnectionAbortedError())
 
@@ -257,14 +336,92 @@ class Relay(asyncio.Protocol):
         return True
 
 
+class _Acceptor:
+    """The listening sockets of a tcp listener, in its hub."""
+
+    def __init__(self, listener: TcpListener, socks: list[socket.socket]) -> None:
+        self.listener, self.socks = listener, socks
+        for sock in socks:
+            listener.hub.add(sock.fileno(), self._make_handler(sock), select.EPOLLIN)
+
+    def _make_handler(self, sock: socket.socket) -> Handler:
+        return lambda events: self._accept(sock)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        listener = self.listener
+        for _ in range(ACCEPT_BATCH):
+            try:
+                client, peer = lsock.accept()  # made blocking: every call passes MSG_DONTWAIT
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors and the like: try again later
+                listener.log.warning("accept failed: %s", exc)
+                return
+            relay = Relay(listener, client, peer)
+            if not listener.admit(relay):
+                relay.closed = True
+                client.close()
+                continue
+            listener.hub.add(client.fileno(), relay.on_client)
+            relay.connect_next()
+
+    def close(self) -> None:
+        for sock in self.socks:
+            self.listener.hub.forget(sock.fileno())
+            sock.close()
+        self.socks = []
+
+
 class TcpListener(Listener):
     """A tcp mode listener."""
 
     loop: asyncio.AbstractEventLoop
+    hub: Hub
 
-    async def _serve(self) -> asyncio.Server:
+    async def _serve(self) -> _Acceptor:
         host, port = self.settings.listen
         self.loop = loop = asyncio.get_running_loop()
-        return await loop.create_server(
-            lambda: Relay(self), host, port, reuse_address=True, backlog=1024
-        )
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        socks: list[socket.socket] = []
+        try:
+            for family, _, _, _, addr in dict.fromkeys(infos):
+                sock = socket.socket(family, _STREAM)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                # accepted sockets inherit it: set once here rather than once per connection
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.bind(addr)
+                sock.listen(1024)
+        except OSError:
+            for sock in socks:
+                sock.close()
+            raise
+        self.hub = Hub(loop)
+        self.addresses: dict[tuple[str, int], tuple[int, tuple[object, ...]] | None] = {}
+        return _Acceptor(self, socks)
+
+    def address(self, host: str, port: int) -> tuple[int, tuple[object, ...]] | None:
+        """(family, socket address) of an IP literal member, None for a name."""
+        key = (host, port)
+        if key not in self.addresses:
+            if len(self.addresses) > 4096:  # members come and go with DNS: stay bounded
+                self.addresses.clear()
+            self.addresses[key] = _literal(host, port)
+        return self.addresses[key]
+
+    async def close(self) -> None:
+        await super().close()
+        if hasattr(self, "hub"):
+            self.hub.close()
+
+
+def _literal(host: str, port: int) -> tuple[int, tuple[object, ...]] | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family, (host, port)
+    return None

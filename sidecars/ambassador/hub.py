@@ -1,0 +1,62 @@
+"""One epoll set of a listener's own, watched by the event loop: sockets without transports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import select
+from collections.abc import Callable
+
+# Relayed sockets are registered once, edge-triggered, for reads, writes and the peer's FIN, and
+# leave the set when they are closed: no interest changes and no removal calls per connection.
+EDGE = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+BATCH = 256  # events taken per wake-up; more stay ready for the next one
+
+Handler = Callable[[int], None]
+
+
+class Hub:
+    """Dispatches the events of its sockets to their handlers (called with the event mask)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Handler] = {}
+        self.dead: set[int] = set()  # closed during this dispatch: their fds may be reused
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def add(self, fd: int, handler: Handler, events: int = EDGE) -> None:
+        self.handlers[fd] = handler
+        self.epoll.register(fd, events)
+
+    def forget(self, fd: int) -> None:
+        """Before closing `fd`: the close itself takes it out of the set."""
+        if self.handlers.pop(fd, None) is not None:
+            self.dead.add(fd)
+
+    def remove(self, fd: int) -> None:
+        """Take a socket that stays open out of the set."""
+        self.forget(fd)
+        with contextlib.suppress(OSError):
+            self.epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        dead, handlers = self.dead, self.handlers
+        dead.clear()
+        for fd, events in self.epoll.poll(0, BATCH):
+            if fd in dead:  # an event of a socket closed earlier in this batch
+                continue
+            handler = handlers.get(fd)
+            if handler is None:
+                continue
+            try:
+                handler(events)
+            except Exception as exc:  # one broken connection must not starve the others
+                self.loop.call_exception_handler(
+                    {"message": "ambassador: socket handler failed", "exception": exc}
+                )
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+        self.handlers.clear()
