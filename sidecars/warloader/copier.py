@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sidecars.warloader.errors import FlushFailed
 
 CHUNK = 4 << 20
+Hasher = Any  # hashlib's sha256 object (its type is private)
 _BUFFERS = 4
 _IOV_MAX = 1024
 # A helper thread flushes the file to disk every this many bytes while we write. On a virtual
@@ -162,12 +164,13 @@ def _sendfile(src_fd: int, dst_fd: int, count: int) -> int:
 class ReadBack:
     """Hashes what has landed in the destination, in a helper thread that follows the copy:
     the bytes hashed are those installed, read back from the page cache they were just
-    written to, while the copy itself stays in the kernel. The descriptor must be readable."""
+    written to, while the copy itself stays in the kernel. The descriptor must be readable.
+    `hasher` and `start`: a digest that already covers the file's first `start` bytes."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, hasher: Hasher | None = None, start: int = 0) -> None:
         self.fd = fd
-        self.hasher = hashlib.sha256()
-        self.copied = self.hashed = 0
+        self.hasher = hashlib.sha256() if hasher is None else hasher
+        self.copied = self.hashed = start
         self.ended = self.stopped = False
         self.error: OSError | None = None
         self._cond = threading.Condition()

@@ -17,6 +17,7 @@ from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
 from sidecars.warloader.receive import dispatch, receive, settle
 from sidecars.warloader.remote import Fetched, HttpPolicy, Validators
+from sidecars.warloader.splicing import splice_body, splice_socket
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -179,8 +180,9 @@ def _can_take_over(resp: aiohttp.ClientResponse) -> bool:
 async def _take_over(
     resp: aiohttp.ClientResponse, sink: HashingSink, total: int, idle: float | None
 ) -> None:
-    """Write what aiohttp already buffered, then receive the rest of the body from the
-    connection ourselves (receive.py: no bytes object per read, no stream reader). The
+    """Write what aiohttp already buffered, then take the rest of the body from the connection
+    ourselves: on plain TCP moved into the file in the kernel (splicing.py), over TLS received
+    into reused buffers (receive.py: no bytes object per read, no stream reader). The
     connection is closed afterwards, never reused."""
     conn = resp.connection
     assert conn is not None and conn.transport is not None and conn.protocol is not None
@@ -198,7 +200,14 @@ async def _take_over(
         owner.read_timeout = None  # the idle timeout is ours from here on
         owner.start_timeout()
         left = 0 if resp.content.is_eof() else total - sink.size - got
-        await receive(transport, owner, left, sink, idle, first)
+        sock = splice_socket(transport) if left > 0 else None
+        if sock is None:
+            await receive(transport, owner, left, sink, idle, first)
+            return
+        transport.pause_reading()  # the socket's bytes are ours to move from here on
+        if first:
+            await settle(dispatch(sink, first))
+        await in_thread(splice_body, sock, left, sink, idle)
     finally:
         resp.close()
 

@@ -8,7 +8,6 @@ import os
 import socket
 import ssl
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import trustme
 
 from sidecars.warloader import fetch
 from sidecars.warloader.errors import EXIT_SOURCE
+from sidecars.warloader.splicing import splice_socket
 from tests.helpers import run_sidecar
 from tests.warloader_support import artifact_server, leftovers, run_loader, sha256, war_bytes
 
@@ -30,23 +30,39 @@ def env_for(url: str, dest: Path, **extra: str) -> dict[str, str]:
     return {"WARLOADER_SOURCES": url, "WARLOADER_DEST": str(dest), **extra}
 
 
-@pytest.fixture
-def takeovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Bytes each direct receive was asked for: a spy around the real function, so a test
-    fails if the downloads quietly went through aiohttp's stream reader instead."""
-    calls: list[int] = []
-    real = fetch.receive
+class Takeovers(list[int]):
+    """Bytes each direct receive was asked for, and how many went through splice(2)."""
 
-    async def spy(*args: Any) -> None:
+    spliced = 0
+
+
+@pytest.fixture(params=["splice", "buffers"])
+def takeovers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Takeovers:
+    """Spies around the real direct-body functions, so a test fails if the downloads quietly
+    went through aiohttp's stream reader instead. Each test runs twice: plain TCP bodies moved
+    by splice(2) (splicing.py), and received into buffers (receive.py, which TLS uses)."""
+    calls = Takeovers()
+    receive, splice_body = fetch.receive, fetch.splice_body
+
+    async def receive_spy(*args: Any) -> None:
         calls.append(args[2])
-        await real(*args)
+        await receive(*args)
 
-    monkeypatch.setattr(fetch, "receive", spy)
-    yield calls
+    def splice_spy(*args: Any) -> None:
+        calls.append(args[1])
+        calls.spliced += 1
+        splice_body(*args)
+
+    monkeypatch.setattr(fetch, "receive", receive_spy)
+    monkeypatch.setattr(fetch, "splice_body", splice_spy)
+    if request.param == "buffers":
+        monkeypatch.setattr(fetch, "splice_socket", lambda transport: None)
+    calls.spliced = 0
+    return calls
 
 
 async def test_a_large_body_is_received_directly_and_verified(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with artifact_server() as srv:
         url = srv.put("/sample.war", LARGE) + f"#sha256={sha256(LARGE)}"
@@ -54,11 +70,12 @@ async def test_a_large_body_is_received_directly_and_verified(
         assert run.code == 0, run.errors()
         assert (tmp_path / "sample.war").read_bytes() == LARGE
         assert len(takeovers) == 1 and 0 < takeovers[0] < len(LARGE)
+        assert takeovers.spliced == (fetch.splice_socket is splice_socket)
         assert leftovers(tmp_path) == []
         assert (await run_loader(env_for(url, tmp_path))).outcomes() == ["unchanged"]
 
 
-async def test_tls_body_is_received_directly(tmp_path: Path, takeovers: list[int]) -> None:
+async def test_tls_body_is_received_directly(tmp_path: Path, takeovers: Takeovers) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
@@ -70,11 +87,11 @@ async def test_tls_body_is_received_directly(tmp_path: Path, takeovers: list[int
         run = await run_loader(env_for(url, dest, WARLOADER_CA_FILE=str(ca_file)))
         assert run.code == 0, run.errors()
         assert (dest / "sample.war").read_bytes() == LARGE
-        assert len(takeovers) == 1
+        assert len(takeovers) == 1 and takeovers.spliced == 0  # the kernel holds ciphertext
 
 
 async def test_a_drop_keeps_every_byte_received_and_resumes_exactly_there(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.drop_after, srv.faults.drop_times = 5 << 20, 1
@@ -88,7 +105,7 @@ async def test_a_drop_keeps_every_byte_received_and_resumes_exactly_there(
 
 
 async def test_a_stall_mid_body_times_out_keeps_the_bytes_and_resumes(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.stall_after, srv.faults.stall_times = 4 << 20, 1
@@ -104,7 +121,7 @@ async def test_a_stall_mid_body_times_out_keeps_the_bytes_and_resumes(
 
 
 async def test_a_server_that_stalls_every_time_gives_up_with_exit_3(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.stall_after, srv.faults.stall_times = 3 << 20, -1
@@ -125,7 +142,7 @@ async def test_a_server_that_stalls_every_time_gives_up_with_exit_3(
 
 
 async def test_a_chunked_body_takes_the_stream_path_with_the_size_limit(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.chunked = True
@@ -216,7 +233,7 @@ class RawServer:
 
 
 async def test_bytes_beyond_the_announced_length_are_not_taken(
-    tmp_path: Path, takeovers: list[int]
+    tmp_path: Path, takeovers: Takeovers
 ) -> None:
     async with RawServer(LARGE, extra=b"HTTP/1.1 200 OK\r\n" + os.urandom(1 << 20)) as srv:
         run = await run_loader(env_for(srv.url + f"#sha256={sha256(LARGE)}", tmp_path))
