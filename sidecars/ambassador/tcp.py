@@ -205,8 +205,9 @@ class Relay:
         if buf and way.ready and not self._send(way, buf):
             return
         while way.readable and len(buf) < HIGH_WATER:
+            want = min(CHUNK, HIGH_WATER - len(buf))  # never more than HIGH_WATER held
             try:
-                data = way.src.recv(CHUNK, _NB)  # type: ignore[union-attr]
+                data = way.src.recv(want, _NB)  # type: ignore[union-attr]
             except BlockingIOError:
                 way.readable = False
                 break
@@ -223,7 +224,7 @@ class Relay:
                 return
             elif not buf and self.nbytes >= SPLICE_AFTER and self._to_splice():
                 return  # written whole: the moment nothing may be held
-            if len(data) < CHUNK:
+            if len(data) < want:
                 # A short read emptied the socket: the next bytes come with a new edge. After
                 # the peer's FIN (seen in the same or an earlier event) nothing more will come.
                 way.readable, way.eof = False, way.rdhup
