@@ -2,7 +2,8 @@
 
 Three nginx backends; wrk drives http through each proxy (16 and 64 connections, then a paced
 run at half of the ambassador's peak rate for the latency it adds), a lean receiver (one
-recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay, wrk with
+recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay (and through
+HAProxy with splice(2) forced on, its own in-kernel relay, as a yardstick), wrk with
 `Connection: close` measures new tcp connections per second (three rounds in alternation, the
 median of each), and 1,000 idle connections measure resident memory. For each http peak run
 and each new-connection round the proxy's CPU time per request is read from /proc: on a shared
@@ -71,13 +72,14 @@ def backends_conf(tmp: Path, ports: list[int], big: Path) -> Path:
     return conf
 
 
-def haproxy_conf(tmp: Path, mode: str, port: int, ports: list[int]) -> Path:
+def haproxy_conf(tmp: Path, mode: str, port: int, ports: list[int], splice: bool = False) -> Path:
     servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
-    conf = tmp / f"haproxy-{mode}.cfg"
+    conf = tmp / f"haproxy-{mode}{'-splice' if splice else ''}.cfg"
+    options = "  option splice-request\n  option splice-response\n" if splice else ""
     conf.write_text(
         "global\n  maxconn 4000\n  nbthread 1\n"
         f"defaults\n  mode {mode}\n  timeout connect 1s\n  timeout client 60s\n"
-        "  timeout server 60s\n"
+        f"  timeout server 60s\n{options}"
         f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
         f"backend b\n  balance roundrobin\n{servers}\n"
     )
@@ -255,13 +257,13 @@ def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tu
         rows.append(
             (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
         )
-        a, h, n = (http[x][key.replace("c", "cpu")][0] for x in names[:3])
+        ca, ch, cn = (http[x][key.replace("c", "cpu")][0] for x in names[:3])
         rows.append(
             (
                 f"  proxy CPU us/request, {label}",
-                *(f"{x:.1f}" for x in (a, h, n)),
+                *(f"{x:.1f}" for x in (ca, ch, cn)),
                 "",
-                f"{h / a:.2f}x (anchor/ours)",
+                f"{ch / ca:.2f}x (anchor/ours)",
             )
         )
     a, h, n, d = (http[x]["half"] for x in names)
@@ -284,10 +286,18 @@ def tcp_rows(tcp: dict[str, dict[str, float]]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for key, label, fmt in [
         ("bulk", "tcp MB/s, 1 GiB stream", "{:.0f}"),
+        ("bulk_splice", "  HAProxy with splice(2)", "{:.0f}"),
         ("conns", "tcp new connections/s", "{:.0f}"),
         ("cpu", "  proxy CPU us/connection", "{:.1f}"),
         ("rss", "peak RSS MiB, 1000 conns", "{:.1f}"),
     ]:
+        if key == "bulk_splice":  # the anchor's own in-kernel relay, forced on
+            a, d = tcp["ambassador"]["bulk"], tcp["direct"]["bulk"]
+            h = tcp["haproxy"][key]
+            rows.append(
+                (label, "", fmt.format(h), "n/a", "", f"{ratio(a, h)}, {ratio(h, d)} direct")
+            )
+            continue
         a, h, d = tcp["ambassador"][key], tcp["haproxy"][key], tcp["direct"][key]
         extra = f", {ratio(a, d)} direct" if key in ("bulk", "conns") else ""
         if key == "cpu":
@@ -388,6 +398,13 @@ def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, f
         targets = {"haproxy": (hport, h.pid), "ambassador": (aport, a.pid)}
         for name, (port, pid) in targets.items():
             out[name] = {"bulk": bulk_mbs(port), "rss": rss_with_idle_conns(pid, port)}
+        # HAProxy relays through its buffers by default; with splice forced on it moves bulk
+        # data in the kernel as we do: what an in-kernel relay reaches on this machine
+        sport = free_port()
+        spliced = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, "tcp", sport, ports, True))]
+        with process(spliced):
+            wait_port(sport)
+            out["haproxy"]["bulk_splice"] = bulk_mbs(sport)
         # New connections per second: both proxies up (an idle one costs nothing), measured
         # in alternation, the median of CONN_ROUNDS each; a shared machine drifts between runs.
         urls = {name: f"http://127.0.0.1:{port}/" for name, (port, _) in targets.items()}
