@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-# The real Elasticsearch node (and its TLS proxy) for every suite that ships logs.
-pytest_plugins = ["tests.servers.elasticsearch"]
+# The real Elasticsearch node (and its TLS proxy) for every suite that ships logs, and the
+# logshipper tests' shared fixtures.
+pytest_plugins = ["tests.servers.elasticsearch", "tests.logshipper_support"]
 
 HERE = Path(__file__).parent
 _SUITES = ("unit", "integration", "e2e")

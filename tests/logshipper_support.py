@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 
 from tests.helpers import free_port, http_get
@@ -364,3 +365,11 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A log directory (made) and a state directory (left for the shipper to make)."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    return logs, state

@@ -39,6 +39,14 @@ def relays(amb: Running) -> list[Relay]:
     return [c for c in conns if isinstance(c, Relay)]
 
 
+async def send_payload(writer: asyncio.StreamWriter) -> None:
+    """Write PAYLOAD in 64 KiB pieces, then half-close (the member answers after our EOF)."""
+    for i in range(0, len(PAYLOAD), 65536):
+        writer.write(PAYLOAD[i : i + 65536])
+        await writer.drain()
+    writer.write_eof()
+
+
 async def test_bulk_stream_is_spliced_in_order_and_half_close_is_passed_on() -> None:
     server = await asyncio.start_server(echo_then_digest, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -46,13 +54,7 @@ async def test_bulk_stream_is_spliced_in_order_and_half_close_is_passed_on() -> 
     async with ambassador(env) as amb:
         reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
 
-        async def send() -> None:
-            for i in range(0, len(PAYLOAD), 65536):
-                writer.write(PAYLOAD[i : i + 65536])
-                await writer.drain()
-            writer.write_eof()  # the member answers only after it sees our EOF
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_payload(writer))
         async with asyncio.timeout(60):
             got = await reader.readexactly(len(PAYLOAD) // 2)
             spliced = [r.splicer is not None for r in relays(amb)]
@@ -126,13 +128,7 @@ def test_spliced_stream_under_uvloop_in_the_real_process() -> None:
             await asyncio.to_thread(proc.wait_http, f"http://127.0.0.1:{admin}/readyz")
             reader, writer = await asyncio.open_connection("127.0.0.1", listen)
 
-            async def send() -> None:
-                for i in range(0, len(PAYLOAD), 65536):
-                    writer.write(PAYLOAD[i : i + 65536])
-                    await writer.drain()
-                writer.write_eof()
-
-            sender = asyncio.create_task(send())
+            sender = asyncio.create_task(send_payload(writer))
             async with asyncio.timeout(60):
                 got = await reader.read(-1)
                 await sender
@@ -162,13 +158,7 @@ async def test_no_descriptors_for_pipes_keeps_the_connection_relaying(
         monkeypatch.setattr(splice.os, "pipe2", no_pipes)
         reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
 
-        async def send() -> None:
-            for i in range(0, len(PAYLOAD), 65536):
-                writer.write(PAYLOAD[i : i + 65536])
-                await writer.drain()
-            writer.write_eof()
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_payload(writer))
         async with asyncio.timeout(60):
             got = await reader.readexactly(len(PAYLOAD) // 2)
             states = [(r.splicer, r.no_splice) for r in relays(amb)]

@@ -34,13 +34,6 @@ MAPPING = {
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    logs, state = tmp_path / "logs", tmp_path / "state"
-    logs.mkdir()
-    return logs, state
-
-
-@pytest.fixture
 def dead_index(elasticsearch_url: str, es_index: str) -> Iterator[str]:
     name = f"{es_index}-dead"
     delete_index(elasticsearch_url, name)

@@ -42,13 +42,6 @@ from tests.servers.elasticsearch import (
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
 
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    logs, state = tmp_path / "logs", tmp_path / "state"
-    logs.mkdir()
-    return logs, state
-
-
 def assert_exactly(url: str, index: str, written: list[str], timeout: float = 60.0) -> None:
     """Wait until the index holds as many documents as lines written, then compare them."""
     wait_until(

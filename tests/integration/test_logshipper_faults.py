@@ -24,13 +24,6 @@ from tests.logshipper_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    logs, state = tmp_path / "logs", tmp_path / "state"
-    logs.mkdir()
-    return logs, state
-
-
 def _all_delivered(sink: BulkSink, written: list[str], timeout: float = 30.0) -> None:
     wait_until(lambda: sink.count() >= len(written), timeout, f"{len(written)} docs")
     got = sink.messages()

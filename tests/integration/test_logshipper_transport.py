@@ -37,13 +37,6 @@ SIZED += b'{"errors":false}'
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    logs, state = tmp_path / "logs", tmp_path / "state"
-    logs.mkdir()
-    return logs, state
-
-
-@pytest.fixture
 def mtls(tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, dict[str, str]]]:
     """A server context that demands a client certificate from the test CA, and the files
     the shipper needs (CA, client certificate, client key)."""
