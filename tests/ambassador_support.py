@@ -162,8 +162,9 @@ async def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def raw_exchange(port: int, data: bytes, within: float = 5.0) -> bytes:
-    """Send raw bytes to 127.0.0.1:port, half-close, and read until the peer closes."""
+async def raw_exchange(port: int, data: bytes, within: float = 30.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port, half-close, and read until the peer closes (the
+    deadline catches a hang; it is generous because CI machines get starved at times)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
