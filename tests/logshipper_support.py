@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.helpers import free_port, http_get
+from tests.helpers import free_port, http_get, wait_until
 from tests.servers.elasticsearch import es_request, refresh
 
 PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
@@ -271,6 +271,13 @@ def shipper_env(logs: Path, state: Path, hosts: str, index: str, **extra: str) -
     }
     env.update({f"LOGSHIPPER_{k.upper()}": v for k, v in extra.items()})
     return env
+
+
+def wait_metric(
+    admin: str, name: str, labels: str, at_least: float, what: str, within: float = 30
+) -> None:
+    """Until the metric `name{labels}` on `admin` reaches `at_least` (deadline `within` s)."""
+    wait_until(lambda: metric(admin, name, labels) >= at_least, within, what)
 
 
 def admin_url(env: dict[str, str]) -> str:

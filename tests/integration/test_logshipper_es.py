@@ -30,6 +30,7 @@ from tests.logshipper_support import (
     metric,
     rss_bytes,
     shipper_env,
+    wait_metric,
 )
 from tests.servers.elasticsearch import (
     TlsProxy,
@@ -223,11 +224,7 @@ def test_real_429s_are_retried_until_accepted(
         assert_exactly(elasticsearch_url, es_index, writer.written)
         with block_writes(elasticsearch_url, es_index):
             writer.write(300)
-            wait_until(
-                lambda: metric(admin_url(env), "logshipper_documents_retried_total") > 0,
-                30,
-                "retried 429s",
-            )
+            wait_metric(admin_url(env), "logshipper_documents_retried_total", "", 1, "retried 429s")
             assert es_count(elasticsearch_url, es_index) == 200
         assert_exactly(elasticsearch_url, es_index, writer.written)
         assert proc.terminate() == 0
@@ -291,11 +288,7 @@ def test_outage_backs_off_keeps_memory_flat_and_delivers_everything_after(
             proxy.cut()
             writer.write(3_000, size=250)  # ~0.7 MB while Elasticsearch is unreachable
             wait_until(lambda: metric(admin, "logshipper_queue_bytes") > 200_000, 30, "queue full")
-            wait_until(
-                lambda: metric(admin, "logshipper_bulk_errors_total", 'reason="connection"') > 2,
-                30,
-                "retries",
-            )
+            wait_metric(admin, "logshipper_bulk_errors_total", 'reason="connection"', 3, "retries")
             rss_before = rss_bytes(proc.proc.pid)
             writer.write(8_000, size=250)  # ~2 MB more: the files are the buffer, not memory
             wait_until(lambda: metric(admin, "logshipper_bulk_errors_total") > 6, 30, "retries")
@@ -340,11 +333,7 @@ def test_tls_and_basic_auth_through_nginx(
     env["LOGSHIPPER_ES_PASSWORD"] = "wrong"
     env["LOGSHIPPER_SHUTDOWN_TIMEOUT"] = "2s"  # undeliverable: the drain gives up quickly
     with SidecarProcess("logshipper", env=env) as proc:
-        wait_until(
-            lambda: metric(admin_url(env), "logshipper_bulk_errors_total", 'reason="http_401"') > 0,
-            30,
-            "401s",
-        )
+        wait_metric(admin_url(env), "logshipper_bulk_errors_total", 'reason="http_401"', 1, "401s")
         assert es_count(elasticsearch_url, es_index) == 50
         assert proc.terminate() == 0
     env["LOGSHIPPER_ES_PASSWORD"] = proxy.password

@@ -19,6 +19,7 @@ from tests.logshipper_support import (
     lines_in,
     metric,
     shipper_env,
+    wait_metric,
 )
 
 pytestmark = pytest.mark.integration
@@ -102,11 +103,7 @@ def test_tls_failure_is_a_clear_retry_not_a_crash(dirs: tuple[Path, Path]) -> No
         env = shipper_env(logs, state, url, "logs", shutdown_timeout="2s")
         with SidecarProcess("logshipper", env=env) as proc:
             admin = admin_url(env)
-            wait_until(
-                lambda: metric(admin, "logshipper_bulk_errors_total", 'reason="tls"') >= 2,
-                30,
-                "tls errors",
-            )
+            wait_metric(admin, "logshipper_bulk_errors_total", 'reason="tls"', 2, "tls errors")
             assert sink.count() == 0
             assert proc.terminate() == 0
             (warning,) = [r for r in proc.log_lines() if r.get("reason") == "tls"][:1]
@@ -165,10 +162,13 @@ def test_bad_input_files_are_survived(dirs: tuple[Path, Path]) -> None:
             sub.mkdir()
             (sub / "late.log").write_text("late line\n")
             wait_until(lambda: "late line" in sink.messages(), 30, "late file")
-            wait_until(
-                lambda: metric(admin, "logshipper_file_errors_total", 'reason="not_regular"') >= 1,
-                10,
+            wait_metric(
+                admin,
+                "logshipper_file_errors_total",
+                'reason="not_regular"',
+                1,
                 "directory noticed",
+                within=10,
             )
             assert proc.terminate() == 0
             text = proc.stderr()

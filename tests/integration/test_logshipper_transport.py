@@ -23,7 +23,14 @@ from sidecars.logshipper.node import (
     StreamNode,
 )
 from tests.helpers import SidecarProcess, free_port, wait_until
-from tests.logshipper_support import BulkSink, LogWriter, admin_url, metric, shipper_env
+from tests.logshipper_support import (
+    BulkSink,
+    LogWriter,
+    admin_url,
+    metric,
+    shipper_env,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,10 +79,8 @@ def test_mutual_tls_with_a_client_certificate(
         env = shipper_env(logs, state, sink.url, "logs", shutdown_timeout="2s")
         with SidecarProcess("logshipper", env=env) as proc:
             admin = admin_url(env)
-            wait_until(
-                lambda: metric(admin, "logshipper_bulk_errors_total", 'reason="tls"') >= 1,
-                30,
-                "untrusted server refused",
+            wait_metric(
+                admin, "logshipper_bulk_errors_total", 'reason="tls"', 1, "untrusted server refused"
             )
             assert proc.terminate() == 0
         # trusted server, but no client certificate: the server refuses us

@@ -18,7 +18,15 @@ from sidecars.warloader import fetch
 from sidecars.warloader.errors import EXIT_SOURCE
 from sidecars.warloader.splicing import splice_socket
 from tests.helpers import run_sidecar
-from tests.warloader_support import artifact_server, leftovers, run_loader, sha256, war_bytes
+from tests.warloader_support import (
+    ArtifactServer,
+    Run,
+    artifact_server,
+    leftovers,
+    run_loader,
+    sha256,
+    war_bytes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +69,20 @@ def takeovers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return calls
 
 
+async def resumed_once(
+    srv: ArtifactServer, dest: Path, at: int, takeovers: Takeovers, **env: str
+) -> Run:
+    """Load LARGE (pinned) from `srv`, set to fail once `at` bytes into the body: the retry
+    must resume exactly there, through a second direct receive, and install every byte."""
+    url = srv.put("/sample.war", LARGE) + f"#sha256={sha256(LARGE)}"
+    run = await run_loader(env_for(url, dest, WARLOADER_RETRY_DELAY="10ms", **env))
+    assert run.code == 0, run.errors()
+    assert (dest / "sample.war").read_bytes() == LARGE
+    assert srv.requests[1]["Range"] == f"bytes={at}-"
+    assert len(takeovers) == 2
+    return run
+
+
 async def test_a_large_body_is_received_directly_and_verified(
     tmp_path: Path, takeovers: Takeovers
 ) -> None:
@@ -95,13 +117,8 @@ async def test_a_drop_keeps_every_byte_received_and_resumes_exactly_there(
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.drop_after, srv.faults.drop_times = 5 << 20, 1
-        url = srv.put("/sample.war", LARGE) + f"#sha256={sha256(LARGE)}"
-        run = await run_loader(env_for(url, tmp_path, WARLOADER_RETRY_DELAY="10ms"))
-        assert run.code == 0, run.errors()
-        assert (tmp_path / "sample.war").read_bytes() == LARGE
+        await resumed_once(srv, tmp_path, 5 << 20, takeovers)
         assert srv.statuses == [200, 206]
-        assert srv.requests[1]["Range"] == f"bytes={5 << 20}-"
-        assert len(takeovers) == 2
 
 
 async def test_a_stall_mid_body_times_out_keeps_the_bytes_and_resumes(
@@ -109,15 +126,8 @@ async def test_a_stall_mid_body_times_out_keeps_the_bytes_and_resumes(
 ) -> None:
     async with artifact_server() as srv:
         srv.faults.stall_after, srv.faults.stall_times = 4 << 20, 1
-        url = srv.put("/sample.war", LARGE) + f"#sha256={sha256(LARGE)}"
-        run = await run_loader(
-            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_RETRY_DELAY="10ms")
-        )
-        assert run.code == 0, run.errors()
-        assert (tmp_path / "sample.war").read_bytes() == LARGE
-        assert srv.requests[1]["Range"] == f"bytes={4 << 20}-"
+        run = await resumed_once(srv, tmp_path, 4 << 20, takeovers, WARLOADER_TIMEOUT="300ms")
         assert any("timed out; retrying" in m for m in run.logs.messages())
-        assert len(takeovers) == 2
 
 
 async def test_a_server_that_stalls_every_time_gives_up_with_exit_3(
