@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from sidecars.ambassador import httpwire as wire
 from sidecars.ambassador.config import Config
+from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.exchange import Exchange
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
@@ -27,7 +28,9 @@ class HttpListener(Listener):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending = 0
-        self.awaiting: dict[Exchange, float] = {}  # requests sent, no response head yet: deadline
+        # requests sent, no response head yet; the hot path sets and pops `awaiting` directly
+        self.timeouts = Deadlines(lambda: self.settings.request_timeout, Exchange.timed_out)
+        self.awaiting: dict[Exchange, float] = self.timeouts.entries
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
         # (client address, request head) -> (parsed head, head forwarded to members)
         self.requests: dict[tuple[str, bytes], tuple[wire.Head, bytes]] = {}
@@ -35,7 +38,6 @@ class HttpListener(Listener):
         # body length when the fast path may forward it whole, else -1)
         self.responses: dict[bytes, tuple[wire.Head, int, bytes, int]] = {}
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._timeouts: asyncio.Task[None] | None = None
         # idle connections to members that left (DNS, member file) are closed at once
         self.cluster.on_change = lambda c: self.pool.prune(set(c.members.values()))
 
@@ -53,22 +55,11 @@ class HttpListener(Listener):
 
     async def start(self) -> None:
         await super().start()
-        self._timeouts = asyncio.create_task(self._request_timeouts())
-
-    async def _request_timeouts(self) -> None:
-        """Fire request timeouts, each within an eighth of the timeout (at most 1 s) late."""
-        while True:
-            await asyncio.sleep(min(1.0, max(0.01, self.settings.request_timeout / 8)))
-            now = self.loop.time()
-            for ex, deadline in list(self.awaiting.items()):
-                if deadline <= now and ex in self.awaiting:
-                    ex.timed_out()
+        self.timeouts.start()
 
     async def close(self) -> None:
         await super().close()
-        if self._timeouts is not None:
-            self._timeouts.cancel()
-            await asyncio.gather(self._timeouts, return_exceptions=True)
+        await self.timeouts.close()
         self.pool.close()
 
     def failed(self, member: Member, kind: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
+import os
 import select
 import socket
 
 from sidecars.ambassador import splice
+from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.hub import Handler, Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
@@ -21,6 +24,9 @@ _ERR, _IN, _OUT = select.EPOLLERR | select.EPOLLHUP, select.EPOLLIN, select.EPOL
 _RDHUP = select.EPOLLRDHUP
 _NB = socket.MSG_DONTWAIT  # every call is non-blocking: no fcntl per accepted socket
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
+# __init__, the enum conversions of accept()) cost more per connection than the system calls.
+Sock = _socket.socket
 
 
 class _Way:
@@ -28,7 +34,7 @@ class _Way:
 
     __slots__ = ("src", "dst", "buf", "readable", "rdhup", "eof", "shut", "ready")
 
-    def __init__(self, src: socket.socket | None, dst: socket.socket | None) -> None:
+    def __init__(self, src: Sock | None, dst: Sock | None) -> None:
         self.src, self.dst = src, dst
         self.buf = bytearray()  # read but not yet written
         self.readable = False  # an edge came and `src` was not read empty since
@@ -44,18 +50,17 @@ class Relay:
 
     __slots__ = (
         "listener", "client", "up", "member", "connected", "peer", "tried", "attempt",
-        "timer", "task", "started", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
+        "task", "started", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
         "closed", "splicer", "no_splice",
     )  # fmt: skip
 
-    def __init__(self, listener: TcpListener, client: socket.socket, peer: object) -> None:
+    def __init__(self, listener: TcpListener, client: Sock, peer: object) -> None:
         self.listener, self.client, self.peer = listener, client, peer
-        self.up: socket.socket | None = None
+        self.up: Sock | None = None
         self.member: Member | None = None
         self.connected = self.closed = False
         self.tried: list[Member] = []
         self.attempt = 0
-        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.started = 0.0
         self.nbytes = self.idle_marks = self.last_nbytes = 0
@@ -87,9 +92,7 @@ class Relay:
             self.tried.append(member)
             member.requests += 1
             self.member, self.started = member, listener.loop.time()
-            self.timer = listener.loop.call_later(
-                listener.settings.connect_timeout, self._failed_connect, "timeout"
-            )
+            listener.dialing.add(self, self.started + listener.settings.connect_timeout)
             address = listener.address(member.host, member.port)
             if address is None:  # a name: resolved by the loop, as a task
                 self.task = listener.loop.create_task(self._resolve_then_dial(member))
@@ -118,7 +121,7 @@ class Relay:
     def _dial(self, family: int, sockaddr: tuple[object, ...]) -> bool:
         """Start a non-blocking connect; False (the failure counted) when it failed at once."""
         try:
-            up = socket.socket(family, _STREAM)
+            up = Sock(family, _STREAM)
         except OSError:
             self._count_failure("connect")
             return False
@@ -132,6 +135,9 @@ class Relay:
         self.listener.hub.add(up.fileno(), self.on_up)
         return True
 
+    def connect_timed_out(self) -> None:
+        self._failed_connect("timeout")
+
     def _failed_connect(self, kind: str) -> None:
         if self.task is not None:
             self.task.cancel()
@@ -141,9 +147,7 @@ class Relay:
         self.connect_next()
 
     def _drop_up(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.listener.dialing.discard(self)
         if self.up is not None:
             self.listener.hub.forget(self.up.fileno())
             self.up.close()
@@ -162,9 +166,7 @@ class Relay:
     def _connected(self) -> None:
         listener, member = self.listener, self.member
         assert member is not None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        listener.dialing.discard(self)
         listener.latency.observe(listener.loop.time() - self.started)
         member.record_success()
         member.active += 1
@@ -313,8 +315,8 @@ class Relay:
         self.closed = True
         if self.splicer is not None:
             self.splicer.close()
-        if self.timer is not None:
-            self.timer.cancel()
+        if not self.connected:
+            self.listener.dialing.discard(self)
         if self.task is not None:
             self.task.cancel()
         for sock in (self.client, self.up):
@@ -343,21 +345,27 @@ class _Acceptor:
     def __init__(self, listener: TcpListener, socks: list[socket.socket]) -> None:
         self.listener, self.socks = listener, socks
         for sock in socks:
-            listener.hub.add(sock.fileno(), self._make_handler(sock), select.EPOLLIN)
+            handler = self._make_handler(sock, int(sock.family))
+            listener.hub.add(sock.fileno(), handler, select.EPOLLIN)
 
-    def _make_handler(self, sock: socket.socket) -> Handler:
-        return lambda events: self._accept(sock)
+    def _make_handler(self, sock: socket.socket, family: int) -> Handler:
+        return lambda events: self._accept(sock, family)
 
-    def _accept(self, lsock: socket.socket) -> None:
+    def _accept(self, lsock: socket.socket, family: int) -> None:
         listener = self.listener
         for _ in range(ACCEPT_BATCH):
             try:
-                client, peer = lsock.accept()  # made blocking: every call passes MSG_DONTWAIT
+                fd, peer = lsock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of descriptors and the like: try again later
                 listener.log.warning("accept failed: %s", exc)
                 return
+            try:  # a blocking socket: every call on it passes MSG_DONTWAIT
+                client = Sock(family, socket.SOCK_STREAM, 0, fd)
+            except OSError:
+                os.close(fd)
+                continue
             relay = Relay(listener, client, peer)
             if not listener.admit(relay):
                 relay.closed = True
@@ -400,6 +408,10 @@ class TcpListener(Listener):
                 sock.close()
             raise
         self.hub = Hub(loop)
+        self.dialing: Deadlines[Relay] = Deadlines(
+            lambda: self.settings.connect_timeout, Relay.connect_timed_out
+        )
+        self.dialing.start()
         self.addresses: dict[tuple[str, int], tuple[int, tuple[object, ...]] | None] = {}
         return _Acceptor(self, socks)
 
@@ -416,6 +428,7 @@ class TcpListener(Listener):
         await super().close()
         if hasattr(self, "hub"):
             self.hub.close()
+            await self.dialing.close()
 
 
 def _literal(host: str, port: int) -> tuple[int, tuple[object, ...]] | None:
