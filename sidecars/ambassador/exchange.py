@@ -6,9 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from sidecars.ambassador import httpwire as wire
-from sidecars.ambassador.framing import Body, Chunked, Length
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import Upstream
+from sidecars.runtime.http.body import Body, Chunked, Length, request_body
 
 if TYPE_CHECKING:
     from sidecars.ambassador.http import ClientSide
@@ -16,12 +16,6 @@ if TYPE_CHECKING:
 UPSTREAM_HEAD_LIMIT = 64 * 1024
 HEAD_CACHE_ENTRIES = 256  # response heads kept parsed by their exact bytes (see http.py)
 HEAD_CACHE_BYTES = 2048
-
-
-def _request_body(head: wire.Head) -> Body | None:
-    if head.chunked:
-        return Chunked()
-    return Length(head.length) if head.length else None
 
 
 DONE = Length(0)  # the body of a response forwarded whole
@@ -53,7 +47,7 @@ class Exchange:
         self.listener = listener = side.listener
         self.loop = listener.loop
         settings = listener.settings
-        self.body = _request_body(head)
+        self.body = request_body(head)
         self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
         # its answer may take the fast path (see up_data)
         self.plain = self.body is None and not head.close and head.first[0] != b"HEAD"
@@ -61,7 +55,7 @@ class Exchange:
         if settings.policy == "hash":
             key = side.ip.encode()
             if settings.hash_header:
-                key = wire.header_value(head, settings.hash_header) or key
+                key = head.find(settings.hash_header) or key
         self.key = key
         # an HTTP/1.0 request without Host: each member gets its own name
         self.needs_host = head.get(b"host") is None

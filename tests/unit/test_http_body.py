@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecars.ambassador.framing import Body, Chunked, Length
+from sidecars.runtime.http.body import Body, Chunked, Length
 
 pytestmark = pytest.mark.unit
 

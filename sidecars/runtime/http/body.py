@@ -1,8 +1,12 @@
-"""Streaming HTTP/1.1 body framing: where a message body ends in the bytes as they arrive."""
+"""Streaming message bodies (RFC 9112 sections 6-7): where a body ends in the bytes as they
+arrive, whatever way they are split. Malformed framing raises ValueError."""
 
 from __future__ import annotations
 
-MAX_LINE = 4096  # longest chunk-size or trailer line
+from sidecars.runtime.http.head import Head, check_block, no_body
+
+MAX_LINE = 4096  # longest chunk-size line or trailer line
+MAX_TRAILERS = 16384  # the whole trailer section
 
 
 class Body:
@@ -11,7 +15,7 @@ class Body:
     done = False
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
-        """(bytes to forward, bytes after the end of the body)."""
+        """(body bytes, bytes after the end of the body)."""
         return data, b""
 
 
@@ -33,17 +37,20 @@ class Length(Body):
 
 _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_SIZE_DIGITS = 15  # a chunk of 2**60 bytes is already absurd
 
 
 class Chunked(Body):
-    """A chunked body, forwarded as it is (framing and trailers included) or, with `decode`,
-    as its bare data for an HTTP/1.0 peer. Malformed framing raises ValueError."""
+    """A chunked body, passed on as it is (framing and trailers included) or, with `decode`,
+    as its bare data. Chunk sizes are hex digits only, of bounded length; a chunk extension
+    or trailer with a control character, and any line not ending in CRLF, is refused."""
 
     def __init__(self, decode: bool = False) -> None:
         self.decode = decode
         self.state = _SIZE
         self.left = 0
         self.line = b""
+        self.trailers = 0
         self.done = False
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
@@ -80,8 +87,11 @@ class Chunked(Body):
         if len(line) > MAX_LINE or not line.endswith(b"\r\n"):
             raise ValueError("malformed chunk line")
         if self.state == _SIZE:
-            text = line[:-2].split(b";", 1)[0].strip()
-            if not text or len(text) > 16 or not _HEX.issuperset(text):
+            text, _, ext = line[:-2].partition(b";")
+            if ext and not _clean(ext):
+                raise ValueError("control character in a chunk extension")
+            text = text.rstrip(b" \t")  # BWS before an extension
+            if not text or len(text) > _MAX_SIZE_DIGITS or not _HEX.issuperset(text):
                 raise ValueError("malformed chunk size")
             self.left = int(text, 16)
             self.state = _DATA if self.left else _TRAILER
@@ -91,3 +101,31 @@ class Chunked(Body):
             self.state = _SIZE
         elif line == b"\r\n":  # the blank line after the trailers ends the body
             self.done = True
+        else:
+            self.trailers += len(line)
+            if self.trailers > MAX_TRAILERS:
+                raise ValueError("trailers too large")
+            check_block(line)
+
+
+def _clean(ext: bytes) -> bool:
+    """No control character but tab (a bare CR could end the line for another parser)."""
+    return not any(c < 0x20 and c != 0x09 or c == 0x7F for c in ext)
+
+
+def request_body(head: Head) -> Body | None:
+    """The body of a request, None when it has none (RFC 9112 section 6.3, rule 6)."""
+    if head.chunked:
+        return Chunked()
+    return Length(head.length) if head.length else None
+
+
+def response_body(head: Head, method: bytes, decode: bool = False) -> Body:
+    """The body of a response to a `method` request; `decode` strips chunked framing."""
+    if no_body(method, head.status):
+        return Length(0)
+    if head.chunked:
+        return Chunked(decode)
+    if head.length is not None:
+        return Length(head.length)
+    return Body()
