@@ -9,6 +9,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sidecars.runtime.http.body import Body, Length, response_body
+from sidecars.runtime.http.head import HttpError, parse_response
+
 MAX_HEAD = 65536  # the app's status line and headers
 HIGH_WATER = 262144  # stop reading from the app while this much is buffered and unread
 _HEAD_CACHE = 256  # request heads kept ready to send (by method, path, Accept, encoding)
@@ -116,20 +119,6 @@ class AppConn(asyncio.Protocol):
             data = bytes(buf[:n])
             del buf[:n]
         return data
-
-    async def line(self) -> bytes:
-        """The next CRLF-terminated line, without the CRLF."""
-        while True:
-            end = self.buf.find(b"\r\n")
-            if end >= 0:
-                data = bytes(self.buf[:end])
-                del self.buf[: end + 2]
-                return data
-            if len(self.buf) > MAX_HEAD:
-                raise AppError("a line from the app is too long")
-            if self.eof:
-                raise AppError("the app closed the connection mid-body")
-            await self.more()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -292,25 +281,21 @@ class AppClient:
             await conn.more()
         if end > MAX_HEAD:
             raise AppError("the app's answer head is too large")
-        status, keep, headers = parse_head(bytes(buf[:end]))
+        try:
+            head = parse_response(bytes(buf[:end]))
+        except HttpError as exc:
+            raise AppError(f"bad answer from the app: {exc.message}") from None
         del buf[: end + 4]
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            length = _length(headers)
+        status, keep, headers = head.status, not head.close, head.fields()
+        body = response_body(head, method.encode(), decode=True)
+        if body.done:
             self.release(conn, keep)
-            return Answer(status, headers, length, b"")
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            if te.lower() != "chunked":
-                raise AppError(f"unsupported transfer encoding {te[:40]!r}")
-            return Answer(status, headers, None, None, self._chunked(conn, keep), conn)
-        length = _length(headers)
-        if length is None:  # the body ends when the app closes
-            return Answer(status, headers, None, None, self._until_eof(conn), conn)
-        if len(buf) >= length:  # the common case: the whole answer came in one read
-            whole = conn.take(length)
+            return Answer(status, headers, head.length, b"")
+        if type(body) is Length and len(buf) >= body.left:  # the whole answer in one read
+            whole = conn.take(body.left)
             self.release(conn, keep)
-            return Answer(status, headers, length, whole)
-        return Answer(status, headers, length, None, self._sized(conn, length, keep), conn)
+            return Answer(status, headers, head.length, whole)
+        return Answer(status, headers, head.length, None, self._stream(conn, body, keep), conn)
 
     def release(self, conn: AppConn, keep: bool) -> None:
         """Back to the pool (when `keep` and nothing is left unread), else closed."""
@@ -320,90 +305,29 @@ class AppClient:
         else:
             conn.close()
 
-    async def _sized(self, conn: AppConn, length: int, keep: bool) -> AsyncGenerator[bytes, None]:
-        left = length
-        try:
-            while left:
-                data = await _piece(conn, left)
-                left -= len(data)
-                yield data
-        finally:
-            if left:
-                conn.close()
-            else:
-                self.release(conn, keep)
-
-    async def _chunked(self, conn: AppConn, keep: bool) -> AsyncGenerator[bytes, None]:
+    async def _stream(self, conn: AppConn, body: Body, keep: bool) -> AsyncGenerator[bytes, None]:
+        """The body's bytes (chunked framing taken off) as they come, at most HIGH_WATER at a
+        time; the connection goes back to the pool when the body ended where the bytes did."""
         done = False
         try:
-            while True:
-                line = await conn.line()
+            while not body.done:
+                if not conn.buf:
+                    if conn.eof:
+                        if type(body) is Body:
+                            break  # the body ended with the connection
+                        raise AppError("the app closed the connection mid-body")
+                    await conn.more()
+                    continue
                 try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise AppError("bad chunk size from the app") from None
-                if size == 0:
-                    while await conn.line():
-                        pass  # trailers
-                    done = True
-                    return
-                while size:
-                    data = await _piece(conn, size)
-                    size -= len(data)
+                    data, rest = body.feed(conn.take(HIGH_WATER))
+                except ValueError as exc:
+                    raise AppError(f"bad body framing from the app: {exc}") from None
+                keep = keep and not rest  # bytes after the answer: out of step, not reused
+                if data:
                     yield data
-                if await conn.line():
-                    raise AppError("bad chunk framing from the app")
+            done = body.done
         finally:
             if done:
                 self.release(conn, keep)
             else:
                 conn.close()
-
-    async def _until_eof(self, conn: AppConn) -> AsyncGenerator[bytes, None]:
-        try:
-            while True:
-                if conn.buf:
-                    yield conn.take(HIGH_WATER)
-                elif conn.eof:
-                    return
-                else:
-                    await conn.more()
-        finally:
-            conn.close()
-
-
-def parse_head(raw: bytes) -> tuple[int, bool, dict[str, str]]:
-    """(status, whether the connection may be kept, headers with lower-case names)."""
-    text = raw.decode("latin-1")
-    first, _, rest = text.partition("\r\n")
-    code = first[9:12]
-    if first[:7] != "HTTP/1." or first[8:9] != " " or not code.isdigit() or len(first) < 12:
-        raise AppError(f"not an HTTP answer: {first[:60]!r}")
-    headers: dict[str, str] = {}
-    if rest:
-        for line in rest.split("\r\n"):
-            colon = line.find(":")
-            if colon <= 0:
-                raise AppError("malformed header line from the app")
-            headers[line[:colon].strip().lower()] = line[colon + 1 :].strip()
-    conn = headers.get("connection", "").lower()
-    keep = "close" not in conn if first[7] == "1" else "keep-alive" in conn
-    return int(code), keep, headers
-
-
-def _length(headers: dict[str, str]) -> int | None:
-    raw = headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise AppError(f"bad Content-Length from the app: {raw[:20]!r}")
-    return int(raw)
-
-
-async def _piece(conn: AppConn, most: int) -> bytes:
-    """The next body bytes (at most `most`), waiting for the app when none are buffered."""
-    while not conn.buf:
-        if conn.eof:
-            raise AppError("the app closed the connection mid-body")
-        await conn.more()
-    return conn.take(most)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError
+from sidecars.runtime.http.head import HttpError, no_body, parse_response
 from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line, response_head
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
@@ -14,7 +15,6 @@ _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modi
 _PASS = [(name, name.lower()) for name in _PASS_HEADERS]
 _quick: dict[bytes, tuple[int, bool, int, list[tuple[str, str]]]] = {}  # head -> _quick_head
 _WHOLE_BYTES = 65536  # larger answers are streamed, not gathered whole (nor paused half-read)
-_FIND = [(name, f"\r\n{name.lower()}:") for name in _PASS_HEADERS]
 
 
 class ForwardError(Exception):
@@ -82,13 +82,13 @@ class Forwarder:
                 finally:
                     await answer.aclose()
         except TimeoutError:
-            if out.started:
+            if out.committed:
                 out.abort()
                 return 0
             msg = f"the app did not answer in {self.deadline:g}s"
             raise ForwardError("timeout", 504, msg) from None
         except (AppError, OSError) as exc:
-            if out.started:
+            if out.committed:
                 out.abort()
                 return 0
             text = str(exc) or type(exc).__name__
@@ -168,31 +168,17 @@ class _Pending:
 def _quick_head(raw: bytes) -> tuple[int, bool, int, list[tuple[str, str]]] | None:
     """(status, keep the connection, Content-Length, headers to pass) of a plain answer: one
     Content-Length, no Transfer-Encoding, a status with a body. None for anything else: the
-    full parser in appclient then reads it (and names what is wrong)."""
-    text = raw.decode("latin-1")
-    low = text.lower()
-    code = text[9:12]
-    if low[:7] != "http/1." or text[8:9] != " " or not code.isdigit() or code[0] == "1":
+    task path then reads it (and names what is wrong)."""
+    try:
+        head = parse_response(raw)
+    except HttpError:
         return None
-    if code in ("204", "304") or "\r\ntransfer-encoding:" in low:
+    status = head.status
+    if head.length is None or head.chunked or no_body(b"GET", status):
         return None
-    at = low.find("\r\ncontent-length:")
-    if at < 0 or low.find("\r\ncontent-length:", at + 17) >= 0:
-        return None
-    raw_length = _value(text, at + 17)
-    if not raw_length.isdigit():
-        return None
-    at = low.find("\r\nconnection:")
-    tokens = _value(low, at + 13) if at >= 0 else ""
-    keep = "close" not in tokens if text[7] == "1" else "keep-alive" in tokens
     passed = []
-    for name, key in _FIND:
-        at = low.find(key)
-        if at >= 0:
-            passed.append((name, _value(text, at + len(key))))
-    return int(code), keep, int(raw_length), passed
-
-
-def _value(text: str, start: int) -> str:
-    end = text.find("\r\n", start)
-    return (text[start:] if end < 0 else text[start:end]).strip()
+    for name in _PASS_HEADERS:
+        value = head.find(name)
+        if value is not None:
+            passed.append((name, value.decode("latin-1")))
+    return status, not head.close, head.length, passed

@@ -156,6 +156,11 @@ class Writer:
         self._pending = head + framing + date_line() + b"\r\n"
         self.started = True
 
+    @property
+    def committed(self) -> bool:
+        """Whether the status is on its way: until then an error can still be answered."""
+        return self.started and not self._pending
+
     async def write(self, data: bytes) -> None:
         if self._head_only or not data:
             return
@@ -371,7 +376,7 @@ class Connection(asyncio.Protocol):
         except Exception:
             self.server.log.exception("answering %s failed", request.path)
             self.server.count("error", 500)
-            if out.started:
+            if out.committed:
                 self.abort()
             else:
                 out.full(500, [("Content-Type", "text/plain")], self.server.error_body)

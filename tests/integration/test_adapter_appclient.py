@@ -92,11 +92,16 @@ async def test_body_until_close_and_head() -> None:
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (b"<html>not http</html>\r\n\r\n", "not an HTTP answer"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n", "bad Content-Length"),
+        (b"<html>not http</html>\r\n\r\n", "malformed status line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n", "invalid content-length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx", "invalid content-length"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported transfer"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "only chunked"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk size"),
+        # a negative size once made the client spin a core and grow without bound
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "malformed chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\n", "malformed chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;\rx\r\n", "control char"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed the connection mid-body"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc", "mid-body"),
         (b"", "closed the connection before answering"),

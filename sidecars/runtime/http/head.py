@@ -61,6 +61,12 @@ class Head:
         m = re.search(rb"^" + re.escape(name.encode()) + rb":(.*)\r\n", self.block, re.M | re.I)
         return m.group(1).strip(b" \t") if m else None
 
+    def fields(self) -> dict[str, str]:
+        """Every header as {lowercase name: value} (a repeated name: its last value)."""
+        found = [(n.decode("latin-1").lower(), v) for n, v in HEADER_LINE.findall(self.block)]
+        found += [(n.decode("latin-1"), v) for n, v in self.headers]
+        return {n: v.strip(b" \t").decode("latin-1") for n, v in found}
+
     @property
     def status(self) -> int:
         """A response's status code."""
