@@ -132,6 +132,12 @@ class Metrics:
             ["listener", "reason"],
             registry=registry,
         )
+        self.accept_errors = Counter(
+            "ambassador_accept_errors",
+            "accept(2) failures (accepting then pauses), by reason: emfile, enfile, enobufs, ...",
+            ["listener", "reason"],
+            registry=registry,
+        )
         self.spliced = Counter(
             "ambassador_spliced_connections",
             "tcp connections moved to splice(2) for bulk relaying",

@@ -10,8 +10,9 @@ import select
 import socket
 
 from sidecars.ambassador import splice
+from sidecars.ambassador.accepting import PASSING, AcceptErrors
 from sidecars.ambassador.deadlines import Deadlines
-from sidecars.ambassador.hub import Handler, Hub
+from sidecars.ambassador.hub import Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 
@@ -122,9 +123,11 @@ class Relay:
         """Start a non-blocking connect; False (the failure counted) when it failed at once."""
         try:
             up = Sock(family, _STREAM)
-        except OSError:
-            self._count_failure("connect")
-            return False
+        except OSError as exc:  # out of descriptors here: not the member's fault
+            self.listener.metrics.rejected.labels(self.listener.name, "no_descriptors").inc()
+            self.member = None
+            self._close(exc)
+            return True
         up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = up.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS):
@@ -340,16 +343,20 @@ class Relay:
 
 
 class _Acceptor:
-    """The listening sockets of a tcp listener, in its hub."""
+    """The listening sockets of a tcp listener, in its hub. An accept that fails for lack of
+    descriptors or memory takes the socket out of the hub for a while (see accepting.py)."""
 
     def __init__(self, listener: TcpListener, socks: list[socket.socket]) -> None:
         self.listener, self.socks = listener, socks
+        self.errors = AcceptErrors(listener.name, listener.metrics.accept_errors, listener.log)
+        self.paused: dict[int, asyncio.TimerHandle] = {}
+        self.recovering = False
         for sock in socks:
-            handler = self._make_handler(sock, int(sock.family))
-            listener.hub.add(sock.fileno(), handler, select.EPOLLIN)
+            self._watch(sock)
 
-    def _make_handler(self, sock: socket.socket, family: int) -> Handler:
-        return lambda events: self._accept(sock, family)
+    def _watch(self, sock: socket.socket) -> None:
+        family = int(sock.family)
+        self.listener.hub.add(sock.fileno(), lambda _: self._accept(sock, family), select.EPOLLIN)
 
     def _accept(self, lsock: socket.socket, family: int) -> None:
         listener = self.listener
@@ -358,9 +365,14 @@ class _Acceptor:
                 fd, peer = lsock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors and the like: try again later
-                listener.log.warning("accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in PASSING:
+                    continue
+                self._pause(lsock, exc)
                 return
+            if self.recovering:
+                self.recovering = False
+                self.errors.recovered()
             try:  # a blocking socket: every call on it passes MSG_DONTWAIT
                 client = Sock(family, socket.SOCK_STREAM, 0, fd)
             except OSError:
@@ -374,7 +386,22 @@ class _Acceptor:
             listener.hub.add(client.fileno(), relay.on_client)
             relay.connect_next()
 
+    def _pause(self, lsock: socket.socket, exc: OSError) -> None:
+        fd = lsock.fileno()
+        self.listener.hub.remove(fd)
+        delay = self.errors.failed(exc)
+        self.paused[fd] = self.listener.loop.call_later(delay, self._resume, lsock)
+
+    def _resume(self, lsock: socket.socket) -> None:
+        self.paused.pop(lsock.fileno(), None)
+        self.recovering = True
+        if lsock in self.socks:
+            self._watch(lsock)  # level-triggered: a waiting client is reported at once
+
     def close(self) -> None:
+        for timer in self.paused.values():
+            timer.cancel()
+        self.paused.clear()
         for sock in self.socks:
             self.listener.hub.forget(sock.fileno())
             sock.close()

@@ -1,0 +1,63 @@
+"""Members for the ambassador's hostile-input tests: real servers in threads (the ambassador is
+the process under test), each misbehaving in one way."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    """Echoes bytes; an HTTP GET gets a small 200 answer instead (keep-alive)."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        while data := sock.recv(65536):
+            sock.sendall(OK if data.startswith(b"GET ") else data)
+
+
+class _Endless(socketserver.BaseRequestHandler):
+    """Answers anything with a response head and an endless chunked body, as fast as the
+    connection takes it."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.recv(65536)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+        with contextlib.suppress(OSError):
+            while True:
+                sock.sendall(chunk)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+
+@contextlib.contextmanager
+def member(kind: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
+    """A member of the given behaviour on a free loopback port; yields the port."""
+    server = _Server(("127.0.0.1", 0), kind)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def echo_member() -> contextlib.AbstractContextManager[int]:
+    return member(_Echo)
+
+
+def endless_member() -> contextlib.AbstractContextManager[int]:
+    return member(_Endless)
