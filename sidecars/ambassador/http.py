@@ -85,6 +85,7 @@ class ClientSide(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.client_eof = self.closed = self.paused = False
         self.lingering = 0  # bytes dropped while lingering, -1 when not lingering
+        self.idle_at = 0.0  # loop time of the connection or of its last request's start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
@@ -96,6 +97,7 @@ class ClientSide(asyncio.Protocol):
             self.closed = True
             return
         t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.idle_at = self.listener.loop.time()
         peer = t.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
 
@@ -180,6 +182,8 @@ class ClientSide(asyncio.Protocol):
                 self.pause()
 
     def exchange_done(self, keep: bool, linger: bool) -> None:
+        if self.ex is not None:
+            self.idle_at = self.ex.started  # no clock read per request
         self.ex = None
         if self.closed:
             return
@@ -267,3 +271,9 @@ class ClientSide(asyncio.Protocol):
 
     def watch_idle(self) -> bool:
         return self.ex is None or not self.ex.awaiting_head()  # a request timeout covers that
+
+    def idle_since(self) -> float | None:
+        # between requests, a partial head included (a slow sender is not owed a place)
+        if self.ex is not None or self.lingering >= 0 or self.closed:
+            return None
+        return self.idle_at

@@ -23,6 +23,7 @@ class Hub:
         self.epoll = select.epoll()
         self.handlers: dict[int, Handler] = {}
         self.dead: set[int] = set()  # closed during this dispatch: their fds may be reused
+        self.now = loop.time()  # loop time of the current dispatch: one clock read per batch
         loop.add_reader(self.epoll.fileno(), self._ready)
 
     def add(self, fd: int, handler: Handler, events: int = EDGE) -> None:
@@ -43,6 +44,7 @@ class Hub:
     def _ready(self) -> None:
         dead, handlers = self.dead, self.handlers
         dead.clear()
+        self.now = self.loop.time()
         for fd, events in self.epoll.poll(0, BATCH):
             if fd in dead:  # an event of a socket closed earlier in this batch
                 continue

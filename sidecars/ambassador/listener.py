@@ -24,6 +24,10 @@ class Conn(Protocol):
 
     def watch_idle(self) -> bool: ...
 
+    def idle_since(self) -> float | None:
+        """Loop time since which nothing is in flight on it, None while something is."""
+        ...
+
 
 class Server(Protocol):
     """What accepts a listener's connections (an asyncio.Server or the tcp acceptor)."""
@@ -32,6 +36,7 @@ class Server(Protocol):
 
 
 IDLE_CHECKS = 4  # an idle timeout is noticed within a quarter of its length
+EVICT_IDLE_AFTER = 1.0  # seconds: at max_connections, a connection idle this long makes room
 
 
 class Listener:
@@ -62,11 +67,27 @@ class Listener:
         self.settings = settings
 
     def admit(self, conn: Conn) -> bool:
-        """Track a new client connection, or refuse it when over max_connections."""
-        if len(self.conns) >= self.settings.max_connections or self.draining:
+        """Track a new client connection; at max_connections the connection idle the longest
+        is closed to make room, and only when none is idle is the new one refused."""
+        if self.draining or (
+            len(self.conns) >= self.settings.max_connections and not self._evict_idle()
+        ):
             self.metrics.rejected.labels(self.name, "max_connections").inc()
             return False
         self.conns.add(conn)
+        return True
+
+    def _evict_idle(self) -> bool:
+        victim, oldest = None, asyncio.get_running_loop().time() - EVICT_IDLE_AFTER
+        for conn in self.conns:
+            since = conn.idle_since()
+            if since is not None and since <= oldest:
+                victim, oldest = conn, since
+        if victim is None:
+            return False
+        self.metrics.rejected.labels(self.name, "idle_evicted").inc()
+        victim.abort()
+        self.conns.discard(victim)
         return True
 
     def release(self, conn: Conn) -> None:

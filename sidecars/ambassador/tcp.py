@@ -52,7 +52,7 @@ class Relay:
     __slots__ = (
         "listener", "client", "up", "member", "connected", "peer", "tried", "attempt",
         "task", "started", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
-        "closed", "splicer", "no_splice",
+        "closed", "splicer", "no_splice", "seen",
     )  # fmt: skip
 
     def __init__(self, listener: TcpListener, client: Sock, peer: object) -> None:
@@ -68,6 +68,7 @@ class Relay:
         self.c2u, self.u2c = _Way(client, None), _Way(None, client)
         self.splicer: splice.Splicer | None = None
         self.no_splice = not splice.AVAILABLE
+        self.seen = listener.hub.now  # the last event on either socket
 
     # --- choosing and connecting a member
 
@@ -178,6 +179,7 @@ class Relay:
     # --- relaying
 
     def on_client(self, events: int) -> None:
+        self.seen = self.listener.hub.now
         if events & _RDHUP:
             self.c2u.rdhup = True
         if events & (_IN | _ERR):
@@ -188,6 +190,7 @@ class Relay:
             self._pump(self.c2u)
 
     def on_up(self, events: int) -> None:
+        self.seen = self.listener.hub.now
         if not self.connected:
             if events & _ERR:
                 self._failed_connect("connect")
@@ -340,6 +343,12 @@ class Relay:
 
     def watch_idle(self) -> bool:
         return True
+
+    def idle_since(self) -> float | None:
+        # connecting, bytes held toward a slow side, or spliced (the pipes may hold bytes): busy
+        if not self.connected or self.c2u.buf or self.u2c.buf or self.splicer is not None:
+            return None
+        return self.seen
 
 
 class _Acceptor:

@@ -154,7 +154,11 @@ async def test_no_member_reachable_closes_the_client() -> None:
         assert listener.metrics.rejected.labels("default", "no_member")._value.get() == 1
 
 
-async def test_max_connections_refuses_extra_clients(redises: list[RedisServer]) -> None:
+async def test_max_connections_refuses_extra_clients(
+    redises: list[RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the held connections never count as idle long enough to make room (see tests/hostile)
+    monkeypatch.setattr("sidecars.ambassador.listener.EVICT_IDLE_AFTER", 3600.0)
     env = tcp_env(f"127.0.0.1:{redises[0].port}", max_connections="2")
     async with ambassador(env) as amb:
         held = [await asyncio.open_connection("127.0.0.1", amb.port) for _ in range(2)]

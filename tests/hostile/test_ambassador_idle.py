@@ -1,0 +1,131 @@
+"""Hostile app: it holds idle connections up to the ambassador's connection limit. Idle ones
+must make room for new clients (oldest first); busy ones are never cut for that."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.ambassador_support import ambassador, wait_for
+
+pytestmark = pytest.mark.integration
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+REQUEST = {"tcp": b"ping", "http": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"}
+ANSWER = {"tcp": b"ping", "http": b"HTTP/1.1 200 OK\r\n"}
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@contextlib.asynccontextmanager
+async def echo_member() -> AsyncIterator[int]:
+    """Echoes bytes; answers an HTTP GET with a small 200 (keep-alive)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(OK if data.startswith(b"GET ") else data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def exchange(conn: Conn, mode: str) -> bool:
+    """One request and its answer on an open connection; False when the connection is gone."""
+    reader, writer = conn
+    try:
+        writer.write(REQUEST[mode])
+        async with asyncio.timeout(5):
+            got = await reader.read(100) if mode == "tcp" else await reader.readuntil(b"ok")
+    except (OSError, asyncio.IncompleteReadError):
+        return False
+    return got.startswith(ANSWER[mode])
+
+
+async def closed_by_ambassador(conn: Conn) -> bool:
+    try:
+        async with asyncio.timeout(5):
+            return await conn[0].read(100) == b""
+    except OSError:
+        return True
+
+
+def env(mode: str, member: int, limit: int) -> dict[str, str]:
+    return {
+        "AMBASSADOR_MODE": mode,
+        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member}",
+        "AMBASSADOR_MAX_CONNECTIONS": str(limit),
+        "AMBASSADOR_HEALTH_CHECK": "none",
+    }
+
+
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+async def test_at_the_limit_the_oldest_idle_connection_makes_room(mode: str) -> None:
+    """Three idle connections fill a limit of 3: a new client is served (once they have been
+    idle a second) and the connection idle the longest is the one closed; the others stay."""
+    async with echo_member() as member, ambassador(env(mode, member, 3)) as amb:
+        held: list[Conn] = []
+        for _ in range(3):
+            held.append(await asyncio.open_connection("127.0.0.1", amb.port))
+            assert await exchange(held[-1], mode)
+            await asyncio.sleep(0.05)  # distinct idle times: held[0] is idle the longest
+        newcomer: list[Conn] = []
+
+        async def served() -> bool:
+            conn = await asyncio.open_connection("127.0.0.1", amb.port)
+            if await exchange(conn, mode):
+                newcomer.append(conn)
+                return True
+            conn[1].close()
+            return False
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await served():
+            assert loop.time() < deadline, "a new client was never let in"
+            await asyncio.sleep(0.1)
+        assert await closed_by_ambassador(held[0])
+        assert await exchange(held[1], mode) and await exchange(held[2], mode)
+        rejected = amb.service.metrics.rejected.labels("default", "idle_evicted")
+        assert rejected._value.get() == 1
+        for _, writer in [*held, *newcomer]:
+            writer.close()
+
+
+async def test_busy_connections_are_not_cut_for_a_newcomer() -> None:
+    """Three connections that keep exchanging fill a limit of 3: a new client is refused and
+    none of the busy ones is cut."""
+    async with echo_member() as member, ambassador(env("tcp", member, 3)) as amb:
+        held = [await asyncio.open_connection("127.0.0.1", amb.port) for _ in range(3)]
+        listener = amb.service.running["default"].listener
+        await wait_for(lambda: len(listener.conns) == 3, 5, "three connections admitted")
+        stop = asyncio.Event()
+
+        async def chatter(conn: Conn) -> bool:
+            while not stop.is_set():
+                if not await exchange(conn, "tcp"):
+                    return False
+                await asyncio.sleep(0.1)
+            return True
+
+        chatting = [asyncio.create_task(chatter(conn)) for conn in held]
+        refused = amb.service.metrics.rejected.labels("default", "max_connections")
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.0  # a window longer than the idle age that allows a cut
+        while loop.time() < until:
+            conn = await asyncio.open_connection("127.0.0.1", amb.port)
+            assert await closed_by_ambassador(conn)
+            conn[1].close()
+            await asyncio.sleep(0.2)
+        stop.set()
+        assert all(await asyncio.gather(*chatting))
+        assert refused._value.get() >= 5
+        for _, writer in held:
+            writer.close()
