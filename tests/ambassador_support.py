@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador.discovery import Resolver, system_resolve
@@ -66,7 +68,26 @@ class Backend:
             await asyncio.sleep(float(request.query.get("s", "0.2")))
             return web.Response(text=self.name)
 
+        async def refuse_large(request: web.Request) -> web.StreamResponse | None:
+            if (request.content_length or 0) > 1000:  # decided on the head alone
+                self.seen.append({"path": request.path, "refused": request.content_length})
+                raise web.HTTPRequestEntityTooLarge(1000, request.content_length or 0)
+            return await _default_expect_handler(request)  # sends 100 Continue
+
+        async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            self.seen.append({"path": request.path, "websocket": True})
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await ws.send_str(f"{self.name}:{msg.data}")
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    await ws.send_bytes(msg.data)
+            return ws
+
         app = web.Application()
+        app.router.add_get("/ws", ws_echo)
+        app.router.add_post("/limited", echo, expect_handler=refuse_large)
         app.router.add_get("/health", health)
         app.router.add_post("/echo", echo)
         app.router.add_get("/big", big)

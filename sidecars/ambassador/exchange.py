@@ -39,7 +39,7 @@ class Exchange:
     __slots__ = (
         "side", "head", "early", "listener", "loop", "body", "retriable", "key", "out_head",
         "needs_host", "tried", "member", "up", "task", "error", "last", "started", "rbuf",
-        "resp", "resp_body", "close_after", "finished", "plain",
+        "resp", "resp_body", "close_after", "finished", "plain", "http10", "tunnel",
     )  # fmt: skip
 
     def __init__(self, side: ClientSide, head: wire.Head, out_head: bytes, early: bytes) -> None:
@@ -49,8 +49,16 @@ class Exchange:
         settings = listener.settings
         self.body = request_body(head)
         self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
+        self.http10 = head.version == b"HTTP/1.0"  # kept alive only when it asked
         # its answer may take the fast path (see up_data)
-        self.plain = self.body is None and not head.close and head.first[0] != b"HEAD"
+        self.plain = (
+            self.body is None
+            and not head.close
+            and head.first[0] != b"HEAD"
+            and not self.http10
+            and not head.upgrade
+        )
+        self.tunnel = False  # bytes both ways after the member switched protocols (101)
         key = b""  # only hashing reads it
         if settings.policy == "hash":
             key = side.ip.encode()
@@ -140,7 +148,7 @@ class Exchange:
     def _give_up(self) -> None:
         self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
         close = self.body is not None or self.head.close
-        self.side.transport.write(wire.error_response(*self.error, close=close))
+        self.side.transport.write(wire.error_response(*self.error, close, self.http10))
         self._done(keep=not close)
 
     def _retry_or_answer(self) -> None:
@@ -165,6 +173,9 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if self.tunnel:  # counted out when it switched
+            self.side.exchange_done(False, linger=False)
+            return
         self.listener.pending -= 1
         body_left = self.body is not None and not self.body.done
         self.side.exchange_done(keep and not body_left, linger=body_left or self.body is not None)
@@ -208,7 +219,8 @@ class Exchange:
         self._release_up(reuse=False)
         if not self.finished:
             self.finished = True
-            self.listener.pending -= 1
+            if not self.tunnel:  # a tunnel was counted out when it switched
+                self.listener.pending -= 1
 
     def awaiting_head(self) -> bool:
         return self.resp is None and self.up is not None
@@ -292,9 +304,14 @@ class Exchange:
             buf = buf[end + 4 :] if len(buf) > end + 4 else b""
             status = hit[1]
             if status == 101:
-                return self._bad_member("protocol", "member switched protocols unasked")
-            if status >= 200:  # interim answers are skipped: we answered 100 ourselves
+                if not self.head.upgrade or self.body is not None:
+                    return self._bad_member("protocol", "member switched protocols unasked")
+                self.rbuf = b""
+                return self._switch(hit[0], buf)
+            if status >= 200:
                 break
+            if not self.http10:  # 100 Continue (the member wants the body), 103 Early Hints
+                self.side.transport.write(hit[2])
         self.rbuf = b""
         self._response(hit[0], status, hit[2], buf)
 
@@ -327,10 +344,11 @@ class Exchange:
         else:
             body, own, close = Body(), False, True
         self.resp, self.resp_body, self.close_after = resp, body, close
-        if own and not close:
+        if own and not close and not self.http10:
             out = plain
         else:
-            out = wire.forward_response(resp, wire.framing(resp) if own else b"", close)
+            framing = wire.framing(resp) if own else b""
+            out = wire.forward_response(resp, framing, close, self.http10)
         extra = b""
         if rest:
             try:
@@ -344,11 +362,35 @@ class Exchange:
         if body.done:
             self._response_end(reuse=not extra)
 
+    def _switch(self, resp: wire.Head, rest: bytes) -> None:
+        """The member switched protocols (101): from now on the bytes of both sides go to the
+        other as they come (a WebSocket), until either closes or the idle timeout passes."""
+        listener, side, up = self.listener, self.side, self.up
+        assert up is not None
+        listener.awaiting.pop(self, None)
+        listener.latency.observe(self.loop.time() - self.started)
+        up.member.failures_in_row = 0
+        self.tunnel, self.close_after = True, True
+        listener.pending -= 1  # no longer a request in flight
+        self.resp, self.resp_body, self.body = resp, Body(), Body()
+        side.transport.write(wire.switch_response(resp) + rest)
+        if side.buf:  # what the client sent after its request, already for the new protocol
+            data, side.buf = side.buf, b""
+            up.transport.write(data)
+        side.resume()
+
+    def client_eof(self) -> None:
+        """The client half-closed a tunnel: pass it on."""
+        up = self.up
+        if up is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+
     def _response_end(self, reuse: bool) -> None:
         assert self.resp is not None
         # a member that answered before the whole request body arrived is out of step
         body_sent = self.body is None or self.body.done
-        self._release_up(reuse and body_sent and not self.resp.close)
+        # a member asked to upgrade may still think it is being asked: never reused
+        self._release_up(reuse and body_sent and not self.resp.close and not self.head.upgrade)
         self._done(keep=not self.close_after)
 
     def up_closed(self, exc: Exception | None) -> None:

@@ -157,14 +157,17 @@ class ClientSide(asyncio.Protocol):
         has_body = head.chunked or bool(head.length)
         if listener.pending >= listener.settings.max_pending:
             listener.metrics.rejected.labels(listener.name, "max_pending").inc()
-            self.transport.write(wire.error_response(503, "too many requests in flight", has_body))
+            close = has_body or head.close
+            http10 = head.version == b"HTTP/1.0"
+            busy = wire.error_response(503, "too many requests in flight", close, http10)
+            self.transport.write(busy)
             if has_body:
                 self._linger()
+            elif close:
+                self.transport.close()
             elif rest:
                 self._head(rest)
             return
-        if head.expect_continue and has_body and head.version == b"HTTP/1.1":
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         listener.pending += 1
         if has_body:
             self.pause()  # until a member is connected
@@ -225,6 +228,9 @@ class ClientSide(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.client_eof = True
         ex = self.ex
+        if ex is not None and ex.tunnel:
+            ex.client_eof()
+            return True
         if ex is not None and ex.wants_body():  # the request body was cut short
             self.abort()
             return False

@@ -38,6 +38,10 @@ def forward_request(head: Head, client_ip: str, proto: bytes = b"http") -> bytes
         extra = b"x-forwarded-proto: %s\r\n" % proto
     if host and b"x-forwarded-host" not in forwarded:
         extra += b"x-forwarded-host: %s\r\n" % host
+    if head.expect_continue:  # the member decides whether the body is wanted
+        extra += b"expect: 100-continue\r\n"
+    if head.upgrade:
+        extra += b"connection: upgrade\r\nupgrade: %s\r\n" % head.upgrade
     return b"%s %s HTTP/1.1\r\n%sx-forwarded-for: %s\r\n%svia: %s\r\n%s\r\n" % (
         head.first[0],
         head.first[1],
@@ -49,18 +53,35 @@ def forward_request(head: Head, client_ip: str, proto: bytes = b"http") -> bytes
     )
 
 
-def forward_response(head: Head, body_framing: bytes, close: bool) -> bytes:
+def forward_response(head: Head, body_framing: bytes, close: bool, http10: bool = False) -> bytes:
+    """The response head sent to the client; an HTTP/1.0 client that asked to keep the
+    connection is told it is kept (else it waits for the close)."""
     status, reason = head.first
     return b"HTTP/1.1 %s %s\r\n%s%s%s\r\n" % (
         status,
         reason,
         head.block,
         body_framing,
-        b"connection: close\r\n" if close else b"",
+        _connection(close, http10),
     )
 
 
-def error_response(status: int, message: str, close: bool = True) -> bytes:
+def switch_response(head: Head) -> bytes:
+    """A member's 101 answer, sent on to the client: the connection becomes a tunnel."""
+    return b"HTTP/1.1 101 %s\r\n%supgrade: %s\r\nconnection: upgrade\r\n\r\n" % (
+        head.first[1],
+        head.block,
+        head.upgrade or head.get(b"upgrade") or b"",
+    )
+
+
+def _connection(close: bool, http10: bool) -> bytes:
+    if close:
+        return b"connection: close\r\n"
+    return b"connection: keep-alive\r\n" if http10 else b""
+
+
+def error_response(status: int, message: str, close: bool = True, http10: bool = False) -> bytes:
     reasons = {
         400: b"Bad Request",
         408: b"Request Timeout",
@@ -76,6 +97,6 @@ def error_response(status: int, message: str, close: bool = True) -> bytes:
         status,
         reasons.get(status, b"Error"),
         len(body),
-        b"connection: close\r\n" if close else b"",
+        _connection(close, http10),
         body,
     )

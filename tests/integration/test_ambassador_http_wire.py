@@ -52,7 +52,8 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         assert sorted(paths) == ["/echo", *(f"/p{i}" for i in range(5))]
 
 
-async def test_expect_100_continue_is_answered_before_the_body() -> None:
+async def test_expect_100_continue_is_forwarded_for_the_member_to_decide() -> None:
+    """The member, not the ambassador, answers 100 Continue: the body follows its answer."""
     async with backends(1) as bs, ambassador(http_env(bs)) as amb:
         reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
         writer.write(
@@ -73,7 +74,23 @@ async def test_expect_100_continue_is_answered_before_the_body() -> None:
         writer.close()
         headers = bs[0].seen[-1]["headers"]
         assert headers["X-Forwarded-For"] == "127.0.0.1"
-        assert "expect" not in {k.lower() for k in headers}  # answered here, not forwarded
+        assert headers["Expect"] == "100-continue"
+
+
+async def test_a_member_refusing_an_expected_body_is_answered_before_any_upload() -> None:
+    """A 5 MB upload with Expect: the member refuses with 413 on the head alone, the client
+    gets that 413 and no byte of the body is ever asked for (HAProxy and nginx do the same)."""
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(
+            b"POST /limited HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert bs[0].seen == [{"path": "/limited", "refused": 5000000}]
 
 
 async def test_retry_budget_bounds_retries_when_every_member_fails() -> None:

@@ -24,7 +24,8 @@ def test_request_head_parses() -> None:
     assert not head.close and head.expect_continue
     out = wire.forward_request(head, "10.0.0.1").lower()
     assert b"x-secret" not in out  # named by Connection: hop-by-hop, dropped
-    assert b"expect" not in out and b"connection" not in out and b"host: api\r\n" in out
+    assert b"connection" not in out and b"host: api\r\n" in out
+    assert b"expect: 100-continue\r\n" in out  # the member decides whether it wants the body
 
 
 @pytest.mark.parametrize(
