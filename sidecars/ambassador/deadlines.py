@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from sidecars.runtime.tasks import spawn
+
 T = TypeVar("T", bound=Hashable)
 
 
@@ -21,8 +23,8 @@ class Deadlines(Generic[T]):
         self.entries: dict[T, float] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._sweep())
+    def start(self, name: str = "timeouts") -> None:
+        self._task = spawn(name, self._sweep())
 
     def add(self, entry: T, deadline: float) -> None:
         self.entries[entry] = deadline

@@ -7,6 +7,7 @@ import logging
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
+from sidecars.runtime.tasks import beat
 
 
 async def probe(member: Member, check: str, limit: float) -> bool:
@@ -55,6 +56,7 @@ class HealthChecker:
             return
         while True:
             await self.round()
+            beat()
             await asyncio.sleep(self.interval)
 
     async def round(self) -> None:

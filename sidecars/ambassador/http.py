@@ -55,7 +55,7 @@ class HttpListener(Listener):
 
     async def start(self) -> None:
         await super().start()
-        self.timeouts.start()
+        self.timeouts.start(f"request timeouts of listener {self.name}")
 
     async def close(self) -> None:
         await super().close()

@@ -9,6 +9,7 @@ from typing import Protocol
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.metrics import Metrics
+from sidecars.runtime.tasks import spawn
 
 
 class Conn(Protocol):
@@ -57,7 +58,7 @@ class Listener:
 
     async def start(self) -> None:
         self.server = await self._serve()
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = spawn(f"idle sweep of listener {self.name}", self._sweep())
 
     async def _serve(self) -> Server:
         raise NotImplementedError

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from sidecars.ambassador.balancer import Balancer
 from sidecars.ambassador.cluster import Cluster, RetryBudget
@@ -17,6 +15,7 @@ from sidecars.ambassador.members import EjectPolicy
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.spec import ListenerSpec
 from sidecars.ambassador.tcp import TcpListener
+from sidecars.runtime.tasks import spawn
 
 
 def _eject(spec: ListenerSpec) -> EjectPolicy:
@@ -77,23 +76,24 @@ class Running:
         discovery = self._discovery()
         await discovery.prime()
         await self.listener.start()
-        self._spawn(discovery.run())
-        self._spawn(self._health().run())
+        self._loops(discovery)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _loops(self, discovery: Discovery) -> None:
+        """Discovery (done at once without DNS or file sources) and health checks, supervised:
+        one that fails takes the sidecar down."""
+        s, name = self.spec.settings, self.spec.name
+        self._spawn(spawn(f"discovery of listener {name}", discovery.run(), finite=True))
+        checks = spawn(
+            f"health checks of listener {name}",
+            self._health().run(),
+            finite=s.health_check == "none",
+            beat_every=s.health_interval + s.health_timeout,
+        )
+        self._spawn(checks)
+
+    def _spawn(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error(
-                "background work of listener %s failed: %r",
-                self.spec.name,
-                task.exception(),
-                extra={"listener": self.spec.name},
-            )
+        task.add_done_callback(self.tasks.discard)
 
     async def reconfigure(self, spec: ListenerSpec) -> None:
         """New settings and sources on the same address and mode; members that stay keep their
@@ -112,8 +112,7 @@ class Running:
         self.listener.reconfigure(s)
         discovery = self._discovery()
         await discovery.prime()
-        self._spawn(discovery.run())
-        self._spawn(self._health().run())
+        self._loops(discovery)
 
     async def _stop_tasks(self) -> None:
         tasks = list(self.tasks)

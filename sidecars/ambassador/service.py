@@ -13,6 +13,7 @@ from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.running import Running
 from sidecars.ambassador.spec import ListenerSpec
 from sidecars.runtime import ConfigError, Runtime, Sidecar, admin
+from sidecars.runtime.tasks import beat, spawn
 
 READY_EVERY = 0.25  # seconds between readiness evaluations
 
@@ -51,11 +52,11 @@ class Ambassador:
         )
         loop.add_signal_handler(signal.SIGHUP, self.reload_wanted.set)
         background = [
-            asyncio.create_task(self._readiness()),
-            asyncio.create_task(self._reloads()),
+            spawn("readiness", self._readiness(), beat_every=READY_EVERY),
+            spawn("reloads", self._reloads()),
         ]
         if self.config.config:
-            background.append(asyncio.create_task(self._watch_file(self.config.config)))
+            background.append(spawn("config file watch", self._watch_file(self.config.config)))
         try:
             await stopping.wait()
         finally:
@@ -101,6 +102,7 @@ class Ambassador:
                 self.rt.readiness.set(False, "no healthy member in any cluster")
             else:
                 self.rt.readiness.set(True)
+            beat()
             await asyncio.sleep(READY_EVERY)
 
     async def _watch_file(self, path: str) -> None:
@@ -154,7 +156,7 @@ class Ambassador:
             # Gone or moved: stop accepting now, let its connections finish in the background.
             del self.running[name]
             old.listener.stop_accepting()
-            task = asyncio.create_task(old.stop(drain_until))
+            task = spawn(f"drain of listener {name}", old.stop(drain_until), finite=True)
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
         ok = True

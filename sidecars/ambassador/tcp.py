@@ -447,7 +447,7 @@ class TcpListener(Listener):
         self.dialing: Deadlines[Relay] = Deadlines(
             lambda: self.settings.connect_timeout, Relay.connect_timed_out
         )
-        self.dialing.start()
+        self.dialing.start(f"connect timeouts of listener {self.name}")
         self.addresses: dict[tuple[str, int], tuple[int, tuple[object, ...]] | None] = {}
         return _Acceptor(self, socks)
 

@@ -13,6 +13,7 @@ from watchfiles import awatch
 
 from sidecars.logshipper.batching import Budget
 from sidecars.logshipper.tailer import Tailer
+from sidecars.runtime.tasks import beat, spawn
 
 
 def watch_roots(patterns: tuple[str, ...]) -> tuple[list[str], bool]:
@@ -65,6 +66,7 @@ class Scheduler:
         stop_waiter = asyncio.create_task(self._wake_on(stopping))
         try:
             while not stopping.is_set():
+                beat()
                 mono = time.monotonic()
                 if mono >= self._rescan_due:
                     self.tailer.scan()
@@ -131,7 +133,8 @@ class Scheduler:
             self._watch_task = None
             return
         self._watch_stop = asyncio.Event()
-        self._watch_task = asyncio.create_task(self._watch(roots[0], roots[1], self._watch_stop))
+        watch = self._watch(roots[0], roots[1], self._watch_stop)
+        self._watch_task = spawn("file events", watch, finite=True)
 
     async def _watch(self, roots: list[str], recursive: bool, stop: asyncio.Event) -> None:
         try:

@@ -30,6 +30,7 @@ from sidecars.logshipper.shipping import Sender
 from sidecars.logshipper.tailer import Tailer
 from sidecars.logshipper.template import template_name, template_request
 from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
+from sidecars.runtime.tasks import spawn
 
 _ACCEPT = {"accept": "application/json"}
 _MIMETYPES = ("application/json", "application/x-ndjson")
@@ -229,15 +230,15 @@ class Shipper:
             poll_interval=c.poll_interval,
             rescan_interval=c.rescan_interval,
         )
-        workers = [asyncio.create_task(self._send(sender)) for _ in range(c.max_in_flight)]
+        workers = [spawn(f"sender {i + 1}", self._send(sender)) for i in range(c.max_in_flight)]
         helpers = [
-            asyncio.create_task(self._flusher()),
-            asyncio.create_task(self._checkpointer()),
-            asyncio.create_task(self._probe(transport)),
-            asyncio.create_task(self._install_template(transport)),
+            spawn("flusher", self._flusher()),
+            spawn("checkpointer", self._checkpointer()),
+            spawn("Elasticsearch probe", self._probe(transport), finite=True),
+            spawn("index template", self._install_template(transport), finite=True),
         ]
         try:
-            await scheduler.run(stopping)
+            await spawn("reader", scheduler.run(stopping), beat_every=c.poll_interval)
             await self._drain()
         finally:
             for task in (*workers, *helpers):

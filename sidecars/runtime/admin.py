@@ -67,14 +67,27 @@ class AdminApp:
         self.routes[path] = _Page(render)
 
 
-def build_app(readiness: Readiness, registry: CollectorRegistry) -> AdminApp:
+def build_app(
+    readiness: Readiness,
+    registry: CollectorRegistry,
+    stalled: Callable[[], str | None] = lambda: None,
+) -> AdminApp:
+    """/healthz is 503 naming the loop while `stalled()` gives a reason, /readyz follows
+    `readiness`, /metrics is `registry`."""
+
+    def healthz() -> Reply:
+        reason = stalled()
+        if reason is None:
+            return Reply(200, TEXT, b"ok\n")
+        return Reply(503, TEXT, f"not alive: {reason}\n".encode())
+
     def readyz() -> Reply:
         if readiness.ready:
             return Reply(200, TEXT, b"ready\n")
         return Reply(503, TEXT, f"not ready: {readiness.reason}\n".encode())
 
     app = AdminApp()
-    app.add("/healthz", lambda: Reply(200, TEXT, b"ok\n"))
+    app.add("/healthz", healthz)
     app.add("/readyz", readyz)
     app.add("/metrics", lambda: Reply(200, CONTENT_TYPE_LATEST, generate_latest(registry)))
     return app

@@ -14,7 +14,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from sidecars import __version__
-from sidecars.runtime import admin, logs
+from sidecars.runtime import admin, logs, tasks
 from sidecars.runtime.settings import (
     EXIT_CONFIG,
     ConfigError,
@@ -53,6 +53,12 @@ class CommonConfig:
         "20s",
         "longest graceful drain after SIGTERM (keep it below the pod's grace period)",
         duration(0.0, 3600.0),
+        metavar="DURATION",
+    )
+    stall_timeout: float = setting(
+        "60s",
+        "/healthz fails when a supervised loop made no progress for this long beyond its period",
+        duration(0.1, 86400.0),
         metavar="DURATION",
     )
 
@@ -160,7 +166,10 @@ async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logge
     )
     info.labels(__version__).set(1)
     readiness = admin.Readiness()
-    rt = Runtime(sidecar.name, log, registry, readiness, admin.build_app(readiness, registry))
+    supervisor = tasks.Supervisor(log, config.stall_timeout)
+    tasks.install(supervisor)
+    app = admin.build_app(readiness, registry, supervisor.stalled)
+    rt = Runtime(sidecar.name, log, registry, readiness, app)
     try:
         service = sidecar.build(config, rt)
     except ConfigError as exc:
@@ -173,15 +182,27 @@ async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logge
     except OSError as exc:
         log.error("cannot serve the admin address %s:%d: %s", host, port, exc.strerror)
         return EXIT_FAILURE
+    tasks.spawn("log summaries", _report_suppressed())
     try:
-        return await _supervise(service, config.shutdown_timeout, readiness, log)
+        return await _supervise(service, config.shutdown_timeout, readiness, log, supervisor)
     finally:
         await runner.cleanup()
 
 
+async def _report_suppressed() -> None:
+    while True:
+        await asyncio.sleep(2.5)
+        logs.flush()
+
+
 async def _supervise(
-    service: Service, drain_seconds: float, readiness: admin.Readiness, log: logging.Logger
+    service: Service,
+    drain_seconds: float,
+    readiness: admin.Readiness,
+    log: logging.Logger,
+    supervisor: tasks.Supervisor | None = None,
 ) -> int:
+    supervisor = supervisor or tasks.Supervisor(log, 60.0)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -192,6 +213,7 @@ async def _supervise(
             os._exit(EXIT_FORCED)
         log.info("%s received: draining for at most %.1fs", name, drain_seconds)
         readiness.set(False, "shutting down")
+        supervisor.closing = True
         stopping.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,8 +222,18 @@ async def _supervise(
         on_signal(_early[0])
     task = asyncio.create_task(service.run(stopping))
     stop_wait = asyncio.create_task(stopping.wait())
+    died = asyncio.create_task(supervisor.failed.wait())
     try:
-        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stop_wait, died}, return_when=asyncio.FIRST_COMPLETED)
+        if supervisor.failure is not None:
+            # logged by the supervisor; let the service unwind (bounded), then exit 1
+            readiness.set(False, f"background task {supervisor.failure}")
+            supervisor.closing = True
+            task.cancel()
+            await asyncio.wait({task}, timeout=drain_seconds)
+            if task.done() and not task.cancelled():
+                task.exception()  # seen: the first failure is the one that counts
+            return EXIT_FAILURE
         if not task.done():
             try:
                 async with asyncio.timeout(drain_seconds):
@@ -211,12 +243,16 @@ async def _supervise(
                 log.error("drain did not finish within %.1fs: exiting", drain_seconds)
                 return EXIT_FAILURE
         code = task.result()
-    except Exception:
-        log.exception("sidecar failed")
+    except Exception as exc:
+        log.error("sidecar failed: %s", tasks.describe(exc))
+        log.debug("traceback of the failure", exc_info=exc)
         return EXIT_FAILURE
     finally:
+        supervisor.closing = True
         stop_wait.cancel()
+        died.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        logs.flush(everything=True)
     log.info("stopped", extra={"exit_code": code})
     return code

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecars.runtime import ConfigError, Runtime, Sidecar
+from sidecars.runtime.tasks import spawn
 from sidecars.warloader.config import Config
 from sidecars.warloader.copier import Progress
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_OK, LoadError, SourceConfigError
@@ -53,13 +54,14 @@ class Loader:
                 await stopping.wait()
             return EXIT_OK
         done = asyncio.Event()
-        async with self._session() as session, asyncio.TaskGroup() as tg:
-            tg.create_task(self.progress.run(done))
+        async with self._session() as session:
+            progress = spawn("progress log", self.progress.run(done), finite=True)
             try:
                 installer = Installer(self.plan, session, self._auth, self.log)
                 return await self._serve(installer, stopping)
             finally:
                 done.set()
+                await asyncio.gather(progress, return_exceptions=True)
 
     async def _serve(self, installer: Installer, stopping: asyncio.Event) -> int:
         first = asyncio.ensure_future(self.load_all(installer))

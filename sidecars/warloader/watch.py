@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import watchfiles
 
+from sidecars.runtime.tasks import spawn
 from sidecars.warloader.sources import Source
 
 if TYPE_CHECKING:
@@ -27,13 +28,15 @@ async def run(loader: Loader, installer: Installer, stopping: asyncio.Event) -> 
         "watching sources for changes",
         extra={"files": len(files), "directories": len(dirs), "urls": len(urls)},
     )
-    async with asyncio.TaskGroup() as tg:
-        if files:
-            tg.create_task(_watch(loader, installer, files, False, stopping))
-        if dirs:
-            tg.create_task(_watch(loader, installer, dirs, True, stopping))
-        for src in urls:
-            tg.create_task(_poll(loader, installer, src, stopping))
+    tasks = []
+    if files:
+        tasks.append(spawn("file watch", _watch(loader, installer, files, False, stopping)))
+    if dirs:
+        tasks.append(spawn("directory watch", _watch(loader, installer, dirs, True, stopping)))
+    for src in urls:
+        poll = _poll(loader, installer, src, stopping)
+        tasks.append(spawn(f"poll of {installer.target(src)}", poll))
+    await asyncio.gather(*tasks)
 
 
 def _root(src: Source, recursive: bool) -> str:
