@@ -169,6 +169,19 @@ class Config(CommonConfig):
     poll_interval: float = setting(
         "1s", "how often open files are checked for growth when no event came", duration(0.01)
     )
+    follow_symlinks: str = setting(
+        "inside",
+        "symlinks among the matches: inside (followed when the resolved target stays under "
+        "the globs' directories), any, never",
+        choice("inside", "any", "never"),
+        metavar="POLICY",
+    )
+    max_files: int = setting(
+        "10000",
+        "most files followed at once; further matches wait (logshipper_files_waiting)",
+        integer(1, 10_000_000),
+        metavar="N",
+    )
     rotate_wait: float = setting(
         "5s", "keep reading a rotated or deleted file until it stayed idle this long", duration(0.0)
     )

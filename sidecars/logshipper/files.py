@@ -13,6 +13,7 @@ from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.framing import Framer, Line
 from sidecars.logshipper.identity import file_uid, read_fingerprint, still_matches
 from sidecars.logshipper.multiline import Joiner
+from sidecars.logshipper.opening import Opener
 
 CHUNK = 1 << 20
 
@@ -21,8 +22,9 @@ class Tracked:
     """A file incarnation being followed. `offset` is where the next read starts (bytes of an
     incomplete last line are read again later); `progress.acked` is the checkpoint."""
 
-    def __init__(self, path: str, dev: int, ino: int, max_line: int) -> None:
+    def __init__(self, path: str, dev: int, ino: int, max_line: int, opener: Opener) -> None:
         self.path = path
+        self.opener = opener
         self.path_json = orjson.dumps(path)
         self.dev, self.ino = dev, ino
         self.fp: str | None = None
@@ -63,16 +65,11 @@ class Tracked:
 
     def open(self) -> int:
         """The fd, opening the path if needed; raises FileNotFoundError when the path no
-        longer names this file (the caller then treats the file as rotated)."""
-        if self.fd is not None:
-            return self.fd
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != self.key:
-            os.close(fd)
-            raise FileNotFoundError(self.path)
-        self.fd = fd
-        return fd
+        longer names this file (the caller then treats the file as rotated): a name replaced
+        by a symlink, a FIFO or another file is never opened for reading."""
+        if self.fd is None:
+            self.fd, _ = self.opener.open(self.path, self.key)
+        return self.fd
 
     def close(self) -> None:
         if self.fd is not None:
@@ -145,7 +142,8 @@ class Reader:
             self._emit_lines(f, framed, now)
             count = len(framed)
         f.offset += used
-        if f.offset > f.emitted_end and (f.joiner is None or not f.joiner.pending):
+        pending = f.framer.skipping or (f.joiner is not None and f.joiner.pending)
+        if f.offset > f.emitted_end and not pending:
             f.progress.skip(f.offset)
             f.emitted_end = f.offset
         self.lines += count

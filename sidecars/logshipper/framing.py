@@ -47,8 +47,11 @@ class Framer:
             pos = last + 1
         rest = len(data) - pos
         if rest > limit:
-            # no newline within the limit: ship the head now, discard the rest as it comes
-            out.append((offset + pos, offset + len(data), data[pos : pos + limit], True))
+            # no newline within the limit: ship the head now, discard the rest as it comes.
+            # The head's record ends where the line starts: a checkpoint never points into a
+            # line, so after a crash the line is read again from its start, and its head
+            # (same offset, same id) replaces itself instead of its tail becoming a record
+            out.append((offset + pos, offset + pos, data[pos : pos + limit], True))
             self.skipping = True
             pos = len(data)
         elif flush and rest:

@@ -76,6 +76,11 @@ class Metrics:
         )
         self.files_tracked = Gauge("logshipper_files_tracked", "Files followed", registry=r)
         self.files_open = Gauge("logshipper_files_open", "Files held open", registry=r)
+        self.files_waiting = Gauge(
+            "logshipper_files_waiting",
+            "Matching files not followed because LOGSHIPPER_MAX_FILES are followed already",
+            registry=r,
+        )
         self.checkpoint_errors = Counter(
             "logshipper_checkpoint_errors", "Failed checkpoint writes", registry=r
         )

@@ -12,25 +12,15 @@ import time
 from watchfiles import awatch
 
 from sidecars.logshipper.batching import Budget
+from sidecars.logshipper.opening import fixed_root
 from sidecars.logshipper.tailer import Tailer
 from sidecars.runtime.tasks import beat, spawn
 
 
 def watch_roots(patterns: tuple[str, ...]) -> tuple[list[str], bool]:
     """Existing directories to watch for the globs, and whether to watch recursively."""
-    roots: set[str] = set()
-    recursive = False
-    for pattern in patterns:
-        parts = pattern.split(os.sep)
-        fixed: list[str] = []
-        for part in parts[:-1]:
-            if glob.has_magic(part):
-                recursive = True
-                break
-            fixed.append(part)
-        root = os.sep.join(fixed) or (os.sep if pattern.startswith(os.sep) else ".")
-        if os.path.isdir(root):
-            roots.add(root)
+    roots = {root for root in map(fixed_root, patterns) if os.path.isdir(root)}
+    recursive = any(glob.has_magic(os.path.dirname(p)) for p in patterns)
     return sorted(roots), recursive
 
 

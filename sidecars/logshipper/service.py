@@ -119,6 +119,7 @@ class Shipper:
             chunk=min(CHUNK, max(64 << 10, config.queue_max_bytes // 8)),
         )
         self._checkpoint_due = asyncio.Event()
+        self._checkpoint_failures = 0
         self._answered = False
         self._template_done = asyncio.Event()
         self.transport = self._transport()
@@ -199,6 +200,8 @@ class Shipper:
             self.log,
             max_line=c.max_line_size,
             max_open=c.max_open_files,
+            max_files=c.max_files,
+            follow_symlinks=c.follow_symlinks,
             rotate_wait=c.rotate_wait,
             read_from_end=c.read_from == "end" and not saved,
             multiline=(c.multiline_pattern, c.multiline_max_lines, c.max_line_size)
@@ -302,8 +305,22 @@ class Shipper:
         try:
             await asyncio.to_thread(self.store.save, self.tailer.entries())
         except OSError as exc:
+            # retried each checkpoint interval (a full state volume frees up): nothing is
+            # lost meanwhile, a restart only re-sends acknowledged records with their ids
             self.metrics.checkpoint_errors.inc()
-            self.log.error("cannot write checkpoints", extra={"error": str(exc)})
+            self._checkpoint_due.set()
+            self._checkpoint_failures += 1
+            if self._checkpoint_failures % 100 == 1:
+                self.log.error(
+                    "cannot write checkpoints; retrying",
+                    extra={"error": str(exc), "failures": self._checkpoint_failures},
+                )
+            return
+        if self._checkpoint_failures:
+            self.log.info(
+                "checkpoints written again", extra={"failures": self._checkpoint_failures}
+            )
+            self._checkpoint_failures = 0
 
     async def _install_template(self, transport: AsyncTransport) -> None:
         """Create the index template before the first document creates an index (the senders

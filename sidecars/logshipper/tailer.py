@@ -15,6 +15,10 @@ from sidecars.logshipper.files import Reader, Tracked
 from sidecars.logshipper.identity import read_fingerprint, still_matches
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.multiline import Joiner
+from sidecars.logshipper.opening import Opener, Refused
+
+_WARN_EVERY = 30.0  # at most one warning per reason this often, however many paths
+_WARNED_MAX = 10_000  # paths remembered as warned about (a flood of bad names stays bounded)
 
 
 class Tailer:
@@ -32,6 +36,8 @@ class Tailer:
         *,
         max_line: int,
         max_open: int,
+        max_files: int,
+        follow_symlinks: str,
         rotate_wait: float,
         read_from_end: bool,
         multiline: tuple[str, int, int] | None,
@@ -45,6 +51,8 @@ class Tailer:
         self.log = log
         self.max_line = max_line
         self.max_open = max_open
+        self.max_files = max_files
+        self.opener = Opener(self.patterns, follow_symlinks)
         self.rotate_wait = rotate_wait
         self.read_from_end = read_from_end
         self.multiline = multiline
@@ -56,22 +64,39 @@ class Tailer:
         reader.on_truncate = self._follow_copy
         self._first_scan = True
         self._warned: set[str] = set()
+        self._warned_at: dict[str, tuple[float, int]] = {}
+        self.waiting = 0  # matches not followed at the last scan: LOGSHIPPER_MAX_FILES reached
 
     # --- discovery ------------------------------------------------------------------------
 
     def scan(self) -> None:
         """Re-evaluate the globs; pick up new files, notice renamed, rotated and deleted ones."""
-        seen: set[str] = set()
+        seen: set[str] = set()  # followed paths only: bounded by LOGSHIPPER_MAX_FILES
+        self.opener.refresh()
+        waiting = 0
         for pattern in self.patterns:
-            matches = glob.glob(pattern, recursive=True)
-            if not matches and pattern not in self._warned:
-                self._warned.add(pattern)
-                self.log.warning("no file matches %s yet; waiting for one", pattern)
-            for path in matches:
+            matched = False
+            for path in _matches(pattern):
+                matched = True
                 if path in seen or self._excluded(path):
                     continue
-                seen.add(path)
+                if path not in self.by_path and len(self.by_key) >= self.max_files:
+                    waiting += 1
+                    continue
                 self._discover(path)
+                if path in self.by_path:
+                    seen.add(path)
+            if not matched and pattern not in self._warned:
+                self._warned.add(pattern)
+                self.log.warning("no file matches %s yet; waiting for one", pattern)
+        if waiting:
+            self._warn_limited(
+                "limit",
+                f"{waiting} matching files wait: LOGSHIPPER_MAX_FILES={self.max_files} "
+                "files are followed already",
+            )
+        self.waiting = waiting
+        self.metrics.files_waiting.set(waiting)
         for path, f in list(self.by_path.items()):
             if path not in seen or self._names_other(f):
                 self._lost_path(f)
@@ -86,10 +111,10 @@ class Tailer:
 
     def _discover(self, path: str) -> None:
         try:
-            st = os.stat(path)
+            st = os.stat(path)  # never blocks, opens nothing: only followed files are opened
         except OSError:
             return
-        if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             self._warn_once(path, "not a regular file", "not_regular")
             return
         key = (st.st_dev, st.st_ino)
@@ -120,13 +145,19 @@ class Tailer:
         self.dirty.add(f)
 
     def _new(self, path: str, key: tuple[int, int]) -> Tracked | None:
-        f = Tracked(path, key[0], key[1], self.max_line)
+        f = Tracked(path, key[0], key[1], self.max_line, self.opener)
         if self.multiline is not None:
             f.joiner = Joiner(*self.multiline)
         try:
             f.open()
         except PermissionError:
             self._warn_once(path, "permission denied", "permission")
+            return None
+        except Refused as exc:
+            self._warn_once(path, exc.what, exc.reason)
+            return None
+        except IsADirectoryError:
+            self._warn_once(path, "not a regular file", "not_regular")
             return None
         except OSError:
             return None
@@ -198,13 +229,13 @@ class Tailer:
                     continue
                 if (st.st_dev, st.st_ino) in self.by_key:
                     continue
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd, st = self.opener.open(path, (st.st_dev, st.st_ino))
             except OSError:
                 continue
             if not f.fp or not still_matches(fd, f.fp, f.fp_len):
                 os.close(fd)
                 continue
-            copy = Tracked(path, st.st_dev, st.st_ino, self.max_line)
+            copy = Tracked(path, st.st_dev, st.st_ino, self.max_line, self.opener)
             copy.fd = fd
             copy.fp, copy.fp_len, copy.generation, copy.uid = f.fp, f.fp_len, f.generation, f.uid
             copy.offset, copy.emitted_end = f.offset, f.emitted_end
@@ -225,7 +256,11 @@ class Tailer:
         f = self.by_path.get(path)
         if f is None:
             # a new file: open it now, before a quick rotation could rename it out of sight
-            if any(fnmatch.fnmatch(path, p) for p in self.patterns) and not self._excluded(path):
+            if (
+                len(self.by_key) < self.max_files
+                and any(fnmatch.fnmatch(path, p) for p in self.patterns)
+                and not self._excluded(path)
+            ):
                 self._discover(path)
             return path in self.by_path
         self.dirty.add(f)
@@ -249,7 +284,7 @@ class Tailer:
     def _read(self, f: Tracked, now: float) -> bool:
         try:
             return self.reader.read(f, now)
-        except FileNotFoundError:
+        except (FileNotFoundError, Refused):  # the name is gone, or now names what we refuse
             if not f.rotated:
                 self._lost_path(f)
                 return True
@@ -269,11 +304,14 @@ class Tailer:
         multiline records and rotated files run here."""
         now = time.monotonic()
         for f in list(self.by_key.values()):
-            if f.fd is not None or f.offset < f.size or (f.joiner and f.joiner.pending):
-                self.dirty.add(f)
+            # before it is marked dirty again: a rotated file read to its end, idle for the
+            # rotate wait, is let go (and its fd and its place under LOGSHIPPER_MAX_FILES)
             if f.rotated and now - f.changed_at >= self.rotate_wait and f not in self.dirty:
                 if f.offset >= f.size and f.progress.idle:
                     self._drop(f, "")
+                    continue
+            if f.fd is not None or f.offset < f.size or (f.joiner and f.joiner.pending):
+                self.dirty.add(f)
         self.metrics.files_open.set(sum(1 for f in self.by_key.values() if f.fd is not None))
 
     def _drop(self, f: Tracked, why: str) -> None:
@@ -296,10 +334,25 @@ class Tailer:
                 f.close()
 
     def _warn_once(self, path: str, what: str, reason: str) -> None:
+        """Counted each time; one warning per path, and per reason at most one every
+        _WARN_EVERY seconds (a volume full of FIFOs or planted symlinks is one line)."""
         self.metrics.file_errors.labels(reason).inc()
-        if path not in self._warned:
-            self._warned.add(path)
-            self.log.warning("skipping %s: %s", path, what)
+        if path in self._warned:
+            return
+        if len(self._warned) >= _WARNED_MAX:
+            self._warned.clear()
+        self._warned.add(path)
+        self._warn_limited(reason, f"skipping {path}: {what}")
+
+    def _warn_limited(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        last, suppressed = self._warned_at.get(reason, (-_WARN_EVERY, 0))
+        if now - last < _WARN_EVERY:
+            self._warned_at[reason] = (last, suppressed + 1)
+            return
+        self._warned_at[reason] = (now, 0)
+        extra = {"reason": reason, "suppressed": suppressed} if suppressed else {"reason": reason}
+        self.log.warning(message, extra=extra)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -326,6 +379,28 @@ class Tailer:
     def close(self) -> None:
         for f in self.by_key.values():
             f.close()
+
+
+def _matches(pattern: str) -> Iterator[str]:
+    """The paths `pattern` names, lazily: a directory of millions of entries is not listed
+    into memory when only the last part of the pattern has wildcards."""
+    directory, name = os.path.split(pattern)
+    if glob.has_magic(directory) or "**" in name:
+        yield from glob.iglob(pattern, recursive=True)
+        return
+    if not glob.has_magic(name):
+        if os.path.lexists(pattern):
+            yield pattern
+        return
+    try:
+        with os.scandir(directory or ".") as it:
+            for entry in it:
+                if (name.startswith(".") or not entry.name.startswith(".")) and fnmatch.fnmatch(
+                    entry.name, name
+                ):
+                    yield os.path.join(directory, entry.name) if directory else entry.name
+    except OSError:
+        return
 
 
 def _find_inode(directory: str, key: tuple[int, int]) -> str | None:
