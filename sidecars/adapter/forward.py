@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError
 from sidecars.runtime.http.head import HttpError, no_body, parse_response
-from sidecars.runtime.http1 import Connection, Request, Route, Writer, date_line, response_head
+from sidecars.runtime.http.server import (
+    Connection,
+    Request,
+    Route,
+    Writer,
+    date_line,
+    response_head,
+)
 
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
@@ -145,7 +152,7 @@ class _Pending:
         self.fwd.client.release(app, keep)
         keep_alive = self.request.keep_alive
         wire = b"%bContent-Length: %d\r\n%b\r\n%b" % (
-            response_head(status, passed, keep_alive),
+            response_head(status, passed, keep_alive, self.request.http10),
             length,
             date_line(),
             body,

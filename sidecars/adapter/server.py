@@ -9,7 +9,7 @@ from sidecars.adapter.health import CONTENT_TYPE, Answer
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
-from sidecars.runtime.http1 import (
+from sidecars.runtime.http.server import (
     Connection,
     Deferred,
     Request,

@@ -16,7 +16,7 @@ from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import HealthProbe, Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
 from sidecars.runtime import ConfigError, Runtime, Sidecar
-from sidecars.runtime.http1 import Route, Server
+from sidecars.runtime.http.server import Route, Server
 
 Flights = list[SingleFlight[Answer] | SingleFlight[Probe]]
 

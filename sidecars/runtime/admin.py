@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from sidecars.runtime.http1 import Request, Route, Server, Writer, date_line, response_head
+from sidecars.runtime.http.server import Request, Route, Server, Writer, date_line, response_head
 
 TEXT = "text/plain; charset=utf-8"
 

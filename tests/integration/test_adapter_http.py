@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from sidecars.runtime import http1
+from sidecars.runtime.http import server
 from tests.adapter_support import AppProcess, adapter_in_process, app_process
 from tests.integration.test_adapter_health import QUEUE_RULE, env
 
@@ -48,7 +49,9 @@ LAST = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(port: int) -> None:
     head = b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
     mapped = b"GET /mapped HTTP/1.1\r\nHost: x\r\n\r\n"
-    out = await exchange(port, GET + head + mapped + b"GET /nope HTTP/1.1\r\n\r\n" + LAST)
+    out = await exchange(
+        port, GET + head + mapped + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" + LAST
+    )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
     assert statuses == [b"200", b"200", b"200", b"404", b"200"]
     assert out.count(b'{"status":"pass",') == 2  # HEAD has no body
@@ -72,17 +75,50 @@ async def test_http10_closes_and_11_keeps_alive(port: int) -> None:
         writer.close()
 
 
+async def test_http10_keep_alive_is_kept_and_answered_so(port: int) -> None:
+    """HTTP/1.0 with `Connection: keep-alive` (as `ab -k` sends it) is told `Connection:
+    keep-alive` and kept, on cached, mapped and refused answers alike."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for path in (b"/health", b"/health", b"/mapped", b"/nope"):
+            writer.write(b"GET %s HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n" % path)
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+            assert b"\r\nConnection: keep-alive\r\n" in head, head
+    finally:
+        writer.close()
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="apache2-utils (ab) is not installed")
+@pytest.mark.parametrize("path", ["/health", "/mapped"])
+async def test_ab_keep_alive_completes(port: int, path: str) -> None:
+    """`ab -k` finishes every request, all of them on kept connections."""
+    proc = await asyncio.create_subprocess_exec(
+        "ab", "-k", "-n", "300", "-c", "4", "-s", "5", f"http://127.0.0.1:{port}{path}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "Failed requests:        0" in text and "Keep-Alive requests:    300" in text, text
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
         (b"GARBAGE\r\n\r\n", b"400"),
-        (b"GET /health HTTP/2.0\r\n\r\n", b"400"),
-        (b"GET /health HTTP/1.1\r\nbad header\r\n\r\n", b"400"),
-        (b"GET /mapped HTTP/1.1\r\nAccept: a\nX-Smuggled: 1\r\n\r\n", b"400"),
+        (b"GET /health HTTP/2.0\r\n\r\n", b"505"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n", b"400"),
+        (b"GET /health HTTP/1.1\r\n\r\n", b"400"),  # no Host
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"400"),
+        (b"GET /mapped HTTP/1.1\r\nHost: x\r\nAccept: a\nX-Smuggled: 1\r\n\r\n", b"400"),
         (b"GET /health HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
-        (b"GET /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"400"),
-        (b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
-        (b"POST /health HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", b"405"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"400"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
+        (b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi", b"405"),
     ],
 )
 async def test_bad_requests_get_an_error_and_the_connection_closes(
@@ -94,13 +130,17 @@ async def test_bad_requests_get_an_error_and_the_connection_closes(
     assert out.count(b"HTTP/1.1 ") == 1
 
 
-async def test_no_open_proxy_absolute_targets_are_not_found(port: int) -> None:
+async def test_absolute_targets_are_answered_here_never_proxied(port: int) -> None:
+    """An absolute-form target names this server's own path (RFC 9112 section 3.2.2): the
+    adapter answers its /health itself and never connects to the authority it names."""
     out = await exchange(port, b"GET http://127.0.0.1:1/health HTTP/1.1\r\n\r\n" + LAST)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200", b"200"]
+    out = await exchange(port, b"GET http://127.0.0.1:1/elsewhere HTTP/1.1\r\n\r\n" + LAST)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"404", b"200"]
 
 
 async def test_405_names_the_allowed_methods_and_keeps_the_connection(port: int) -> None:
-    out = await exchange(port, b"DELETE /health HTTP/1.1\r\n\r\n" + LAST)
+    out = await exchange(port, b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n" + LAST)
     assert out.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert b"Allow: GET, HEAD\r\n" in out
     assert out.count(b"HTTP/1.1 200 OK") == 1
@@ -109,8 +149,8 @@ async def test_405_names_the_allowed_methods_and_keeps_the_connection(port: int)
 async def test_slow_heads_and_idle_connections_are_closed(
     app: AppProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http1, "HEAD_TIMEOUT", 0.4)
-    monkeypatch.setattr(http1, "IDLE_TIMEOUT", 0.6)
+    monkeypatch.setattr(server, "HEAD_TIMEOUT", 0.4)
+    monkeypatch.setattr(server, "IDLE_TIMEOUT", 0.6)
     async with adapter_in_process(env(app, [QUEUE_RULE], cache="60s")) as (base, _, _svc):
         port = int(base.rsplit(":", 1)[1])
         # A head trickled byte by byte is cut once it is older than HEAD_TIMEOUT.

@@ -6,14 +6,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecars.adapter.metrics import AdapterMetrics
-from sidecars.runtime import http1
+from sidecars.runtime.http import server
 
 pytestmark = pytest.mark.unit
 
 
 def test_a_repeated_head_gives_equal_but_separate_requests() -> None:
     head = b"GET /health?x=1 HTTP/1.1\r\nHost: a\r\nAccept: application/json"
-    first, second = http1.parse_head(head), http1.parse_head(head)
+    first, second = server.parse_head(head), server.parse_head(head)
     assert first == second and first is not second
     assert (first.method, first.path, first.accept, first.keep_alive) == (
         "GET",
@@ -22,21 +22,21 @@ def test_a_repeated_head_gives_equal_but_separate_requests() -> None:
         True,
     )
     first.state = "handed over"
-    assert http1.parse_head(head).state is None  # nothing leaks from one request to the next
+    assert server.parse_head(head).state is None  # nothing leaks from one request to the next
 
 
 def test_bad_heads_are_refused_every_time() -> None:
     for _ in range(2):
-        with pytest.raises(http1.BadRequest):
-            http1.parse_head(b"GET /health HTTP/1.1\r\nBad Header: x")
+        with pytest.raises(server.BadRequest):
+            server.parse_head(b"GET /health HTTP/1.1\r\nBad Header: x")
 
 
 def test_the_cache_stays_bounded() -> None:
-    for i in range(3 * http1._PARSED_MAX):
-        http1.parse_head(b"GET /p%d HTTP/1.1\r\nHost: a" % i)
-    assert len(http1._parsed) <= http1._PARSED_MAX
-    long = b"GET /x HTTP/1.1\r\nX-Pad: " + b"p" * 2000
-    assert http1.parse_head(long).path == "/x" and long not in http1._parsed
+    for i in range(3 * server._PARSED_MAX):
+        server.parse_head(b"GET /p%d HTTP/1.1\r\nHost: a" % i)
+    assert len(server._parsed) <= server._PARSED_MAX
+    long = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 2000
+    assert server.parse_head(long).path == "/x" and long not in server._parsed
 
 
 def test_tallied_requests_are_in_the_counter_when_scraped() -> None:

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 server (admin and adapter ports): GET/HEAD, keep-alive, pipelining, limits."""
+"""The HTTP/1.1 server of the admin and adapter ports: GET/HEAD, keep-alive, pipelining, limits.
+Request heads are parsed by `head.parse_request`, as strictly as the ambassador's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol, cast
+
+from sidecars.runtime.http.head import HttpError, parse_request
 
 MAX_HEAD = 8192  # request line + headers
 MAX_PENDING = 65536  # pipelined bytes buffered while a request is being answered
@@ -31,6 +34,7 @@ class Request:
     accept: str
     keep_alive: bool
     has_body: bool
+    http10: bool  # kept alive only when it asked: then told so (`Connection: keep-alive`)
     state: Any = None  # what a Deferred route hands over to its respond()
 
 
@@ -51,7 +55,7 @@ class Deferred:
         return False
 
 
-_parsed: dict[bytes, tuple[str, str, str, bool, bool]] = {}
+_parsed: dict[bytes, tuple[str, str, str, bool, bool, bool]] = {}
 _PARSED_MAX, _PARSED_HEAD = 256, 1024  # entries, and the longest head that is kept
 
 
@@ -69,30 +73,21 @@ def parse_head(head: bytes) -> Request:
     return Request(*fields)
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, bool, bool]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[0].isalpha():
-        raise BadRequest(400, "malformed request line")
-    keep_alive, accept, has_body = parts[2] == b"HTTP/1.1", "*/*", False
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        bad_name = not name or name != name.strip() or b" " in name or b"\t" in name
-        if not sep or bad_name or b"\n" in line or b"\r" in line:
-            # a bare CR or LF could smuggle a header into what we send the app
-            raise BadRequest(400, "malformed header line")
-        lname, value = name.lower(), value.strip()
-        if lname == b"connection":
-            tokens = value.lower()
-            keep_alive = b"close" not in tokens and (keep_alive or b"keep-alive" in tokens)
-        elif lname == b"content-length":
-            has_body = has_body or value != b"0"
-        elif lname == b"transfer-encoding":
-            has_body = True
-        elif lname == b"accept":
-            accept = value.decode("latin-1")
-    path = parts[1].split(b"?", 1)[0].decode("latin-1")
-    return parts[0].decode("ascii"), path, accept, keep_alive, has_body
+def _parse_head(raw: bytes) -> tuple[str, str, str, bool, bool, bool]:
+    try:
+        head = parse_request(raw)
+    except HttpError as exc:
+        raise BadRequest(exc.status, exc.message) from None
+    method, target = head.first
+    accept = head.find("accept")
+    return (
+        method.decode("ascii"),
+        target.split(b"?", 1)[0].decode("latin-1"),
+        "*/*" if accept is None else accept.decode("latin-1"),
+        not head.close,
+        head.chunked or bool(head.length),
+        head.version == b"HTTP/1.0",
+    )
 
 
 _date: tuple[int, bytes] = (0, b"")
@@ -107,15 +102,18 @@ def date_line() -> bytes:
     return _date[1]
 
 
-_heads: dict[tuple[int, tuple[tuple[str, str], ...], bool], bytes] = {}
+_heads: dict[tuple[int, tuple[tuple[str, str], ...], bool, bool], bytes] = {}
 
 
 def response_head(
-    status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...], keep_alive: bool
+    status: int,
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+    keep_alive: bool,
+    http10: bool = False,
 ) -> bytes:
     """Status line and headers up to the blank line, without Date (added when sent). Heads
     are kept (a bounded number) so a repeated answer costs one dict lookup."""
-    key = (status, tuple(headers), keep_alive)
+    key = (status, tuple(headers), keep_alive, http10)
     head = _heads.get(key)
     if head is not None:
         return head
@@ -126,6 +124,8 @@ def response_head(
         lines.append(f"{name}: {value}\r\n")
     if not keep_alive:
         lines.append("Connection: close\r\n")
+    elif http10:
+        lines.append("Connection: keep-alive\r\n")
     head = "".join(lines).encode("latin-1")
     if len(_heads) >= 512:
         _heads.clear()  # values may come from the app (ETag...): keep the cache bounded
@@ -145,7 +145,7 @@ class Writer:
         self._pending = b""
 
     def start(self, status: int, headers: list[tuple[str, str]], length: int | None) -> None:
-        head = response_head(status, headers, self.request.keep_alive)
+        head = response_head(status, headers, self.request.keep_alive, self.request.http10)
         if length is not None:
             framing = b"Content-Length: %d\r\n" % length
         elif self._head_only:
@@ -342,7 +342,7 @@ class Connection(asyncio.Protocol):
             keep = request.keep_alive and not request.has_body and not self.stopping
             self._refuse(status, HTTPStatus(status).phrase.lower(), request, keep)
             return
-        if request.keep_alive:
+        if request.keep_alive and not request.http10:  # cached answers are HTTP/1.1's
             wire = route.immediate(request.method == "HEAD")
             if wire is not None:
                 self.send(wire)
@@ -405,7 +405,8 @@ class Connection(asyncio.Protocol):
         headers.append(("Content-Length", str(len(body))))
         if request is not None and request.method == "HEAD":
             body = b""
-        self.send(response_head(status, headers, keep) + date_line() + b"\r\n" + body)
+        http10 = request is not None and request.http10
+        self.send(response_head(status, headers, keep, http10) + date_line() + b"\r\n" + body)
         self.server.count("other", status)
         if not keep:
             self.close()
