@@ -7,10 +7,9 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.spec import Address, Source, parse_member_file
+from sidecars.ambassador.spec import Address, Source, read_member_file
 
 Resolver = Callable[[str, int, str], Awaitable[list[str]]]
 Counter = Callable[[str, str], None]  # (kind, outcome) -> count one discovery event
@@ -123,10 +122,8 @@ class Discovery:
     def _read_file(self, source: Source, stamp: object) -> None:
         label = source_label(source)
         try:
-            addresses = parse_member_file(Path(source.path).read_text(encoding="utf-8"))
-            if not addresses:
-                raise ValueError("no members listed")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            addresses = read_member_file(source.path)
+        except ValueError as exc:
             self.count("file", "error")
             self.log.error(
                 "member file %s refused, keeping the previous members: %s",

@@ -25,7 +25,7 @@ class Ambassador:
         try:
             self.specs = specs.from_settings(config)
         except ValueError as exc:
-            raise ConfigError(str(exc).split("\n")) from None
+            raise ConfigError(specs.brief(str(exc))) from None
         self.config, self.rt, self.resolve = config, rt, resolve
         self.running: dict[str, Running] = {}
         self.retiring: set[asyncio.Task[None]] = set()
@@ -69,23 +69,26 @@ class Ambassador:
         return 0
 
     async def _start(self, spec: ListenerSpec) -> bool:
+        try:
+            self.running[spec.name] = await self._open(spec)
+        except OSError as exc:
+            self.rt.log.error("%s", exc, extra={"listener": spec.name})
+            return False
+        return True
+
+    async def _open(self, spec: ListenerSpec) -> Running:
+        """A started listener; OSError naming the listener and its address when it cannot
+        listen (nothing is left behind then)."""
         running = Running(spec, self.metrics, self.rt.log, self.resolve)
         host, port = spec.settings.listen
         try:
             await running.start()
         except OSError as exc:
-            self.rt.log.error(
-                "listener %s cannot listen on %s:%d: %s",
-                spec.name,
-                host,
-                port,
-                exc.strerror or exc,
-                extra={"listener": spec.name},
-            )
             await running.stop(0.0)
-            return False
-        self.running[spec.name] = running
-        return True
+            raise OSError(
+                f"listener {spec.name} cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        return running
 
     async def _stop_all(self, deadline: float) -> None:
         await asyncio.gather(*(r.stop(deadline) for r in self.running.values()))
@@ -118,52 +121,90 @@ class Ambassador:
         while True:
             await self.reload_wanted.wait()
             self.reload_wanted.clear()
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # a reload must never end reloading
+                self.metrics.reloads.labels("error").inc()
+                self.rt.log.exception("config reload failed, keeping the running config")
 
     async def reload(self) -> bool:
-        """Re-read the config file and apply it; a bad file is refused and the old one kept."""
+        """Re-read the config file and apply it as a whole; a file that cannot be applied in
+        full is refused (one log line, counted) and the running config stays."""
         if not self.config.config:
             self.rt.log.info("reload asked, but no config file is set: nothing to do")
             return False
         try:
             new = specs.load_file(self.config.config, self.config)
-        except ValueError as exc:
+            await self._apply(new)
+        except (ValueError, OSError) as exc:
             self.metrics.reloads.labels("error").inc()
             self.rt.log.error(
                 "config reload refused, keeping the running config: %s",
-                str(exc).replace("\n", "; "),
+                "; ".join(specs.brief(str(exc))),
             )
             return False
-        ok = await self._apply(new)
-        self.metrics.reloads.labels("success" if ok else "error").inc()
-        self.rt.log.info("config reloaded", extra={"listeners": [s.name for s in new], "ok": ok})
-        return ok
+        self.metrics.reloads.labels("success").inc()
+        self.rt.log.info("config reloaded", extra={"listeners": [s.name for s in new]})
+        return True
 
-    async def _apply(self, new: list[ListenerSpec]) -> bool:
-        loop = asyncio.get_running_loop()
+    async def _apply(self, new: list[ListenerSpec]) -> None:
+        """Every new or moved listener is bound before anything running changes; when one
+        cannot be, those just bound are closed, nothing else has changed, and OSError says
+        why. Listeners that stay in place are reconfigured, the others retire (draining)."""
         wanted = {s.name: s for s in new}
-        drain_until = loop.time() + self.config.shutdown_timeout
-        for name in list(self.running):
+        stay = {
+            name
+            for name, r in self.running.items()
+            if name in wanted and _same_place(r.spec, wanted[name])
+        }
+        leaving = {r.spec.settings.listen: name for name, r in self.running.items()}
+        leaving = {addr: name for addr, name in leaving.items() if name not in stay}
+        fresh = [s for name, s in wanted.items() if name not in stay]
+        # Free addresses first; an address a leaving listener holds is taken over last.
+        fresh.sort(key=lambda s: s.settings.listen in leaving)
+        started: list[Running] = []
+        try:
+            for spec in fresh:
+                holder = leaving.get(spec.settings.listen)
+                if holder is not None:
+                    self.running[holder].listener.stop_accepting()
+                started.append(await self._open(spec))
+        except OSError:
+            await self._undo(started, list(leaving.values()))
+            raise
+        for name in stay:
+            await self.running[name].reconfigure(wanted[name])
+        for name in leaving.values():
+            self._retire(self.running.pop(name))
+        for running in started:
+            self.running[running.spec.name] = running
+
+    async def _undo(self, started: list[Running], leaving: list[str]) -> None:
+        """Close listeners a refused reload bound; a leaving one that gave its address up
+        already listens again from a new socket (its open connections keep running)."""
+        loop = asyncio.get_running_loop()
+        for running in started:
+            await running.stop(loop.time())
+        for name in leaving:
             old = self.running[name]
-            spec = wanted.get(name)
-            same_place = spec is not None and (
-                spec.settings.listen == old.spec.settings.listen
-                and spec.settings.mode == old.spec.settings.mode
-            )
-            if spec is not None and same_place:
-                await old.reconfigure(spec)
+            if not old.listener.draining:
                 continue
-            # Gone or moved: stop accepting now, let its connections finish in the background.
-            del self.running[name]
-            old.listener.stop_accepting()
-            task = spawn(f"drain of listener {name}", old.stop(drain_until), finite=True)
-            self.retiring.add(task)
-            task.add_done_callback(self.retiring.discard)
-        ok = True
-        for name, spec in wanted.items():
-            if name not in self.running:
-                ok = await self._start(spec) and ok
-        return ok
+            self._retire(self.running.pop(name))
+            if not await self._start(old.spec):
+                self.rt.log.error("listener %s lost its address in a refused reload", name)
+
+    def _retire(self, old: Running) -> None:
+        """Stop accepting now; its connections finish in the background."""
+        loop = asyncio.get_running_loop()
+        old.listener.stop_accepting()
+        until = loop.time() + self.config.shutdown_timeout
+        task = spawn(f"drain of listener {old.spec.name}", old.stop(until), finite=True)
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+
+def _same_place(old: ListenerSpec, new: ListenerSpec) -> bool:
+    return (old.settings.listen, old.settings.mode) == (new.settings.listen, new.settings.mode)
 
 
 def _stat(path: str) -> tuple[int, int, int] | None:

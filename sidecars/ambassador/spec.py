@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,6 +20,12 @@ LISTENER_KEYS = _NAMES[_NAMES.index("listen") :]
 _SPECS = dict(specs(Config))
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})(?:\*(\d{1,4}))?")
+# Bounds on what a config or member file may ask of the parser and of the process.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 16  # nesting of YAML/JSON collections (a listener file needs 4)
+MAX_LISTENERS = 256
+MAX_MEMBERS = 4096  # per member file
+MAX_PROBLEMS = 20  # reported at once; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,90 @@ def parse_member_file(text: str) -> list[Address]:
     return out
 
 
+def read_member_file(path: str) -> list[Address]:
+    """The members a watched file lists now; ValueError naming what is wrong."""
+    try:
+        text = read_bounded(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    addresses = parse_member_file(text)
+    if not addresses:
+        raise ValueError("no members listed")
+    if len(addresses) > MAX_MEMBERS:
+        raise ValueError(f"{len(addresses)} members listed, at most {MAX_MEMBERS}")
+    return addresses
+
+
+def read_bounded(path: str) -> bytes:
+    """A whole file of at most MAX_FILE_BYTES; ValueError otherwise (unreadable included)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    return data
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load without aliases (an alias bomb expands a small file into billions of nodes)
+    and with bounded nesting (the composer recurses once per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 1}")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels, line {mark.line + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_document(text: str, json_file: bool) -> Any:
+    """A config document, its size and shape bounded; ValueError with one line."""
+    if json_file:
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            raise ValueError("not valid JSON: nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if _depth(doc) > MAX_DEPTH:
+            raise ValueError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
+        return doc
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not valid YAML: {first}") from None
+    finally:
+        loader.dispose()
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((child, level + 1) for child in node)
+    return deepest
+
+
 def from_settings(config: Config) -> list[ListenerSpec]:
     """The listeners a start configuration declares; ConfigError-style problems as ValueError."""
     if config.config:
@@ -104,19 +193,17 @@ def load_file(path: str, base: Config) -> list[ListenerSpec]:
     """Read a listener file; every problem is collected into one ValueError (one per line)."""
     where = f"AMBASSADOR_CONFIG={path!r}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{where}: cannot read: {exc}") from None
-    try:
-        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(
-            f"{where}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {first}"
-        ) from None
+        text = read_bounded(path).decode("utf-8")
+        doc = parse_document(text, path.endswith(".json"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     listeners = doc.get("listeners") if isinstance(doc, dict) else None
     if not isinstance(listeners, dict) or not listeners:
         raise ValueError(f"{where}: expected a mapping `listeners:` of name -> settings")
+    if len(listeners) > MAX_LISTENERS:
+        raise ValueError(f"{where}: {len(listeners)} listeners, at most {MAX_LISTENERS}")
     problems: list[str] = []
     out: list[ListenerSpec] = []
     for name, body in listeners.items():
@@ -132,6 +219,14 @@ def load_file(path: str, base: Config) -> list[ListenerSpec]:
     return out
 
 
+def brief(problems: str) -> list[str]:
+    """A multi-line problem report cut to MAX_PROBLEMS lines of at most 300 characters."""
+    lines = [line if len(line) <= 300 else line[:297] + "..." for line in problems.split("\n")]
+    if len(lines) > MAX_PROBLEMS:
+        lines[MAX_PROBLEMS:] = [f"... and {len(lines) - MAX_PROBLEMS} more problems"]
+    return lines
+
+
 def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
     problems: list[str] = []
     if not _NAME_RE.fullmatch(name):
@@ -142,6 +237,11 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
     for key, raw in body.items():
         if key not in LISTENER_KEYS:
             problems.append(f"{where}{key}: unknown setting (known: {', '.join(LISTENER_KEYS)})")
+            continue
+        if isinstance(raw, (dict, list)) and not (
+            isinstance(raw, list) and all(isinstance(x, (str, int)) for x in raw)
+        ):
+            problems.append(f"{where}{key}: expected a value or a list of values")
             continue
         text = ",".join(map(str, raw)) if isinstance(raw, list) else str(raw)
         try:
@@ -158,6 +258,12 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
             problems.append(f"{label}={raw_source!r}: {exc}")
     if not settings.upstreams:
         problems.append(f"{label}='': expected at least one member")
+    for source in sources:
+        if source.kind == "file":
+            try:
+                read_member_file(source.path)
+            except ValueError as exc:
+                problems.append(f"{label}='file://{source.path}': {exc}")
     if problems:
         raise ValueError("\n".join(problems))
     return ListenerSpec(name, settings, tuple(sources))
