@@ -61,12 +61,22 @@ def choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+# Numbers are ASCII digits of bounded length (no other scripts' digits, no `_`): a value
+# too large is refused with the rule it breaks, never turned into a huge int or inf.
+_DIGITS = 15
+MAX_SIZE = 1 << 60  # 1 EiB: far above any real limit, far below any overflow
+
+
 def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    whole = re.compile(rf"\s*([-+]?[0-9]{{1,{_DIGITS}}})\s*")
+
     def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError("expected a whole number") from None
+        m = whole.fullmatch(raw)
+        if not m:
+            if re.fullmatch(r"\s*[-+]?[0-9]+\s*", raw):
+                raise ValueError(f"expected a whole number of at most {_DIGITS} digits")
+            raise ValueError("expected a whole number")
+        value = int(m.group(1))
         _check_range(value, lo, hi)
         return value
 
@@ -76,13 +86,15 @@ def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str], int
 def size(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """Bytes, with optional binary suffix: 512, 64KiB, 10MiB, 1GiB (KB/MB/GB mean the same)."""
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    pattern = re.compile(rf"\s*([0-9]{{1,{_DIGITS}}})\s*([kmg]?)(?:i?b)?\s*")
+    top = MAX_SIZE if hi is None else min(hi, MAX_SIZE)
 
     def parse(raw: str) -> int:
-        m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", raw.lower())
+        m = pattern.fullmatch(raw.lower())
         if not m:
             raise ValueError("expected a size such as 512, 64KiB, 10MiB or 1GiB")
         value = int(m.group(1)) * units[m.group(2)]
-        _check_range(value, lo, hi)
+        _check_range(value, lo, top)
         return value
 
     return parse
@@ -91,9 +103,10 @@ def size(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
 def duration(lo: float = 0.0, hi: float | None = None) -> Callable[[str], float]:
     """Seconds as a float: 5, 2.5s, 250ms, 3m, 1h."""
     units = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+    pattern = re.compile(rf"\s*([0-9]{{1,{_DIGITS}}}(?:\.[0-9]{{1,9}})?)\s*(ms|s|m|h)?\s*")
 
     def parse(raw: str) -> float:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", raw.lower())
+        m = pattern.fullmatch(raw.lower())
         if not m:
             raise ValueError("expected a duration such as 5s, 250ms or 2m")
         value = float(m.group(1)) * units[m.group(2) or ""]
@@ -116,7 +129,7 @@ def host_port(default_host: str = "127.0.0.1") -> Callable[[str], tuple[str, int
     """`host:port`, `:port` (default host) or `[v6]:port`."""
 
     def parse(raw: str) -> tuple[str, int]:
-        m = re.fullmatch(r"\s*(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]*):(\d{1,5})\s*", raw)
+        m = re.fullmatch(r"\s*(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]*):([0-9]{1,5})\s*", raw)
         if not m or int(m.group(2)) > 65535:
             raise ValueError("expected host:port with a port from 0 to 65535")
         host = m.group(1).strip("[]") or default_host

@@ -142,6 +142,15 @@ def test_parsers_accept(parser: object, raw: str, expected: object) -> None:
         (host_port(), "h:70000"),
         (integer(), "1.5"),
         (choice("a"), "c"),
+        # numbers are ASCII digits of bounded length: never a huge int, inf or another script
+        (integer(), "9" * 16),
+        (integer(), "1_000"),
+        (integer(), "\u0663"),
+        (size(), "9" * 16),
+        (size(), "\u0663KiB"),
+        (size(), "999999999999999GiB"),
+        (duration(), "1" * 400 + "h"),
+        (host_port(), "h:\u0663"),
     ],
 )
 def test_parsers_reject(parser: object, raw: str) -> None:
