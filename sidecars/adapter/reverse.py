@@ -68,6 +68,18 @@ def read_checks(doc: dict[str, Any]) -> dict[str, float]:
     return dict(list(out.items())[:_MAX_CHECKS])
 
 
+def read_health(body: bytes) -> tuple[float, dict[str, float]] | None:
+    """(overall status, per-check statuses) from a health body; None when it is not a JSON
+    object with a `status`."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or "status" not in doc:
+        return None
+    return status_value(doc["status"]), read_checks(doc)
+
+
 def _components(node: dict[str, Any], prefix: str, out: dict[str, float], depth: int) -> None:
     """Spring Boot: {"components": {"db": {"status": "UP", "components": {...}}}} (or details)."""
     if depth >= _MAX_DEPTH or len(out) >= _MAX_CHECKS:
@@ -106,16 +118,13 @@ class HealthProbe:
             return Probe(False, self.deadline if exc.reason == "timeout" else 0.0, reason=str(exc))
         finally:
             self.metrics.scrape_seconds.observe(time.monotonic() - started)
-        try:
-            doc = orjson.loads(got.body)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict) or "status" not in doc:
+        read = read_health(got.body)
+        if read is None:
             self.metrics.scrapes.labels("not_health_json").inc()
             reason = f"HTTP {got.status}: the body is not a JSON object with a status"
             return Probe(False, got.seconds, got.status, reason=reason)
         self.metrics.scrapes.labels("ok").inc()
-        return Probe(True, got.seconds, got.status, status_value(doc["status"]), read_checks(doc))
+        return Probe(True, got.seconds, got.status, *read)
 
 
 class ProbeCollector(Collector):
