@@ -1,5 +1,5 @@
 # The project's commands; each target calls the script that does the work.
-.PHONY: test trial bench images push lint
+.PHONY: test trial bench images push lint fuzz
 
 test:            ## every quality gate and test suite
 	scripts/test
@@ -18,3 +18,7 @@ push:            ## push the images: make push REGISTRY=registry.example.com/tea
 
 lint:            ## ruff, mypy and hadolint only
 	scripts/setup && scripts/lint
+
+FUZZ_SECONDS ?= 600
+fuzz:            ## fuzz every parser, FUZZ_SECONDS each (make fuzz FUZZ_TARGETS="chunked_body")
+	scripts/setup && .venv/bin/python -m tests.fuzz run --seconds $(FUZZ_SECONDS) --keep .cache/fuzz $(FUZZ_TARGETS)

@@ -11,7 +11,7 @@ import pytest
 pytest_plugins = ["tests.servers.elasticsearch", "tests.logshipper_support"]
 
 HERE = Path(__file__).parent
-_SUITES = ("unit", "integration", "e2e")
+_SUITES = ("unit", "integration", "e2e", "fuzz")
 
 
 # The first test to use the Elasticsearch node starts it, on a fresh machine after a Maven
