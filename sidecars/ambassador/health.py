@@ -7,6 +7,7 @@ import logging
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
+from sidecars.runtime.http.client import read_head
 from sidecars.runtime.tasks import beat
 
 
@@ -23,10 +24,9 @@ async def probe(member: Member, check: str, limit: float) -> bool:
                 f"GET {path} HTTP/1.1\r\nHost: {member.key}\r\nUser-Agent: ambassador-health\r\n"
                 "Connection: close\r\n\r\n".encode("latin-1")
             )
-            status_line = await reader.readline()
-            parts = status_line.split(b" ", 2)
-            return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1][:1] == b"2"
-    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+            head = await read_head(reader)  # strict and bounded: a garbled answer fails
+            return 200 <= head.status < 300
+    except (OSError, TimeoutError, ValueError, EOFError):
         return False
     finally:
         if writer is not None:

@@ -11,6 +11,8 @@ import time
 import zlib
 from typing import Any, ClassVar
 
+from sidecars.runtime.http.client import read_body, read_head
+
 # elastic_transport imports aiohttp (when installed) for a node class we do not use: ~10 MiB of
 # RSS and ~100 ms of start time. Hide it during that import only, so that the library's
 # optional-dependency check simply finds it missing; anything importing aiohttp later gets it.
@@ -179,17 +181,17 @@ class StreamNode(BaseAsyncNode):
             writer.write(request)
             await writer.drain()
             try:
-                status_line = await reader.readuntil(b"\r\n")
-            except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-                if reused:
+                head = await read_head(reader)
+            except (EOFError, ConnectionResetError, BrokenPipeError) as exc:
+                partial = getattr(exc.__cause__, "partial", b"")
+                if reused and not partial:
                     raise _Closed from None
                 raise
-            status, headers = await _head(reader, status_line)
-            no_body = request.startswith(b"HEAD ") or status in (204, 304) or status < 200
-            data = b"" if no_body else await _body(reader, headers)
+            method = request[: request.index(b" ")]
+            data, keep = await read_body(reader, head, method, _MAX_BODY)
+            status, headers = head.status, HttpHeaders(head.fields())
             if (headers.get("content-encoding") or "").lower() == "gzip":
-                data = gzip.decompress(data)
-            keep = "close" not in (headers.get("connection") or "").lower()
+                data = _gunzip(data)
             return status, headers, data
         finally:
             if keep:
@@ -208,49 +210,12 @@ class StreamNode(BaseAsyncNode):
                 pass
 
 
-async def _head(reader: asyncio.StreamReader, status_line: bytes) -> tuple[int, HttpHeaders]:
-    parts = status_line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-    headers = HttpHeaders()
-    for _ in range(200):
-        line = await reader.readuntil(b"\r\n")
-        if line == b"\r\n":
-            return int(parts[1]), headers
-        name, sep, value = line.decode("latin-1").partition(":")
-        if not sep:
-            raise ValueError(f"bad header line in the answer: {line[:80]!r}")
-        headers[name.strip()] = value.strip()
-    raise ValueError("too many header lines in the answer")
-
-
-async def _body(reader: asyncio.StreamReader, headers: HttpHeaders) -> bytes:
-    if "chunked" in (headers.get("transfer-encoding") or "").lower():
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            total += size
-            if total > _MAX_BODY:
-                raise ValueError("answer larger than 64 MiB")
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailers
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = headers.get("content-length")
-    if length is None:
-        headers["connection"] = "close"  # the body ends when the server closes
-        data = await reader.read(_MAX_BODY + 1)
-        rest = data
-        while rest and len(data) <= _MAX_BODY:
-            rest = await reader.read(_MAX_BODY + 1 - len(data))
-            data += rest
-        if len(data) > _MAX_BODY:
-            raise ValueError("answer larger than 64 MiB")
-        return data
-    n = int(length)
-    if n < 0 or n > _MAX_BODY:
-        raise ValueError(f"answer of {n} bytes is out of bounds")
-    return await reader.readexactly(n)
+def _gunzip(data: bytes) -> bytes:
+    """A gzip body, inflated to at most _MAX_BODY bytes (a small answer can expand enormously)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, _MAX_BODY + 1)
+    if len(out) > _MAX_BODY or inflater.unconsumed_tail:
+        raise ValueError("answer larger than 64 MiB once inflated")
+    if not inflater.eof:
+        raise ValueError("truncated gzip answer")
+    return out
