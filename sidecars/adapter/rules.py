@@ -8,10 +8,10 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sidecars.adapter.exposition import Page, format_value
+from sidecars.runtime.documents import parse_document, read_bounded
 
 AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
     "sum": math.fsum,
@@ -122,17 +122,16 @@ class Outcome:
 
 
 def _parse(text: str) -> Any:
-    """JSON as it is (the common case, and no YAML module to load at start), else YAML."""
+    """JSON as it is (the common case), else YAML; both bounded in nesting, YAML without
+    aliases (runtime.documents)."""
     try:
-        return json.loads(text)
+        return parse_document(text, json_file=True)
     except ValueError:
         pass
-    import yaml  # only for rules written in YAML: nothing to load at start otherwise
-
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+        return parse_document(text, json_file=False)
+    except ValueError as exc:
+        raise RuleError(str(exc).replace("YAML", "YAML/JSON", 1)) from None
 
 
 def load(source: str) -> list[Rule]:
@@ -143,11 +142,12 @@ def load(source: str) -> list[Rule]:
     inline = text.startswith(("{", "[", "-")) or "\n" in text or ": " in text
     if not inline:
         try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RuleError(f"cannot read the rules file {text!r}: {exc.strerror}") from None
+            text = read_bounded(text).decode("utf-8")
         except UnicodeDecodeError:
             raise RuleError("the rules file is not UTF-8 text") from None
+        except ValueError as exc:  # unreadable, or larger than 1 MiB
+            problem = str(exc).removeprefix("cannot read: ")
+            raise RuleError(f"cannot read the rules file {text!r}: {problem}") from None
     doc = _parse(text)
     if isinstance(doc, dict) and set(doc) == {"rules"}:
         doc = doc["rules"]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from sidecars.ambassador.config import Config
+from sidecars.runtime.documents import parse_document, read_bounded
 from sidecars.runtime.settings import specs
 
 # Settings a config file may set per listener: everything from `listen` on.
@@ -21,8 +19,6 @@ _SPECS = dict(specs(Config))
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})(?:\*(\d{1,4}))?")
 # Bounds on what a config or member file may ask of the parser and of the process.
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 16  # nesting of YAML/JSON collections (a listener file needs 4)
 MAX_LISTENERS = 256
 MAX_MEMBERS = 4096  # per member file
 MAX_PROBLEMS = 20  # reported at once; the rest are counted
@@ -107,76 +103,6 @@ def read_member_file(path: str) -> list[Address]:
     if len(addresses) > MAX_MEMBERS:
         raise ValueError(f"{len(addresses)} members listed, at most {MAX_MEMBERS}")
     return addresses
-
-
-def read_bounded(path: str) -> bytes:
-    """A whole file of at most MAX_FILE_BYTES; ValueError otherwise (unreadable included)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
-    return data
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """safe_load without aliases (an alias bomb expands a small file into billions of nodes)
-    and with bounded nesting (the composer recurses once per level)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 1}")
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels, line {mark.line + 1}")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def parse_document(text: str, json_file: bool) -> Any:
-    """A config document, its size and shape bounded; ValueError with one line."""
-    if json_file:
-        try:
-            doc = json.loads(text)
-        except RecursionError:
-            raise ValueError("not valid JSON: nested too deeply") from None
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
-        if _depth(doc) > MAX_DEPTH:
-            raise ValueError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
-        return doc
-    loader = _BoundedLoader(text)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"not valid YAML: {first}") from None
-    finally:
-        loader.dispose()
-
-
-def _depth(doc: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, todo = 0, [(doc, 1)]
-    while todo:
-        node, level = todo.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, level)
-            if level <= MAX_DEPTH:
-                todo.extend((child, level + 1) for child in node)
-    return deepest
 
 
 def from_settings(config: Config) -> list[ListenerSpec]:

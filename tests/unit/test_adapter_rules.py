@@ -69,6 +69,10 @@ def test_load_yaml_json_and_file(tmp_path: Path) -> None:
         ("[{name: a", "not valid YAML/JSON"),
         ('[{"name": "a"', "not valid YAML/JSON"),
         ("/no/such/file.yaml", "cannot read the rules file"),
+        # bounded like every config document: nesting, and no YAML aliases (alias bombs)
+        ("[" * 5000, "nested"),
+        ("- " * 3000 + "x", "nested deeper than 16 levels"),
+        ("a: &a [x, x]\nb: [*a, *a]", "aliases (*name) are not allowed"),
     ],
 )
 def test_invalid_rules_name_the_rule(source: str, message: str) -> None:

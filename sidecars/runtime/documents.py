@@ -1,0 +1,81 @@
+"""Config documents (YAML, JSON) read within bounds: file size, nesting, no YAML aliases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 16  # nesting of YAML/JSON collections (a listener file needs 4, a rules file 5)
+
+
+def read_bounded(path: str) -> bytes:
+    """A whole file of at most MAX_FILE_BYTES; ValueError otherwise (unreadable included)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    return data
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """safe_load without aliases (an alias bomb expands a small file into billions of nodes)
+    and with bounded nesting (the composer recurses once per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 1}")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels, line {mark.line + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_document(text: str, json_file: bool) -> Any:
+    """A config document, its size and shape bounded; ValueError with one line."""
+    if json_file:
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            raise ValueError("not valid JSON: nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if _depth(doc) > MAX_DEPTH:
+            raise ValueError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
+        return doc
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not valid YAML: {first}") from None
+    finally:
+        loader.dispose()
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((child, level + 1) for child in node)
+    return deepest
