@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
@@ -24,6 +26,7 @@ class Entry:
     generation: int
     offset: int
     fp_len: int = 0
+    cuts: list[int] = field(default_factory=list)  # partial records' ends past `offset`
 
 
 class CheckpointError(Exception):
@@ -36,6 +39,14 @@ class CheckpointStore:
 
     def __init__(self, state_dir: str) -> None:
         self.path = Path(state_dir) / "checkpoints.json"
+        self._lock = threading.Lock()
+        self._tickets = itertools.count(1)
+        self._written = 0
+
+    def ticket(self) -> int:
+        """Take a number when the entries are collected (in the event loop): a save from a
+        thread that collected earlier must not overwrite one that collected later."""
+        return next(self._tickets)
 
     def load(self) -> dict[str, Entry]:
         try:
@@ -50,12 +61,17 @@ class CheckpointStore:
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{self.path}: not a checkpoint file ({exc})") from None
 
-    def save(self, entries: dict[str, Entry]) -> None:
-        """Replace the file atomically; blocking (fsync), so run it in a thread."""
+    def save(self, entries: dict[str, Entry], ticket: int = 0) -> None:
+        """Replace the file atomically; blocking (fsync). With the `ticket` taken when
+        `entries` were collected, an older collection never replaces a newer one."""
         body = orjson.dumps(
             {"version": VERSION, "files": {uid: asdict(e) for uid, e in entries.items()}}
         )
-        write_atomic(self.path, body)
+        with self._lock:
+            if ticket and ticket <= self._written:
+                return
+            write_atomic(self.path, body)
+            self._written = max(self._written, ticket)
 
     def quarantine(self) -> Path:
         """Move a corrupt checkpoint aside so the next save starts clean."""

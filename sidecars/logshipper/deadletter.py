@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -40,14 +43,38 @@ class DeadLetter:
             }
             lines.append(orjson.dumps(record, default=str) + b"\n")
         body = b"".join(lines)
+        fd = self._open()
         try:
-            if self.path.stat().st_size + len(body) > self.max_size:
+            start = os.fstat(fd).st_size
+            if start and start + len(body) > self.max_size:
+                os.close(fd)
+                fd = -1
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        except FileNotFoundError:
-            pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            write_fully(fd, body)
-            os.fsync(fd)
+                fd, start = self._open(), 0
+            try:
+                write_fully(fd, body)
+                os.fsync(fd)
+            except OSError:
+                # a full volume may have taken part of it: cut that back, so the retry
+                # appends every record once and no torn line is left behind
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
         finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _open(self) -> int:
+        """Append to the file itself: a symlink, FIFO or device planted at its path is
+        refused (an error the caller retries), never followed or blocked on."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags | os.O_NONBLOCK, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(exc.errno, "a symlink is planted at its path; not followed") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
+            raise OSError(errno.EINVAL, "its path is not a regular file")
+        return fd

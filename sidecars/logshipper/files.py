@@ -41,6 +41,9 @@ class Tracked:
         self.used_at = 0.0
         self.rotated = False  # its path now names another file, or nothing
         self.emitted_end = 0
+        # ends of records cut without a newline (partial flushes) not yet acknowledged: they
+        # are checkpointed before the record is sent, so a restart cuts the line there again
+        self.cuts: list[int] = []
 
     @property
     def key(self) -> tuple[int, int]:
@@ -59,6 +62,7 @@ class Tracked:
         self.uid = uid or (file_uid(self.dev, self.ino, fp[0], generation) if fp else "")
         self.progress = Progress(offset)
         self.emitted_end = offset
+        self.cuts = []
         self.framer.skipping = False
         if self.joiner is not None:
             self.joiner.flush()
@@ -101,6 +105,8 @@ class Reader:
         self.lines = 0
         self.bytes = 0
         self.on_truncate: Callable[[Tracked], None] | None = None
+        # makes a partial record's end durable before it is sent; False: not now
+        self.on_cut: Callable[[Tracked, int], bool] = lambda f, end: True
 
     def read(self, f: Tracked, now: float) -> bool:
         """Read one chunk; True if more is waiting. Raises OSError for the caller to judge."""
@@ -127,9 +133,13 @@ class Reader:
         data = os.pread(fd, max(self.chunk, f.framer.max_line + 1), f.offset)
         if not data:
             return False
-        # only a last line at the end of the file may be flushed without its newline
+        # only a last line at the end of the file may be flushed without its newline, and a
+        # line cut so before a restart is cut at the same place again
+        cut = next((c for c in f.cuts if c > f.offset), 0) if f.joiner is None else 0
+        if cut and cut - f.offset <= len(data):
+            data = data[: cut - f.offset]
         at_end = f.offset + len(data) >= size
-        flush = at_end and idle >= self.partial_flush
+        flush = f.offset + len(data) == cut or (at_end and idle >= self.partial_flush)
         plain = f.framer.frame_plain(data, f.offset) if f.joiner is None else None
         if plain is not None and not (flush and plain[2] < len(data)):
             lines, starts, used = plain
@@ -139,6 +149,9 @@ class Reader:
             count = len(lines)
         else:
             framed, used = f.framer.frame(data, f.offset, flush=flush)
+            if flush and framed and f.joiner is None and self._new_cut(f, framed[-1], data):
+                start, end, _, _ = framed.pop()  # not durable: wait for the newline instead
+                used = start - f.offset
             self._emit_lines(f, framed, now)
             count = len(framed)
         f.offset += used
@@ -149,6 +162,14 @@ class Reader:
         self.lines += count
         self.bytes += used
         return used > 0 and f.offset < size
+
+    def _new_cut(self, f: Tracked, last: Line, data: bytes) -> bool:
+        """True if `last` is a newly flushed partial line whose end could not be made
+        durable (then it must not be shipped yet)."""
+        start, end, _, was_cut = last
+        if was_cut or data.endswith(b"\n") or end != f.offset + len(data) or end in f.cuts:
+            return False
+        return not self.on_cut(f, end)
 
     def truncated(self, f: Tracked, fd: int) -> None:
         """copytruncate (or a rewrite): read again from 0 as a new generation, so the new

@@ -209,6 +209,7 @@ class Shipper:
             else None,
             skip=_own_files(c),
             checkpoints=saved,
+            persist=lambda entries: self.store.save(entries, self.store.ticket()),
         )
         self.metrics.lag_source(self.rt.registry, self.tailer.lags)
         transport = self.transport
@@ -303,7 +304,8 @@ class Shipper:
 
     async def _save_checkpoints(self) -> None:
         try:
-            await asyncio.to_thread(self.store.save, self.tailer.entries())
+            ticket = self.store.ticket()
+            await asyncio.to_thread(self.store.save, self.tailer.entries(), ticket)
         except OSError as exc:
             # retried each checkpoint interval (a full state volume frees up): nothing is
             # lost meanwhile, a restart only re-sends acknowledged records with their ids

@@ -43,6 +43,7 @@ class Tailer:
         multiline: tuple[str, int, int] | None,
         skip: set[tuple[int, int]],
         checkpoints: dict[str, Entry],
+        persist: Callable[[dict[str, Entry]], None] = lambda entries: None,
     ) -> None:
         self.patterns = tuple(patterns)
         self.excludes = tuple(excludes)
@@ -62,6 +63,8 @@ class Tailer:
         self.dirty: set[Tracked] = set()
         self.saved = {(e.dev, e.ino): (uid, e) for uid, e in checkpoints.items()}
         reader.on_truncate = self._follow_copy
+        reader.on_cut = self._cut
+        self.persist = persist
         self._first_scan = True
         self._warned: set[str] = set()
         self._warned_at: dict[str, tuple[float, int]] = {}
@@ -172,6 +175,7 @@ class Tailer:
                 f.start_at(read_fingerprint(f.fd), saved.generation + 1, 0)
             else:
                 f.start_at((saved.fp, saved.fp_len), saved.generation, saved.offset, uid)
+                f.cuts = [c for c in saved.cuts if c > saved.offset]
         else:
             fp = read_fingerprint(f.fd)
             f.start_at(fp, 0, start if fp else 0)
@@ -238,7 +242,7 @@ class Tailer:
             copy = Tracked(path, st.st_dev, st.st_ino, self.max_line, self.opener)
             copy.fd = fd
             copy.fp, copy.fp_len, copy.generation, copy.uid = f.fp, f.fp_len, f.generation, f.uid
-            copy.offset, copy.emitted_end = f.offset, f.emitted_end
+            copy.offset, copy.emitted_end, copy.cuts = f.offset, f.emitted_end, f.cuts
             copy.progress, copy.joiner = f.progress, f.joiner
             copy.framer.skipping = f.framer.skipping
             copy.rotated, copy.size = True, st.st_size
@@ -356,13 +360,30 @@ class Tailer:
 
     # --- state ----------------------------------------------------------------------------
 
+    def _cut(self, f: Tracked, end: int) -> bool:
+        """A partial line of `f` is about to be shipped as a record ending at `end`: write
+        that down first (a restart must cut the line there again, not ship it whole). Rare:
+        only after LOGSHIPPER_PARTIAL_FLUSH of quiet. False if the state volume refuses."""
+        f.cuts.append(end)
+        try:
+            self.persist(self.entries())
+        except OSError as exc:
+            f.cuts.pop()
+            self.metrics.checkpoint_errors.inc()
+            self._warn_limited("cut", f"partial line of {f.path} waits for its newline: {exc}")
+            return False
+        return True
+
     def entries(self) -> dict[str, Entry]:
         """Checkpoint entries for every file with an identity."""
         out = {}
         for f in self.by_key.values():
             if f.uid and f.fp:
+                acked = f.progress.acked
+                if f.cuts and f.cuts[0] <= acked:
+                    f.cuts = [c for c in f.cuts if c > acked]
                 out[f.uid] = Entry(
-                    f.path, f.dev, f.ino, f.fp, f.generation, f.progress.acked, f.fp_len
+                    f.path, f.dev, f.ino, f.fp, f.generation, acked, f.fp_len, f.cuts[:]
                 )
         return out
 

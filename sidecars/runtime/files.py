@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,11 +27,19 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, tmp: Path | None = 
     """Replace `path` with `data` so that a crash at any moment leaves the old or the new
     content, never a mix: temp file, fsync, rename, fsync of the directory. Blocking."""
     tmp = tmp or path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # a fresh file: whatever is at the temp name (a planted symlink, a leftover) is removed,
+    # never followed or written through
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         write_fully(fd, data)
         os.fsync(fd)
-    finally:
+    except OSError:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full volume: give its space back
+        raise
+    os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)

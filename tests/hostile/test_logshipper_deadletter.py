@@ -1,0 +1,108 @@
+"""The dead-letter file under hostile conditions: a symlink or FIFO planted at its path, a
+full volume. Refused documents are written there each exactly once, as whole lines, and
+never through a planted link; meanwhile their checkpoint does not move."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import SidecarProcess, wait_until
+from tests.logshipper_support import (
+    BulkSink,
+    LogWriter,
+    admin_url,
+    checkpoint_offsets,
+    shipper_env,
+    wait_metric,
+)
+from tests.warloader_support import tmpfs
+
+pytestmark = pytest.mark.integration
+
+
+def _refuse_sevens(doc: dict[str, object]) -> int:
+    return 400 if str(doc["message"]).endswith("7 " + "x" * 280) else 201
+
+
+def _dead_messages(path: Path) -> list[str]:
+    """Messages in the dead-letter file; every line must be a whole JSON record."""
+    if not path.exists():
+        return []
+    return [orjson.loads(line)["document"]["message"] for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+def test_a_planted_symlink_or_fifo_at_the_dead_letter_path_is_not_followed(
+    dirs: tuple[Path, Path], tmp_path: Path, planted: str
+) -> None:
+    """The dead-letter path is a symlink to another file (or a FIFO): nothing is written
+    through it, the shipper does not block, an error and `file_errors{dead_letter}` say so,
+    and the checkpoint waits. Once the link is removed the refused documents land in a real
+    file, each once."""
+    logs, state = dirs
+    state.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    dead = state / "dead-letter.ndjson"
+    if planted == "symlink":
+        dead.symlink_to(victim)
+    else:
+        os.mkfifo(dead)
+    writer = LogWriter(logs / "app.log")
+    writer.write(40, size=300)
+    refused = [m for m in writer.written if _refuse_sevens({"message": m}) == 400]
+    with BulkSink() as sink:
+        sink.item_status = _refuse_sevens
+        env = shipper_env(logs, state, sink.url, "logs")
+        with SidecarProcess("logshipper", env=env) as proc:
+            admin = admin_url(env)
+            wait_metric(admin, "logshipper_file_errors_total", "dead_letter", 1, "refused path")
+            assert victim.read_bytes() == b"precious\n"
+            first_refused = writer.written.index(refused[0])
+            if (state / "checkpoints.json").exists():
+                offset = checkpoint_offsets(state).get(str(logs / "app.log"), 0)
+                assert offset <= 301 * first_refused
+            dead.unlink()
+            wait_until(lambda: len(_dead_messages(dead)) == len(refused), 30, "dead letters")
+            size = (logs / "app.log").stat().st_size
+            wait_until(lambda: checkpoint_offsets(state)[str(logs / "app.log")] == size, 10, "cp")
+            assert proc.terminate() == 0
+            errors = [r for r in proc.log_lines() if "dead-letter file" in r.get("msg", "")]
+            assert errors and "not followed" in str(errors[0]) or planted == "fifo"
+    assert victim.read_bytes() == b"precious\n"
+    assert sorted(_dead_messages(dead)) == sorted(refused)
+    assert sink.count() == len(writer.written) - len(refused)
+
+
+def test_a_full_volume_leaves_no_torn_or_doubled_dead_letter(dirs: tuple[Path, Path]) -> None:
+    """The state volume has room for part of the dead letters only: the write fails with
+    ENOSPC after a partial write, which is cut back; the retry after space frees up writes
+    each refused document once, as whole lines."""
+    logs, _ = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(200, size=300)
+    refused = [m for m in writer.written if _refuse_sevens({"message": m}) == 400]
+    with tmpfs("256k") as state, BulkSink() as sink:
+        sink.item_status = _refuse_sevens
+        filler = state / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        os.ftruncate(fd, os.fstat(fd).st_size - (8 << 10))  # 8 KiB free: a partial write
+        os.close(fd)
+        env = shipper_env(logs, state, sink.url, "logs", batch_max_docs="1000")
+        with SidecarProcess("logshipper", env=env) as proc:
+            admin = admin_url(env)
+            wait_metric(admin, "logshipper_file_errors_total", "dead_letter", 1, "ENOSPC")
+            filler.unlink()
+            dead = state / "dead-letter.ndjson"
+            wait_until(lambda: len(_dead_messages(dead)) >= len(refused), 30, "dead letters")
+            assert proc.terminate() == 0
+        assert sorted(_dead_messages(dead)) == sorted(refused)
