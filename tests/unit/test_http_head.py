@@ -34,12 +34,19 @@ H = b"POST / HTTP/1.1\r\nHost: a\r\n"
         (b"GET foo HTTP/1.1\r\nHost: a", 400),  # not a target form
         (b"CONNECT a:443 HTTP/1.1\r\nHost: a", 501),
         (b"GET / HTTP/1.1 \r\nHost: a", 400),
+        (b"GET http://b/ HTTP/1.1\r\nHost: a", 400),  # Host and authority disagree
+        (b"GET / HTTP/1.1\r\nHost: a" + b"\r\nX: 1" * 100, 431),  # 101 header lines
+        (b"HTTP/1.1 200 OK" + b"\r\nX: 1" * 101, 431),  # responses too
     ],
 )
 def test_smuggling_shapes_are_refused(raw: bytes, status: int) -> None:
     with pytest.raises(HttpError) as err:
-        parse_request(raw)
+        (parse_response if raw.startswith(b"HTTP/") else parse_request)(raw)
     assert err.value.status == status
+
+
+def test_100_header_lines_are_read() -> None:
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a" + b"\r\nX: 1" * 99).block.count(b"\n") == 100
 
 
 def test_length_of_18_digits_is_read() -> None:
@@ -47,7 +54,7 @@ def test_length_of_18_digits_is_read() -> None:
 
 
 def test_absolute_form_becomes_origin_form_with_its_authority_as_host() -> None:
-    head = parse_request(b"GET http://api:81?q=1 HTTP/1.1\r\nHost: other\r\nX-A: 1")
+    head = parse_request(b"GET http://api:81?q=1 HTTP/1.1\r\nHost: API:81\r\nX-A: 1")
     assert head.first == (b"GET", b"/?q=1")
     assert head.get(b"host") == b"api:81"
     assert head.block == b"host: api:81\r\nX-A: 1\r\n"

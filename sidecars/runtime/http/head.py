@@ -5,7 +5,8 @@ token, a colon and a value free of control characters (tab allowed). Anything el
 a bare CR or LF, NUL, a space before the colon - is refused, as are the framing shapes that two
 parsers could read two ways: Content-Length with Transfer-Encoding, more than one or a list of
 Content-Length, a signed, spaced or over-long length, a transfer coding other than chunked,
-Transfer-Encoding in HTTP/1.0, a second Host."""
+Transfer-Encoding in HTTP/1.0, a second Host or one that differs from an absolute-form target's
+authority, more than MAX_FIELDS header lines."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP
 STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
 ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#@]+)([/?][\x21-\x7e]*)?")
 MAX_LENGTH_DIGITS = 18  # a Content-Length longer than this is refused (it would pass int64)
+MAX_FIELDS = 100  # header lines in a head (HAProxy's default limit is 101 with the first line)
 
 
 class HttpError(ValueError):
@@ -119,6 +121,8 @@ def _parse_block(
 ) -> None:
     """Check the header lines (each ending in CRLF), read the ones needed for framing and
     forwarding and keep the rest, as they came, in `head.block`."""
+    if block.count(b"\n") > MAX_FIELDS:
+        raise HttpError(431, "too many header fields")
     check_block(block)
     found = read.findall(block)
     if not found:
@@ -211,7 +215,10 @@ def parse_request(raw: bytes) -> Head:
     head = Head((method, target), version, [], close=version == b"HTTP/1.0")
     if block:
         _parse_block(block + b"\r\n", head, REQUEST_READ, REQUEST_DROP)
-    if authority:  # RFC 9112 section 3.2.2: the target's authority wins over Host
+    if authority:  # RFC 9112 section 3.2.2: the target's authority wins over Host...
+        host = head.get(b"host")
+        if host is not None and host.lower() != authority.lower():  # ...which must agree
+            raise HttpError(400, "host header differs from the target's authority")
         head.block = b"host: %s\r\n%s" % (authority, HOST_LINE.sub(b"", head.block))
         head.headers = [(n, v) for n, v in head.headers if n != b"host"]
         head.headers.append((b"host", authority))
