@@ -14,6 +14,7 @@ parse_request = head.parse_request
 parse_response = head.parse_response
 HEAD_ERRORS: tuple[type[Exception], ...] = (head.HttpError,)
 MAX_LENGTH_DIGITS = head.MAX_LENGTH_DIGITS
+MAX_FIELDS = head.MAX_FIELDS  # header lines in a head
 # What the ambassador sends on: a request to a member, a response to the client.
 forward_request = httpwire.forward_request
 forward_response = httpwire.forward_response

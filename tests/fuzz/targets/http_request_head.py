@@ -25,6 +25,8 @@ def fuzz(data: bytes) -> None:
         # An HTTP/1.0 request without Host goes out as HTTP/1.1 without one (reported);
         # add it so the rest of the check still applies.
         wire = wire.replace(b"\r\n", b"\r\nhost: x\r\n", 1)
+    if wire.count(b"\r\n") - 2 > http.MAX_FIELDS:
+        return  # the lines the proxy adds took it past the count limit: refused, not misread
     again = http.parse_request(wire[:-4])
     assert again.first == head.first, (again.first, head.first)
     assert (again.chunked, again.length) == (head.chunked, head.length), wire

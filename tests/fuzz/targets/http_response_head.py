@@ -22,5 +22,7 @@ def fuzz(data: bytes) -> None:
     framing = b"content-length: %d\r\n" % head.length if head.length is not None else b""
     wire = http.forward_response(head, framing, head.close)
     assert wire.endswith(b"\r\n\r\n") and wire.count(b"\r\n\r\n") == 1, wire
+    if wire.count(b"\r\n") - 2 > http.MAX_FIELDS:
+        return  # the lines the proxy adds took it past the count limit: refused, not misread
     again = http.parse_response(wire[:-4])
     assert again.first[0] == head.first[0] and again.length == head.length, wire
