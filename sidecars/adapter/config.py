@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sidecars.runtime import CommonConfig, setting
+from sidecars.runtime.checks import local_address, readable_file
 from sidecars.runtime.settings import choice, duration, host_port, listing, size
 
 MODES = ("health-from-metrics", "metrics-from-health", "paths")
@@ -60,6 +61,7 @@ class Config(CommonConfig):
         "address the monitoring system calls",
         host_port("0.0.0.0"),
         metavar="HOST:PORT",
+        check=local_address,
     )
     target: str = setting(
         "http://127.0.0.1:8080/metrics",
@@ -110,9 +112,11 @@ class Config(CommonConfig):
         "",
         "file holding the Authorization value sent to the app (Bearer ...), re-read each second",
         metavar="PATH",
+        check=readable_file,
     )
     ca_file: str = setting(
         "",
         "PEM file of CAs that verify an https target (empty: the system CAs)",
         metavar="PATH",
+        check=readable_file,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
+from sidecars.runtime.checks import local_address, readable_file
 from sidecars.runtime.settings import choice, duration, host_port, integer, listing, size
 
 POLICIES = ("round_robin", "least_conn", "p2c", "hash")
@@ -37,12 +38,14 @@ class Config(CommonConfig):
         "",
         "YAML or JSON file declaring several listeners (reloaded on change and on SIGHUP)",
         metavar="PATH",
+        check=readable_file,
     )
     listen: tuple[str, int] = setting(
         "127.0.0.1:7000",
         "address the app connects to (pod-local by default)",
         host_port("127.0.0.1"),
         metavar="HOST:PORT",
+        check=local_address,
     )
     upstreams: tuple[str, ...] = setting(
         "",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecars.ambassador.config import Config
+from sidecars.runtime.checks import readable_file
 from sidecars.runtime.documents import parse_document, read_bounded
 from sidecars.runtime.settings import specs
 
@@ -172,16 +173,27 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
         text = ",".join(map(str, raw)) if isinstance(raw, list) else str(raw)
         try:
             values[key] = _SPECS[key].parse(text)
+            check = _SPECS[key].check
+            why = check(values[key]) if check is not None else None
         except ValueError as exc:
-            problems.append(f"{where}{key}={text!r}: {exc}")
+            why = str(exc)
+        if why:
+            problems.append(f"{where}{key}={text!r}: {why}")
     settings = dataclasses.replace(base, **values)
     label = f"{where}upstreams" if body else "AMBASSADOR_UPSTREAMS"
     sources: list[Source] = []
     for raw_source in settings.upstreams:
         try:
-            sources.append(parse_source(raw_source))
+            source = parse_source(raw_source)
+            # a member file must be there at start (and at a reload), unlike a DNS name; read
+            # below only if it is a regular file (a FIFO would block the open)
+            why = readable_file(source.path) if source.kind == "file" else None
         except ValueError as exc:
-            problems.append(f"{label}={raw_source!r}: {exc}")
+            why = str(exc)
+        if why:
+            problems.append(f"{label}={raw_source!r}: {why}")
+        else:
+            sources.append(source)
     if not settings.upstreams:
         problems.append(f"{label}='': expected at least one member")
     for source in sources:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sidecars.runtime import CommonConfig, ConfigError, setting
+from sidecars.runtime.checks import readable_file
 from sidecars.runtime.settings import boolean, choice, duration, integer, listing, size
 
 
@@ -102,9 +103,15 @@ class Config(CommonConfig):
     es_username: str = setting("", "basic auth user", metavar="USER")
     es_password: str = setting("", "basic auth password", secret=True, metavar="PASSWORD")
     es_api_key: str = setting("", "API key (base64 id:key)", secret=True, metavar="KEY")
-    es_ca_file: str = setting("", "CA bundle to verify the server with", metavar="FILE")
-    es_client_cert: str = setting("", "client certificate (PEM) for mutual TLS", metavar="FILE")
-    es_client_key: str = setting("", "client certificate's key (PEM)", metavar="FILE")
+    es_ca_file: str = setting(
+        "", "CA bundle to verify the server with", metavar="FILE", check=readable_file
+    )
+    es_client_cert: str = setting(
+        "", "client certificate (PEM) for mutual TLS", metavar="FILE", check=readable_file
+    )
+    es_client_key: str = setting(
+        "", "client certificate's key (PEM)", metavar="FILE", check=readable_file
+    )
     es_verify_certs: bool = setting(
         "true", "verify the server certificate and name", boolean, metavar="BOOL"
     )

@@ -59,11 +59,7 @@ def _metadata(config: Config) -> dict[str, Any]:
 
 
 def _check_files(config: Config) -> None:
-    problems = []
-    for name in ("es_ca_file", "es_client_cert", "es_client_key"):
-        value = getattr(config, name)
-        if value and not os.access(value, os.R_OK):
-            problems.append(f"LOGSHIPPER_{name.upper()}={value!r}: expected a readable file")
+    problems = []  # the TLS files were checked at start (settings' readable_file)
     try:
         os.makedirs(config.state_dir, exist_ok=True)
         writable = os.access(config.state_dir, os.W_OK | os.X_OK)

@@ -14,7 +14,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 from sidecars import __version__
-from sidecars.runtime import admin, logs, tasks
+from sidecars.runtime import admin, checks, logs, tasks
 from sidecars.runtime.settings import (
     EXIT_CONFIG,
     ConfigError,
@@ -26,6 +26,7 @@ from sidecars.runtime.settings import (
     redacted,
     setting,
     unknown_variables,
+    verify,
 )
 
 EXIT_OK = 0
@@ -48,6 +49,7 @@ class CommonConfig:
         "address of the admin server (/healthz, /readyz, /metrics)",
         host_port("0.0.0.0"),
         metavar="HOST:PORT",
+        check=checks.local_address,
     )
     shutdown_timeout: float = setting(
         "20s",
@@ -122,6 +124,9 @@ class Sidecar(Generic[C]):
             raise SystemExit(EXIT_OK)
         try:
             config = self.load_config(argv, env)
+            problems = verify(config, self.prefix)
+            if problems:
+                raise ConfigError(problems)
         except ConfigError as exc:
             for problem in exc.problems:
                 sys.stderr.write(f"{self.name}: bad setting {problem}\n")
@@ -129,7 +134,6 @@ class Sidecar(Generic[C]):
         log = logs.setup(self.name, config.log_level)
         for var in unknown_variables(self.config, self.prefix, env):
             log.warning("unknown setting %s ignored (typo?)", var)
-        log.info("starting", extra={"version": __version__, "config": redacted(config)})
         raise SystemExit(_run_loop(self, config, log))
 
 
@@ -176,6 +180,9 @@ async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logge
         for problem in exc.problems:
             sys.stderr.write(f"{sidecar.name}: bad setting {problem}\n")
         return EXIT_CONFIG
+    # after the checks that need the service (its files, its listeners): a bad setting is the
+    # only line
+    log.info("starting", extra={"version": __version__, "config": redacted(config)})
     host, port = config.admin_addr
     try:
         runner = await admin.start(rt.admin_app, host, port)

@@ -33,6 +33,7 @@ class Spec:
     parse: Callable[[str], Any]
     secret: bool = False
     metavar: str = "VALUE"
+    check: Callable[[Any], str | None] | None = None
 
 
 def setting(
@@ -42,9 +43,11 @@ def setting(
     *,
     secret: bool = False,
     metavar: str = "VALUE",
+    check: Callable[[Any], str | None] | None = None,
 ) -> Any:
-    """A dataclass field whose default is given in the same text form a user would type."""
-    spec = Spec(default, help, parse, secret, metavar)
+    """A dataclass field whose default is given in the same text form a user would type.
+    `check` (see checks.py) runs at start against this machine: what can never work there."""
+    spec = Spec(default, help, parse, secret, metavar, check)
     return field(default=parse(default), metadata={"setting": spec})
 
 
@@ -237,6 +240,26 @@ def load(
     if problems:
         raise ConfigError(problems)
     return cls(**values)
+
+
+def verify(config: Any, prefix: str) -> list[str]:
+    """The start-time checks of every setting that has one: one problem per failing setting."""
+    problems = []
+    for name, spec in specs(type(config)):
+        value = getattr(config, name)
+        why = spec.check(value) if spec.check is not None else None
+        if why is not None:
+            shown = "(hidden)" if spec.secret else repr(_text(value))
+            problems.append(f"{env_name(prefix, name)}={shown}: {why}")
+    return problems
+
+
+def _text(value: Any) -> str:
+    """A parsed value as typed: ("::1", 80) -> "[::1]:80"."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        host = f"[{value[0]}]" if ":" in str(value[0]) else str(value[0])
+        return f"{host}:{value[1]}"
+    return str(value)
 
 
 def unknown_variables(cls: type[Any], prefix: str, env: Mapping[str, str]) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
+from sidecars.runtime.checks import readable_file
 from sidecars.runtime.settings import boolean, duration, integer, listing, size
 from sidecars.warloader.sources import Source, parse
 
@@ -86,18 +87,21 @@ class Config(CommonConfig):
         "file holding a bearer token sent to URL sources (re-read for every download)",
         optional_path,
         metavar="FILE",
+        check=readable_file,
     )
     basic_auth_file: str = setting(
         "",
         "file holding user:password for HTTP basic auth to URL sources (re-read on use)",
         optional_path,
         metavar="FILE",
+        check=readable_file,
     )
     ca_file: str = setting(
         "",
         "PEM bundle of CAs trusted for https sources (default: the system's)",
         optional_path,
         metavar="FILE",
+        check=readable_file,
     )
     tls_verify: bool = setting(
         "true", "verify https certificates (turn off only for testing)", boolean, metavar="BOOL"

@@ -194,7 +194,7 @@ async def test_a_pooled_client_reuses_one_tls_connection(
         ({"ADAPTER_AUTH_FILE": "/nonexistent/token"}, "ADAPTER_AUTH_FILE='/nonexistent/token'"),
         (
             {"ADAPTER_TARGET": "https://127.0.0.1:1/m", "ADAPTER_CA_FILE": "/nonexistent/ca"},
-            "ADAPTER_CA_FILE='/nonexistent/ca': cannot load it",
+            "ADAPTER_CA_FILE='/nonexistent/ca': expected a readable file",
         ),
         ({"ADAPTER_CA_FILE": "/etc/hostname"}, "needs an https:// ADAPTER_TARGET"),
         ({"ADAPTER_TARGET": "http://u:secret@127.0.0.1/m"}, "use ADAPTER_AUTH_FILE"),

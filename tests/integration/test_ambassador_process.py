@@ -121,7 +121,7 @@ def _in_flight(admin: int) -> float:
     [
         ({"AMBASSADOR_UPSTREAMS": "a:x"}, "AMBASSADOR_UPSTREAMS='a:x'"),
         ({"AMBASSADOR_UPSTREAMS": "a:1", "AMBASSADOR_MODE": "udp"}, "AMBASSADOR_MODE='udp'"),
-        ({"AMBASSADOR_CONFIG": "/nonexistent/amb.yaml"}, "cannot read"),
+        ({"AMBASSADOR_CONFIG": "/nonexistent/amb.yaml"}, "expected a readable file"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(env: dict[str, str], expected: str) -> None:

@@ -196,7 +196,7 @@ def test_bad_settings_exit_2_naming_the_setting(tmp_path: Path) -> None:
     result = run_sidecar(
         "logshipper",
         env={
-            "LOGSHIPPER_ES_CLIENT_CERT": "/nonexistent.pem",
+            "LOGSHIPPER_ES_CLIENT_CERT": "/etc/hostname",  # there, but no key with it
             "LOGSHIPPER_ES_PASSWORD": "hunter2",
             "LOGSHIPPER_STATE_DIR": str(tmp_path),
         },

@@ -1,0 +1,51 @@
+"""Start-time checks of settings against this machine: a value that parses but can never work
+(a listen address not on this machine, a file that is not there) is a configuration error.
+Each returns what is wrong, or None."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+
+def local_address(value: tuple[str, int]) -> str | None:
+    """A host to listen on must resolve to an address of this machine. The port is not tried
+    here: one in use may come free, a host that is not ours never will."""
+    host = value[0]
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            return None  # the resolver is down for now: the bind fails (exit 1) and is retried
+        return f"expected a host name or address of this machine ({exc.strerror})"
+    missing = None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    return None  # not a question of the address (EACCES, ...)
+                missing = exc.strerror
+                continue
+        return None  # like asyncio's servers: one family that binds is enough
+    return f"expected an address of this machine ({missing})"
+
+
+def readable_file(path: str) -> str | None:
+    """An optional file setting, when set, must be a regular file we can read (never blocks:
+    a FIFO is refused, not opened for a read that waits for a writer)."""
+    if not path:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"expected a readable file ({exc.strerror})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "expected a readable file (not a regular file)"
+    finally:
+        os.close(fd)
+    return None

@@ -1,0 +1,148 @@
+"""Rule 9: a setting that can never work is a configuration error at start: one line naming the
+setting and what is wrong, exit 2, no traceback. What may legitimately work later (a member's
+or a server's DNS name in Kubernetes) is not refused."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SidecarProcess, free_port, http_get, run_sidecar, wait_until
+
+pytestmark = pytest.mark.integration
+
+SIDECARS = ["logshipper", "ambassador", "adapter", "warloader"]
+NOT_HERE = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machine
+NO_NAME = "no-such-host.invalid"  # RFC 6761: never resolves
+
+
+def _one_line_exit_2(name: str, env: dict[str, str], var: str, expected: str) -> None:
+    start = time.monotonic()
+    done = run_sidecar(name, env=env, timeout=20)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{name}: bad setting {var}="), lines[0]
+    assert expected in lines[0] and "Traceback" not in done.stderr
+    assert time.monotonic() - start < 10  # at start, not after a wait
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_admin_address_not_on_this_machine_exits_2(name: str) -> None:
+    """The admin address is an IP this machine does not have: bind would fail with
+    EADDRNOTAVAIL forever, so it is a bad setting (exit 2), not a runtime failure (exit 1)."""
+    var = f"{name.upper()}_ADMIN_ADDR"
+    env = {var: f"{NOT_HERE}:{free_port()}"}
+    _one_line_exit_2(name, env, var, "expected an address of this machine")
+
+
+@pytest.mark.parametrize("name", SIDECARS)
+def test_admin_host_that_does_not_resolve_exits_2(name: str) -> None:
+    """A listen host name that does not resolve can never be bound."""
+    var = f"{name.upper()}_ADMIN_ADDR"
+    _one_line_exit_2(name, {var: f"{NO_NAME}:9999"}, var, "expected a host name or address")
+
+
+@pytest.mark.parametrize(
+    ("name", "var", "extra"),
+    [
+        ("adapter", "ADAPTER_LISTEN", {}),
+        ("ambassador", "AMBASSADOR_LISTEN", {"AMBASSADOR_UPSTREAMS": "127.0.0.1:9"}),
+    ],
+)
+def test_service_listen_address_not_on_this_machine_exits_2(
+    name: str, var: str, extra: dict[str, str]
+) -> None:
+    """The service's own listen address, like the admin one."""
+    env = {var: f"{NOT_HERE}:{free_port()}", **extra}
+    _one_line_exit_2(name, env, var, "expected an address of this machine")
+
+
+def test_config_file_listener_not_on_this_machine_exits_2(tmp_path: Path) -> None:
+    """A listener of the ambassador's config file on a foreign address: exit 2 at start, the
+    line naming the file and the listener."""
+    conf = tmp_path / "amb.yaml"
+    conf.write_text(f"listeners:\n  redis:\n    listen: {NOT_HERE}:6379\n    upstreams: [a:1]\n")
+    done = run_sidecar("ambassador", env={"AMBASSADOR_CONFIG": str(conf)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "listeners.redis.listen=" in lines[0], done.stderr
+    assert "expected an address of this machine" in lines[0]
+
+
+# Every file setting, missing at start: (sidecar, variable, other settings it needs).
+FILE_SETTINGS = [
+    ("logshipper", "LOGSHIPPER_ES_CA_FILE", {}),
+    ("logshipper", "LOGSHIPPER_ES_CLIENT_CERT", {"LOGSHIPPER_ES_CLIENT_KEY": "/etc/hostname"}),
+    ("logshipper", "LOGSHIPPER_ES_CLIENT_KEY", {"LOGSHIPPER_ES_CLIENT_CERT": "/etc/hostname"}),
+    ("adapter", "ADAPTER_AUTH_FILE", {}),
+    ("adapter", "ADAPTER_CA_FILE", {"ADAPTER_TARGET": "https://127.0.0.1:1/metrics"}),
+    ("ambassador", "AMBASSADOR_CONFIG", {}),
+    ("warloader", "WARLOADER_CA_FILE", {}),
+    ("warloader", "WARLOADER_BEARER_TOKEN_FILE", {}),
+    ("warloader", "WARLOADER_BASIC_AUTH_FILE", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "var", "extra"), FILE_SETTINGS)
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_file_setting_that_is_not_a_readable_file_exits_2(
+    tmp_path: Path, name: str, var: str, extra: dict[str, str], kind: str
+) -> None:
+    """A file setting naming nothing, a directory, or a FIFO (which would block a reader
+    forever): one line naming the setting, exit 2, promptly."""
+    path = tmp_path / "file"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    env = {var: str(path), f"{name.upper()}_STATE_DIR": str(tmp_path / "state"), **extra}
+    _one_line_exit_2(name, env, var, "expected a readable file")
+
+
+def test_member_file_missing_at_start_exits_2(tmp_path: Path) -> None:
+    """A file:// member list that is not there at start is a bad setting, unlike a DNS name."""
+    member = tmp_path / "members.txt"
+    env = {
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}",
+        "AMBASSADOR_UPSTREAMS": f"file://{member}",
+    }
+    done = run_sidecar("ambassador", env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ambassador: bad setting AMBASSADOR_UPSTREAMS=")
+    assert "expected a readable file" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "env"),
+    [
+        ("ambassador", {"AMBASSADOR_UPSTREAMS": f"dns://{NO_NAME}:6379"}),
+        ("ambassador", {"AMBASSADOR_UPSTREAMS": f"{NO_NAME}:6379"}),
+        ("logshipper", {"LOGSHIPPER_ES_HOSTS": f"http://{NO_NAME}:9200"}),
+        ("adapter", {"ADAPTER_TARGET": f"http://{NO_NAME}:8080/metrics"}),
+    ],
+)
+def test_names_of_members_and_servers_that_do_not_resolve_yet_are_waited_for(
+    tmp_path: Path, name: str, env: dict[str, str]
+) -> None:
+    """In Kubernetes a Service's DNS name may not resolve yet at start: the sidecar runs, alive
+    but not ready, instead of exiting."""
+    admin = free_port()
+    full = {
+        f"{name.upper()}_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}",
+        "ADAPTER_LISTEN": f"127.0.0.1:{free_port()}",
+        "LOGSHIPPER_STATE_DIR": str(tmp_path / "state"),
+        "LOGSHIPPER_PATHS": str(tmp_path / "*.log"),
+        **env,
+    }
+    with SidecarProcess(name, {k: v for k, v in full.items() if k.startswith(name.upper())}) as p:
+        p.wait_http(f"http://127.0.0.1:{admin}/healthz")
+        if "dns://" in str(env) or name == "logshipper":  # nothing to reach: not ready
+            assert http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 503
+        wait_until(lambda: p.proc.poll() is None, 1, "still running")
+        assert p.terminate() == 0
