@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class BulkSink:
         self.mode: Mode = "ok"
         self.fail_next: int | None = None
         self.item_status: Callable[[dict[str, Any]], int] | None = None
+        # mode "hostile": this handler answers instead (answers a real node never gives)
+        self.hostile: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         self.gzipped = 0
         self.authorizations: set[str] = set()  # Authorization headers seen on /_bulk
         self._lock = threading.Lock()
@@ -103,6 +105,8 @@ class BulkSink:
             return web.Response(
                 text="this is not json", content_type="application/json", headers=PRODUCT
             )
+        if mode == "hostile" and self.hostile is not None:
+            return await self.hostile(request)
         if mode.startswith("noproduct"):
             return web.json_response({"took": 1, "errors": False, "items": []})
         lines = body.split(b"\n")

@@ -29,6 +29,9 @@ class BadResponse(Exception):
 
 
 _OK = ItemResult(Outcome.OK, "", None)
+# a filtered bulk answer is a status and at most an error object per document: far less
+# than this; a larger one is not parsed into objects (memory) but retried as bad
+_ANSWER_BASE, _ANSWER_PER_ITEM = 1 << 20, 16 << 10
 # error types that are about the cluster's state, not the document: retry them
 _TRANSIENT = {
     "es_rejected_execution_exception",
@@ -95,6 +98,8 @@ def all_ok(body: Any, count: int) -> bool:
 
 def classify_response(body: Any, count: int, create: bool) -> list[ItemResult]:
     """Per-item results of a 2xx bulk answer for a request of `count` documents."""
+    if isinstance(body, bytes) and len(body) > _ANSWER_BASE + _ANSWER_PER_ITEM * count:
+        raise BadResponse(f"bulk answer of {len(body)} bytes for {count} documents")
     body = parse_body(body)
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise BadResponse(f"not a bulk response: {str(body)[:200]!r}")

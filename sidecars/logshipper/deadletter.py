@@ -41,7 +41,13 @@ class DeadLetter:
                 "action": orjson.loads(action),
                 "document": doc,
             }
-            lines.append(orjson.dumps(record, default=str) + b"\n")
+            try:
+                line = orjson.dumps(record, default=str)
+            except TypeError:  # nested deeper than orjson writes (255): keep it as text
+                record["document"] = source.decode(errors="replace")
+                record["error"] = str(error)[:2000]
+                line = orjson.dumps(record, default=str)
+            lines.append(line + b"\n")
         body = b"".join(lines)
         fd = self._open()
         try:

@@ -30,7 +30,9 @@ def iso_utc(ts: float) -> str:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """A record time from ISO-8601 text or epoch seconds; naive times are taken as UTC."""
+    """A record time in UTC from ISO-8601 text or epoch seconds; naive times are taken as
+    UTC. None for anything else, including times whose UTC form is out of range (year 1 at
+    +01:00, year 9999 at -14:00)."""
     try:
         if isinstance(value, bool):
             return None
@@ -38,7 +40,7 @@ def parse_time(value: Any) -> datetime | None:
             return datetime.fromtimestamp(float(value), UTC)
         if isinstance(value, str):
             dt = datetime.fromisoformat(value.strip())
-            return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+            return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return None
@@ -251,6 +253,8 @@ class DocumentBuilder:
         doc.update(self._meta)
         if tags:
             old = doc.get("tags")
+            if isinstance(old, str):
+                old = [old]  # the app's own tag is kept next to ours
             doc["tags"] = [*old, *tags] if isinstance(old, list) else list(tags)
         try:
             src = orjson.dumps(doc)

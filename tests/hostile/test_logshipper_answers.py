@@ -1,0 +1,100 @@
+"""A hostile Elasticsearch (or something in its place) answers bulk requests with bodies a
+real node never sends: huge, malformed, deeply nested, never-ending, or 200 with items that
+do not match the request. Each is retried (counted by reason), memory stays bounded, and
+once real answers come back every line is delivered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import SidecarProcess, wait_until
+from tests.logshipper_support import (
+    PRODUCT,
+    BulkSink,
+    LogWriter,
+    admin_url,
+    checksum,
+    metric,
+    rss_bytes,
+    shipper_env,
+)
+
+pytestmark = pytest.mark.integration
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: bytes) -> Handler:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=body, content_type="application/json", headers=PRODUCT)
+
+    return answer
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """200, chunked, a few bytes every 50 ms, never finished (until the client gives up)."""
+    await request.read()
+    resp = web.StreamResponse(headers={**PRODUCT, "content-type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(b'{"errors":false,"items":[')
+    for _ in range(100_000):
+        await resp.write(b'{"index":{"status":201}},')
+        await asyncio.sleep(0.05)
+    return resp
+
+
+HUGE = b'{"errors":true,"items":[' + b"0," * (20 << 20) + b"0]}"  # 40 MiB, 20M items
+CASES: dict[str, tuple[Handler, str]] = {
+    "40 MiB 200 answer": (_json(HUGE), "bad_response"),
+    "malformed JSON": (_json(b'{"errors":true,"items":[{"index":'), "bad_response"),
+    "nested 100,000 deep": (_json(b"[" * 100_000 + b"]" * 100_000), "bad_response"),
+    "endless chunked 200": (_endless, "timeout"),
+    "200 errors:true, one item": (
+        _json(b'{"errors":true,"items":[{"index":{"status":201}}]}'),
+        "bad_response",
+    ),
+    "200 item status a string": (
+        _json(b'{"errors":true,"items":[' + b'{"index":{"status":"201"}},' * 29 + b"{}]}"),
+        "bad_response",
+    ),
+    "200 errors:false, no items": (_json(b'{"errors":false,"took":1}'), "bad_response"),
+    "200 not an object": (_json(b'[{"errors":false}]'), "bad_response"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_hostile_bulk_answer_is_retried_and_nothing_is_lost(
+    dirs: tuple[Path, Path], case: str
+) -> None:
+    """Two hostile answers, then real ones: the batch is retried with the case's reason,
+    RSS stays under 200 MiB, and each of the 30 lines is delivered once."""
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(30)
+    handler, reason = CASES[case]
+    with BulkSink() as sink:
+        sink.mode, sink.fail_next, sink.hostile = "hostile", 2, handler
+        env = shipper_env(logs, state, sink.url, "logs", es_timeout="1s")
+        with SidecarProcess("logshipper", env=env) as proc:
+            peak = 0
+
+            def delivered() -> bool:
+                nonlocal peak
+                peak = max(peak, rss_bytes(proc.proc.pid))
+                return sink.count() >= 30
+
+            wait_until(delivered, 60, "30 lines")
+            got = sink.messages()
+            assert len(got) == 30 and checksum(got) == checksum(writer.written)
+            admin = admin_url(env)
+            assert metric(admin, "logshipper_documents_retried_total", reason) >= 30
+            assert peak < 200 << 20, peak
+            assert proc.terminate() == 0
+            assert "Traceback" not in proc.stderr()
