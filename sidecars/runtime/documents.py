@@ -57,14 +57,16 @@ def parse_document(text: str, json_file: bool) -> Any:
         if _depth(doc) > MAX_DEPTH:
             raise ValueError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
         return doc
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # already reads: a NUL or other control character fails
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"not valid YAML: {first}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _depth(doc: Any) -> int:

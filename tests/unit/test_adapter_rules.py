@@ -73,6 +73,7 @@ def test_load_yaml_json_and_file(tmp_path: Path) -> None:
         ("[" * 5000, "nested"),
         ("- " * 3000 + "x", "nested deeper than 16 levels"),
         ("a: &a [x, x]\nb: [*a, *a]", "aliases (*name) are not allowed"),
+        ("- name: a\x00\n", "not valid YAML/JSON: unacceptable character #x0000"),
     ],
 )
 def test_invalid_rules_name_the_rule(source: str, message: str) -> None:
