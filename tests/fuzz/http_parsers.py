@@ -6,7 +6,7 @@ parser and the errors it may raise."""
 from __future__ import annotations
 
 from sidecars.ambassador import httpwire
-from sidecars.runtime.http import body, head, server
+from sidecars.runtime.http import body, client, head, server
 
 # Request and response heads (without the final blank line): the ambassador's and the
 # adapter client's parser.
@@ -27,3 +27,9 @@ ADMIN_ERRORS: tuple[type[Exception], ...] = (server.BadRequest,)
 Chunked = body.Chunked
 Length = body.Length
 CHUNKED_ERRORS: tuple[type[Exception], ...] = (ValueError,)
+
+# A whole answer read from a stream (the logshipper's bulk answers, the ambassador's health
+# checks): `await read_head(reader)`, then `await read_body(reader, head, method, limit)`.
+read_head = client.read_head
+read_body = client.read_body
+ANSWER_ERRORS: tuple[type[Exception], ...] = (ValueError, EOFError)

@@ -24,6 +24,7 @@ TARGETS = (
     "documents",
     "http_request_head",
     "http_response_head",
+    "http_answer",
     "admin_request_head",
     "chunked_body",
 )
