@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecars.ambassador.config import Config
-from sidecars.runtime.checks import readable_file
 from sidecars.runtime.documents import parse_document, read_bounded
 from sidecars.runtime.settings import specs
 
@@ -184,16 +183,9 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
     sources: list[Source] = []
     for raw_source in settings.upstreams:
         try:
-            source = parse_source(raw_source)
-            # a member file must be there at start (and at a reload), unlike a DNS name; read
-            # below only if it is a regular file (a FIFO would block the open)
-            why = readable_file(source.path) if source.kind == "file" else None
+            sources.append(parse_source(raw_source))
         except ValueError as exc:
-            why = str(exc)
-        if why:
-            problems.append(f"{label}={raw_source!r}: {why}")
-        else:
-            sources.append(source)
+            problems.append(f"{label}={raw_source!r}: {exc}")
     if not settings.upstreams:
         problems.append(f"{label}='': expected at least one member")
     for source in sources:

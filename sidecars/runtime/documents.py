@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from typing import Any
 
 import yaml
@@ -14,7 +16,12 @@ MAX_DEPTH = 16  # nesting of YAML/JSON collections (a listener file needs 4, a r
 def read_bounded(path: str) -> bytes:
     """A whole file of at most MAX_FILE_BYTES; ValueError otherwise (unreadable included)."""
     try:
-        with open(path, "rb") as f:
+        # non-blocking open: a FIFO put in the file's place must not block the reader (the
+        # event loop) waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError("cannot read: not a regular file")
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"cannot read: {exc.strerror or exc}") from None

@@ -103,18 +103,16 @@ def test_file_setting_that_is_not_a_readable_file_exits_2(
     _one_line_exit_2(name, env, var, "expected a readable file")
 
 
-def test_member_file_missing_at_start_exits_2(tmp_path: Path) -> None:
-    """A file:// member list that is not there at start is a bad setting, unlike a DNS name."""
+@pytest.mark.parametrize("kind", ["missing", "fifo"])
+def test_member_file_not_readable_at_start_exits_2(tmp_path: Path, kind: str) -> None:
+    """A file:// member list that is not there at start (or is a FIFO, which would block the
+    read) is a bad setting, unlike a DNS name: one line, exit 2, promptly."""
     member = tmp_path / "members.txt"
-    env = {
-        "AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}",
-        "AMBASSADOR_UPSTREAMS": f"file://{member}",
-    }
-    done = run_sidecar("ambassador", env=env)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ambassador: bad setting AMBASSADOR_UPSTREAMS=")
-    assert "expected a readable file" in lines[0]
+    if kind == "fifo":
+        os.mkfifo(member)
+    var = "AMBASSADOR_UPSTREAMS"
+    env = {"AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}", var: f"file://{member}"}
+    _one_line_exit_2("ambassador", env, var, "cannot read")
 
 
 @pytest.mark.parametrize(
