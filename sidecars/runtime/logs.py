@@ -69,7 +69,7 @@ class RateLimit(logging.Filter):
         self._lock = threading.Lock()  # records also come from worker threads
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "suppressed", None) is not None:
+        if getattr(record, "_summary", False):
             return True  # our own summary
         now = self.clock()
         key = (record.name, record.levelno, str(record.msg))
@@ -111,6 +111,7 @@ class RateLimit(logging.Filter):
                     "msg": "suppressed %d similar lines in %.0fs: %s",
                     "args": (window.held, self.every, template),
                     "suppressed": window.held,
+                    "_summary": True,
                 }
             )
             self.emit(record)
