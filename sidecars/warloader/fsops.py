@@ -1,25 +1,24 @@
-"""Filesystem steps of an atomic install: temp names, fsync, rename-exchange, modes, cleanup."""
+"""Filesystem steps of an atomic install: temp names, fsync, rename-exchange, modes, cleanup.
+
+Everything in the destination is done relative to its open directory descriptor, by name
+(beneath.py): the app sharing the volume may plant links at any name we use."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import secrets
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecars.runtime.files import fsync_dir
+from sidecars.warloader import beneath
 from sidecars.warloader.errors import DestinationError, dest_error
 
 _RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,135 +39,141 @@ class Modes:
         return mode
 
 
-def temp_path(dest: Path, name: str, kind: str) -> Path:
+def temp_name(name: str, kind: str) -> str:
     """A fresh hidden name next to `name`, so a rename into place stays on one filesystem."""
-    return dest / f".{name}.warloader-{kind}-{secrets.token_hex(6)}"
+    return f".{name}.warloader-{kind}-{secrets.token_hex(6)}"
 
 
-def marker_path(dest: Path, name: str) -> Path:
-    return dest / f".{name}.warloader.json"
+def marker_name(name: str) -> str:
+    return f".{name}.warloader.json"
 
 
-def remove_leftovers(dest: Path, name: str, keep: tuple[str, ...] = ()) -> int:
+def remove_leftovers(dfd: int, name: str, keep: tuple[str, ...] = ()) -> int:
     """Delete temp files and stage dirs an earlier, killed run left behind (except the `keep`
     kinds); return how many."""
     count = 0
     prefix = f".{name}.warloader-"
     kept = {prefix + kind for kind in keep}
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(dest):
-            if entry.name.startswith(prefix) and entry.name not in kept:
-                remove(Path(entry.path))
-                count += 1
+    for entry in os.listdir(dfd):
+        if entry.startswith(prefix) and entry not in kept:
+            beneath.clear(dfd, entry)
+            count += 1
     return count
 
 
-def remove(path: Path) -> None:
-    """Remove a file, link or tree; missing is fine."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def sync_tree(root: Path) -> None:
-    """Persist a whole staged tree: one syncfs(2) for its filesystem, else fsync every entry."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if hasattr(_libc, "syncfs") and _libc.syncfs(fd) == 0:
-            return
-    finally:
-        os.close(fd)
-    for dirpath, _, files in os.walk(root):
+def sync_tree(fd: int) -> None:
+    """Persist a whole staged tree (open at `fd`): one syncfs(2) for its filesystem, else
+    fsync every entry, each opened beneath it without following links."""
+    if hasattr(beneath.libc, "syncfs") and beneath.libc.syncfs(fd) == 0:
+        return
+    for _, _, files, dirfd in os.fwalk(dir_fd=fd):
         for name in files:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                ffd = os.open(path, os.O_RDONLY)
+            with contextlib.suppress(OSError):  # a link: nothing to sync
+                ffd = os.open(name, os.O_RDONLY | beneath.FILE_FLAGS, dir_fd=dirfd)
                 try:
                     os.fsync(ffd)
                 finally:
                     os.close(ffd)
-        fsync_dir(Path(dirpath))
+        os.fsync(dirfd)
 
 
-def rename_exchange(a: Path, b: Path) -> bool:
+def rename_exchange(dfd: int, a: str, b: str) -> bool:
     """Atomically swap two names (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    if not hasattr(_libc, "renameat2"):
+    if not hasattr(beneath.libc, "renameat2"):
         return False
-    rc = _libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    rc = beneath.libc.renameat2(dfd, os.fsencode(a), dfd, os.fsencode(b), _RENAME_EXCHANGE)
     if rc == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
-    raise OSError(err, os.strerror(err), str(b))
+    raise OSError(err, os.strerror(err), b)
 
 
-def publish(staged: Path, target: Path) -> None:
+def publish(dfd: int, staged: str, target: str, where: Path) -> None:
     """Put `staged` (file or directory) at `target` in one step; the old one is removed after.
-    A reader sees the old entry or the new one, never a partial one."""
+    A reader sees the old entry or the new one, never a partial one. A link at `target` is
+    replaced, never followed."""
     try:
-        if staged.is_dir() or (target.is_dir() and not target.is_symlink()):
-            _publish_swap(staged, target)
+        if _is_dir(dfd, staged) or _is_dir(dfd, target):
+            _publish_swap(dfd, staged, target)
         else:
-            os.replace(staged, target)
-        fsync_dir(target.parent)
+            os.replace(staged, target, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
     except OSError as exc:
-        raise dest_error(exc, str(target)) from None
+        raise dest_error(exc, str(where / target)) from None
 
 
-def _publish_swap(staged: Path, target: Path) -> None:
-    if not os.path.lexists(target):
-        os.rename(staged, target)
+def _is_dir(dfd: int, name: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _publish_swap(dfd: int, staged: str, target: str) -> None:
+    try:
+        os.stat(target, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(staged, target, src_dir_fd=dfd, dst_dir_fd=dfd)
         return
-    if rename_exchange(staged, target):
-        remove(staged)  # now holds the old version
+    if rename_exchange(dfd, staged, target):
+        beneath.clear(dfd, staged)  # now holds the old version
         return
     # No renameat2 here (old kernel or filesystem): move the old one aside first. The name is
     # briefly absent, but never partial.
-    aside = temp_path(target.parent, target.name, "old")
-    os.rename(target, aside)
-    os.rename(staged, target)
-    remove(aside)
+    aside = temp_name(target, "old")
+    os.rename(target, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+    os.rename(staged, target, src_dir_fd=dfd, dst_dir_fd=dfd)
+    beneath.clear(dfd, aside)
 
 
-def apply_modes(path: Path, modes: Modes, source_mode: int = 0) -> None:
-    """Set mode (and owner if configured) on one staged entry; links keep their own."""
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        if modes.uid >= 0 or modes.gid >= 0:
-            _chown(path, modes, follow=False)
-        return
+def apply_modes(fd: int, modes: Modes, source_mode: int = 0) -> None:
+    """Set mode (and owner if configured) on one staged file or directory, by its open
+    descriptor: a name swapped for a link meanwhile cannot redirect it."""
+    st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         # keep a setgid bit the directory inherited from a volume with fsGroup: files the app
         # creates in it later then get the group too
         mode = (modes.dir_mode & 0o777) | (st.st_mode & stat.S_ISGID)
     else:
         mode = modes.for_file(source_mode)
-    os.chmod(path, mode)
+    os.fchmod(fd, mode)
     if modes.uid >= 0 or modes.gid >= 0:
-        _chown(path, modes, follow=True)
+        _chown(lambda: os.fchown(fd, modes.uid, modes.gid), modes)
 
 
-def _chown(path: Path, modes: Modes, follow: bool) -> None:
+def own_link(dirfd: int, name: str, modes: Modes) -> None:
+    """Give a staged symlink the configured owner (links have no mode of their own)."""
+    if modes.uid >= 0 or modes.gid >= 0:
+        _chown(
+            lambda: os.chown(name, modes.uid, modes.gid, dir_fd=dirfd, follow_symlinks=False),
+            modes,
+        )
+
+
+def _chown(change: object, modes: Modes) -> None:
+    assert callable(change)
     try:
-        os.chown(path, modes.uid, modes.gid, follow_symlinks=follow)
+        change()
     except PermissionError:
         raise DestinationError(
-            f"cannot give {path.name} owner {modes.uid}:{modes.gid}: not permitted "
+            f"cannot give owner {modes.uid}:{modes.gid}: not permitted "
             "(changing owners needs CAP_CHOWN; with fsGroup leave the owner unset)"
         ) from None
 
 
-def try_lock(dest: Path, name: str) -> int | None:
+def try_lock(dfd: int, dest: Path, name: str) -> int | None:
     """Take the exclusive lock for `name` if free, so two loaders on one volume never
-    interleave; closing the returned descriptor releases it. None: another loader has it."""
-    path = dest / f".{name}.warloader.lock"
+    interleave; closing the returned descriptor releases it. None: another loader has it.
+    Whatever else sits at the lock's name (a link, FIFO, directory) is replaced."""
+    lock = f".{name}.warloader.lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = beneath.open_regular(dfd, lock, os.O_RDWR)
+        if fd is None:
+            fd = beneath.create_file(dfd, lock, 0o644)
+    except FileExistsError:
+        return None  # another loader created it just now: try again
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
     try:
@@ -182,11 +187,13 @@ def try_lock(dest: Path, name: str) -> int | None:
     return fd
 
 
-def ensure_dir(dest: Path) -> None:
-    """Create the destination if needed and check that it is a writable directory."""
+def ensure_dir(dest: Path) -> int:
+    """Create the destination if needed; return it opened (every later step works relative
+    to this descriptor)."""
     try:
         dest.mkdir(parents=True, exist_ok=True)
+        return beneath.open_dir(str(dest))
+    except NotADirectoryError:
+        raise DestinationError(f"cannot write {dest}: not a directory") from None
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
-    if not dest.is_dir():
-        raise DestinationError(f"cannot write {dest}: not a directory")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecars.warloader import fsops, partial, staging, state
+from sidecars.warloader import beneath, fsops, partial, staging, state
 from sidecars.warloader.copier import Progress, copy_hashing, copy_plain
 from sidecars.warloader.errors import (
+    DestinationError,
     DigestMismatch,
     LoadError,
     SourceConfigError,
@@ -67,6 +70,7 @@ class _Job:
     previous: state.Record | None
     progress: Progress
     started: float
+    dfd: int  # the destination, open
 
     def outcome(self, action: str, why: str, sha256: str = "", size: int = 0) -> Outcome:
         seconds = time.monotonic() - self.started
@@ -97,34 +101,42 @@ class Installer:
         name = src.target_name(extracting)
         m = self.plan.modes
         settings = f"extract={extracting};mode={m.file_mode:o}/{m.dir_mode:o};owner={m.uid}:{m.gid}"
-        await staging.thread(progress, fsops.ensure_dir, dest)
-        lock_fd = await self._lock(dest, name, progress)
+        dfd = await staging.thread(progress, fsops.ensure_dir, dest)
         try:
-            keep = partial.KEEP if src.is_url else ()
-            await staging.thread(progress, fsops.remove_leftovers, dest, name, keep)
-            prev = await staging.thread(progress, state.read, dest, name)
-            usable = prev if prev and prev.settings == settings else None
-            if usable and not await staging.thread(progress, usable.intact, dest):
-                self.log.warning(
-                    "%s was changed since it was installed (files modified, added or removed):"
-                    " installing it again",
-                    name,
-                    extra={"artifact": name},
-                )
-                usable = None
-            job = _Job(src, name, extracting, settings, usable, progress, time.monotonic())
-            if usable and src.sha256 and usable.sha256 == src.sha256:
-                return job.outcome("unchanged", "pinned digest already installed", src.sha256)
-            if src.is_url:
-                return await self._from_url(job)
-            return await staging.thread(progress, self._from_path, job)
+            lock_fd = await self._lock(dfd, dest, name, progress)
+            try:
+                job = _Job(src, name, extracting, settings, None, progress, time.monotonic(), dfd)
+                return await self._locked(job)
+            finally:
+                os.close(lock_fd)
         finally:
-            os.close(lock_fd)
+            os.close(dfd)
 
-    async def _lock(self, dest: Path, name: str, progress: Progress) -> int:
+    async def _locked(self, job: _Job) -> Outcome:
+        src, name, dfd, progress = job.src, job.name, job.dfd, job.progress
+        keep = partial.KEEP if src.is_url else ()
+        await staging.thread(progress, fsops.remove_leftovers, dfd, name, keep)
+        prev = await staging.thread(progress, state.read, dfd, name)
+        usable = prev if prev and prev.settings == job.settings else None
+        if usable and not await staging.thread(progress, usable.intact, self.plan.dest):
+            self.log.warning(
+                "%s was changed since it was installed (files modified, added or removed):"
+                " installing it again",
+                name,
+                extra={"artifact": name},
+            )
+            usable = None
+        job.previous = usable
+        if usable and src.sha256 and usable.sha256 == src.sha256:
+            return job.outcome("unchanged", "pinned digest already installed", src.sha256)
+        if src.is_url:
+            return await self._from_url(job)
+        return await staging.thread(progress, self._from_path, job)
+
+    async def _lock(self, dfd: int, dest: Path, name: str, progress: Progress) -> int:
         """Wait (without holding a thread) until no other loader works on `name`."""
         waiting = False
-        while (fd := await staging.thread(progress, fsops.try_lock, dest, name)) is None:
+        while (fd := await staging.thread(progress, fsops.try_lock, dfd, dest, name)) is None:
             if not waiting:
                 self.log.info("waiting for another loader working on %s", name)
                 waiting = True
@@ -135,70 +147,67 @@ class Installer:
 
     def _from_path(self, job: _Job) -> Outcome:
         path = Path(job.src.location)
+        sfd = _open_source(path)
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {describe(exc)}") from None
-        if path.is_dir():
-            return self._from_dir(job, path)
-        source_id = f"file:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-        prev = job.previous
-        if prev and not job.src.sha256 and prev.source_id == source_id:
-            return job.outcome("unchanged", "source file unchanged", prev.sha256)
-        job.progress.total = st.st_size
-        tmp = staging.create_temp(self.plan.dest, job.name)
-        try:
+            st = os.fstat(sfd)
+            if stat.S_ISDIR(st.st_mode):
+                return self._from_dir(job, path, sfd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceError(f"cannot read {path}: not a regular file or a directory")
+            source_id = f"file:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+            prev = job.previous
+            if prev and not job.src.sha256 and prev.source_id == source_id:
+                return job.outcome("unchanged", "source file unchanged", prev.sha256)
+            job.progress.total = st.st_size
+            tmp, dfd = staging.create_temp(job.dfd, self.plan.dest, job.name)
             try:
-                sfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise SourceError(f"cannot read {path}: {describe(exc)}") from None
-            try:
-                size, sha = self._fill(sfd, tmp, job, st.st_mode, str(path))
+                try:
+                    size, sha = self._fill(sfd, dfd, job, st.st_mode, str(path))
+                finally:
+                    os.close(dfd)
+                return self._finish(job, tmp, sha, size, source_id, Validators())
             finally:
-                os.close(sfd)
-            return self._finish(job, tmp, sha, size, source_id, Validators())
+                beneath.clear(job.dfd, tmp)
         finally:
-            fsops.remove(tmp)
+            os.close(sfd)
 
-    def _fill(self, sfd: int, tmp: Path, job: _Job, mode: int, label: str) -> tuple[int, str]:
+    def _fill(self, sfd: int, dfd: int, job: _Job, mode: int, label: str) -> tuple[int, str]:
         """Copy into the temp file, hashing only when a digest must be checked."""
         try:
-            dfd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)  # read back to hash
-            try:
-                if job.src.sha256:
-                    size, sha = copy_hashing(sfd, dfd, job.progress)
-                else:
-                    size, sha = copy_plain(sfd, dfd, job.progress), ""
-                if not job.extract:
-                    fsops.apply_modes(tmp, self.plan.modes, mode)
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            if job.src.sha256:
+                size, sha = copy_hashing(sfd, dfd, job.progress)
+            else:
+                size, sha = copy_plain(sfd, dfd, job.progress), ""
+            if not job.extract:
+                fsops.apply_modes(dfd, self.plan.modes, mode)
+            os.fsync(dfd)
         except OSError as exc:
             raise copy_error(exc, label, str(self.plan.dest / job.name)) from None
         return size, sha
 
-    def _from_dir(self, job: _Job, path: Path) -> Outcome:
+    def _from_dir(self, job: _Job, path: Path, sfd: int) -> Outcome:
         if job.src.sha256:
             raise SourceConfigError(f"{path} is a directory: sha256 pins apply to files")
         if job.extract:
             raise SourceConfigError(f"{path} is a directory: there is nothing to extract")
         try:
-            source_id = "tree:" + fingerprint(path)
+            source_id = "tree:" + fingerprint(sfd)
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {describe(exc)}") from None
         if job.previous and job.previous.source_id == source_id:
             return job.outcome("unchanged", "source tree unchanged")
-        stage = staging.create_stage(self.plan.dest, job.name)
+        stage, root = staging.create_stage(job.dfd, self.plan.dest, job.name)
         try:
             try:
-                size = copy_tree(path, stage, self.plan.modes, job.progress)
-                fsops.sync_tree(stage)
+                size = copy_tree(sfd, str(path), root, self.plan.modes, job.progress)
+                fsops.sync_tree(root)
             except OSError as exc:
                 raise copy_error(exc, str(path), str(self.plan.dest / job.name)) from None
+            finally:
+                os.close(root)
             return self._publish(job, stage, "", size, source_id, Validators())
         finally:
-            fsops.remove(stage)
+            beneath.clear(job.dfd, stage)
 
     # --- URL sources ---------------------------------------------------------------------
 
@@ -213,7 +222,7 @@ class Installer:
         url = job.src.location
         try:
             fd, sink, resume = await staging.thread(
-                job.progress, partial.open_sink, dest, name, url, job.progress
+                job.progress, partial.open_sink, job.dfd, dest, name, url, job.progress
             )
         except OSError as exc:
             raise dest_error(exc, str(dest)) from None
@@ -230,13 +239,13 @@ class Installer:
                     known,
                     self.log,
                     resume=resume,
-                    on_fresh=functools.partial(partial.remember, dest, name, url),
+                    on_fresh=functools.partial(partial.remember, job.dfd, name, url),
                 )
                 if got.not_modified and prev:
                     return job.outcome("unchanged", "server answered 304", prev.sha256)
                 modes = None if job.extract else self.plan.modes
                 await staging.thread(job.progress, sink.finish)
-                await staging.thread(job.progress, staging.chmod_fsync, sink.path, fd, modes)
+                await staging.thread(job.progress, staging.chmod_fsync, fd, dest, modes)
             except SourceError as exc:
                 keep = exc.retryable and sink.size > 0
                 raise
@@ -250,51 +259,62 @@ class Installer:
                 os.close(fd)
             v = got.validators
             source_id = f"url:{v.etag}:{v.last_modified}"
+            tmp = partial.names(name)[0]
             return await staging.thread(
-                job.progress, self._finish, job, sink.path, got.sha256, got.size, source_id, v
+                job.progress, self._finish, job, tmp, got.sha256, got.size, source_id, v
             )
         finally:
             if not keep:
-                await staging.thread(job.progress, partial.discard, dest, name)
+                await staging.thread(job.progress, partial.discard, job.dfd, name)
 
     # --- verify and publish (worker thread) ----------------------------------------------
 
     def _finish(
-        self, job: _Job, tmp: Path, sha: str, size: int, source_id: str, v: Validators
+        self, job: _Job, tmp: str, sha: str, size: int, source_id: str, v: Validators
     ) -> Outcome:
         if job.src.sha256 and sha != job.src.sha256:
             raise DigestMismatch(
                 f"{job.src}: sha256 is {sha}, expected {job.src.sha256}; nothing installed"
             )
-        prev = job.previous
+        dest, prev = self.plan.dest, job.previous
         if prev and sha and prev.sha256 == sha:
             new = replace(prev, source_id=source_id, etag=v.etag, last_modified=v.last_modified)
-            staging.write_record(self.plan.dest, new)
+            staging.write_record(job.dfd, dest, new)
             return job.outcome("unchanged", "same content already installed", sha, size)
         if not job.extract:
             if job.name.lower().endswith(_ZIP_NAMES):
-                staging.check_zip(tmp, job.name)
+                fd = staging.open_staged(job.dfd, dest, tmp)
+                try:
+                    staging.check_zip(fd, job.name)
+                finally:
+                    os.close(fd)
             return self._publish(job, tmp, sha, size, source_id, v)
         from sidecars.warloader.extract import extract  # tarfile, zipfile: only when unpacking
 
-        stage = staging.create_stage(self.plan.dest, job.name)
+        stage, root = staging.create_stage(job.dfd, dest, job.name)
         try:
+            archive = staging.open_staged(job.dfd, dest, tmp)
             try:
-                extract(tmp, stage, self.plan.limits, self.plan.modes, job.progress)
-                fsops.sync_tree(stage)
+                extract(archive, root, self.plan.limits, self.plan.modes, job.progress)
+                fsops.sync_tree(root)
             except OSError as exc:
-                raise dest_error(exc, str(self.plan.dest / job.name)) from None
+                raise dest_error(exc, str(dest / job.name)) from None
+            finally:
+                os.close(archive)
+                os.close(root)
             return self._publish(job, stage, sha, size, source_id, v)
         finally:
-            fsops.remove(stage)
+            beneath.clear(job.dfd, stage)
 
     def _publish(
-        self, job: _Job, staged: Path, sha: str, size: int, source_id: str, v: Validators
+        self, job: _Job, staged: str, sha: str, size: int, source_id: str, v: Validators
     ) -> Outcome:
-        target = self.plan.dest / job.name
-        fsops.publish(staged, target)
+        dest = self.plan.dest
+        fsops.publish(job.dfd, staged, job.name, dest)
+        target = dest / job.name
         installed = state.installed_id(target)
-        assert installed is not None
+        if installed is None:
+            raise DestinationError(f"cannot write {target}: removed right after it was installed")
         record = state.Record(
             job.name,
             str(job.src),
@@ -306,8 +326,29 @@ class Installer:
             job.settings,
             state.manifest(target),
         )
-        staging.write_record(self.plan.dest, record)
+        staging.write_record(job.dfd, dest, record)
         return job.outcome("installed", "new content", sha, size)
+
+
+def _open_source(path: Path) -> int:
+    """Open a path source beneath its own directory: links are followed while they stay inside
+    it (a ConfigMap's `..data`), never out of it; a FIFO or device does not block the open."""
+    try:
+        parent = beneath.open_dir(str(path.parent))
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {describe(exc)}") from None
+    try:
+        return beneath.open_at(
+            parent, path.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY, links=True
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.ELOOP):
+            raise SourceError(
+                f"cannot read {path}: it is a link that leaves {path.parent} (not followed)"
+            ) from None
+        raise SourceError(f"cannot read {path}: {describe(exc)}") from None
+    finally:
+        os.close(parent)
 
 
 __all__ = ["Installer", "LoadError", "Outcome", "Plan"]

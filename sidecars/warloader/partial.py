@@ -7,34 +7,34 @@ import json
 import os
 from pathlib import Path
 
-from sidecars.runtime.files import write_atomic
+from sidecars.warloader import beneath
 from sidecars.warloader.copier import CHUNK, HashingSink, Progress
-from sidecars.warloader.fsops import remove
+from sidecars.warloader.fsops import temp_name
 from sidecars.warloader.remote import Validators
 
 KEEP = ("partial", "partial.json")
 
 
-def paths(dest: Path, name: str) -> tuple[Path, Path]:
+def names(name: str) -> tuple[str, str]:
     """The partial data and its record (URL and the validators its bytes belong to)."""
-    data = dest / f".{name}.warloader-partial"
-    return data, data.with_name(data.name + ".json")
+    data = f".{name}.warloader-partial"
+    return data, data + ".json"
 
 
 def open_sink(
-    dest: Path, name: str, url: str, progress: Progress
+    dfd: int, dest: Path, name: str, url: str, progress: Progress
 ) -> tuple[int, HashingSink, Validators | None]:
     """Open the partial download of `url`: continue what an earlier run left (re-hashing it)
-    when its record names the same URL and a validator, else start empty."""
-    data, meta = paths(dest, name)
-    resume = _resumable(data, meta, url)
-    if resume is None:
-        remove(meta)
-        fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        return fd, HashingSink(fd, progress, data), None
-    fd = os.open(data, os.O_RDWR | os.O_CLOEXEC)
-    sink = HashingSink(fd, progress, data)
-    os.lseek(fd, 0, os.SEEK_SET)
+    when its record names the same URL and a validator, else start empty. Only a regular file
+    of ours is continued: a link, hard link, FIFO or directory at the name is replaced."""
+    data, meta = names(name)
+    resume = _resumable(dfd, meta, url)
+    fd = None if resume is None else beneath.open_regular(dfd, data, os.O_RDWR)
+    if fd is None:
+        beneath.clear(dfd, meta)
+        fd = beneath.create_file(dfd, data)
+        return fd, HashingSink(fd, progress, dest / data), None
+    sink = HashingSink(fd, progress, dest / data)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     while n := os.readv(fd, [buf]):
@@ -43,24 +43,32 @@ def open_sink(
     return fd, sink, resume
 
 
-def _resumable(data: Path, meta: Path, url: str) -> Validators | None:
+def _resumable(dfd: int, meta: str, url: str) -> Validators | None:
     try:
-        record = json.loads(meta.read_bytes())
-        if record["url"] != _key(url) or not data.exists():
+        raw = beneath.read_small(dfd, meta, 64 << 10)
+        if raw is None:
             return None
-        found = Validators(record.get("etag"), record.get("last_modified"))
+        record = json.loads(raw)
+        if record["url"] != _key(url):
+            return None
+        found = Validators(_text(record.get("etag")), _text(record.get("last_modified")))
+        return found if found.if_range() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return found if found.if_range() else None
 
 
-def remember(dest: Path, name: str, url: str, v: Validators) -> None:
+def _text(value: object) -> str | None:
+    """A validator from the record (which the app could have forged): header-safe text only."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 1024:
+        return value
+    return None
+
+
+def remember(dfd: int, name: str, url: str, v: Validators) -> None:
     """Record (durably, before any body byte) which version the partial bytes belong to."""
-    _, meta = paths(dest, name)
-    tmp = meta.with_name(meta.name + ".tmp")
+    _, meta = names(name)
     record = {"url": _key(url), "etag": v.etag, "last_modified": v.last_modified}
-    body = json.dumps(record).encode()
-    write_atomic(meta, body, 0o600, tmp)
+    beneath.write_atomic(dfd, meta, json.dumps(record).encode(), 0o600, temp_name(name, "tmp"))
 
 
 def _key(url: str) -> str:
@@ -69,7 +77,7 @@ def _key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def discard(dest: Path, name: str) -> None:
+def discard(dfd: int, name: str) -> None:
     """Forget the partial download (done, or not worth resuming)."""
-    for path in paths(dest, name):
-        remove(path)
+    for entry in names(name):
+        beneath.clear(dfd, entry)

@@ -8,65 +8,70 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sidecars.warloader import fsops, state
+from sidecars.warloader import beneath, fsops, state
 from sidecars.warloader.copier import Progress
-from sidecars.warloader.errors import UnsafeArchive, dest_error
+from sidecars.warloader.errors import DestinationError, UnsafeArchive, dest_error
 
 T = TypeVar("T")
 
 
-def create_temp(dest: Path, name: str) -> Path:
-    """A new empty temp file for `name`, created exclusively in the destination."""
-    tmp = fsops.temp_path(dest, name, "tmp")
+def create_temp(dfd: int, dest: Path, name: str) -> tuple[str, int]:
+    """A new empty temp file for `name`, created exclusively in the destination; its name
+    and a read-write descriptor."""
+    tmp = fsops.temp_name(name, "tmp")
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        return tmp, beneath.create_file(dfd, tmp)
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
-    return tmp
 
 
-def create_stage(dest: Path, name: str) -> Path:
-    """A new private staging directory for `name` in the destination."""
-    stage = fsops.temp_path(dest, name, "stage")
+def create_stage(dfd: int, dest: Path, name: str) -> tuple[str, int]:
+    """A new private staging directory for `name` in the destination; its name and an open
+    descriptor (everything inside is created relative to it)."""
+    stage = fsops.temp_name(name, "stage")
     try:
-        stage.mkdir(mode=0o700)
+        beneath.clear(dfd, stage)
+        os.mkdir(stage, 0o700, dir_fd=dfd)
+        return stage, beneath.open_at(dfd, stage, beneath.DIR_FLAGS)
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
-    return stage
 
 
-def chmod_fsync(tmp: Path, fd: int, modes: fsops.Modes | None) -> None:
+def chmod_fsync(fd: int, dest: Path, modes: fsops.Modes | None) -> None:
     """Give the staged file its final mode/owner (if `modes`), then persist it."""
     try:
         if modes is not None:
-            fsops.apply_modes(tmp, modes)
-    except OSError as exc:
-        raise dest_error(exc, str(tmp.parent)) from None
-    fsync(fd, tmp)
-
-
-def fsync(fd: int, tmp: Path) -> None:
-    """fsync a staged file; a failure is the destination's."""
-    try:
+            fsops.apply_modes(fd, modes)
         os.fsync(fd)
-    except OSError as exc:
-        raise dest_error(exc, str(tmp.parent)) from None
-
-
-def write_record(dest: Path, record: state.Record) -> None:
-    """Write the install record; a failure is the destination's."""
-    try:
-        state.write(dest, record)
     except OSError as exc:
         raise dest_error(exc, str(dest)) from None
 
 
-def check_zip(path: Path, name: str) -> None:
+def write_record(dfd: int, dest: Path, record: state.Record) -> None:
+    """Write the install record; a failure is the destination's."""
+    try:
+        state.write(dfd, record)
+    except OSError as exc:
+        raise dest_error(exc, str(dest)) from None
+
+
+def open_staged(dfd: int, dest: Path, tmp: str) -> int:
+    """Open our staged file again to read it (to unpack or check it)."""
+    try:
+        fd = beneath.open_regular(dfd, tmp, os.O_RDONLY)
+    except OSError as exc:
+        raise dest_error(exc, str(dest)) from None
+    if fd is None:
+        raise DestinationError(f"cannot read {dest / tmp}: replaced by something else meanwhile")
+    return fd
+
+
+def check_zip(fd: int, name: str) -> None:
     """A .war/.jar/.zip must at least have a readable central directory."""
     import zipfile  # only here: a plain copy of other files never needs it
 
     try:
-        with zipfile.ZipFile(path):
+        with os.fdopen(os.dup(fd), "rb") as f, zipfile.ZipFile(f):
             pass
     except (zipfile.BadZipFile, OSError) as exc:
         raise UnsafeArchive(f"{name} is not a readable zip archive: {exc}") from None

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecars.runtime.files import write_atomic
-from sidecars.warloader.fsops import marker_path, temp_path
+from sidecars.warloader import beneath
+from sidecars.warloader.fsops import marker_name, temp_name
 
 VERSION = 2
 
@@ -77,21 +77,24 @@ def installed_id(path: Path) -> tuple[int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
-def read(dest: Path, name: str) -> Record | None:
+def read(dfd: int, name: str) -> Record | None:
     """The record for `name`, or None when absent or unreadable (then we reinstall)."""
     try:
-        raw: dict[str, Any] = json.loads(marker_path(dest, name).read_bytes())
+        data = beneath.read_small(dfd, marker_name(name))
+        if data is None:
+            return None
+        raw: dict[str, Any] = json.loads(data)
         if raw.pop("version", None) != VERSION:
             return None
         raw["installed"] = tuple(raw["installed"])
-        return Record(**raw)
-    except (OSError, ValueError, TypeError, KeyError):
+        record = Record(**raw)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+    return record if record.name == name else None  # the app could have forged it
 
 
-def write(dest: Path, record: Record) -> None:
+def write(dfd: int, record: Record) -> None:
     """Write the record atomically (temp, fsync, rename, fsync dir)."""
-    path = marker_path(dest, record.name)
-    tmp = temp_path(dest, record.name, "tmp")
     data = json.dumps({"version": VERSION, **asdict(record)}, indent=1).encode()
-    write_atomic(path, data, 0o644, tmp)
+    tmp = temp_name(record.name, "tmp")
+    beneath.write_atomic(dfd, marker_name(record.name), data, 0o644, tmp)

@@ -5,65 +5,71 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from pathlib import Path
 
+from sidecars.warloader import beneath
 from sidecars.warloader.copier import Progress, copy_plain
 from sidecars.warloader.errors import UnsafeArchive
 from sidecars.warloader.fsops import Modes, apply_modes
 from sidecars.warloader.safety import check_link
+from sidecars.warloader.stagetree import StageTree
 
 
-def fingerprint(root: Path) -> str:
-    """sha256 over every entry's relative path, type, mode, size, mtime and link target:
-    changes when any file changes, without reading file contents."""
+def fingerprint(src: int) -> str:
+    """sha256 over every entry's relative path, type, mode, size, mtime and link target, in
+    the directory open at `src`: changes when any file changes, without reading contents."""
     h = hashlib.sha256()
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, files, dirfd in os.fwalk(dir_fd=src):
         dirs.sort()
-        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-            rel = os.path.relpath(path, root)
+        for name in sorted(files + dirs):
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            link = os.readlink(name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else ""
+            rel = os.path.normpath(os.path.join(dirpath, name))
             h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{link}\n".encode())
-        h.update(f"{os.path.relpath(dirpath, root)}/\n".encode())
+        h.update(f"{os.path.normpath(dirpath)}/\n".encode())
     return h.hexdigest()
 
 
-def copy_tree(src: Path, root: Path, modes: Modes, progress: Progress) -> int:
-    """Copy `src` into the new directory `root`; links must stay inside; returns the bytes."""
+def copy_tree(src: int, label: str, root: int, modes: Modes, progress: Progress) -> int:
+    """Copy the source directory open at `src` into the new directory open at `root`: links
+    are copied as links and must stay inside; none is followed on either side, so a link an
+    app slips into the source cannot have a file from elsewhere copied. Returns the bytes."""
     total = 0
-    dirs: list[Path] = [root]
-    for dirpath, subdirs, files in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        here = root / rel
+    tree = StageTree(root, modes)
+    for dirpath, subdirs, files, dirfd in os.fwalk(dir_fd=src):
+        rel = tuple(p for p in dirpath.split("/") if p not in ("", "."))
         for name in sorted(subdirs + files):
-            s = Path(dirpath, name)
-            d = here / name
-            st = os.lstat(s)
+            parts = (*rel, name)
+            what = "/".join(parts)
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                check_link((*rel.parts, name), os.readlink(s))
-                os.symlink(os.readlink(s), d)
-                apply_modes(d, modes)
+                target = os.readlink(name, dir_fd=dirfd)
+                check_link(parts, target)
+                tree.symlink(parts, target, what)
             elif stat.S_ISDIR(st.st_mode):
-                d.mkdir()
-                dirs.append(d)
+                tree.directory(parts, what)
             elif stat.S_ISREG(st.st_mode):
-                total += _copy_file(s, d, progress)
-                apply_modes(d, modes, st.st_mode)
+                total += _copy_file(dirfd, name, tree, parts, modes, progress)
             else:
-                raise UnsafeArchive(f"source entry {str(rel / name)!r} is a device, fifo or socket")
-        subdirs[:] = [n for n in subdirs if not os.path.islink(os.path.join(dirpath, n))]
-    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        apply_modes(d, modes)
+                raise UnsafeArchive(f"source entry {what!r} of {label} is a device, fifo or socket")
+    tree.finish()
     return total
 
 
-def _copy_file(src: Path, dst: Path, progress: Progress) -> int:
-    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+def _copy_file(
+    dirfd: int, name: str, tree: StageTree, parts: tuple[str, ...], modes: Modes, p: Progress
+) -> int:
+    sfd = os.open(name, os.O_RDONLY | beneath.FILE_FLAGS, dir_fd=dirfd)
     try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        st = os.fstat(sfd)
+        if not stat.S_ISREG(st.st_mode):  # swapped since it was listed
+            raise UnsafeArchive(f"source entry {'/'.join(parts)!r} is not a regular file")
+        dfd = tree.create(parts, "/".join(parts))
         try:
-            return copy_plain(sfd, dfd, progress)
+            n = copy_plain(sfd, dfd, p)
+            apply_modes(dfd, modes, st.st_mode)
+            return n
         finally:
             os.close(dfd)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import os
 import stat
 import tarfile
 from pathlib import Path
@@ -28,7 +29,13 @@ def unpack(tmp_path: Path, data: bytes, limits: Limits = LIMITS, modes: Modes = 
     archive.write_bytes(data)
     root = tmp_path / "stage"
     root.mkdir()
-    extract(archive, root, limits, modes, Progress("test"))
+    afd = os.open(archive, os.O_RDONLY)
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        extract(afd, rfd, limits, modes, Progress("test"))
+    finally:
+        os.close(afd)
+        os.close(rfd)
     return root
 
 
