@@ -23,7 +23,9 @@ class _Echo(socketserver.BaseRequestHandler):
 
 class _Endless(socketserver.BaseRequestHandler):
     """Answers anything with a response head and an endless chunked body, as fast as the
-    connection takes it."""
+    connection takes it; `sent` counts the bytes written by all its connections."""
+
+    sent = 0
 
     def handle(self) -> None:
         sock: socket.socket = self.request
@@ -33,6 +35,7 @@ class _Endless(socketserver.BaseRequestHandler):
         with contextlib.suppress(OSError):
             while True:
                 sock.sendall(chunk)
+                _Endless.sent += len(chunk)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -61,3 +64,8 @@ def echo_member() -> contextlib.AbstractContextManager[int]:
 
 def endless_member() -> contextlib.AbstractContextManager[int]:
     return member(_Endless)
+
+
+def endless_sent() -> int:
+    """Bytes the endless members have written so far."""
+    return _Endless.sent

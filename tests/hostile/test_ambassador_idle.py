@@ -129,3 +129,44 @@ async def test_busy_connections_are_not_cut_for_a_newcomer() -> None:
         assert refused._value.get() >= 5
         for _, writer in held:
             writer.close()
+
+
+async def test_half_closed_clients_at_the_limit_make_room() -> None:
+    """Clients that send, half-close and then neither read nor close, toward a member that never
+    closes either, fill a limit of 3: they are idle, so a new client still gets in."""
+    release = asyncio.Event()
+
+    async def holding(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+            await release.wait()  # the client's end came: keep our side open regardless
+        writer.close()
+
+    server = await asyncio.start_server(holding, "127.0.0.1", 0)
+    member = server.sockets[0].getsockname()[1]
+    try:
+        async with ambassador(env("tcp", member, 3)) as amb:
+            held = []
+            for _ in range(3):
+                conn = await asyncio.open_connection("127.0.0.1", amb.port)
+                conn[1].write(b"ping")
+                conn[1].write_eof()
+                held.append(conn)
+            listener = amb.service.running["default"].listener
+            await wait_for(lambda: len(listener.conns) == 3, 5, "three half-closed clients")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:
+                conn = await asyncio.open_connection("127.0.0.1", amb.port)
+                if await exchange(conn, "tcp"):
+                    break
+                conn[1].close()
+                assert loop.time() < deadline, "a new client was never let in"
+                await asyncio.sleep(0.1)
+            conn[1].close()
+            for _, writer in held:
+                writer.close()
+    finally:
+        release.set()
+        server.close()
