@@ -43,7 +43,10 @@ async def exchange(conn: Conn, mode: str) -> bool:
     try:
         writer.write(REQUEST[mode])
         async with asyncio.timeout(5):
-            got = await reader.read(100) if mode == "tcp" else await reader.readuntil(b"ok")
+            if mode == "tcp":
+                got = await reader.read(100)
+            else:  # the head, then the 2-byte body
+                got = await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(2)
     except (OSError, asyncio.IncompleteReadError):
         return False
     return got.startswith(ANSWER[mode])
@@ -91,10 +94,11 @@ async def test_at_the_limit_the_oldest_idle_connection_makes_room(mode: str) -> 
         while not await served():
             assert loop.time() < deadline, "a new client was never let in"
             await asyncio.sleep(0.1)
-        assert await closed_by_ambassador(held[0])
-        assert await exchange(held[1], mode) and await exchange(held[2], mode)
         rejected = amb.service.metrics.rejected.labels("default", "idle_evicted")
         assert rejected._value.get() == 1
+        assert await closed_by_ambassador(held[0]), "the oldest idle connection was not cut"
+        assert await exchange(held[1], mode), "a younger idle connection was cut"
+        assert await exchange(held[2], mode), "the youngest idle connection was cut"
         for _, writer in [*held, *newcomer]:
             writer.close()
 
