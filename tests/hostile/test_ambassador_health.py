@@ -20,21 +20,34 @@ pytestmark = pytest.mark.integration
 async def answering(answer: bytes, repeat: int = 1, every: float = 0.0) -> AsyncIterator[Member]:
     """A member that reads the check's request and writes `answer` `repeat` times."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
             await reader.readuntil(b"\r\n\r\n")
             for _ in range(repeat):
                 writer.write(answer)
                 await writer.drain()
                 if every:
                     await asyncio.sleep(every)
-        writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(respond(reader, writer))
+        handlers.add(task)
+        task.add_done_callback(handlers.discard)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
         yield Member("127.0.0.1", server.sockets[0].getsockname()[1])
     finally:
         server.close()
+        for task in list(handlers):  # a dripping answer is not over when the check is
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 async def test_a_plain_2xx_answer_passes() -> None:

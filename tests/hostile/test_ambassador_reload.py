@@ -48,7 +48,7 @@ BAD: dict[str, tuple[Callable[[int, str], str], str]] = {
     ),
     "missing member file": (
         lambda port, m: "listeners:\n  api:\n" + listener(port, "file:///nonexistent/members"),
-        "cannot read",
+        "file:///nonexistent/members",
     ),
 }
 
