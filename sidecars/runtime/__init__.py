@@ -1,4 +1,5 @@
-"""The runtime all four sidecars share: settings, JSON logs, admin server, lifecycle, backoff."""
+"""The runtime all four sidecars share: settings, JSON logs, admin server, lifecycle, supervised
+tasks, backoff."""
 
 from sidecars.runtime.backoff import Backoff
 from sidecars.runtime.lifecycle import CommonConfig, Runtime, Service, Sidecar

@@ -73,8 +73,21 @@ def warloader(fault: str, armed: Callable[[], bool]) -> NoReturn:
     SIDECAR.main([])
 
 
+def adapter(fault: str, armed: Callable[[], bool]) -> NoReturn:
+    from sidecars.adapter.service import SIDECAR, Adapter
+
+    shipped = Adapter._routes
+
+    def routes(self: Adapter) -> Any:
+        if armed() and fault == "start-raises":
+            raise _fault()
+        return shipped(self)
+
+    Adapter._routes = routes  # type: ignore[method-assign]
+    SIDECAR.main([])
+
+
 if __name__ == "__main__":
     sidecar, fault = sys.argv[1].split(":", 1)
-    {"ambassador": ambassador, "logshipper": logshipper, "warloader": warloader}[sidecar](
-        fault, _armed(sys.argv[2])
-    )
+    run = {"adapter": adapter, "ambassador": ambassador, "logshipper": logshipper}
+    run.get(sidecar, warloader)(fault, _armed(sys.argv[2]))

@@ -208,6 +208,20 @@ def test_drain_ends_tasks_without_a_failure(tmp_path: Path, faulty: list[Faulty]
     assert not [x for x in f.lines() if x["level"] == "error"], f.err.read_text()
 
 
+def test_the_service_itself_failing_is_one_line_too(tmp_path: Path, faulty: list[Faulty]) -> None:
+    """Not a background task but the service's own start failing unexpectedly: exit 1 and one
+    error line with the error, the traceback only at debug level."""
+    (tmp_path / "trigger").touch()  # armed from the start
+    env = {"ADAPTER_LISTEN": f"127.0.0.1:{free_port()}"}
+    f = Faulty("adapter:start-raises", tmp_path, env)
+    faulty.append(f)
+    assert f.proc.wait(timeout=20) == 1
+    text = f.err.read_text(errors="replace")
+    errors = [x for x in f.lines() if x["level"] == "error"]
+    assert [x["msg"] for x in errors] == ["sidecar failed: ValueError: injected fault"], text
+    assert "Traceback" not in text
+
+
 # --- the supervisor in-process: what counts as a death ----------------------------------------
 
 
