@@ -21,6 +21,7 @@ REASONS = {
     errno.ENOBUFS: "enobufs",
     errno.ENOMEM: "enomem",
 }
+SHORTAGE = frozenset(REASONS)  # errors that are this process's, not a peer's
 # Failures of the one connection being accepted (reset while queued): simply take the next one.
 PASSING = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR))
 PAUSE_FIRST, PAUSE_MAX = 0.01, 1.0  # seconds

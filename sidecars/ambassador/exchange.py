@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from sidecars.ambassador import httpwire as wire
+from sidecars.ambassador.accepting import SHORTAGE
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import Upstream
 from sidecars.runtime.http.body import Body, Chunked, Length, request_body
@@ -110,6 +111,12 @@ class Exchange:
         except (OSError, TimeoutError) as exc:
             self.task = None
             if self.finished:
+                return
+            if not isinstance(exc, TimeoutError) and exc.errno in SHORTAGE:
+                # out of descriptors or memory here: not the member's fault, and no retry
+                self.listener.metrics.rejected.labels(self.listener.name, "no_descriptors").inc()
+                self.side.transport.write(wire.error_response(503, "out of descriptors"))
+                self._done(keep=False)
                 return
             timeout = isinstance(exc, TimeoutError)
             self.listener.failed(member, "timeout" if timeout else "connect")

@@ -42,6 +42,7 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 1024
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ then fails with EMFILE; the ambassador must pause accepting rather than spin on 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -55,6 +56,9 @@ def test_out_of_descriptors_pauses_accepting_and_serves_again(mode: str) -> None
                     wait_until(lambda: "accept failed" in amb.stderr(), 10, "accept failure seen")
                 else:  # uvloop accepts and closes what it cannot keep: wait for those closes
                     wait_until(lambda: _closed_by_peer(flood) > 0, 10, "excess clients closed")
+                for sock in flood:  # each asks too: member connections need descriptors as well
+                    with contextlib.suppress(OSError):
+                        sock.send(request)
                 before, started = cpu_seconds(amb.proc.pid), time.monotonic()
                 time.sleep(2.0)  # the window measured, not a wait for readiness
                 used = cpu_seconds(amb.proc.pid) - before
@@ -66,8 +70,16 @@ def test_out_of_descriptors_pauses_accepting_and_serves_again(mode: str) -> None
             wait_until(lambda: _exchange(port, request).startswith(expect), 15, "served again")
             failures = [line for line in amb.log_lines() if "accept failed" in line["msg"]]
             assert len(failures) <= 2, failures
+            text = http_get(f"http://127.0.0.1:{admin}/metrics")[1].decode()
+            # running out of descriptors is the ambassador's trouble, not the member's
+            member = f"127.0.0.1:{member_port}"
+            for kind in ("connect", "timeout"):
+                failed = metric_value(
+                    text, "ambassador_upstream_errors_total",
+                    listener="default", member=member, kind=kind,
+                )  # fmt: skip
+                assert failed == 0, f"{failed} {kind} errors blamed on the member"
             if mode == "tcp":
-                text = http_get(f"http://127.0.0.1:{admin}/metrics")[1].decode()
                 errors = metric_value(
                     text, "ambassador_accept_errors_total", listener="default", reason="emfile"
                 )
