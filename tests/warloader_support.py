@@ -7,10 +7,14 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import json
 import logging
+import os
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from sidecars.runtime import admin
 from sidecars.runtime.admin import Readiness
 from sidecars.runtime.lifecycle import Runtime
 from sidecars.warloader.service import SIDECAR, Loader
+from tests.helpers import ROOT
 
 # --- an artifact server with fault switches --------------------------------------------------
 
@@ -347,3 +352,45 @@ def tmpfs(size: str = "1m") -> Iterator[Path]:
 
 def remount_readonly(where: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+
+
+# --- the real process, with its peak memory ---------------------------------------------------
+
+
+@dataclass
+class Measured:
+    code: int
+    stderr: str
+    max_rss_mib: float
+    seconds: float
+
+    def errors(self) -> list[str]:
+        """The `msg` of each error line."""
+        lines = [json.loads(x) for x in self.stderr.splitlines() if x.startswith("{")]
+        return [x["msg"] for x in lines if x.get("level") == "error"]
+
+
+def run_measured(env: Mapping[str, str], timeout: float = 60.0) -> Measured:
+    """Run `python -m sidecars.warloader` to completion; its exit code, stderr, peak RSS
+    (from wait4, this child only) and wall time. Killed (and failing) after `timeout`."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("WARLOADER_")}
+    full.update({"WARLOADER_ADMIN_ADDR": "127.0.0.1:0", **env})
+    with tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecars.warloader"], env=full, cwd=ROOT, stderr=err
+        )
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                pytest.fail(f"warloader did not exit within {timeout}s")
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    return Measured(proc.returncode, text, usage.ru_maxrss / 1024, time.monotonic() - started)

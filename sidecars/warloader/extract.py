@@ -7,8 +7,11 @@ import lzma
 import os
 import stat
 import tarfile
+import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -26,7 +29,42 @@ _CORRUPT = (
     gzip.BadGzipFile,
     lzma.LZMAError,
 )
-_COMPRESSED_TAR = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+_COMPRESSED_TAR = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+# tarfile reads a pax header or GNU long name/link whole into memory, whatever size it claims:
+# these bounds are checked on the claimed size, before a byte of it is read
+MAX_HEADER = 64 << 10
+_MAX_CHAIN = 8  # extended headers in front of one member
+_chain = threading.local()
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member parser with every extended header bounded before it is read, and no
+    GNU sparse members (their maps grow with every extension block)."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        with _bounded(self, "pax header"):
+            return super()._proc_pax(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        with _bounded(self, "GNU long name"):
+            return super()._proc_gnulong(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _proc_sparse(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        raise UnsafeArchive(f"entry {self.name!r} is a GNU sparse file")
+
+
+@contextmanager
+def _bounded(info: tarfile.TarInfo, what: str) -> Iterator[None]:
+    if info.size > MAX_HEADER:
+        raise UnsafeArchive(f"a {what} claims {info.size} bytes (more than {MAX_HEADER})")
+    depth = getattr(_chain, "depth", 0)
+    if depth >= _MAX_CHAIN:
+        raise UnsafeArchive(f"more than {_MAX_CHAIN} extended headers in front of one entry")
+    _chain.depth = depth + 1
+    try:
+        yield
+    finally:
+        _chain.depth = depth
 
 
 def archive_kind(fd: int) -> str | None:
@@ -34,7 +72,7 @@ def archive_kind(fd: int) -> str | None:
     head = os.pread(fd, 512, 0)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if head.startswith(_COMPRESSED_TAR) or head[257:262] == b"ustar":
+    if head.startswith(tuple(_COMPRESSED_TAR)) or head[257:262] == b"ustar":
         return "tar"
     return None
 
@@ -127,13 +165,35 @@ def extract(archive: int, root: int, limits: Limits, modes: Modes, progress: Pro
             else:
                 _untar(f, unpacker)
     except _CORRUPT as exc:
-        raise UnsafeArchive(f"is corrupt: {exc}") from None
+        raise UnsafeArchive(f"is corrupt: {_first_line(exc)}") from None
     except OSError as exc:
         if exc.errno is not None:
             raise  # writing failed (full, read-only): the destination's fault
-        raise UnsafeArchive(f"is corrupt: {exc}") from None  # bz2: "Invalid data stream"
+        raise UnsafeArchive(
+            f"is corrupt: {_first_line(exc)}"
+        ) from None  # bz2: "Invalid data stream"
     tree.finish()
     return unpacker.entries
+
+
+def _open_tar(archive: IO[bytes]) -> tarfile.TarFile:
+    """The tar reader for the compression the first bytes name (tarfile's "r:*" would try
+    each in turn and report every failure)."""
+    head = archive.read(6)
+    archive.seek(0)
+    comp = next((c for magic, c in _COMPRESSED_TAR.items() if head.startswith(magic)), "")
+    t = _BoundedTarInfo
+    if comp == "gz":
+        return tarfile.open(fileobj=archive, mode="r:gz", tarinfo=t)
+    if comp == "bz2":
+        return tarfile.open(fileobj=archive, mode="r:bz2", tarinfo=t)
+    if comp == "xz":
+        return tarfile.open(fileobj=archive, mode="r:xz", tarinfo=t)
+    return tarfile.open(fileobj=archive, mode="r:", tarinfo=t)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:200]
 
 
 def _unzip(archive: IO[bytes], u: _Unpacker) -> None:
@@ -160,7 +220,7 @@ def _unzip(archive: IO[bytes], u: _Unpacker) -> None:
 
 
 def _untar(archive: IO[bytes], u: _Unpacker) -> None:
-    with tarfile.open(fileobj=archive, mode="r:*") as tf:
+    with _open_tar(archive) as tf:
         for member in tf:
             if member.isdir():
                 u.directory(member.name)

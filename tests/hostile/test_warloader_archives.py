@@ -1,0 +1,127 @@
+"""Hostile archives: headers that claim huge sizes, header chains, sparse maps and bombs are
+refused with one line and exit 5, in bounded memory, before their bytes are read."""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from sidecars.warloader.errors import EXIT_ARCHIVE
+from tests.warloader_support import run_loader, run_measured, tar_with
+
+pytestmark = pytest.mark.integration
+
+GIB = 1 << 30
+
+
+def gz_stream(path: Path, head: bytes, zeros: int) -> None:
+    """Write gzip(head + `zeros` zero bytes + two end blocks) to `path`, streaming."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)
+    chunk = bytes(4 << 20)
+    with path.open("wb") as f:
+        f.write(z.compress(head))
+        left = zeros
+        while left > 0:
+            f.write(z.compress(chunk[: min(left, len(chunk))]))
+            left -= len(chunk)
+        f.write(z.compress(bytes(1024)))
+        f.write(z.flush())
+
+
+def header(kind: bytes, size: int) -> bytes:
+    info = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "pax")
+    info.type = kind
+    info.size = size
+    return info.tobuf(
+        format=tarfile.USTAR_FORMAT if kind == tarfile.XHDTYPE else tarfile.GNU_FORMAT
+    )
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK],
+    ids=["pax", "gnu-longname", "gnu-longlink"],
+)
+def test_a_header_claiming_a_gib_is_refused_before_it_is_read(tmp_path: Path, kind: bytes) -> None:
+    """A .tar.gz of a few MiB whose first extended header claims 1 GiB: tarfile would read all
+    of it into memory (1 GiB RSS). The claim is refused unread: exit 5, one line, small RSS."""
+    bomb = tmp_path / "site.tar.gz"
+    gz_stream(bomb, header(kind, GIB), GIB)
+    run = run_measured(
+        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
+    )
+    assert run.code == EXIT_ARCHIVE, run.stderr
+    [line] = run.errors()
+    assert f"claims {GIB} bytes" in line, line
+    assert run.max_rss_mib < 150, f"peak RSS {run.max_rss_mib:.0f} MiB"
+    assert not (tmp_path / "d" / "site").exists()
+
+
+def test_a_member_declaring_more_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    """A member whose header declares more than WARLOADER_MAX_EXTRACT_SIZE is refused before
+    its data is decompressed (no 1 GiB of zeros inflated first)."""
+    info = tarfile.TarInfo("big.bin")
+    info.size = GIB
+    bomb = tmp_path / "site.tar.gz"
+    gz_stream(bomb, info.tobuf(format=tarfile.GNU_FORMAT), GIB)
+    run = run_measured(
+        {
+            "WARLOADER_SOURCES": f"{bomb}#extract=true",
+            "WARLOADER_DEST": str(tmp_path / "d"),
+            "WARLOADER_MAX_EXTRACT_SIZE": "64MiB",
+        }
+    )
+    assert run.code == EXIT_ARCHIVE, run.stderr
+    [line] = run.errors()
+    assert "unpacks to more than 67108864 bytes" in line, line
+    assert run.seconds < 5, f"took {run.seconds:.1f}s: the data was inflated before the refusal"
+
+
+async def test_a_chain_of_extended_headers_is_refused(tmp_path: Path) -> None:
+    """Thousands of pax headers in front of one member: tarfile recurses once per header (a
+    traceback at the recursion limit). Refused past a few, with exit 5."""
+    one = header(tarfile.XHDTYPE, 512)
+    body = one + b"12 path=abc\n".ljust(512, b"\0")
+    bomb = tmp_path / "site.tar.gz"
+    gz_stream(bomb, body * 5000, 0)
+    run = await run_loader(
+        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
+    )
+    assert run.code == EXIT_ARCHIVE, run.logs.messages()
+    [line] = run.errors()
+    assert "extended headers in front of one entry" in line, line
+
+
+async def test_a_gnu_sparse_member_is_refused(tmp_path: Path) -> None:
+    """GNU sparse members (never in a WAR) carry maps that grow with every extension block."""
+    info = tarfile.TarInfo("sparse.bin")
+    info.type = tarfile.GNUTYPE_SPARSE
+    info.size = 0
+    archive = tmp_path / "site.tar.gz"
+    archive.write_bytes(tar_with([info]))
+    run = await run_loader(
+        {"WARLOADER_SOURCES": f"{archive}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
+    )
+    assert run.code == EXIT_ARCHIVE, run.logs.messages()
+    [line] = run.errors()
+    assert "GNU sparse" in line, line
+
+
+async def test_a_tar_gz_bomb_stops_at_the_ratio(tmp_path: Path) -> None:
+    """A plain member of zeros honestly declared (256 MiB, about 1 MiB packed) breaks the
+    unpacked/packed ratio: refused before writing, nothing installed."""
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 256 << 20
+    bomb = tmp_path / "site.tar.gz"
+    await asyncio.to_thread(gz_stream, bomb, info.tobuf(format=tarfile.GNU_FORMAT), 256 << 20)
+    run = await run_loader(
+        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
+    )
+    assert run.code == EXIT_ARCHIVE, run.logs.messages()
+    [line] = run.errors()
+    assert "times its size (zip bomb?)" in line, line
+    assert not (tmp_path / "d" / "site").exists()
