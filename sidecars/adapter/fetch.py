@@ -38,7 +38,7 @@ async def fetch(
     started = time.monotonic()
     try:
         async with asyncio.timeout(deadline):
-            answer = await client.request("GET", path, accept, compressed=True)
+            answer = await client.get("GET", path, accept, compressed=True)
             try:
                 if answer.length is not None and answer.length > max_bytes:
                     raise _too_large(max_bytes, f"Content-Length {answer.length}")

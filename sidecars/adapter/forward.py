@@ -46,7 +46,7 @@ class Forwarder:
         else is handed to `forward` in a task (`request.state` holds the sent request)."""
         if request.method != "GET":
             return False
-        app = self.client.send_pooled("GET", self.path, request.accept)
+        app = self.client.send_get(self.path, request.accept)
         if app is None:
             return False
         pending = _Pending(self, request, conn, route, count, app)
@@ -64,9 +64,9 @@ class Forwarder:
             async with asyncio.timeout(deadline):
                 if request.state is not None:
                     sent, request.state = request.state[0], None
-                    answer = await self.client.resume(sent, "GET", self.path, request.accept)
+                    answer = await self.client.resume_get(sent, self.path, request.accept)
                 else:
-                    answer = await self.client.request(request.method, self.path, request.accept)
+                    answer = await self.client.get(request.method, self.path, request.accept)
                 try:
                     if answer.length is not None and answer.length > self.max_bytes:
                         msg = f"the app's answer is {answer.length} bytes"

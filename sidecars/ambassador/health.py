@@ -7,30 +7,37 @@ import logging
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
-from sidecars.runtime.http.client import read_head
+from sidecars.runtime.http.client import Client, ClientError
 from sidecars.runtime.tasks import beat
 
 
 async def probe(member: Member, check: str, limit: float) -> bool:
     """One check of one member; any error or timeout is a failed check."""
-    writer: asyncio.StreamWriter | None = None
+    if check == "tcp":
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(limit):
+                _, writer = await asyncio.open_connection(member.host, member.port)
+            return True
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+    client = Client(member.host, member.port, keep=0, authority=member.key)
+    wire = (
+        f"GET {check[len('http:') :]} HTTP/1.1\r\nHost: {member.key}\r\n"
+        "User-Agent: ambassador-health\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
     try:
         async with asyncio.timeout(limit):
-            reader, writer = await asyncio.open_connection(member.host, member.port)
-            if check == "tcp":
-                return True
-            path = check[len("http:") :]
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {member.key}\r\nUser-Agent: ambassador-health\r\n"
-                "Connection: close\r\n\r\n".encode("latin-1")
-            )
-            head = await read_head(reader)  # strict and bounded: a garbled answer fails
-            return 200 <= head.status < 300
-    except (OSError, TimeoutError, ValueError, EOFError):
+            answer = await client.request(b"GET", wire, retry_stale=False)
+            await answer.aclose()  # strict and bounded: a garbled answer is a failed check
+            return 200 <= answer.status < 300
+    except (ClientError, TimeoutError):
         return False
     finally:
-        if writer is not None:
-            writer.close()
+        await client.close()
 
 
 class HealthChecker:

@@ -11,7 +11,7 @@ import time
 import zlib
 from typing import Any, ClassVar
 
-from sidecars.runtime.http.client import read_body, read_head
+from sidecars.runtime.http.client import Client, ClientError, ConnectError
 
 # elastic_transport imports aiohttp (when installed) for a node class we do not use: ~10 MiB of
 # RSS and ~100 ms of start time. Hide it during that import only, so that the library's
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 _MAX_BODY = 64 << 20  # an answer larger than this is not a bulk answer to a bounded request
-_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class PassThrough(Serializer):
@@ -73,10 +72,6 @@ class PassThrough(Serializer):
         if isinstance(data, bytes):
             return data
         raise SerializationError(f"expected a serialized body, not {type(data).__name__}")
-
-
-class _Closed(Exception):
-    """A reused keep-alive connection was closed by the server before answering."""
 
 
 def _ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
@@ -100,18 +95,25 @@ def _ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
 
 
 class StreamNode(BaseAsyncNode):
-    """One Elasticsearch node: a small pool of keep-alive HTTP/1.1 connections. The transport
-    above it (node pool, failover, dead-node backoff) comes from elastic_transport; errors are
-    mapped to the library's ConnectionError / ConnectionTimeout / TlsError like its nodes do."""
+    """One Elasticsearch node: a small pool of keep-alive HTTP/1.1 connections of the runtime's
+    HTTP client. The transport above it (node pool, failover, dead-node backoff) comes from
+    elastic_transport; errors are mapped to the library's ConnectionError / ConnectionTimeout
+    / TlsError like its nodes do."""
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
-        self._ssl = _ssl_context(config)
-        self._idle: list[_Conn] = []
         self._limit = asyncio.Semaphore(max(1, config.connections_per_node))
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         self._host_header = host if self.port == default else f"{host}:{self.port}"
+        self._client = Client(
+            self.host,
+            self.port,
+            ssl_context=_ssl_context(config),
+            server_hostname=self.host,
+            keep=max(1, config.connections_per_node),
+            authority=self._host_header,
+        )
 
     async def perform_request(  # type: ignore[override]
         self,
@@ -132,19 +134,28 @@ class StreamNode(BaseAsyncNode):
         start = time.monotonic()
         try:
             async with self._limit, asyncio.timeout(timeout):
-                status, rh, data = await self._exchange(request)
+                # a pooled connection the node had closed is given up and the request sent
+                # again: the node never read it
+                answer = await self._client.request(method.encode(), request)
+                data = await answer.read(_MAX_BODY)
+            rh = HttpHeaders(answer.headers)
+            if (rh.get("content-encoding") or "").lower() == "gzip":
+                data = _gunzip(data)
         except TimeoutError as exc:
             raise ConnectionTimeout("connection timed out during request", errors=(exc,)) from None
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise TlsError(str(exc), errors=(exc,)) from None
-        except (OSError, EOFError, ValueError, _Closed, zlib.error) as exc:
+        except ConnectError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+                raise TlsError(str(cause), errors=(cause,)) from None
+            raise ConnectionError(str(exc), errors=(exc,)) from None
+        except (ClientError, ValueError, zlib.error) as exc:
             text = str(exc) or type(exc).__name__
             raise ConnectionError(text, errors=(exc,)) from None
         meta = ApiResponseMeta(
             node=self.config,
             duration=time.monotonic() - start,
             http_version="1.1",
-            status=status,
+            status=answer.status,
             headers=rh,
         )
         return NodeApiResponse(meta, data)
@@ -156,58 +167,8 @@ class StreamNode(BaseAsyncNode):
             lines.append(f"content-length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
-    async def _exchange(self, request: bytes) -> tuple[int, HttpHeaders, bytes]:
-        while self._idle:
-            conn = self._idle.pop()
-            try:
-                return await self._on(conn, request, reused=True)
-            except _Closed:
-                continue  # the server closed it while idle: take another or a new one
-        conn = await asyncio.open_connection(
-            self.host,
-            self.port,
-            ssl=self._ssl,
-            server_hostname=self.host if self._ssl is not None else None,
-            limit=1 << 16,
-        )
-        return await self._on(conn, request, reused=False)
-
-    async def _on(
-        self, conn: _Conn, request: bytes, reused: bool
-    ) -> tuple[int, HttpHeaders, bytes]:
-        reader, writer = conn
-        keep = False
-        try:
-            writer.write(request)
-            await writer.drain()
-            try:
-                head = await read_head(reader)
-            except (EOFError, ConnectionResetError, BrokenPipeError) as exc:
-                partial = getattr(exc.__cause__, "partial", b"")
-                if reused and not partial:
-                    raise _Closed from None
-                raise
-            method = request[: request.index(b" ")]
-            data, keep = await read_body(reader, head, method, _MAX_BODY)
-            status, headers = head.status, HttpHeaders(head.fields())
-            if (headers.get("content-encoding") or "").lower() == "gzip":
-                data = _gunzip(data)
-            return status, headers, data
-        finally:
-            if keep:
-                self._idle.append(conn)
-            else:
-                writer.close()
-
     async def close(self) -> None:  # type: ignore[override]
-        idle, self._idle = self._idle, []
-        for _, writer in idle:
-            writer.close()
-        for _, writer in idle:
-            try:
-                await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass
+        await self._client.close()
 
 
 def _gunzip(data: bytes) -> bytes:

@@ -58,7 +58,7 @@ async def serve(app: RawApp) -> AsyncIterator[AppClient]:
 
 async def body(client: AppClient, method: str = "GET") -> tuple[int, bytes]:
     async with asyncio.timeout(10):
-        answer = await client.request(method, "/x", "*/*")
+        answer = await client.get(method, "/x", "*/*")
         data = b"".join([chunk async for chunk in answer.chunks()])
         return answer.status, data
 
@@ -85,7 +85,7 @@ async def test_body_until_close_and_head() -> None:
     app = RawApp([b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"])
     async with serve(app) as client:
         async with asyncio.timeout(10):
-            answer = await client.request("HEAD", "/x", "*/*")
+            answer = await client.get("HEAD", "/x", "*/*")
         assert (answer.status, answer.length) == (200, 99)
 
 
