@@ -1,6 +1,6 @@
 """Start-time checks of settings against this machine: a value that parses but can never work
-(a listen address not on this machine, a file that is not there) is a configuration error.
-Each returns what is wrong, or None."""
+(a listen address not on this machine or on a port we may not bind, a file that is not there)
+is a configuration error. Each returns what is wrong, or None."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import stat
 
 
 def local_address(value: tuple[str, int]) -> str | None:
-    """A host to listen on must resolve to an address of this machine. The port is not tried
-    here: one in use may come free, a host that is not ours never will."""
-    host = value[0]
+    """An address to listen on must be one of this machine's, on a port we may bind: the host
+    resolves, and a bind does not fail with EADDRNOTAVAIL or EACCES (a privileged port without
+    CAP_NET_BIND_SERVICE). A port in use is not refused: it may come free."""
+    host, port = value
     try:
-        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:
             return None  # the resolver is down for now: the bind fails (exit 1) and is retried
@@ -23,11 +24,14 @@ def local_address(value: tuple[str, int]) -> str | None:
     missing = None
     for family, kind, proto, _, addr in infos:
         with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(addr)
             except OSError as exc:
+                if exc.errno == errno.EACCES:
+                    return f"expected a port this process may listen on ({exc.strerror})"
                 if exc.errno != errno.EADDRNOTAVAIL:
-                    return None  # not a question of the address (EACCES, ...)
+                    return None  # in use, or not a question of the setting
                 missing = exc.strerror
                 continue
         return None  # like asyncio's servers: one family that binds is enough

@@ -5,6 +5,7 @@ or a server's DNS name in Kubernetes) is not refused."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def test_service_listen_address_not_on_this_machine_exits_2(
     """The service's own listen address, like the admin one."""
     env = {var: f"{NOT_HERE}:{free_port()}", **extra}
     _one_line_exit_2(name, env, var, "expected an address of this machine")
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+@pytest.mark.parametrize("name", ["adapter", "warloader"])
+def test_privileged_port_without_the_capability_exits_2(name: str) -> None:
+    """As an unprivileged user (like the images' UID 65532) a port below 1024 can never be
+    bound without CAP_NET_BIND_SERVICE: one line naming the setting, exit 2, not exit 1."""
+    start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
+    if int(start) <= 80:
+        pytest.skip(f"ports from {start} on are unprivileged here")
+    var = f"{name.upper()}_ADMIN_ADDR"
+    done = run_sidecar(name, env={var: "127.0.0.1:80"}, prefix=NOBODY)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{name}: bad setting {var}='127.0.0.1:80': expected a port")
 
 
 def test_config_file_listener_not_on_this_machine_exits_2(tmp_path: Path) -> None:
