@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from typing import Protocol
 
@@ -38,6 +39,8 @@ class Server(Protocol):
 
 IDLE_CHECKS = 4  # an idle timeout is noticed within a quarter of its length
 EVICT_IDLE_AFTER = 1.0  # seconds: at max_connections, a connection idle this long makes room
+EVICT_SCAN_EVERY = 0.1  # seconds between scans for idle connections at the limit, at most
+EVICT_BATCH = 64  # the oldest idle connections one scan keeps as the next to make room
 
 
 class Listener:
@@ -55,6 +58,8 @@ class Listener:
         # read at scrape time: no gauge update per connection
         metrics.clients.labels(name).set_function(lambda: len(self.conns))
         self.latency = metrics.latency(name)
+        self._victims: list[tuple[Conn, float]] = []  # idle at the last scan, oldest last
+        self._next_scan = 0.0
 
     async def start(self) -> None:
         self.server = await self._serve()
@@ -79,17 +84,31 @@ class Listener:
         return True
 
     def _evict_idle(self) -> bool:
-        victim, oldest = None, asyncio.get_running_loop().time() - EVICT_IDLE_AFTER
-        for conn in self.conns:
-            since = conn.idle_since()
-            if since is not None and since <= oldest:
-                victim, oldest = conn, since
-        if victim is None:
+        """Close the connection idle the longest, if one is idle enough. One scan of the
+        connections keeps the EVICT_BATCH oldest idle ones as the next to go, and a scan that
+        found no more than those waits EVICT_SCAN_EVERY before the next: a flood of new clients
+        at the limit does not cost a scan of every connection each."""
+        victims = self._victims
+        while victims:
+            conn, since = victims.pop()
+            if conn in self.conns and conn.idle_since() == since:  # still idle since then
+                self.metrics.rejected.labels(self.name, "idle_evicted").inc()
+                conn.abort()
+                self.conns.discard(conn)
+                return True
+        now = asyncio.get_running_loop().time()
+        if now < self._next_scan:
             return False
-        self.metrics.rejected.labels(self.name, "idle_evicted").inc()
-        victim.abort()
-        self.conns.discard(victim)
-        return True
+        cutoff = now - EVICT_IDLE_AFTER
+        idle = [
+            (at, i, c)
+            for i, c in enumerate(self.conns)
+            if (at := c.idle_since()) is not None and at <= cutoff
+        ]
+        self._victims = [(c, at) for at, _, c in heapq.nsmallest(EVICT_BATCH, idle)][::-1]
+        # a full batch may leave more behind: the next scan may come as soon as it is used up
+        self._next_scan = now if len(idle) > EVICT_BATCH else now + EVICT_SCAN_EVERY
+        return bool(self._victims) and self._evict_idle()
 
     def release(self, conn: Conn) -> None:
         self.conns.discard(conn)

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from sidecars.ambassador.cluster import Cluster, RetryBudget
+from sidecars.ambassador.listener import Listener
+from sidecars.ambassador.members import EjectPolicy
+from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.service import SIDECAR
 from tests.ambassador_support import ambassador, wait_for
 
 pytestmark = pytest.mark.integration
@@ -174,3 +181,61 @@ async def test_half_closed_clients_at_the_limit_make_room() -> None:
     finally:
         release.set()
         server.close()
+
+
+class _Conn:
+    """A tracked connection that only counts how often the listener asks whether it is idle."""
+
+    asked = 0
+
+    def __init__(self, since: float | None) -> None:
+        self.since = since
+        self.nbytes = self.idle_marks = self.last_nbytes = 0
+        self.aborted = False
+
+    def idle_since(self) -> float | None:
+        _Conn.asked += 1
+        return self.since
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def busy(self) -> bool:
+        return self.since is None
+
+    def watch_idle(self) -> bool:
+        return True
+
+
+def _listener(limit: int) -> Listener:
+    config = SIDECAR.load_config([], {"AMBASSADOR_MAX_CONNECTIONS": str(limit)})
+    cluster = Cluster("t", "round_robin", EjectPolicy(), RetryBudget(0.2))
+    metrics = Metrics(CollectorRegistry(), lambda: [])
+    return Listener("t", config, cluster, metrics, logging.getLogger("test"))
+
+
+async def test_a_flood_at_the_limit_does_not_scan_every_connection_each_time() -> None:
+    """5,000 busy connections at the limit and 5,000 newcomers refused in a row: the
+    connections are looked over once or twice, not once per newcomer (25 million asks)."""
+    listener = _listener(5000)
+    for _ in range(5000):
+        assert listener.admit(_Conn(None))
+    _Conn.asked = 0
+    for _ in range(5000):
+        assert not listener.admit(_Conn(None))
+    assert _Conn.asked <= 2 * 5000
+
+
+async def test_a_flood_at_the_limit_evicts_oldest_first_from_one_scan() -> None:
+    """At the limit with 100 idle connections (idle since 10 s to 109 s ago), 100 newcomers in
+    a row each take the place of the oldest idle one left, at the cost of about one scan."""
+    listener = _listener(100)
+    now = asyncio.get_running_loop().time()
+    held = [_Conn(now - 10 - i) for i in range(100)]
+    for conn in held:
+        assert listener.admit(conn)
+    _Conn.asked = 0
+    for i in range(100):
+        assert listener.admit(_Conn(None))
+        assert held[99 - i].aborted and not any(c.aborted for c in held[: 99 - i])
+    assert _Conn.asked <= 3 * 100
