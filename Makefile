@@ -1,11 +1,15 @@
 # The project's commands; each target calls the script that does the work.
-.PHONY: test trial bench images push lint fuzz
+.PHONY: test trial soak bench images push lint fuzz
 
 test:            ## every quality gate and test suite
 	scripts/test
 
 trial:           ## the local pod trial with docker compose
 	scripts/trial
+
+SOAK_MINUTES ?= 30
+soak:            ## the trial under load and faults for 30 min (not in CI): make soak SOAK_MINUTES=3
+	SOAK_MINUTES=$(SOAK_MINUTES) scripts/soak
 
 bench:           ## benchmarks against the anchor tools (bench/run NAME for one)
 	bench/run
