@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ssl
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
+from sidecars.runtime.documents import read_bounded
 from sidecars.runtime.http.client import MAX_HEAD, Answer, Client, ClientError, Conn, ConnectError
 
 __all__ = [
@@ -42,11 +42,11 @@ class AuthFile:
         """The header line (`Authorization: ...\\r\\n`); CredentialError if unreadable."""
         now = time.monotonic()
         if now - self._at >= 1.0:
-            try:
-                value = Path(self.path).read_bytes().strip()
-            except OSError as exc:
-                msg = f"cannot read the auth file {self.path}: {exc.strerror or exc}"
-                raise CredentialError(msg) from None
+            try:  # bounded, and a FIFO swapped in must not block the loop
+                value = read_bounded(self.path).strip()
+            except ValueError as exc:
+                why = str(exc).removeprefix("cannot read: ")
+                raise CredentialError(f"cannot read the auth file {self.path}: {why}") from None
             if not value or b"\n" in value or b"\r" in value:
                 raise CredentialError(f"the auth file {self.path} must hold one non-empty line")
             self._line, self._at = b"Authorization: " + value + b"\r\n", now

@@ -212,11 +212,13 @@ def _ca_problem(path: str) -> str | None:
 
 
 def _secret(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError as exc:
-        raise SourceConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    from sidecars.runtime.documents import read_bounded  # only with secret files (yaml inside)
+
+    try:  # bounded, and a FIFO swapped in must not block the loop
+        return read_bounded(path).decode("utf-8").strip()
+    except (ValueError, UnicodeDecodeError) as exc:
+        why = str(exc).removeprefix("cannot read: ")
+        raise SourceConfigError(f"cannot read the {what} file {path}: {why}") from None
 
 
 def _basic(user: str, password: str) -> str:

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import SidecarProcess, free_port, http_get, run_sidecar, wait_until
+from tests.helpers import (
+    SidecarProcess,
+    background,
+    free_port,
+    http_get,
+    run_sidecar,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +171,67 @@ def test_names_of_members_and_servers_that_do_not_resolve_yet_are_waited_for(
             assert http_get(f"http://127.0.0.1:{admin}/readyz")[0] == 503
         wait_until(lambda: p.proc.poll() is None, 1, "still running")
         assert p.terminate() == 0
+
+
+def test_auth_file_swapped_for_a_fifo_at_run_time_does_not_block_the_adapter(
+    tmp_path: Path,
+) -> None:
+    """The auth file is re-read each second: replaced by a FIFO (or anything not a regular
+    file) the read is refused at once, the answer names the file, and the process keeps
+    answering (a blocking open would freeze its event loop, /healthz included)."""
+    auth = tmp_path / "token"
+    auth.write_text("Bearer t\n")
+    admin, listen = free_port(), free_port()
+    env = {
+        "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "ADAPTER_LISTEN": f"127.0.0.1:{listen}",
+        "ADAPTER_TARGET": f"http://127.0.0.1:{free_port()}/metrics",
+        "ADAPTER_AUTH_FILE": str(auth),
+        "ADAPTER_CACHE": "0s",
+    }
+    with SidecarProcess("adapter", env) as proc:
+        proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        auth.unlink()
+        os.mkfifo(auth)
+
+        def refused() -> bool:  # the file is re-read at most once a second
+            status, body = http_get(f"http://127.0.0.1:{listen}/health", timeout=5)
+            return status == 503 and b"not a regular file" in body
+
+        wait_until(refused, 10, "the FIFO refused")
+        assert http_get(f"http://127.0.0.1:{admin}/healthz", timeout=5)[0] == 200
+        assert proc.terminate() == 0
+
+
+def test_token_file_swapped_for_a_fifo_at_run_time_does_not_block_the_warloader(
+    tmp_path: Path,
+) -> None:
+    """--watch re-reads the bearer token file for each download: replaced by a FIFO, the read
+    is refused with one error naming the file and the process stays responsive."""
+    site, dest, token = tmp_path / "site", tmp_path / "dest", tmp_path / "token"
+    site.mkdir()
+    dest.mkdir()
+    (site / "app.txt").write_text("v1")
+    token.write_text("t0ken\n")
+    port, admin = free_port(), free_port()
+    serve = [sys.executable, "-m", "http.server", str(port), "-b", "127.0.0.1", "-d", str(site)]
+    env = {
+        "WARLOADER_SOURCES": f"http://127.0.0.1:{port}/app.txt",
+        "WARLOADER_DEST": str(dest),
+        "WARLOADER_WATCH": "true",
+        "WARLOADER_POLL_INTERVAL": "100ms",
+        "WARLOADER_BEARER_TOKEN_FILE": str(token),
+        "WARLOADER_ADMIN_ADDR": f"127.0.0.1:{admin}",
+    }
+    with background(serve), SidecarProcess("warloader", env) as proc:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/app.txt")[0] == 200, 15, "server")
+        proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        token.unlink()
+        os.mkfifo(token)
+
+        def refused() -> bool:
+            return any("not a regular file" in x["msg"] for x in proc.log_lines())
+
+        wait_until(refused, 10, "the FIFO refused")
+        assert http_get(f"http://127.0.0.1:{admin}/healthz", timeout=5)[0] == 200
+        assert proc.terminate() == 0
