@@ -9,7 +9,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 from sidecars.ambassador.cluster import Cluster
-from sidecars.ambassador.spec import Address, Source, read_member_file
+from sidecars.ambassador.spec import MAX_MEMBERS, Address, Source, read_member_file
 
 Resolver = Callable[[str, int, str], Awaitable[list[str]]]
 Counter = Callable[[str, str], None]  # (kind, outcome) -> count one discovery event
@@ -53,6 +53,7 @@ class Discovery:
         self.dns_interval, self.dns_family = dns_interval, dns_family
         self.file_interval, self.timeout = file_interval, timeout
         self.log, self.count, self.resolve = log, count, resolve
+        self.truncated: set[str] = set()  # DNS sources answering more than MAX_MEMBERS
 
     async def prime(self) -> None:
         """One pass over every source, so a listener starts with members when it can."""
@@ -101,6 +102,19 @@ class Discovery:
                 )
             return False
         self.count("dns", "success")
+        if len(ips) <= MAX_MEMBERS:
+            self.truncated.discard(label)
+        else:
+            if label not in self.truncated:  # once, not at every re-resolution
+                self.truncated.add(label)
+                self.log.warning(
+                    "%s resolves to %d addresses: only the first %d are members",
+                    label,
+                    len(ips),
+                    MAX_MEMBERS,
+                    extra={"listener": self.cluster.name, "source": label},
+                )
+            ips = ips[:MAX_MEMBERS]
         if self.cluster.set_source(label, [Address(ip, addr.port, addr.weight) for ip in ips]):
             self.log.info(
                 "%s now resolves to %s",

@@ -40,8 +40,11 @@ async def probe(member: Member, check: str, limit: float) -> bool:
         await client.close()
 
 
+CHECKS_AT_ONCE = 128  # a cluster of thousands (a DNS name) must not take as many descriptors
+
+
 class HealthChecker:
-    """Checks every member of a cluster each interval, all members concurrently."""
+    """Checks every member of a cluster each interval, up to CHECKS_AT_ONCE at a time."""
 
     def __init__(
         self,
@@ -68,7 +71,15 @@ class HealthChecker:
 
     async def round(self) -> None:
         members = list(self.cluster.members.values())
-        results = await asyncio.gather(*(probe(m, self.check, self.timeout) for m in members))
+        at_once = asyncio.Semaphore(CHECKS_AT_ONCE)
+
+        async def check(member: Member) -> bool:
+            async with at_once:
+                ok = await probe(member, self.check, self.timeout)
+            beat()  # a long round of many members is progress, not a stall
+            return ok
+
+        results = await asyncio.gather(*(check(m) for m in members))
         for member, ok in zip(members, results, strict=True):
             changed = member.record_check(ok, self.rise, self.fall)
             if changed is not None:
