@@ -88,6 +88,15 @@ def _dies(f: Faulty, task: str, within: float) -> None:
     assert errors[0]["task"] == task
 
 
+@pytest.fixture
+def member() -> Iterator[int]:
+    """A port on which a member accepts connections (TCP health checks pass)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
 def _ambassador(tmp_path: Path, fault: str, faulty: list[Faulty], member: int) -> Faulty:
     env = {
         "AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}",
@@ -102,13 +111,12 @@ def _ambassador(tmp_path: Path, fault: str, faulty: list[Faulty], member: int) -
     return f
 
 
-def test_ambassador_dies_when_its_health_checker_dies(tmp_path: Path, faulty: list[Faulty]) -> None:
+def test_ambassador_dies_when_its_health_checker_dies(
+    tmp_path: Path, faulty: list[Faulty], member: int
+) -> None:
     """The health checker raising: the ambassador exits 1 within 3 s, naming the task."""
-    with socket.socket() as member:
-        member.bind(("127.0.0.1", 0))
-        member.listen(64)
-        f = _ambassador(tmp_path, "ambassador:health-raises", faulty, member.getsockname()[1])
-        _dies(f, "health checks of listener default", within=3.0)
+    f = _ambassador(tmp_path, "ambassador:health-raises", faulty, member)
+    _dies(f, "health checks of listener default", within=3.0)
 
 
 def test_logshipper_dies_when_its_reader_dies(tmp_path: Path, faulty: list[Faulty]) -> None:
@@ -187,16 +195,15 @@ def test_a_stalled_reader_fails_healthz_naming_it(tmp_path: Path, faulty: list[F
     assert f.proc.poll() is None
 
 
-def test_a_stalled_health_checker_fails_healthz(tmp_path: Path, faulty: list[Faulty]) -> None:
+def test_a_stalled_health_checker_fails_healthz(
+    tmp_path: Path, faulty: list[Faulty], member: int
+) -> None:
     """The ambassador's health round never ends: /healthz turns 503 naming the checker."""
-    with socket.socket() as member:
-        member.bind(("127.0.0.1", 0))
-        member.listen(64)
-        f = _ambassador(tmp_path, "ambassador:health-hangs", faulty, member.getsockname()[1])
-        f.arm()
-        wait_until(lambda: http_get(f.url("/healthz"))[0] == 503, 5, "/healthz 503")
-        body = http_get(f.url("/healthz"))[1]
-        assert b"health checks of listener default made no progress" in body
+    f = _ambassador(tmp_path, "ambassador:health-hangs", faulty, member)
+    f.arm()
+    wait_until(lambda: http_get(f.url("/healthz"))[0] == 503, 5, "/healthz 503")
+    body = http_get(f.url("/healthz"))[1]
+    assert b"health checks of listener default made no progress" in body
 
 
 def test_drain_ends_tasks_without_a_failure(tmp_path: Path, faulty: list[Faulty]) -> None:
