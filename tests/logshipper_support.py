@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -368,6 +369,36 @@ class CuttableProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+def make_chain(top: Path, depth: int, leaf: str) -> None:
+    """Directories top/a/a/.../a, `depth` deep, with an empty file `leaf` at the bottom
+    (made through directory fds: the path grows past PATH_MAX)."""
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("a", dir_fd=fd)
+        deeper = os.open("a", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    os.close(os.open(leaf, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    os.close(fd)
+
+
+def remove_chain(top: Path, depth: int) -> None:
+    """Remove what make_chain made below `top` (`top` = its first `a`) bottom up: rmtree
+    (and pytest's temp cleanup) recurse once per level and fail on it."""
+    fds = [os.open(top, os.O_RDONLY)]
+    for _ in range(depth - 1):
+        fds.append(os.open("a", os.O_RDONLY, dir_fd=fds[-1]))
+    for fd in fds:
+        for name in os.listdir(fd):
+            if name != "a":
+                os.unlink(name, dir_fd=fd)
+    for parent in reversed(fds[:-1]):
+        os.close(fds.pop())
+        os.rmdir("a", dir_fd=parent)
+    os.close(fds.pop())
+    top.rmdir()
 
 
 def rss_bytes(pid: int) -> int:

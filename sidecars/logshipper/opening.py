@@ -82,6 +82,17 @@ class Opener:
             raise FileNotFoundError(path)
         return fd, opened
 
+    def may_enter(self, directory: str) -> bool:
+        """A directory symlink met while expanding `**`: entered only when its target stays
+        inside the roots (with `any`: always)."""
+        if self.policy == "any":
+            return True
+        try:
+            self._inside(directory, os.path.realpath(directory))
+        except Refused:
+            return False
+        return True
+
     def _judge(self, path: str, st: os.stat_result, key: tuple[int, int] | None) -> None:
         if stat.S_ISLNK(st.st_mode):
             raise Refused(path, "a symlink (LOGSHIPPER_FOLLOW_SYMLINKS=never)", "symlink")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
 import os
 import time
@@ -17,11 +16,12 @@ from sidecars.logshipper.tailer import Tailer
 from sidecars.runtime.tasks import beat, spawn
 
 
-def watch_roots(patterns: tuple[str, ...]) -> tuple[list[str], bool]:
-    """Existing directories to watch for the globs, and whether to watch recursively."""
-    roots = {root for root in map(fixed_root, patterns) if os.path.isdir(root)}
-    recursive = any(glob.has_magic(os.path.dirname(p)) for p in patterns)
-    return sorted(roots), recursive
+def watch_roots(patterns: tuple[str, ...]) -> list[str]:
+    """Existing directories to watch for the globs: each one's fixed part, not recursively.
+    A recursive watch walks the app's tree following every directory symlink, in the event
+    loop's thread (a chain of directories each linking twice to the next took minutes at 18
+    levels): files below a `**` are found by rescans and their growth by polls instead."""
+    return sorted({root for root in map(fixed_root, patterns) if os.path.isdir(root)})
 
 
 class Scheduler:
@@ -45,7 +45,7 @@ class Scheduler:
         self.rescan_interval = rescan_interval
         self._wake = asyncio.Event()
         self._rescan_due = 0.0
-        self._roots: tuple[list[str], bool] = ([], False)
+        self._roots: list[str] = []
         self._watch_stop: asyncio.Event | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._old_watchers: set[asyncio.Task[None]] = set()
@@ -119,14 +119,14 @@ class Scheduler:
         if self._watch_task is not None:
             self._old_watchers.add(self._watch_task)
             self._watch_task.add_done_callback(self._old_watchers.discard)
-        if not roots[0]:
+        if not roots:
             self._watch_task = None
             return
         self._watch_stop = asyncio.Event()
-        watch = self._watch(roots[0], roots[1], self._watch_stop)
+        watch = self._watch(roots, self._watch_stop)
         self._watch_task = spawn("file events", watch, finite=True)
 
-    async def _watch(self, roots: list[str], recursive: bool, stop: asyncio.Event) -> None:
+    async def _watch(self, roots: list[str], stop: asyncio.Event) -> None:
         try:
             async for changes in awatch(
                 *roots,
@@ -134,7 +134,7 @@ class Scheduler:
                 debounce=20,
                 step=20,
                 stop_event=stop,
-                recursive=recursive,
+                recursive=False,
                 ignore_permission_denied=True,
             ):
                 for _, path in changes:

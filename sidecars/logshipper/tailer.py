@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import glob
 import logging
 import os
 import stat
@@ -12,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sidecars.logshipper.checkpoint import Entry
 from sidecars.logshipper.files import Reader, Tracked
+from sidecars.logshipper.globbing import expand
 from sidecars.logshipper.identity import read_fingerprint, still_matches
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.multiline import Joiner
@@ -79,7 +79,7 @@ class Tailer:
         waiting = 0
         for pattern in self.patterns:
             matched = False
-            for path in _matches(pattern):
+            for path in expand(pattern, self.opener.may_enter):
                 matched = True
                 if path in seen or self._excluded(path):
                     continue
@@ -400,28 +400,6 @@ class Tailer:
     def close(self) -> None:
         for f in self.by_key.values():
             f.close()
-
-
-def _matches(pattern: str) -> Iterator[str]:
-    """The paths `pattern` names, lazily: a directory of millions of entries is not listed
-    into memory when only the last part of the pattern has wildcards."""
-    directory, name = os.path.split(pattern)
-    if glob.has_magic(directory) or "**" in name:
-        yield from glob.iglob(pattern, recursive=True)
-        return
-    if not glob.has_magic(name):
-        if os.path.lexists(pattern):
-            yield pattern
-        return
-    try:
-        with os.scandir(directory or ".") as it:
-            for entry in it:
-                if (name.startswith(".") or not entry.name.startswith(".")) and fnmatch.fnmatch(
-                    entry.name, name
-                ):
-                    yield os.path.join(directory, entry.name) if directory else entry.name
-    except OSError:
-        return
 
 
 def _find_inode(directory: str, key: tuple[int, int]) -> str | None:

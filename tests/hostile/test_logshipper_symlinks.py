@@ -15,7 +15,9 @@ from tests.helpers import SidecarProcess, http_get, wait_until
 from tests.logshipper_support import (
     BulkSink,
     admin_url,
+    make_chain,
     metric,
+    remove_chain,
     shipper_env,
     wait_metric,
 )
@@ -211,3 +213,30 @@ def test_files_followed_are_bounded_by_max_files(dirs: tuple[Path, Path]) -> Non
             assert proc.terminate() == 0
             waits = [r for r in proc.log_lines() if "LOGSHIPPER_MAX_FILES" in r.get("msg", "")]
             assert len(waits) == 1
+
+
+def test_a_tree_built_to_hurt_glob_does_not_stop_the_shipper(dirs: tuple[Path, Path]) -> None:
+    """Under a `**` glob the app makes directories 1,500 deep (glob raised RecursionError:
+    the reader died, exit 1, in a restart loop), a symlink loop and 24 directories each
+    linking twice to the next (2^24 paths: a rescan that never ends). Lines keep flowing."""
+    logs, state = dirs
+    make_chain(logs, 1500, "deep.log")
+    for i in range(25):
+        (logs / f"d{i}").mkdir()
+    for i in range(24):
+        (logs / f"d{i}" / "a").symlink_to(f"../d{i + 1}")
+        (logs / f"d{i}" / "b").symlink_to(f"../d{i + 1}")
+    (logs / "loop").symlink_to(".")
+    (logs / "app.log").write_text("first\n")
+    try:
+        with BulkSink() as sink:
+            env = shipper_env(logs, state, sink.url, "logs", paths=f"{logs}/**/*.log")
+            with SidecarProcess("logshipper", env=env) as proc:
+                wait_until(lambda: "first" in sink.messages(), 30, "first line")
+                (logs / "d24" / "new.log").write_text("second\n")  # found by a rescan
+                wait_until(lambda: "second" in sink.messages(), 30, "second line")
+                assert proc.proc.poll() is None
+                assert proc.terminate() == 0
+                assert "Traceback" not in proc.stderr()
+    finally:
+        remove_chain(logs / "a", 1500)

@@ -1,0 +1,94 @@
+"""Expanding the globs over a tree the application shapes: the same paths as glob on plain
+trees, and bounded work on trees built to hurt (directories 1,500 deep, symlink loops, a
+chain of directories each linking twice to the next, a link out of the volume)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecars.logshipper.globbing import MAX_DEPTH, expand
+from sidecars.logshipper.opening import Opener
+from tests.logshipper_support import make_chain, remove_chain
+
+pytestmark = pytest.mark.unit
+
+
+def _tree(root: Path) -> None:
+    for rel in [
+        "a.log", "b.txt", ".hidden.log", "sub/c.log", "sub/deeper/d.log", "sub/.dot/e.log",
+        "x/y/z/f.log", "x/g.log", "other/h.LOG",
+    ]:  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x\n")
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["*.log", "**/*.log", "*/*.log", "sub/**/*.log", "x/*/z/*.log", "**/.*.log", "[ab].*", "?.log"],
+)
+def test_same_paths_as_glob_on_a_plain_tree(tmp_path: Path, rel: str) -> None:
+    """Without symlinks the walker names exactly what glob.glob(recursive=True) names."""
+    _tree(tmp_path)
+    pattern = f"{tmp_path}/{rel}"
+    assert sorted(expand(pattern, lambda _: True)) == sorted(glob.glob(pattern, recursive=True))
+
+
+def test_relative_patterns_name_relative_paths(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for rel in ["*.log", "**/*.log", "sub/*.log"]:
+            assert sorted(expand(rel, lambda _: True)) == sorted(glob.glob(rel, recursive=True))
+    finally:
+        os.chdir(here)
+
+
+def test_a_tree_1500_deep_raises_nothing_and_stops_at_max_depth(tmp_path: Path) -> None:
+    """glob recurses per level and raises RecursionError here; the walker descends at most
+    MAX_DEPTH levels with as many open directories."""
+    make_chain(tmp_path, 1500, "deep.log")
+    (tmp_path / "a" / "top.log").write_text("x\n")
+    try:
+        with pytest.raises(RecursionError):
+            list(glob.iglob(f"{tmp_path}/**/*.log", recursive=True))
+        found = list(expand(f"{tmp_path}/**/*.log", lambda _: True))
+        assert found == [f"{tmp_path}/a/top.log"] and MAX_DEPTH < 1500
+    finally:
+        remove_chain(tmp_path / "a", 1500)
+
+
+def test_symlink_loops_and_doubling_chains_are_entered_once(tmp_path: Path) -> None:
+    """`loop -> .` and 24 directories each linking twice to the next (2^24 paths for glob):
+    every directory is entered once through a link, so the walk is quick and small."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(25):
+        (logs / f"d{i}").mkdir()
+    for i in range(24):
+        (logs / f"d{i}" / "a").symlink_to(f"../d{i + 1}")
+        (logs / f"d{i}" / "b").symlink_to(f"../d{i + 1}")
+    (logs / "d24" / "end.log").write_text("x\n")
+    (logs / "loop").symlink_to(".")
+    started = time.monotonic()
+    found = list(expand(f"{logs}/**/*.log", Opener((f"{logs}/**/*.log",), "inside").may_enter))
+    assert time.monotonic() - started < 5
+    assert f"{logs}/d24/end.log" in found and len(found) <= 3
+
+
+def test_a_directory_link_out_of_the_volume_is_not_entered(tmp_path: Path) -> None:
+    """With `inside` (and `never`) a symlinked directory resolving outside the globs' roots
+    is not walked at all; with `any` it is."""
+    logs, outside = tmp_path / "logs", tmp_path / "outside"
+    logs.mkdir()
+    outside.mkdir()
+    (outside / "secret.log").write_text("x\n")
+    (logs / "escape").symlink_to(outside)
+    pattern = f"{logs}/**/*.log"
+    for policy, expected in [("inside", []), ("never", []), ("any", [f"{logs}/escape/secret.log"])]:
+        assert list(expand(pattern, Opener((pattern,), policy).may_enter)) == expected
