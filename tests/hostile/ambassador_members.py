@@ -7,7 +7,9 @@ import contextlib
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+from tests.helpers import SidecarProcess, free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -70,3 +72,22 @@ def endless_member() -> contextlib.AbstractContextManager[int]:
 def endless_sent() -> int:
     """Bytes the endless members have written so far."""
     return _Endless.sent
+
+
+@contextlib.contextmanager
+def ambassador_process(
+    member_port: int, mode: str, prefix: Sequence[str] = ()
+) -> Iterator[tuple[SidecarProcess, int, int]]:
+    """`python -m sidecars.ambassador` in front of one member, ready; yields the process, its
+    listen port and its admin port."""
+    port, admin = free_port(), free_port()
+    env = {
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member_port}",
+        "AMBASSADOR_MODE": mode,
+        "AMBASSADOR_HEALTH_CHECK": "none",
+    }
+    with SidecarProcess("ambassador", env, prefix=prefix) as amb:
+        amb.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        yield amb, port, admin

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tests.ambassador_support import cpu_seconds, metric_value
-from tests.helpers import SidecarProcess, free_port, http_get, wait_until
-from tests.hostile.ambassador_members import echo_member
+from tests.helpers import http_get, wait_until
+from tests.hostile.ambassador_members import ambassador_process, echo_member
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +33,8 @@ def test_out_of_descriptors_pauses_accepting_and_serves_again(mode: str) -> None
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" if mode == "http" else b"ping"
     expect = b"HTTP/1.1 200 " if mode == "http" else b"ping"
     with echo_member() as member_port:
-        port, admin = free_port(), free_port()
-        env = {
-            "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
-            "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member_port}",
-            "AMBASSADOR_MODE": mode,
-            "AMBASSADOR_HEALTH_CHECK": "none",
-        }
         prefix = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
-        with SidecarProcess("ambassador", env, prefix=prefix) as amb:
-            amb.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        with ambassador_process(member_port, mode, prefix) as (amb, port, admin):
             assert _exchange(port, request).startswith(expect)
             flood = []
             try:

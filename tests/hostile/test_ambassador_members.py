@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.ambassador_support import ambassador, rss_bytes
-from tests.helpers import SidecarProcess, free_port, wait_until
-from tests.hostile.ambassador_members import endless_member, endless_sent
+from tests.helpers import wait_until
+from tests.hostile.ambassador_members import ambassador_process, endless_member, endless_sent
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +26,7 @@ def test_endless_member_and_clients_that_do_not_read_hold_bounded_memory(mode: s
     ambassador's resident memory grows by under 32 MiB and the member is held back (it wrote
     under 256 MiB; unchecked it writes gigabytes a second on loopback)."""
     with endless_member() as member_port:
-        port, admin = free_port(), free_port()
-        env = {
-            "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
-            "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member_port}",
-            "AMBASSADOR_MODE": mode,
-            "AMBASSADOR_HEALTH_CHECK": "none",
-        }
-        with SidecarProcess("ambassador", env) as amb:
-            amb.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        with ambassador_process(member_port, mode) as (amb, port, admin):
             clients = []
             try:
                 for _ in range(SLOW_CLIENTS):
