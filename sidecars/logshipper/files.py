@@ -13,7 +13,7 @@ from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.framing import Framer, Line
 from sidecars.logshipper.identity import file_uid, read_fingerprint, still_matches
 from sidecars.logshipper.multiline import Joiner
-from sidecars.logshipper.opening import Opener
+from sidecars.logshipper.opening import Opener, shown
 
 CHUNK = 1 << 20
 
@@ -23,9 +23,8 @@ class Tracked:
     incomplete last line are read again later); `progress.acked` is the checkpoint."""
 
     def __init__(self, path: str, dev: int, ino: int, max_line: int, opener: Opener) -> None:
-        self.path = path
         self.opener = opener
-        self.path_json = orjson.dumps(path)
+        self.rename(path)
         self.dev, self.ino = dev, ino
         self.fp: str | None = None
         self.fp_len = 0
@@ -51,7 +50,8 @@ class Tracked:
 
     def rename(self, path: str) -> None:
         self.path = path
-        self.path_json = orjson.dumps(path)
+        self.shown = shown(path)
+        self.path_json = orjson.dumps(self.shown)
 
     def start_at(
         self, fp: tuple[str, int] | None, generation: int, offset: int, uid: str = ""

@@ -50,12 +50,12 @@ def expand(pattern: str, may_enter: Callable[[str], bool]) -> Iterator[str]:
     prefix = os.sep.join(parts[:fixed])
     base = prefix or (os.sep if pattern.startswith(os.sep) else ".")
     rest = parts[fixed:]
-    shown = prefix or (os.sep if pattern.startswith(os.sep) else "")
-    yield from _walk(base, shown, rest, may_enter)
+    label = prefix or (os.sep if pattern.startswith(os.sep) else "")
+    yield from _walk(base, label, rest, may_enter)
 
 
 def _walk(
-    base: str, shown: str, parts: list[str], may_enter: Callable[[str], bool]
+    base: str, label: str, parts: list[str], may_enter: Callable[[str], bool]
 ) -> Iterator[str]:
     entered: set[tuple[int, int]] = set()  # directories entered through a symlink
     stack: list[tuple[Iterator[os.DirEntry[str]], str, set[int]]] = []
@@ -67,7 +67,7 @@ def _walk(
             return
         stack.append((it, path, states))
 
-    push(base, shown, _closure({0}, parts))
+    push(base, label, _closure({0}, parts))
     try:
         while stack:
             it, path, states = stack[-1]

@@ -25,6 +25,13 @@ class Refused(OSError):
         self.what, self.reason = what, reason
 
 
+def shown(path: str) -> str:
+    """A path as text for documents, checkpoints, metrics and logs: the app names its files,
+    and bytes that are not UTF-8 (kept by Python as lone surrogates, which JSON and the
+    exposition format cannot carry) are shown as U+FFFD."""
+    return path if path.isascii() else os.fsencode(path).decode(errors="replace")
+
+
 def fixed_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard."""
     fixed: list[str] = []
@@ -107,4 +114,6 @@ class Opener:
         for root in self.roots:
             if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
                 return
-        raise Refused(path, f"resolves to {real}, outside the watched directories", "outside_roots")
+        raise Refused(
+            path, f"resolves to {shown(real)}, outside the watched directories", "outside_roots"
+        )

@@ -15,7 +15,7 @@ from sidecars.logshipper.globbing import expand
 from sidecars.logshipper.identity import read_fingerprint, still_matches
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.multiline import Joiner
-from sidecars.logshipper.opening import Opener, Refused
+from sidecars.logshipper.opening import Opener, Refused, shown
 
 _WARN_EVERY = 30.0  # at most one warning per reason this often, however many paths
 _WARNED_MAX = 10_000  # paths remembered as warned about (a flood of bad names stays bounded)
@@ -250,7 +250,7 @@ class Tailer:
                 f.joiner = Joiner(*self.multiline) if self.multiline else None
             self.by_key[copy.key] = copy
             self.dirty.add(copy)
-            self.log.info("following the copy of truncated %s: %s", f.path, path)
+            self.log.info("following the copy of truncated %s: %s", f.shown, shown(path))
             return
 
     # --- reading --------------------------------------------------------------------------
@@ -326,7 +326,7 @@ class Tailer:
         self.dirty.discard(f)
         if why:
             self.metrics.file_errors.labels("lost").inc()
-            self.log.warning("stopped following %s: %s", f.path, why)
+            self.log.warning("stopped following %s: %s", f.shown, why)
 
     def _limit_open(self) -> None:
         open_files = [f for f in self.by_key.values() if f.fd is not None and not f.rotated]
@@ -346,7 +346,7 @@ class Tailer:
         if len(self._warned) >= _WARNED_MAX:
             self._warned.clear()
         self._warned.add(path)
-        self._warn_limited(reason, f"skipping {path}: {what}")
+        self._warn_limited(reason, f"skipping {shown(path)}: {what}")
 
     def _warn_limited(self, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -370,7 +370,7 @@ class Tailer:
         except OSError as exc:
             f.cuts.pop()
             self.metrics.checkpoint_errors.inc()
-            self._warn_limited("cut", f"partial line of {f.path} waits for its newline: {exc}")
+            self._warn_limited("cut", f"partial line of {f.shown} waits for its newline: {exc}")
             return False
         return True
 
@@ -383,7 +383,7 @@ class Tailer:
                 if f.cuts and f.cuts[0] <= acked:
                     f.cuts = [c for c in f.cuts if c > acked]
                 out[f.uid] = Entry(
-                    f.path, f.dev, f.ino, f.fp, f.generation, acked, f.fp_len, f.cuts[:]
+                    f.shown, f.dev, f.ino, f.fp, f.generation, acked, f.fp_len, f.cuts[:]
                 )
         return out
 
@@ -395,7 +395,7 @@ class Tailer:
                 size = os.fstat(f.fd).st_size if f.fd is not None else os.stat(f.path).st_size
             except OSError:
                 size = f.size
-            yield f.path, max(0, size - f.progress.acked)
+            yield f.shown, max(0, size - f.progress.acked)
 
     def close(self) -> None:
         for f in self.by_key.values():

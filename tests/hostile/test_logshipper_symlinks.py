@@ -240,3 +240,25 @@ def test_a_tree_built_to_hurt_glob_does_not_stop_the_shipper(dirs: tuple[Path, P
                 assert "Traceback" not in proc.stderr()
     finally:
         remove_chain(logs / "a", 1500)
+
+
+def test_a_file_name_that_is_not_utf8_is_shipped_under_a_shown_name(
+    dirs: tuple[Path, Path],
+) -> None:
+    """The app names a file with bytes that are not UTF-8 (and a newline): it is shipped, its
+    `log.file.path` shows U+FFFD, and the checkpoint and /metrics (lag per path) still work
+    (before: the reader died on serializing the name, exit 1, restart loop)."""
+    logs, state = dirs
+    name = os.path.join(os.fsencode(logs), b"bad\xff\nname.log")
+    with open(name, "wb") as f:
+        f.write(b"from a bad name\n")
+    (logs / "ok.log").write_text("ok line\n")
+    with BulkSink() as sink:
+        env = shipper_env(logs, state, sink.url, "logs")
+        with SidecarProcess("logshipper", env=env) as proc:
+            wait_until(lambda: sink.count() == 2, 30, "both files")
+            paths = {d["log"]["file"]["path"] for d in sink.docs.values()}
+            assert f"{logs}/bad\ufffd\nname.log" in paths
+            wait_until(lambda: (state / "checkpoints.json").exists(), 10, "checkpoint")
+            assert http_get(admin_url(env) + "/metrics")[0] == 200
+            assert proc.terminate() == 0
