@@ -5,6 +5,7 @@ never through a planted link; meanwhile their checkpoint does not move."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import orjson
@@ -106,3 +107,36 @@ def test_a_full_volume_leaves_no_torn_or_doubled_dead_letter(dirs: tuple[Path, P
             wait_until(lambda: len(_dead_messages(dead)) >= len(refused), 30, "dead letters")
             assert proc.terminate() == 0
         assert sorted(_dead_messages(dead)) == sorted(refused)
+
+
+def test_kill_9_after_dead_lettering_does_not_write_the_record_twice(
+    dirs: tuple[Path, Path],
+) -> None:
+    """Refused documents are in the dead-letter file, their checkpoint not yet written
+    (LOGSHIPPER_CHECKPOINT_INTERVAL=60s): kill -9, restart. The documents are read and
+    refused again, but each is in the file once (its id was already there)."""
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(100, size=300)
+    refused = [m for m in writer.written if _refuse_sevens({"message": m}) == 400]
+    dead = state / "dead-letter.ndjson"
+    with BulkSink() as sink:
+        sink.item_status = _refuse_sevens
+        env = shipper_env(
+            logs, state, sink.url, "logs", checkpoint_interval="60s", batch_max_docs="10"
+        )
+        with SidecarProcess("logshipper", env=env) as proc:
+            wait_until(lambda: len(_dead_messages(dead)) == len(refused), 30, "dead letters")
+            wait_until(lambda: sink.count() == len(writer.written) - len(refused), 30, "rest")
+            proc.proc.send_signal(signal.SIGKILL)
+            proc.proc.wait(10)
+        requests = sink.requests
+        env["LOGSHIPPER_CHECKPOINT_INTERVAL"] = "100ms"
+        assert checkpoint_offsets(state)[str(logs / "app.log")] < 301 * 90  # not past them
+        with SidecarProcess("logshipper", env=env) as proc:
+            proc.wait_http(admin_url(env) + "/readyz")
+            size = (logs / "app.log").stat().st_size
+            wait_until(lambda: checkpoint_offsets(state)[str(logs / "app.log")] == size, 30, "cp")
+            assert proc.terminate() == 0
+        assert sink.requests > requests  # the documents were sent (and refused) again
+    assert sorted(_dead_messages(dead)) == sorted(refused)
