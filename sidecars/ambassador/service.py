@@ -169,7 +169,7 @@ class Ambassador:
                 if holder is not None:
                     self.running[holder].listener.stop_accepting()
                 started.append(await self._open(spec))
-        except OSError:
+        except Exception:  # nothing half-applied, whatever went wrong
             await self._undo(started, list(leaving.values()))
             raise
         for name in stay:
