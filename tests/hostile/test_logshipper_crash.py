@@ -63,6 +63,15 @@ def _has(url: str, index: str, check: Callable[[str], bool]) -> bool:
     return es_count(url, index) > 0 and any(check(m) for m in es_messages(url, index))
 
 
+def _checkpointed_past(state: Path, path: Path, offset: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return checkpoint_offsets(state).get(str(path), -1) >= offset
+        return False
+
+    return check
+
+
 def _checkpointed(state: Path, path: Path, size: int) -> Callable[[], bool]:
     def check() -> bool:
         with contextlib.suppress(OSError, ValueError):
@@ -209,3 +218,61 @@ def test_kill_9_while_reading_a_sparse_1gib_line_keeps_memory_flat(
     assert peak < 200 << 20, peak
     _append(app, b"\nafter\n")
     _finish(env, elasticsearch_url, es_index, [app], ["before", "\0" * (64 << 10), "after"])
+
+
+def test_kill_9_at_random_bytes_of_mixed_hostile_input_gives_the_same_index(
+    dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
+) -> None:
+    """A file of over-long lines (one cut inside a UTF-8 character), invalid UTF-8, NUL and
+    control bytes and plain lines is appended in pieces split at random bytes (mid-line
+    included), and the shipper is killed -9 after each of five pieces. The index ends up
+    with exactly the records a run without crashes gives: each line once, over-long ones
+    as their head."""
+    import random
+
+    logs, state = dirs
+    app = logs / "app.log"
+    rng = random.Random(7)
+    max_line = 1024
+    lines: list[bytes] = []
+    for i in range(1500):
+        kind = i % 6
+        if kind == 0:
+            lines.append(b"long %d " % i + b"L" * rng.randrange(1100, 5000))
+        elif kind == 1:
+            lines.append(b"bad \xff\xfe\xc3 %d" % i)
+        elif kind == 2:
+            lines.append(b"nul \x00\x01\x1b %d" % i)
+        elif kind == 3:
+            lines.append(b"cut " + "\u00e9".encode() * 600 + b" %d" % i)  # cut inside a char
+        else:
+            lines.append(b"plain line %d" % i)
+    data = b"\n".join(lines) + b"\n"
+    expected = [line[:max_line].decode(errors="replace") for line in lines]
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    inside_long = [starts[i] + 1500 for i in range(0, len(lines), 6) if len(lines[i]) > 1600]
+    # three pieces end inside an over-long line past its head, two anywhere
+    cuts = sorted(rng.sample(inside_long, 3) + rng.sample(range(1, len(data)), 2))
+    cuts.append(len(data))
+    env = shipper_env(
+        logs,
+        state,
+        elasticsearch_url,
+        es_index,
+        max_line_size=str(max_line),
+        partial_flush="60s",  # no partial record: a piece may end mid-line
+        batch_max_docs="100",
+        checkpoint_interval="300ms",
+    )
+    done = 0
+    for cut in cuts[:-1]:
+        _append(app, data[done:cut])
+        last_line_end = data.rfind(b"\n", 0, cut) + 1
+        # killed once every complete line is checkpointed (and a head cut from the piece's
+        # last, unfinished line may be shipped)
+        _kill_when(env, _checkpointed_past(state, app, last_line_end), "checkpointed")
+        done = cut
+    _append(app, data[done:])
+    _finish(env, elasticsearch_url, es_index, [app], expected)
