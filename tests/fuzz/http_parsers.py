@@ -28,8 +28,8 @@ Chunked = body.Chunked
 Length = body.Length
 CHUNKED_ERRORS: tuple[type[Exception], ...] = (ValueError,)
 
-# A whole answer read from a stream (the logshipper's bulk answers, the ambassador's health
-# checks): `await read_head(reader)`, then `await read_body(reader, head, method, limit)`.
-read_head = client.read_head
-read_body = client.read_body
-ANSWER_ERRORS: tuple[type[Exception], ...] = (ValueError, EOFError)
+# An answer read by the runtime's HTTP client from a connection's buffer: `Client._answer(conn,
+# method)` gives an Answer whose `read(limit)` is the whole body.
+Conn = client.Conn
+Client = client.Client
+ANSWER_ERRORS: tuple[type[Exception], ...] = (client.ClientError,)

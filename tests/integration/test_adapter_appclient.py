@@ -93,9 +93,12 @@ async def test_body_until_close_and_head() -> None:
     ("answer", "message"),
     [
         (b"<html>not http</html>\r\n\r\n", "malformed status line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n", "invalid content-length"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx", "invalid content-length"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n",
+            "(?i)invalid character in content-length",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx", "(?i)content-length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "(?i)malformed head: invalid header token"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "only chunked"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk size"),
         # a negative size once made the client spin a core and grow without bound

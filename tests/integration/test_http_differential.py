@@ -76,6 +76,8 @@ EXPECTED_DIFFERENCES: dict[str, str] = {
     "asterisk-form with GET": "asterisk-form is for OPTIONS only (RFC 9112 3.2.4)",
     "absolute-form with userinfo": "userinfo in an http target is refused (RFC 9110 4.2.4)",
     "CONNECT": "not a forward proxy: CONNECT is 501 (tunnels only through Upgrade)",
+    "lowercase method": "llhttp, which splits our header lines, knows the registered methods "
+    "in upper case only (methods are case-sensitive, RFC 9110 9.1)",
 }
 
 

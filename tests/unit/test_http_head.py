@@ -21,8 +21,9 @@ H = b"POST / HTTP/1.1\r\nHost: a\r\n"
         (H + b"Content-Length:  5 x", 400),
         (H + b"Content-Length: 0x5", 400),
         (H + b"Content-Length: 1234567890123456789", 400),  # 19 digits: past int64
-        (H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip", 501),
-        (H + b"Transfer-Encoding: chunked, identity", 501),
+        (H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip", 400),  # chunked not last
+        (H + b"Transfer-Encoding: chunked, identity", 400),
+        (H + b"Transfer-Encoding: gzip, chunked", 501),  # well-formed, not supported
         (H + b"Transfer-Encoding : chunked", 400),  # space before the colon
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked", 400),  # TE in HTTP/1.0
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b", 400),

@@ -1,6 +1,5 @@
-"""An answer read from a stream by the runtime's HTTP client (interim 1xx answers skipped,
-then the head and the whole body): the body within the limit and a keep-alive verdict, or
-ValueError/EOFError; the reader's head limit holds whatever the bytes are."""
+"""An answer read by the runtime's HTTP client from a connection's buffer (interim 1xx answers
+skipped, then the head and the whole body): the body within the limit, or ClientError."""
 
 from __future__ import annotations
 
@@ -17,22 +16,21 @@ atexit.register(_LOOP.close)
 _METHODS = (b"GET", b"HEAD", b"POST")
 
 
-async def _read(wire: bytes, method: bytes, limit: int) -> tuple[bytes, bool]:
-    reader = asyncio.StreamReader(limit=1024)
-    reader.feed_data(wire)
-    reader.feed_eof()
-    head = await http.read_head(reader)
-    return await http.read_body(reader, head, method, limit)
+async def _read(wire: bytes, method: bytes, limit: int) -> bytes:
+    conn = http.Conn(asyncio.get_running_loop())
+    conn.data_received(wire)
+    conn.eof_received()
+    answer = await http.Client("127.0.0.1", 1, keep=0)._answer(conn, method)
+    return await answer.read(limit)
 
 
 def fuzz(data: bytes) -> None:
     (pick, cap), wire = split(data, 2)
     method, limit = _METHODS[pick % len(_METHODS)], cap * 16
     try:
-        body, keep = _LOOP.run_until_complete(_read(wire, method, limit))
+        body = _LOOP.run_until_complete(_read(wire, method, limit))
     except http.ANSWER_ERRORS:
         return
     assert len(body) <= limit and len(body) <= len(wire), (len(body), limit)
-    assert isinstance(keep, bool)
     if method == b"HEAD":
         assert body == b"", body
