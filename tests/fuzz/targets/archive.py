@@ -36,8 +36,10 @@ def fuzz(data: bytes) -> None:
         archive, root = work / "upload.war", work / "root"
         archive.write_bytes(data)
         root.mkdir()
+        archive_fd = os.open(archive, os.O_RDONLY)
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            entries = extract.extract(archive, root, _LIMITS, Modes(), Progress("fuzz"))
+            entries = extract.extract(archive_fd, root_fd, _LIMITS, Modes(), Progress("fuzz"))
         except UnsafeArchive as exc:
             assert str(exc)
         except Exception as exc:
@@ -46,6 +48,9 @@ def fuzz(data: bytes) -> None:
             known.tolerate("archive-library-errors", exc)
         else:
             assert 0 <= entries <= _LIMITS.max_files
+        finally:
+            os.close(archive_fd)
+            os.close(root_fd)
         assert sorted(os.listdir(work)) == ["root", "upload.war"], os.listdir(work)
         real_root = os.path.realpath(root)
         for dirpath, dirnames, filenames in os.walk(root):
