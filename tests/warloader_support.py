@@ -53,6 +53,7 @@ class Faults:
     delay: float = 0.0  # wait before answering ...
     delay_times: int = 0  # ... this many requests (-1: all)
     trickle: float = 0.0  # pause between 64 KiB pieces of the body
+    drip: float = 0.0  # send the body one byte at a time, this long apart
     stall_after: int = 0  # send this many body bytes, then nothing until the client leaves ...
     stall_times: int = 0  # ... in this many responses
     chunked: bool = False  # no Content-Length: a chunked body
@@ -175,12 +176,13 @@ class ArtifactServer:
             if stall and sent >= f.stall_after:
                 await self._until_gone(request)
                 return resp
-            end = min(sent + 65536, limit, f.stall_after if stall else limit)
+            step = 1 if f.drip else 65536
+            end = min(sent + step, limit, f.stall_after if stall else limit)
             piece = body[sent:end]
             await resp.write(piece)
             sent += len(piece)
-            if f.trickle:
-                await asyncio.sleep(f.trickle)
+            if f.trickle or f.drip:
+                await asyncio.sleep(f.trickle or f.drip)
         if drop:
             assert request.transport is not None
             request.transport.close()  # the client sees the body end early
@@ -371,26 +373,25 @@ class Measured:
 
 
 def run_measured(env: Mapping[str, str], timeout: float = 60.0) -> Measured:
-    """Run `python -m sidecars.warloader` to completion; its exit code, stderr, peak RSS
-    (from wait4, this child only) and wall time. Killed (and failing) after `timeout`."""
+    """Run `python -m sidecars.warloader` to completion under /usr/bin/time: its exit code,
+    stderr, peak RSS (of the loader alone: a child forked from this test process would count
+    our pages until its exec) and wall time. Killed (and failing) after `timeout`."""
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("needs /usr/bin/time (Debian package time) to measure the peak RSS")
     full = {k: v for k, v in os.environ.items() if not k.startswith("WARLOADER_")}
     full.update({"WARLOADER_ADMIN_ADDR": "127.0.0.1:0", **env})
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", peak.name, sys.executable, "-m"]
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecars.warloader"], env=full, cwd=ROOT, stderr=err
-        )
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"warloader did not exit within {timeout}s")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+        proc = subprocess.Popen([*cmd, "sidecars.warloader"], env=full, cwd=ROOT, stderr=err)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"warloader did not exit within {timeout}s")
+        seconds = time.monotonic() - started
         err.seek(0)
         text = err.read().decode(errors="replace")
-    return Measured(proc.returncode, text, usage.ru_maxrss / 1024, time.monotonic() - started)
+        kib = int(peak.read().split()[-1])
+    return Measured(code, text, kib / 1024, seconds)

@@ -79,6 +79,25 @@ class Config(CommonConfig):
         duration(0.001, 3600.0),
         metavar="DURATION",
     )
+    download_min_rate: int = setting(
+        "1KiB",
+        "slowest download accepted, in bytes per second over each "
+        "WARLOADER_DOWNLOAD_MIN_RATE_WINDOW (slower tries are retried; 0 turns it off)",
+        size(0),
+        metavar="SIZE",
+    )
+    download_min_rate_window: float = setting(
+        "30s",
+        "the window over which WARLOADER_DOWNLOAD_MIN_RATE is measured",
+        duration(0.05, 3600.0),
+        metavar="DURATION",
+    )
+    download_deadline: float = setting(
+        "1h",
+        "longest time for one source's download, retries included (exit 3 beyond it)",
+        duration(0.05, 7 * 86400.0),
+        metavar="DURATION",
+    )
     max_download_size: int = setting(
         "4GiB", "largest download accepted (exit 3 beyond it)", size(1), metavar="SIZE"
     )

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -70,11 +71,38 @@ async def download(
     `known` (the installed version's validators) makes the first request conditional; `resume`
     names the version of bytes already in `sink`; `on_fresh` runs (in a thread) before the body
     of every full (200) response."""
+    try:
+        async with asyncio.timeout(policy.deadline):
+            return await _tries(
+                session, url, label, sink, policy, headers, known, log, resume, on_fresh
+            )
+    except TimeoutError:
+        raise SourceError(
+            f"cannot download {label}: not finished within {policy.deadline:g}s "
+            "(WARLOADER_DOWNLOAD_DEADLINE)",
+            retryable=True,  # what arrived is kept: the next run resumes it
+        ) from None
+
+
+async def _tries(
+    session: aiohttp.ClientSession,
+    url: str,
+    label: str,
+    sink: HashingSink,
+    policy: HttpPolicy,
+    headers: Mapping[str, str],
+    known: Validators | None,
+    log: logging.Logger,
+    resume: Validators | None,
+    on_fresh: Callable[[Validators], None] | None,
+) -> Fetched:
     backoff = Backoff(base=policy.retry_delay, cap=30.0)
     state = _State(validators=resume, on_fresh=on_fresh)
     for attempt in range(1, policy.attempts + 1):
         try:
-            return await _attempt(session, url, sink, policy, headers, known, state)
+            return await _watched(
+                _attempt(session, url, sink, policy, headers, known, state), sink, policy
+            )
         except SourceError as exc:
             if not exc.retryable or attempt == policy.attempts:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
@@ -91,6 +119,38 @@ async def download(
             state.retries += 1
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def _watched(
+    attempt: Coroutine[None, None, Fetched], sink: HashingSink, policy: HttpPolicy
+) -> Fetched:
+    """Run one attempt, calling it off (retryable) when it moves fewer than `min_rate` bytes
+    per second over a whole `rate_window` (curl's --speed-limit/--speed-time): a server that
+    drips a byte now and then, headers included, never trips an idle timeout."""
+    task = asyncio.ensure_future(attempt)
+    try:
+        if policy.min_rate <= 0:
+            return await task
+        window = policy.rate_window
+        last = sink.progress.done
+        while True:
+            done, _ = await asyncio.wait([task], timeout=window)
+            if done:
+                return task.result()
+            now = sink.progress.done
+            moved = now - last if now >= last else now  # a 200 after a resume starts over
+            if moved < policy.min_rate * window:
+                break
+            last = now
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            return task.result()
+        raise SourceError(f"slower than {policy.min_rate} bytes/s for {window:g}s", retryable=True)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait([task])
+        raise
 
 
 @dataclass(slots=True)
@@ -207,7 +267,8 @@ async def _take_over(
         transport.pause_reading()  # the socket's bytes are ours to move from here on
         if first:
             await settle(dispatch(sink, first))
-        await in_thread(splice_body, sock, left, sink, idle)
+        stop = threading.Event()
+        await in_thread(splice_body, sock, left, sink, idle, stop, on_cancel=stop.set)
     finally:
         resp.close()
 
@@ -251,13 +312,17 @@ async def _flush(
         await settle(dispatch(sink, batch))
 
 
-async def in_thread(fn: Callable[..., T], *args: object) -> T:
-    """asyncio.to_thread that, when cancelled, still waits for the thread to finish: the thread
-    may be using a file descriptor its caller is about to close."""
+async def in_thread(
+    fn: Callable[..., T], *args: object, on_cancel: Callable[[], None] | None = None
+) -> T:
+    """asyncio.to_thread that, when cancelled, tells the thread (`on_cancel`) and still waits
+    for it to finish: it may be using a file descriptor its caller is about to close."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
         await asyncio.wait([task])
         if not task.cancelled():
             task.exception()

@@ -36,3 +36,6 @@ class HttpPolicy:
     max_size: int
     attempts: int
     retry_delay: float
+    min_rate: int = 0  # bytes/s an attempt must reach over each `rate_window`; 0: no rule
+    rate_window: float = 30.0
+    deadline: float | None = None  # seconds for one source's download, retries included

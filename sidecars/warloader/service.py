@@ -41,7 +41,14 @@ class Loader:
             limits=Limits(
                 config.max_extract_size, config.max_extract_files, config.max_extract_ratio
             ),
-            http=HttpPolicy(config.max_download_size, config.max_attempts, config.retry_delay),
+            http=HttpPolicy(
+                config.max_download_size,
+                config.max_attempts,
+                config.retry_delay,
+                config.download_min_rate,
+                config.download_min_rate_window,
+                config.download_deadline,
+            ),
         )
         self.metrics = Metrics(rt.registry)
         self.progress = ProgressLog(rt.log, config.progress_interval)

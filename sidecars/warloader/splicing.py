@@ -7,9 +7,10 @@ import errno
 import fcntl
 import os
 import select
+import threading
 import time
 
-from sidecars.warloader.copier import HashingSink, ReadBack
+from sidecars.warloader.copier import Aborted, HashingSink, ReadBack
 
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -27,12 +28,15 @@ def splice_socket(transport: asyncio.Transport) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def splice_body(sock: int, expected: int, sink: HashingSink, idle: float | None) -> None:
+def splice_body(
+    sock: int, expected: int, sink: HashingSink, idle: float | None, stop: threading.Event
+) -> None:
     """Move the next `expected` body bytes from `sock` into the sink's file in the kernel
     (socket -> pipe -> file: they never enter user space on the way in) while a helper thread
     hashes what has landed, read back from the page cache, into the sink's running digest.
     Returns short if the connection ends first; raises TimeoutError after `idle` seconds
-    without a byte, and Aborted when the load is called off. What arrived is in the file and
+    without a byte, and Aborted when the load (or, by `stop`, this attempt) is called off,
+    within a poll slice however the server drips. What arrived is in the file and
     counted in `sink.size` either way. Runs in a worker thread; the event loop must not read
     the socket meanwhile (its transport paused)."""
     reader = ReadBack(sink.fd, sink.hasher, sink.size)
@@ -46,6 +50,8 @@ def splice_body(sock: int, expected: int, sink: HashingSink, idle: float | None)
         poller.register(sock, select.POLLIN | select.POLLRDHUP)
         remaining, last = expected, time.monotonic()
         while remaining > 0:
+            if stop.is_set():
+                raise Aborted(sink.progress.label)
             try:
                 n = os.splice(sock, w, min(PIPE_SIZE, remaining), flags=_NONBLOCK)
             except BlockingIOError:

@@ -1,0 +1,179 @@
+"""Hostile servers in time: a body dripped a byte at a time, headers dripped or never sent,
+a download that would take forever. Each gives up within its settings with exit 3, and
+SIGTERM interrupts a download in flight at once, not after the drain timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from sidecars.warloader.errors import EXIT_FAILURE, EXIT_SOURCE
+from tests.helpers import SidecarProcess, free_port
+from tests.warloader_support import artifact_server, leftovers, run_loader, war_bytes
+
+pytestmark = pytest.mark.integration
+
+BIG = war_bytes({"big.bin": os.urandom(3 << 20)})
+
+
+def env_for(url: str, dest: Path, **extra: str) -> dict[str, str]:
+    return {"WARLOADER_SOURCES": url, "WARLOADER_DEST": str(dest), **extra}
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+) -> AsyncIterator[str]:
+    """A TCP server on 127.0.0.1 whose connections `answer` handles; yields a URL to it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await answer(reader, writer)  # type: ignore[misc]
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/sample.war"
+    finally:
+        server.close()
+        for task in [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "handle"]:
+            task.cancel()
+
+
+async def timed(env: dict[str, str], within: float) -> tuple[float, object]:
+    started = time.monotonic()
+    async with asyncio.timeout(within):
+        run = await run_loader(env)
+    return time.monotonic() - started, run
+
+
+async def test_a_body_dripped_a_byte_at_a_time_is_given_up(tmp_path: Path) -> None:
+    """A byte every 50 ms never trips the idle timeout (30 s); the minimum rate (here 1 KiB/s
+    over 500 ms) does: exit 3 within a few windows, the bytes kept for a resume."""
+    async with artifact_server() as srv:
+        srv.faults.drip = 0.05
+        url = srv.put("/sample.war", BIG)
+        seconds, run = await timed(
+            env_for(
+                url,
+                tmp_path,
+                WARLOADER_DOWNLOAD_MIN_RATE="1KiB",
+                WARLOADER_DOWNLOAD_MIN_RATE_WINDOW="500ms",
+                WARLOADER_MAX_ATTEMPTS="2",
+            ),
+            20,
+        )
+    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
+    [line] = run.errors()  # type: ignore[attr-defined]
+    assert "slower than 1024 bytes/s for 0.5s" in line and "after 2 attempts" in line, line
+    assert seconds < 6
+    assert not (tmp_path / "sample.war").exists()
+
+
+async def test_a_download_past_its_deadline_is_given_up(tmp_path: Path) -> None:
+    """Fast enough for the minimum rate but endless in total: WARLOADER_DOWNLOAD_DEADLINE
+    bounds one source's download, retries included."""
+    async with artifact_server() as srv:
+        srv.faults.trickle = 0.1  # 64 KiB per 100 ms: 30 s for 3 MiB
+        url = srv.put("/sample.war", BIG)
+        seconds, run = await timed(env_for(url, tmp_path, WARLOADER_DOWNLOAD_DEADLINE="1s"), 20)
+    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
+    [line] = run.errors()  # type: ignore[attr-defined]
+    assert "not finished within 1s" in line, line
+    assert seconds < 4
+
+
+async def test_headers_then_silence_times_out(tmp_path: Path) -> None:
+    """Headers, then not a byte of the body: the idle timeout ends each try."""
+    async with artifact_server() as srv:
+        srv.faults.stall_after, srv.faults.stall_times = 0, -1
+        url = srv.put("/sample.war", BIG)
+        seconds, run = await timed(
+            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="2"), 20
+        )
+    assert run.code == EXIT_SOURCE
+    [line] = run.errors()  # type: ignore[attr-defined]
+    assert line.endswith("timed out after 2 attempts"), line
+    assert seconds < 5
+
+
+async def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
+    """The connection is accepted, the request read, no status line ever sent."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(30)
+
+    async with raw_server(silent) as url:
+        seconds, run = await timed(
+            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="1"), 20
+        )
+    assert run.code == EXIT_SOURCE
+    [line] = run.errors()  # type: ignore[attr-defined]
+    assert line.endswith("timed out"), line
+    assert seconds < 5
+
+
+async def test_headers_dripped_a_byte_at_a_time_are_given_up(tmp_path: Path) -> None:
+    """A status line and headers sent one byte per 50 ms, forever: no idle timeout fires; the
+    minimum rate counts an attempt without body bytes as too slow."""
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" + b"X-Pad: a\r\n" * 10000
+        for byte in head:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with raw_server(drip) as url:
+        seconds, run = await timed(
+            env_for(
+                url,
+                tmp_path,
+                WARLOADER_DOWNLOAD_MIN_RATE_WINDOW="500ms",
+                WARLOADER_MAX_ATTEMPTS="1",
+            ),
+            20,
+        )
+    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
+    [line] = run.errors()  # type: ignore[attr-defined]
+    assert "slower than" in line, line
+    assert seconds < 5
+
+
+async def test_sigterm_interrupts_a_dripping_download_at_once(tmp_path: Path) -> None:
+    """The real process, downloading from a server that drips (the plain-TCP body is moved
+    by a worker thread): SIGTERM ends it within 3 s, far below the 20 s drain timeout, with
+    exit 1 and the bytes kept for the next run."""
+    async with artifact_server() as srv:
+        srv.faults.drip = 0.01
+        url = srv.put("/sample.war", BIG)
+        env = env_for(url, tmp_path, WARLOADER_ADMIN_ADDR=f"127.0.0.1:{free_port()}")
+        proc = SidecarProcess("warloader", env)
+        part = tmp_path / ".sample.war.warloader-partial"
+        try:
+            deadline = time.monotonic() + 20
+            while not (part.exists() and part.stat().st_size > 0):
+                assert proc.proc.poll() is None, proc.stderr()
+                assert time.monotonic() < deadline, "the download never started"
+                await asyncio.sleep(0.02)
+            started = time.monotonic()
+            code = await asyncio.to_thread(proc.terminate, signal.SIGTERM, 30)
+            seconds = time.monotonic() - started
+        finally:
+            proc.__exit__()
+    assert code == EXIT_FAILURE, proc.stderr()
+    assert seconds < 3, f"SIGTERM took {seconds:.1f}s"
+    assert leftovers(tmp_path) == [part.name, part.name + ".json"]
