@@ -51,8 +51,10 @@ def fuzz_results(request: pytest.FixtureRequest) -> dict[str, runner.Result]:
         if getattr(item, "originalname", "") == "test_fuzz_run" and hasattr(item, "callspec")
     ]
     results = runner.run(names, SECONDS, JOBS)
-    for result in results:
-        print(result.line())
+    # shown in the run's output (CI's log included), not only in the captured output
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n" + "\n".join(f"fuzz: {result.line()}" for result in results))
     return {r.target: r for r in results}
 
 

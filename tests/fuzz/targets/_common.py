@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def split(data: bytes, n: int) -> tuple[list[int], bytes]:
@@ -24,3 +28,15 @@ def pieces(data: bytes, seed: int) -> list[bytes]:
 def finite_or_inf(value: float) -> bool:
     """A number a parser may return: anything but NaN."""
     return not math.isnan(value)
+
+
+def parsed(
+    parse: Callable[[bytes], T], errors: tuple[type[Exception], ...], data: bytes
+) -> T | None:
+    """`parse(data)`, or None when it raised one of `errors` (an HTTP one: with a 4xx/5xx
+    status to answer)."""
+    try:
+        return parse(data)
+    except errors as exc:
+        assert 400 <= getattr(exc, "status", 400) <= 505, exc
+        return None

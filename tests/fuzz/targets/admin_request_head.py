@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from tests.fuzz import http_parsers as http
 
+from ._common import parsed
+
 MAX_LEN = 4096
 
 
 def fuzz(data: bytes) -> None:
-    try:
-        request = http.parse_admin_head(data)
-    except http.ADMIN_ERRORS as exc:
-        assert 400 <= getattr(exc, "status", 400) <= 505, exc
+    request = parsed(http.parse_admin_head, http.ADMIN_ERRORS, data)
+    if request is None:
         return
     assert request.method.isascii() and request.method.strip() == request.method
     assert "\r" not in request.path and "\n" not in request.path, request.path

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from tests.fuzz import http_parsers as http
 
+from ._common import parsed
+
 MAX_LEN = 4096
 
 
 def fuzz(data: bytes) -> None:
-    try:
-        head = http.parse_response(data)
-    except http.HEAD_ERRORS:
+    head = parsed(http.parse_response, http.HEAD_ERRORS, data)
+    if head is None:
         return
     assert 100 <= head.status <= 999
     assert not (head.chunked and head.length is not None)
