@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         targets.load(name)  # an unknown name fails before anything runs
     print(f"fuzzing {len(names)} target(s) for {args.seconds} s each, {args.jobs} at a time")
-    results = runner.run(names, args.seconds, args.jobs, args.keep)
+    keep = args.keep.resolve() if args.keep else None
+    results = runner.run(names, args.seconds, args.jobs, keep)
     for result in results:
         print(result.line())
         if not result.ok:
