@@ -18,6 +18,7 @@ from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
 from sidecars.warloader.receive import dispatch, receive, settle
 from sidecars.warloader.remote import Fetched, HttpPolicy, Validators
+from sidecars.warloader.sources import display
 from sidecars.warloader.splicing import splice_body, splice_socket
 
 T = TypeVar("T")
@@ -334,5 +335,15 @@ def _describe(exc: BaseException) -> str:
         return f"TLS certificate not trusted ({exc.certificate_error})"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "more than 10 redirects"
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
+        return f"redirected to {display(str(exc))[:200]}: only http and https are fetched"
+    if isinstance(exc, aiohttp.ClientResponseError) and exc.status == 400:
+        # aiohttp's parser refused what the server sent
+        return f"malformed response ({_first_line(exc.message).rstrip(':')})"
+    return _first_line(str(exc) or type(exc).__name__)
+
+
+def _first_line(text: str) -> str:
+    return (text.splitlines() or [""])[0][:200]

@@ -208,3 +208,74 @@ async def test_a_fifo_as_a_path_source_does_not_block(tmp_path: Path) -> None:
     assert run.code == EXIT_SOURCE
     [line] = run.errors()
     assert "not a regular file" in line, line
+
+
+async def test_a_directory_where_the_artifact_goes_is_replaced(tmp_path: Path) -> None:
+    """The app made `sample.war` a directory (with files in it): the WAR file takes its place
+    in one step, the directory is removed."""
+    dest = await install_url(tmp_path, {"sample.war": "dir"})
+    assert (dest / "sample.war").is_file()
+
+
+async def test_a_link_where_an_unpacked_tree_goes_is_replaced_not_followed(
+    tmp_path: Path,
+) -> None:
+    """`sample` is a link to a directory outside: the unpacked tree replaces the link; nothing
+    is written into, or deleted from, the directory it pointed at."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_bytes(SECRET)
+    src = tmp_path / "sample.war"
+    src.write_bytes(WAR)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sample").symlink_to(outside)
+    run = await run_loader(env_for(f"{src}#extract=true", dest))
+    assert run.code == 0, run.errors()
+    assert not (dest / "sample").is_symlink()
+    assert (dest / "sample" / "tag.txt").read_text() == "served"
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (outside / "keep.txt").read_bytes() == SECRET
+
+
+async def test_a_fifo_at_the_record_name_does_not_block(tmp_path: Path) -> None:
+    """A FIFO at `.sample.war.warloader.json`: reading the record must not wait for a writer;
+    it counts as no record and is replaced."""
+    dest = await install_url(tmp_path, {".sample.war.warloader.json": "fifo"})
+    assert (dest / ".sample.war.warloader.json").is_file()
+
+
+async def test_a_planted_staging_directory_with_a_link_is_removed_not_followed(
+    tmp_path: Path,
+) -> None:
+    """A leftover-looking `.sample.war.warloader-stage-x` holding a link to a directory
+    outside: cleaning leftovers deletes the link, not what it points at."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_bytes(SECRET)
+    dest = tmp_path / "dest"
+    (dest / ".sample.war.warloader-stage-x").mkdir(parents=True)
+    (dest / ".sample.war.warloader-stage-x" / "out").symlink_to(outside)
+    (dest / ".sample.war.warloader-tmp-y").symlink_to(outside)
+    src = tmp_path / "sample.war"
+    src.write_bytes(WAR)
+    run = await run_loader(env_for(str(src), dest))
+    assert run.code == 0, run.errors()
+    assert leftovers(dest) == []
+    assert (outside / "keep.txt").read_bytes() == SECRET
+
+
+async def test_a_directory_source_with_a_link_to_a_secret_is_not_copied_through(
+    tmp_path: Path,
+) -> None:
+    """A directory source holding a link to a file outside: refused (exit 5), the secret's
+    bytes never land in the volume."""
+    secret = victim(tmp_path)
+    src = tmp_path / "bundle"
+    src.mkdir()
+    (src / "ok.txt").write_text("fine")
+    (src / "leak.txt").symlink_to(secret)
+    dest = tmp_path / "dest"
+    run = await run_loader(env_for(str(src), dest))
+    assert run.code == 5
+    assert not (dest / "bundle").exists()
