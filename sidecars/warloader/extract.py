@@ -20,6 +20,7 @@ from sidecars.warloader.errors import UnsafeArchive
 from sidecars.warloader.fsops import Modes, apply_modes
 from sidecars.warloader.safety import RATIO_FLOOR, Limits, check_link, member_parts
 from sidecars.warloader.stagetree import StageTree
+from sidecars.warloader.zipdir import bound_zip_directory
 
 _CORRUPT = (
     tarfile.TarError,
@@ -197,6 +198,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unzip(archive: IO[bytes], u: _Unpacker) -> None:
+    bound_zip_directory(archive, u.limits.max_files)
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         if len(infos) > u.limits.max_files:

@@ -285,7 +285,7 @@ class Installer:
             if job.name.lower().endswith(_ZIP_NAMES):
                 fd = staging.open_staged(job.dfd, dest, tmp)
                 try:
-                    staging.check_zip(fd, job.name)
+                    staging.check_zip(fd, job.name, self.plan.limits.max_files)
                 finally:
                     os.close(fd)
             return self._publish(job, tmp, sha, size, source_id, v)

@@ -66,13 +66,18 @@ def open_staged(dfd: int, dest: Path, tmp: str) -> int:
     return fd
 
 
-def check_zip(fd: int, name: str) -> None:
-    """A .war/.jar/.zip must at least have a readable central directory."""
+def check_zip(fd: int, name: str, max_files: int) -> None:
+    """A .war/.jar/.zip must at least have a readable central directory (of at most
+    `max_files` entries: zipfile would hold them all in memory)."""
     import zipfile  # only here: a plain copy of other files never needs it
 
+    from sidecars.warloader.zipdir import bound_zip_directory
+
     try:
-        with os.fdopen(os.dup(fd), "rb") as f, zipfile.ZipFile(f):
-            pass
+        with os.fdopen(os.dup(fd), "rb") as f:
+            bound_zip_directory(f, max_files)
+            with zipfile.ZipFile(f):
+                pass
     except (zipfile.BadZipFile, OSError) as exc:
         raise UnsafeArchive(f"{name} is not a readable zip archive: {exc}") from None
 

@@ -4,7 +4,10 @@ refused with one line and exit 5, in bounded memory, before their bytes are read
 from __future__ import annotations
 
 import asyncio
+import io
+import struct
 import tarfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -125,3 +128,44 @@ async def test_a_tar_gz_bomb_stops_at_the_ratio(tmp_path: Path) -> None:
     [line] = run.errors()
     assert "times its size (zip bomb?)" in line, line
     assert not (tmp_path / "d" / "site").exists()
+
+
+def zip_of_many_entries(path: Path, count: int) -> None:
+    """A zip whose central directory lists one tiny entry `count` times (about 47 bytes per
+    entry): small on disk, a million objects for zipfile."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a", b"")
+    data = buf.getvalue()
+    start = data.index(b"PK\x01\x02")
+    end = data.index(b"PK\x05\x06")
+    entry = data[start:end]
+    with path.open("wb") as f:
+        f.write(data[:start])
+        f.write(entry * count)
+        eocd = struct.pack(
+            "<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, len(entry) * count, start, 0
+        )
+        f.write(eocd)
+
+
+@pytest.mark.parametrize("extract", ["true", "false"])
+def test_a_zip_listing_a_million_entries_is_refused_before_they_are_parsed(
+    tmp_path: Path, extract: str
+) -> None:
+    """zipfile would read the whole central directory and build a million entry objects
+    (450 MiB) before the entry limit could be checked, also when a .war is only checked for
+    a readable directory: the entries are counted first, unparsed."""
+    bomb = tmp_path / "site.war"
+    zip_of_many_entries(bomb, 1_000_000)
+    run = run_measured(
+        {
+            "WARLOADER_SOURCES": f"{bomb}#extract={extract}",
+            "WARLOADER_DEST": str(tmp_path / "d"),
+            "WARLOADER_MAX_EXTRACT_FILES": "1000",
+        }
+    )
+    assert run.code == EXIT_ARCHIVE, run.stderr
+    [line] = run.errors()
+    assert line.endswith("more than 1000 entries"), line
+    assert run.max_rss_mib < 100, f"peak RSS {run.max_rss_mib:.0f} MiB"
