@@ -260,11 +260,9 @@ class Tailer:
         f = self.by_path.get(path)
         if f is None:
             # a new file: open it now, before a quick rotation could rename it out of sight
-            if (
-                len(self.by_key) < self.max_files
-                and any(fnmatch.fnmatch(path, p) for p in self.patterns)
-                and not self._excluded(path)
-            ):
+            if any(fnmatch.fnmatch(path, p) for p in self.patterns) and not self._excluded(path):
+                if len(self.by_key) >= self.max_files:
+                    return True  # it waits for a periodic rescan, not one per event of a flood
                 self._discover(path)
             return path in self.by_path
         self.dirty.add(f)

@@ -6,6 +6,8 @@ once real answers come back every line is delivered exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -98,3 +100,49 @@ def test_a_hostile_bulk_answer_is_retried_and_nothing_is_lost(
             assert peak < 200 << 20, peak
             assert proc.terminate() == 0
             assert "Traceback" not in proc.stderr()
+
+
+async def _announces_65_mib(request: web.Request) -> web.StreamResponse:
+    """200 announcing a 65 MiB body (over the 64 MiB bound), then a few bytes and a wait."""
+    await request.read()
+    resp = web.StreamResponse(headers={**PRODUCT, "content-type": "application/json"})
+    resp.content_length = 65 << 20
+    await resp.prepare(request)
+    await resp.write(b'{"errors":false')
+    with contextlib.suppress(ConnectionError):
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            await resp.write(b" ")
+    return resp
+
+
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
+def test_answers_over_the_bound_do_not_leak_connections(dirs: tuple[Path, Path]) -> None:
+    """40 answers announcing more than 64 MiB, each refused at its head: every refused
+    connection is closed (it was left open: one fd lost per retry, until the shipper could
+    open no more files), and the lines are delivered once real answers come back."""
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(30)
+    with BulkSink() as sink:
+        sink.mode, sink.fail_next, sink.hostile = "hostile", 40, _announces_65_mib
+        env = shipper_env(logs, state, sink.url, "logs", retry_max_backoff="20ms")
+        with SidecarProcess("logshipper", env=env) as proc:
+            peak = 0
+
+            def delivered() -> bool:
+                nonlocal peak
+                peak = max(peak, _sockets(proc.proc.pid))
+                return sink.count() >= 30
+
+            wait_until(delivered, 60, "30 lines", every=0.02)
+            assert peak <= 12, peak
+            assert sink.requests >= 41
+            assert proc.terminate() == 0

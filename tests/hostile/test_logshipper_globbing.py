@@ -92,3 +92,46 @@ def test_a_directory_link_out_of_the_volume_is_not_entered(tmp_path: Path) -> No
     pattern = f"{logs}/**/*.log"
     for policy, expected in [("inside", []), ("never", []), ("any", [f"{logs}/escape/secret.log"])]:
         assert list(expand(pattern, Opener((pattern,), policy).may_enter)) == expected
+
+
+def test_events_for_files_beyond_max_files_do_not_ask_for_a_rescan_each(tmp_path: Path) -> None:
+    """At LOGSHIPPER_MAX_FILES, an event naming another matching file is taken as seen (the
+    file waits for the periodic rescan): a flood of new files must not turn every event into
+    a walk of the whole volume."""
+    import logging
+
+    from prometheus_client import CollectorRegistry
+
+    from sidecars.logshipper.batching import Budget, Pipeline
+    from sidecars.logshipper.documents import DocumentBuilder
+    from sidecars.logshipper.files import Reader
+    from sidecars.logshipper.metrics import Metrics
+    from sidecars.logshipper.tailer import Tailer
+
+    for i in range(3):
+        (tmp_path / f"f{i}.log").write_text("x\n")
+    pipeline = Pipeline(1 << 20, 100, Budget(4 << 20))
+    reader = Reader(DocumentBuilder("logs"), pipeline, partial_flush=1.0, multiline_timeout=1.0)
+    tailer = Tailer(
+        [f"{tmp_path}/*.log"],
+        [],
+        reader,
+        Metrics(CollectorRegistry()),
+        logging.getLogger("test"),
+        max_line=1024,
+        max_open=4,
+        max_files=2,
+        follow_symlinks="inside",
+        rotate_wait=1.0,
+        read_from_end=False,
+        multiline=None,
+        skip=set(),
+        checkpoints={},
+    )
+    tailer.scan()
+    assert len(tailer.by_key) == 2 and tailer.waiting == 1
+    (tmp_path / "new.log").write_text("x\n")
+    assert tailer.mark(f"{tmp_path}/new.log")  # no rescan asked for
+    assert not tailer.mark(f"{tmp_path}/other.txt")  # not ours: a rename maybe, rescan
+    assert len(tailer.by_key) == 2
+    tailer.close()

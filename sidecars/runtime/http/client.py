@@ -132,11 +132,11 @@ class Answer:
             if len(self.whole) > limit:
                 raise ClientError(f"answer body over {limit} bytes")
             return self.whole
-        if self.length is not None and self.length > limit:
-            raise ClientError(f"answer body of {self.length} bytes is over {limit}")
         parts: list[bytes] = []
         total = 0
         try:
+            if self.length is not None and self.length > limit:  # closed below: no fd leak
+                raise ClientError(f"answer body of {self.length} bytes is over {limit}")
             async for chunk in self.chunks():
                 total += len(chunk)
                 if total > limit:
