@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -89,21 +88,6 @@ async def test_http10_keep_alive_is_kept_and_answered_so(port: int) -> None:
             assert b"\r\nConnection: keep-alive\r\n" in head, head
     finally:
         writer.close()
-
-
-@pytest.mark.skipif(shutil.which("ab") is None, reason="apache2-utils (ab) is not installed")
-@pytest.mark.parametrize("path", ["/health", "/mapped"])
-async def test_ab_keep_alive_completes(port: int, path: str) -> None:
-    """`ab -k` finishes every request, all of them on kept connections."""
-    proc = await asyncio.create_subprocess_exec(
-        "ab", "-k", "-n", "300", "-c", "4", "-s", "5", f"http://127.0.0.1:{port}{path}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        out, _ = await proc.communicate()
-    text = out.decode()
-    assert proc.returncode == 0, text
-    assert "Failed requests:        0" in text and "Keep-Alive requests:    300" in text, text
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ WebSockets through an Upgrade, and the same answers for curl's 1.0 and 1.1."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 import websockets
@@ -31,22 +30,6 @@ async def test_http10_keep_alive_is_answered_keep_alive() -> None:
             assert (await read_responses(reader, 1))[0][1] == b"b0"
             assert await reader.read() == b""
         writer.close()
-
-
-@pytest.mark.skipif(shutil.which("ab") is None, reason="apache2-utils (ab) is not installed")
-async def test_ab_keep_alive_completes() -> None:
-    """`ab -k` (HTTP/1.0 keep-alive) finishes every request on kept connections."""
-    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
-        proc = await asyncio.create_subprocess_exec(
-            "ab", "-k", "-n", "200", "-c", "4", "-s", "5", f"{amb.url}/x",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        async with asyncio.timeout(30):
-            out, _ = await proc.communicate()
-        text = out.decode()
-        assert proc.returncode == 0, text
-        assert "Complete requests:      200" in text and "Failed requests:        0" in text
-        assert "Keep-Alive requests:    200" in text, text
 
 
 async def test_websocket_through_the_ambassador() -> None:

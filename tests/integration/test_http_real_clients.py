@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 import http.client
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.adapter_support import AppProcess, adapter_in_process, app_process, env
+from tests.adapter_support import (
+    AppProcess,
+    adapter_in_process,
+    app_fixture,  # noqa: F401 - provides the module-scoped `app` fixture
+    env,
+)
 from tests.ambassador_support import ambassador, backends
 from tests.integration.test_ambassador_http_wire import http_env
 
@@ -43,15 +48,9 @@ async def amb_url() -> AsyncIterator[str]:
         yield amb.url
 
 
-@pytest.fixture(scope="module")
-def app() -> Iterator[AppProcess]:
-    with app_process() as proc:
-        proc.gauge("queue_depth", 3)
-        yield proc
-
-
 @pytest.fixture
 async def adapter_url(app: AppProcess) -> AsyncIterator[str]:
+    app.gauge("queue_depth", 3)
     async with adapter_in_process(env(app, cache="60s", paths="/mapped=/metrics")) as (
         base,
         _,
@@ -92,6 +91,15 @@ async def test_curl_chunked_upload_through_the_ambassador(
         f"{amb_url}/echo", within=40,
     )  # fmt: skip
     assert out == data
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="apache2-utils (ab) is not installed")
+async def test_ab_keep_alive_completes(amb_url: str, adapter_url: str) -> None:
+    """`ab -k` (HTTP/1.0 with keep-alive) finishes every request, all on kept connections,
+    through the ambassador and on the adapter's cached and mapped paths."""
+    for url in (f"{amb_url}/x", f"{adapter_url}/health", f"{adapter_url}/mapped"):
+        out = await run("ab", "-k", "-n", "300", "-c", "4", "-s", "5", url)
+        assert "Failed requests:        0" in out and "Keep-Alive requests:    300" in out, out
 
 
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="nghttp2-client is not installed")

@@ -14,6 +14,7 @@ from sidecars.runtime.http.head import HttpError, parse_response
 
 MAX_HEAD = 65536  # an answer's status line and headers
 HIGH_WATER = 262144  # stop reading from the peer while this much is buffered and unread
+CLOSE_WAIT = 1.0  # longest wait for pooled connections to close (a TLS close is an exchange)
 
 
 class ClientError(Exception):
@@ -41,6 +42,7 @@ class Conn(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.listener: Callable[[], None] | None = None  # told of every new byte and the end
+        self.gone = loop.create_future()  # done once the transport has closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -61,6 +63,8 @@ class Conn(asyncio.Protocol):
         self.eof = True
         self.transport = None
         self._wake()
+        if not self.gone.done():
+            self.gone.set_result(None)
 
     def _wake(self) -> None:
         if self.listener is not None:
@@ -172,21 +176,22 @@ class Client:
         self.ssl, self.server_hostname = ssl_context, server_hostname
         self.authority = authority or (f"[{host}]" if ":" in host else host) + f":{port}"
         self._idle: list[Conn] = []
+        self._open: set[Conn] = set()  # every connection not yet closed
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
+        """Close every connection and wait (a moment at most) until they are closed."""
+        self._idle = []
+        conns, self._open = self._open, set()
+        for conn in conns:
             conn.close()
+        if conns:
+            await asyncio.wait([conn.gone for conn in conns], timeout=CLOSE_WAIT)
 
     async def request(self, method: bytes, wire: bytes, retry_stale: bool = True) -> Answer:
         """Send `wire` (a whole request) and read the answer's head. A pooled connection that
         turns out closed before any byte of an answer is given up and, when `retry_stale`,
         the request is sent again on another or a new one (the peer never read it)."""
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.eof:
-                conn.close()
-                continue
+        while (conn := self._pooled()) is not None:
             self._send(conn, wire)
             try:
                 return await self._answer(conn, method)
@@ -208,13 +213,18 @@ class Client:
     def send_pooled(self, wire: bytes) -> Conn | None:
         """Send `wire` on an idle pooled connection, without waiting; None when there is none.
         Read the answer from the connection's buffer or with `resume`."""
+        conn = self._pooled()
+        if conn is not None:
+            self._send(conn, wire)
+        return conn
+
+    def _pooled(self) -> Conn | None:
+        """The most recently used idle connection the peer has not closed."""
         while self._idle:
             conn = self._idle.pop()
-            if conn.eof:
-                conn.close()
-                continue
-            self._send(conn, wire)
-            return conn
+            if not conn.eof:
+                return conn
+            conn.close()
         return None
 
     async def resume(self, conn: Conn, method: bytes, wire: bytes) -> Answer:
@@ -249,6 +259,8 @@ class Client:
             raise ConnectError(f"TLS with {self.authority} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             raise ConnectError(f"{self.authority}: {exc.strerror or exc}") from exc
+        self._open.add(conn)
+        conn.gone.add_done_callback(lambda _: self._open.discard(conn))
         return conn
 
     async def _answer(self, conn: Conn, method: bytes) -> Answer:
