@@ -29,6 +29,17 @@ class Entry:
     cuts: list[int] = field(default_factory=list)  # partial records' ends past `offset`
 
 
+def _well_typed(entry: Entry) -> bool:
+    """Text where text belongs, whole numbers of at least 0 everywhere else."""
+    numbers = (entry.dev, entry.ino, entry.generation, entry.offset, entry.fp_len)
+    return (
+        isinstance(entry.path, str)
+        and isinstance(entry.fp, str)
+        and isinstance(entry.cuts, list)
+        and all(type(n) is int and n >= 0 for n in (*numbers, *entry.cuts))
+    )
+
+
 class CheckpointError(Exception):
     """The checkpoint file exists but cannot be used."""
 
@@ -57,9 +68,13 @@ class CheckpointStore:
             doc = orjson.loads(raw)
             if doc.get("version") != VERSION:
                 raise CheckpointError(f"{self.path}: unknown version {doc.get('version')!r}")
-            return {uid: Entry(**fields) for uid, fields in doc["files"].items()}
+            entries = {uid: Entry(**fields) for uid, fields in doc["files"].items()}
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{self.path}: not a checkpoint file ({exc})") from None
+        for uid, entry in entries.items():
+            if not _well_typed(entry):  # a wrong type would fail later, in the tailer
+                raise CheckpointError(f"{self.path}: entry {uid[:80]!r} has a wrong field type")
+        return entries
 
     def save(self, entries: dict[str, Entry], ticket: int = 0) -> None:
         """Replace the file atomically; blocking (fsync). With the `ticket` taken when
