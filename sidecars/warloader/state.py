@@ -88,9 +88,22 @@ def read(dfd: int, name: str) -> Record | None:
             return None
         raw["installed"] = tuple(raw["installed"])
         record = Record(**raw)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-    return record if record.name == name else None  # the app could have forged it
+    # the app could have forged or garbled it: the name and every field's type must hold
+    return record if record.name == name and _well_typed(record) else None
+
+
+_TEXT_FIELDS = ("name", "source", "sha256", "source_id", "settings", "manifest")
+
+
+def _well_typed(record: Record) -> bool:
+    return (
+        all(isinstance(getattr(record, k), str) for k in _TEXT_FIELDS)
+        and all(v is None or isinstance(v, str) for v in (record.etag, record.last_modified))
+        and len(record.installed) == 3
+        and all(type(v) is int for v in record.installed)
+    )
 
 
 def write(dfd: int, record: Record) -> None:
