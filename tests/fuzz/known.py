@@ -14,6 +14,11 @@ KNOWN = {
         " OSError EINVAL (a header offset before the file's start, re-raised as if the"
         " destination had failed)"
     ),
+    "http-method-without-headers": (
+        "runtime/http/head: a method llhttp does not know (POTS, get) is accepted in a request"
+        " without header lines and refused ('Invalid method encountered') as soon as it has"
+        " one: b'POTS / HTTP/1.0' parses, the head the ambassador forwards for it does not"
+    ),
 }
 
 
