@@ -14,6 +14,7 @@ from typing import TypeVar
 import aiohttp
 
 from sidecars.runtime import Backoff
+from sidecars.warloader import redirects
 from sidecars.warloader.copier import HashingSink
 from sidecars.warloader.errors import SourceError
 from sidecars.warloader.receive import dispatch, receive, settle
@@ -53,6 +54,7 @@ def client_session(
         read_bufsize=_READ_BUFFER,
         headers={"Accept-Encoding": "identity", "User-Agent": "sidecars-warloader"},
         trust_env=True,
+        trace_configs=[redirects.guard()],
     )
 
 
@@ -183,7 +185,7 @@ async def _attempt(
         if known.last_modified:
             headers["If-Modified-Since"] = known.last_modified
     try:
-        async with session.get(url, headers=headers) as resp:
+        async with session.get(url, headers=headers, trace_request_ctx=url) as resp:
             if resp.status == 304 and known:
                 return Fetched(not_modified=True, validators=known)
             _check_status(resp, resume_from)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from sidecars.warloader import redirects
 from sidecars.warloader.errors import EXIT_DIGEST, EXIT_SOURCE
 from tests.hostile.test_warloader_slow_servers import raw_server
 from tests.warloader_support import Run, artifact_server, leftovers, run_loader, sha256, war_bytes
@@ -149,3 +151,39 @@ async def test_a_wrong_digest_installs_nothing(tmp_path: Path) -> None:
         run = await load(url + f"#sha256={'0' * 64}", tmp_path / "d")
     assert run.code == EXIT_DIGEST
     assert "expected 000" in one_error(run)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[::ffff:169.254.169.254]/computeMetadata/v1/",
+        "http://[fe80::1]/x",
+        "http://0.0.0.0:9184/metrics",
+    ],
+    ids=["metadata", "metadata-v4-mapped", "v6-link-local", "unspecified"],
+)
+async def test_a_redirect_to_a_link_local_or_unspecified_address_is_refused(
+    tmp_path: Path, location: str
+) -> None:
+    """A hostile server redirects to the cloud metadata service (credentials, installed into
+    the app's volume if followed) or to 0.0.0.0 (this pod's own ports): refused before any
+    connection, exit 3, one line."""
+    head = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+    async with raw_server(answering(head)) as url:
+        run = await load(url, tmp_path / "d", WARLOADER_TIMEOUT="2s")
+    assert run.code == EXIT_SOURCE
+    line = one_error(run)
+    assert "address: refused (the source is not on one)" in line, line
+
+
+def test_address_kinds() -> None:
+    """What the redirect rule counts as this pod's own or the cloud's addresses."""
+    assert redirects.kind(ipaddress.ip_address("127.0.0.5")) == "loopback"
+    assert redirects.kind(ipaddress.ip_address("::1")) == "loopback"
+    assert redirects.kind(ipaddress.ip_address("::ffff:127.0.0.1")) == "loopback"
+    assert redirects.kind(ipaddress.ip_address("169.254.169.254")) == "link-local"
+    assert redirects.kind(ipaddress.ip_address("fe80::1")) == "link-local"
+    assert redirects.kind(ipaddress.ip_address("0.0.0.0")) == "unspecified"
+    assert redirects.kind(ipaddress.ip_address("10.0.0.1")) == ""
+    assert redirects.kind(ipaddress.ip_address("203.0.113.7")) == ""
