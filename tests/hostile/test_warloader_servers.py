@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,20 @@ from tests.warloader_support import Run, artifact_server, leftovers, run_loader,
 pytestmark = pytest.mark.integration
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests name addresses off this machine (a metadata service): should a redirect be
+    followed after all, the connect fails here instead of leaving loopback."""
+    real = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
+
+    async def sock_connect(self: Any, sock: Any, address: Any) -> None:
+        if not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+            raise OSError(f"test: a connection to {address[0]} was attempted")
+        await real(self, sock, address)
+
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", sock_connect)
 
 
 def answering(head: bytes, body: bytes = b"", forever: bytes = b"") -> Answer:
