@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 from sidecars.runtime.http.head import HttpError, parse_request
+from sidecars.runtime.tasks import spawn
 
 MAX_HEAD = 8192  # request line + headers
 MAX_PENDING = 65536  # pipelined bytes buffered while a request is being answered
@@ -202,7 +203,7 @@ class Server:
     ) -> None:
         """`count(route, code)` is told of every answer the server gives by itself; `name`
         prefixes the body of a 500."""
-        self.routes, self.log, self.count = routes, log, count
+        self.routes, self.log, self.count, self.name = routes, log, count, name
         self.error_body = f"{name}: internal error\n".encode()
         self.conns: set[Connection] = set()
         self._server: asyncio.Server | None = None
@@ -213,7 +214,7 @@ class Server:
         self._server = await loop.create_server(
             lambda: Connection(self), host, port, reuse_address=True, backlog=1024
         )
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = spawn(f"idle sweep of the {self.name} server", self._sweep())
 
     async def stop(self) -> None:
         """Stop accepting, close idle connections, wait for the answers in progress."""
