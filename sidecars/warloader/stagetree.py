@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,11 +33,11 @@ class StageTree:
             for part in parts[:-1]:
                 with _refusing(what):
                     try:
-                        nxt = os.open(part, beneath.DIR_FLAGS, dir_fd=cur)
+                        nxt = _open_dir(cur, part, what)
                     except FileNotFoundError:
                         with contextlib.suppress(FileExistsError):
                             os.mkdir(part, 0o700, dir_fd=cur)
-                        nxt = os.open(part, beneath.DIR_FLAGS, dir_fd=cur)
+                        nxt = _open_dir(cur, part, what)
                 if cur != self.root:
                     os.close(cur)
                 cur = nxt
@@ -74,6 +75,15 @@ class StageTree:
         first, so a read-only mode never blocks setting the ones inside it."""
         for _, _, _, dirfd in os.fwalk(dir_fd=self.root, topdown=False):
             apply_modes(dirfd, self.modes)
+
+
+def _open_dir(at: int, name: str, what: str) -> int:
+    try:
+        return os.open(name, beneath.DIR_FLAGS, dir_fd=at)
+    except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW on a link says ENOTDIR, not ELOOP
+        if stat.S_ISLNK(os.stat(name, dir_fd=at, follow_symlinks=False).st_mode):
+            raise UnsafeArchive(f"entry {what!r} goes through a symbolic link") from None
+        raise
 
 
 @contextmanager
