@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import trustme
 
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_SOURCE
 from tests.helpers import SidecarProcess, free_port
@@ -177,3 +179,46 @@ async def test_sigterm_interrupts_a_dripping_download_at_once(tmp_path: Path) ->
     assert code == EXIT_FAILURE, proc.stderr()
     assert seconds < 3, f"SIGTERM took {seconds:.1f}s"
     assert leftovers(tmp_path) == [part.name, part.name + ".json"]
+
+
+@pytest.mark.parametrize("path", ["plain", "tls", "chunked"])
+async def test_stopping_interrupts_a_dripping_download_on_every_body_path(
+    tmp_path: Path, path: str
+) -> None:
+    """What SIGTERM does, in-process, on each of the three ways a body is received (splice
+    worker, TLS buffers, chunked stream): the run returns within 2 s of the stop."""
+    ctx = None
+    extra: dict[str, str] = {}
+    if path == "tls":
+        ca = trustme.CA()
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(ctx)
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        extra["WARLOADER_CA_FILE"] = str(ca_file)
+    async with artifact_server(ctx) as srv:
+        srv.faults.drip = 0.01
+        srv.faults.chunked = path == "chunked"
+        url = srv.put("/sample.war", BIG)
+        stopping = asyncio.Event()
+        dest = tmp_path / "dest"
+        part = dest / ".sample.war.warloader-partial"
+        stopped_at: list[float] = []
+
+        async def stop_once_receiving() -> None:
+            deadline = time.monotonic() + 20
+            while not srv.requests or srv.inflight == 0:
+                assert time.monotonic() < deadline, "the download never started"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # some body bytes are on their way
+            stopped_at.append(time.monotonic())
+            stopping.set()
+
+        stopper = asyncio.create_task(stop_once_receiving())
+        async with asyncio.timeout(30):
+            run = await run_loader(env_for(url, dest, **extra), stopping)
+        ended = time.monotonic()
+        await stopper
+    assert run.code == EXIT_FAILURE, run.errors()
+    assert ended - stopped_at[0] < 2, f"took {ended - stopped_at[0]:.1f}s after the stop"
+    assert leftovers(dest) in ([], [part.name, part.name + ".json"])
