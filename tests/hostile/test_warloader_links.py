@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.warloader.errors import EXIT_SOURCE
-from tests.warloader_support import artifact_server, leftovers, run_loader, sha256, war_bytes
+from sidecars.warloader.errors import EXIT_DEST, EXIT_SOURCE
+from tests.warloader_support import (
+    artifact_server,
+    leftovers,
+    run_loader,
+    sha256,
+    tmpfs,
+    war_bytes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -279,3 +286,23 @@ async def test_a_directory_source_with_a_link_to_a_secret_is_not_copied_through(
     run = await run_loader(env_for(str(src), dest))
     assert run.code == 5
     assert not (dest / "bundle").exists()
+
+
+async def test_a_full_volume_while_unpacking_exits_6_and_keeps_the_old_tree(
+    tmp_path: Path,
+) -> None:
+    """The app filled the volume: unpacking a bigger version fails with exit 6 and one line,
+    the old tree stays, no staging directory is left."""
+    src = tmp_path / "sample.war"
+    with tmpfs("1m") as dest:
+        src.write_bytes(war_bytes({"tag.txt": "v1"}))
+        env = env_for(f"{src}#extract=true", dest, WARLOADER_MAX_EXTRACT_RATIO="100000")
+        assert (await run_loader(env)).code == 0
+        # a few KiB packed, so the archive fits and the unpacked 3 MiB do not
+        src.write_bytes(war_bytes({"tag.txt": "v2", "zeros.bin": bytes(3 << 20)}))
+        run = await run_loader(env)
+        assert run.code == EXIT_DEST, run.errors()
+        [line] = run.errors()
+        assert line.endswith("No space left on device"), line
+        assert (dest / "sample" / "tag.txt").read_text() == "v1"
+        assert leftovers(dest) == []
