@@ -203,11 +203,24 @@ class Exchange:
         try:
             chunk, rest = body.feed(data)
         except ValueError:  # malformed chunked framing from the client
-            self.side.abort()
+            self._bad_body()
             return
         up.transport.write(before + chunk if before else chunk)
         if body.done:
             self.side.stash(rest)
+
+    def _bad_body(self) -> None:
+        """Malformed chunked framing in the request body: the member connection is dropped
+        (it holds a cut request) and the client gets a 400, or is cut off when the member's
+        answer has begun."""
+        self._release_up(reuse=False)
+        if self.resp is not None:
+            self.side.abort()
+            return
+        listener = self.listener
+        listener.metrics.rejected.labels(listener.name, "bad_request").inc()
+        self.side.transport.write(wire.error_response(400, "malformed chunked request body"))
+        self._done(keep=False)
 
     def up_paused(self, paused: bool) -> None:
         """The member reads the request body slower than the client sends it."""
@@ -337,7 +350,7 @@ class Exchange:
         else:
             member.failures_in_row = 0  # record_success(), inlined on the hot path
         head, side = self.head, self.side
-        close = head.close or self.listener.draining or side.client_eof
+        close = head.close or self.listener.draining or (side.client_eof and not side.buf)
         body: Body
         own = True  # the response keeps its own framing
         if head.first[0] == b"HEAD" or status in (204, 304):

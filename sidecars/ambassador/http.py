@@ -128,6 +128,11 @@ class ClientSide(asyncio.Protocol):
         if end < 0 or end + 4 > limit:
             if len(buf) > limit or end >= 0:
                 return self._reject("header_too_large", 431, "request head too large")
+            if buf.count(b"\n") != buf.count(b"\r\n"):  # it would never end in CRLF CRLF
+                return self._reject("bad_request", 400, "bare LF in the request head")
+            if self.client_eof:  # a head cut short: nothing to answer
+                self.transport.close()
+                return
             self.buf = buf
             if buf and self.timer is None:
                 timeout = self.listener.settings.header_timeout
@@ -190,7 +195,8 @@ class ClientSide(asyncio.Protocol):
         self.ex = None
         if self.closed:
             return
-        if not keep or self.listener.draining or self.client_eof:
+        # a client that half-closed after pipelining still gets every answer it asked for
+        if not keep or self.listener.draining or (self.client_eof and not self.buf):
             if linger and not self.client_eof:
                 self._linger()
             else:

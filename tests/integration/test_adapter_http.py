@@ -97,6 +97,7 @@ async def test_http10_keep_alive_is_kept_and_answered_so(port: int) -> None:
         (b"GET /health HTTP/2.0\r\n\r\n", b"505"),
         (b"GET /health HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n", b"400"),
         (b"GET /health HTTP/1.1\r\n\r\n", b"400"),  # no Host
+        (b"GET /health HTTP/1.1\nHost: x\n\n", b"400"),  # bare LF: never a complete head
         (b"GET /health HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"400"),
         (b"GET /mapped HTTP/1.1\r\nHost: x\r\nAccept: a\nX-Smuggled: 1\r\n\r\n", b"400"),
         (b"GET /health HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", b"431"),

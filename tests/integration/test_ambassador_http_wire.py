@@ -185,3 +185,46 @@ async def test_repeated_heads_are_forwarded_for_each_client_and_method() -> None
         forwarded = [seen["headers"]["X-Forwarded-For"] for seen in bs[0].seen]
         one, two = "127.0.0.1", "127.0.0.2"
         assert forwarded == [one] * 3 + [two] * 3 + [one] * 7 + [two]
+
+
+async def test_a_head_with_bare_lf_is_refused_at_once() -> None:
+    """A head whose lines end in a bare LF would never end in CRLF CRLF: 400 at once, not a
+    wait for the header timeout or the client's EOF."""
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"GET / HTTP/1.1\nHost: a\n\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 400") and bs[0].seen == []
+
+
+async def test_malformed_chunked_body_is_a_400_and_the_member_connection_dropped() -> None:
+    """A chunk size that is not hex mid-body: the client gets 400 (the member has not
+    answered), and the member's half-sent request is never completed."""
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\nzz\r\n"
+        )
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 400"), head
+        assert all(seen.get("echoed") is None for seen in bs[0].seen)
+
+
+async def test_pipelined_requests_before_a_half_close_are_all_answered() -> None:
+    """A client that pipelines three requests and half-closes gets three answers, then the
+    close."""
+    async with backends(1) as bs, ambassador(http_env(bs)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        writer.write(b"".join(b"GET /p%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3)))
+        writer.write_eof()
+        async with asyncio.timeout(10):
+            answers = await read_responses(reader, 3)
+            assert await reader.read() == b""
+        writer.close()
+        assert [a[1] for a in answers] == [b"b0"] * 3
+        assert [s["path"] for s in bs[0].seen] == ["/p0", "/p1", "/p2"]

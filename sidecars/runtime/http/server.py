@@ -321,6 +321,8 @@ class Connection(asyncio.Protocol):
             if end < 0:
                 if len(self.buf) > MAX_HEAD:
                     self._refuse(431, "request head too large")
+                elif self.buf.count(b"\n") != self.buf.count(b"\r\n"):
+                    self._refuse(400, "bare LF in the request head")  # it would never end
                 return
             head, self.buf = self.buf[:end], self.buf[end + 4 :]
             if end > MAX_HEAD:
