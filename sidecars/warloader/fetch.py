@@ -74,53 +74,36 @@ async def download(
     `known` (the installed version's validators) makes the first request conditional; `resume`
     names the version of bytes already in `sink`; `on_fresh` runs (in a thread) before the body
     of every full (200) response."""
+    backoff = Backoff(base=policy.retry_delay, cap=30.0)
+    state = _State(validators=resume, on_fresh=on_fresh)
     try:
-        async with asyncio.timeout(policy.deadline):
-            return await _tries(
-                session, url, label, sink, policy, headers, known, log, resume, on_fresh
-            )
+        async with asyncio.timeout(policy.deadline):  # the only TimeoutError reaching here
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    return await _watched(
+                        _attempt(session, url, sink, policy, headers, known, state), sink, policy
+                    )
+                except SourceError as exc:
+                    if not exc.retryable or attempt == policy.attempts:
+                        tries = f" after {attempt} attempts" if attempt > 1 else ""
+                        message = f"cannot download {label}: {exc}{tries}"
+                        raise SourceError(message, retryable=exc.retryable) from None
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "download of %s failed: %s; retrying in %.1fs",
+                        label,
+                        exc,
+                        delay,
+                        extra={"source": label, "attempt": attempt, "resume_at": sink.size},
+                    )
+                    state.retries += 1
+                    await asyncio.sleep(delay)
     except TimeoutError:
         raise SourceError(
             f"cannot download {label}: not finished within {policy.deadline:g}s "
             "(WARLOADER_DOWNLOAD_DEADLINE)",
             retryable=True,  # what arrived is kept: the next run resumes it
         ) from None
-
-
-async def _tries(
-    session: aiohttp.ClientSession,
-    url: str,
-    label: str,
-    sink: HashingSink,
-    policy: HttpPolicy,
-    headers: Mapping[str, str],
-    known: Validators | None,
-    log: logging.Logger,
-    resume: Validators | None,
-    on_fresh: Callable[[Validators], None] | None,
-) -> Fetched:
-    backoff = Backoff(base=policy.retry_delay, cap=30.0)
-    state = _State(validators=resume, on_fresh=on_fresh)
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await _watched(
-                _attempt(session, url, sink, policy, headers, known, state), sink, policy
-            )
-        except SourceError as exc:
-            if not exc.retryable or attempt == policy.attempts:
-                tries = f" after {attempt} attempts" if attempt > 1 else ""
-                message = f"cannot download {label}: {exc}{tries}"
-                raise SourceError(message, retryable=exc.retryable) from None
-            delay = backoff.next_delay()
-            log.warning(
-                "download of %s failed: %s; retrying in %.1fs",
-                label,
-                exc,
-                delay,
-                extra={"source": label, "attempt": attempt, "resume_at": sink.size},
-            )
-            state.retries += 1
-            await asyncio.sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sidecars.warloader.errors import EXIT_ARCHIVE
-from tests.warloader_support import run_loader, run_measured, tar_with
+from tests.warloader_support import Measured, run_loader, run_measured, tar_with
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +33,33 @@ def gz_stream(path: Path, head: bytes, zeros: int) -> None:
             left -= len(chunk)
         f.write(z.compress(bytes(1024)))
         f.write(z.flush())
+
+
+def unpack_measured(tmp_path: Path, archive: Path, **env: str) -> tuple[Measured, str]:
+    """Extract `archive` in a real loader process: it must fail with exit 5 and one error
+    line, and leave nothing installed; the measurements and that line."""
+    run = run_measured(
+        {
+            "WARLOADER_SOURCES": f"{archive}#extract={env.pop('extract', 'true')}",
+            "WARLOADER_DEST": str(tmp_path / "d"),
+            **env,
+        }
+    )
+    assert run.code == EXIT_ARCHIVE, run.stderr
+    [line] = run.errors()
+    assert not (tmp_path / "d" / "site").exists()
+    return run, line
+
+
+async def unpack_refused(tmp_path: Path, archive: Path) -> str:
+    """Extract `archive` in-process: exit 5, one error line (returned), nothing installed."""
+    run = await run_loader(
+        {"WARLOADER_SOURCES": f"{archive}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
+    )
+    assert run.code == EXIT_ARCHIVE, run.logs.messages()
+    [line] = run.errors()
+    assert not (tmp_path / "d" / "site").exists()
+    return line
 
 
 def header(kind: bytes, size: int) -> bytes:
@@ -54,14 +81,9 @@ def test_a_header_claiming_a_gib_is_refused_before_it_is_read(tmp_path: Path, ki
     of it into memory (1 GiB RSS). The claim is refused unread: exit 5, one line, small RSS."""
     bomb = tmp_path / "site.tar.gz"
     gz_stream(bomb, header(kind, GIB), GIB)
-    run = run_measured(
-        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
-    )
-    assert run.code == EXIT_ARCHIVE, run.stderr
-    [line] = run.errors()
+    run, line = unpack_measured(tmp_path, bomb)
     assert f"claims {GIB} bytes" in line, line
     assert run.max_rss_mib < 150, f"peak RSS {run.max_rss_mib:.0f} MiB"
-    assert not (tmp_path / "d" / "site").exists()
 
 
 def test_a_member_declaring_more_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
@@ -71,15 +93,7 @@ def test_a_member_declaring_more_than_the_limit_is_refused_unread(tmp_path: Path
     info.size = GIB
     bomb = tmp_path / "site.tar.gz"
     gz_stream(bomb, info.tobuf(format=tarfile.GNU_FORMAT), GIB)
-    run = run_measured(
-        {
-            "WARLOADER_SOURCES": f"{bomb}#extract=true",
-            "WARLOADER_DEST": str(tmp_path / "d"),
-            "WARLOADER_MAX_EXTRACT_SIZE": "64MiB",
-        }
-    )
-    assert run.code == EXIT_ARCHIVE, run.stderr
-    [line] = run.errors()
+    run, line = unpack_measured(tmp_path, bomb, WARLOADER_MAX_EXTRACT_SIZE="64MiB")
     assert "unpacks to more than 67108864 bytes" in line, line
     assert run.seconds < 5, f"took {run.seconds:.1f}s: the data was inflated before the refusal"
 
@@ -91,11 +105,7 @@ async def test_a_chain_of_extended_headers_is_refused(tmp_path: Path) -> None:
     body = one + b"12 path=abc\n".ljust(512, b"\0")
     bomb = tmp_path / "site.tar.gz"
     gz_stream(bomb, body * 5000, 0)
-    run = await run_loader(
-        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
-    )
-    assert run.code == EXIT_ARCHIVE, run.logs.messages()
-    [line] = run.errors()
+    line = await unpack_refused(tmp_path, bomb)
     assert "extended headers in front of one entry" in line, line
 
 
@@ -106,11 +116,7 @@ async def test_a_gnu_sparse_member_is_refused(tmp_path: Path) -> None:
     info.size = 0
     archive = tmp_path / "site.tar.gz"
     archive.write_bytes(tar_with([info]))
-    run = await run_loader(
-        {"WARLOADER_SOURCES": f"{archive}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
-    )
-    assert run.code == EXIT_ARCHIVE, run.logs.messages()
-    [line] = run.errors()
+    line = await unpack_refused(tmp_path, archive)
     assert "GNU sparse" in line, line
 
 
@@ -121,13 +127,8 @@ async def test_a_tar_gz_bomb_stops_at_the_ratio(tmp_path: Path) -> None:
     info.size = 256 << 20
     bomb = tmp_path / "site.tar.gz"
     await asyncio.to_thread(gz_stream, bomb, info.tobuf(format=tarfile.GNU_FORMAT), 256 << 20)
-    run = await run_loader(
-        {"WARLOADER_SOURCES": f"{bomb}#extract=true", "WARLOADER_DEST": str(tmp_path / "d")}
-    )
-    assert run.code == EXIT_ARCHIVE, run.logs.messages()
-    [line] = run.errors()
+    line = await unpack_refused(tmp_path, bomb)
     assert "times its size (zip bomb?)" in line, line
-    assert not (tmp_path / "d" / "site").exists()
 
 
 def zip_of_many_entries(path: Path, count: int) -> None:
@@ -158,14 +159,6 @@ def test_a_zip_listing_a_million_entries_is_refused_before_they_are_parsed(
     a readable directory: the entries are counted first, unparsed."""
     bomb = tmp_path / "site.war"
     zip_of_many_entries(bomb, 1_000_000)
-    run = run_measured(
-        {
-            "WARLOADER_SOURCES": f"{bomb}#extract={extract}",
-            "WARLOADER_DEST": str(tmp_path / "d"),
-            "WARLOADER_MAX_EXTRACT_FILES": "1000",
-        }
-    )
-    assert run.code == EXIT_ARCHIVE, run.stderr
-    [line] = run.errors()
+    run, line = unpack_measured(tmp_path, bomb, extract=extract, WARLOADER_MAX_EXTRACT_FILES="1000")
     assert line.endswith("more than 1000 entries"), line
     assert run.max_rss_mib < 100, f"peak RSS {run.max_rss_mib:.0f} MiB"

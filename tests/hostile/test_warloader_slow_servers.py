@@ -53,11 +53,15 @@ async def raw_server(
             task.cancel()
 
 
-async def timed(env: dict[str, str], within: float) -> tuple[float, object]:
+async def failing(env: dict[str, str], code: int = EXIT_SOURCE) -> tuple[float, str]:
+    """Run the loader (20 s at most): it must fail with `code` and one error line; the
+    seconds it took and that line."""
     started = time.monotonic()
-    async with asyncio.timeout(within):
+    async with asyncio.timeout(20):
         run = await run_loader(env)
-    return time.monotonic() - started, run
+    assert run.code == code, run.errors()
+    [line] = run.errors()
+    return time.monotonic() - started, line
 
 
 async def test_a_body_dripped_a_byte_at_a_time_is_given_up(tmp_path: Path) -> None:
@@ -66,18 +70,15 @@ async def test_a_body_dripped_a_byte_at_a_time_is_given_up(tmp_path: Path) -> No
     async with artifact_server() as srv:
         srv.faults.drip = 0.05
         url = srv.put("/sample.war", BIG)
-        seconds, run = await timed(
+        seconds, line = await failing(
             env_for(
                 url,
                 tmp_path,
                 WARLOADER_DOWNLOAD_MIN_RATE="1KiB",
                 WARLOADER_DOWNLOAD_MIN_RATE_WINDOW="500ms",
                 WARLOADER_MAX_ATTEMPTS="2",
-            ),
-            20,
+            )
         )
-    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
-    [line] = run.errors()  # type: ignore[attr-defined]
     assert "slower than 1024 bytes/s for 0.5s" in line and "after 2 attempts" in line, line
     assert seconds < 6
     assert not (tmp_path / "sample.war").exists()
@@ -89,9 +90,7 @@ async def test_a_download_past_its_deadline_is_given_up(tmp_path: Path) -> None:
     async with artifact_server() as srv:
         srv.faults.trickle = 0.1  # 64 KiB per 100 ms: 30 s for 3 MiB
         url = srv.put("/sample.war", BIG)
-        seconds, run = await timed(env_for(url, tmp_path, WARLOADER_DOWNLOAD_DEADLINE="1s"), 20)
-    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
-    [line] = run.errors()  # type: ignore[attr-defined]
+        seconds, line = await failing(env_for(url, tmp_path, WARLOADER_DOWNLOAD_DEADLINE="1s"))
     assert "not finished within 1s" in line, line
     assert seconds < 4
 
@@ -101,11 +100,9 @@ async def test_headers_then_silence_times_out(tmp_path: Path) -> None:
     async with artifact_server() as srv:
         srv.faults.stall_after, srv.faults.stall_times = 0, -1
         url = srv.put("/sample.war", BIG)
-        seconds, run = await timed(
-            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="2"), 20
+        seconds, line = await failing(
+            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="2")
         )
-    assert run.code == EXIT_SOURCE
-    [line] = run.errors()  # type: ignore[attr-defined]
     assert line.endswith("timed out after 2 attempts"), line
     assert seconds < 5
 
@@ -118,11 +115,9 @@ async def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
         await asyncio.sleep(30)
 
     async with raw_server(silent) as url:
-        seconds, run = await timed(
-            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="1"), 20
+        seconds, line = await failing(
+            env_for(url, tmp_path, WARLOADER_TIMEOUT="300ms", WARLOADER_MAX_ATTEMPTS="1")
         )
-    assert run.code == EXIT_SOURCE
-    [line] = run.errors()  # type: ignore[attr-defined]
     assert line.endswith("timed out"), line
     assert seconds < 5
 
@@ -140,17 +135,14 @@ async def test_headers_dripped_a_byte_at_a_time_are_given_up(tmp_path: Path) -> 
             await asyncio.sleep(0.05)
 
     async with raw_server(drip) as url:
-        seconds, run = await timed(
+        seconds, line = await failing(
             env_for(
                 url,
                 tmp_path,
                 WARLOADER_DOWNLOAD_MIN_RATE_WINDOW="500ms",
                 WARLOADER_MAX_ATTEMPTS="1",
-            ),
-            20,
+            )
         )
-    assert run.code == EXIT_SOURCE, run.errors()  # type: ignore[attr-defined]
-    [line] = run.errors()  # type: ignore[attr-defined]
     assert "slower than" in line, line
     assert seconds < 5
 
