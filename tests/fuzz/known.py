@@ -15,9 +15,10 @@ KNOWN = {
         " destination had failed)"
     ),
     "http-method-without-headers": (
-        "runtime/http/head: a method llhttp does not know (POTS, get) is accepted in a request"
-        " without header lines and refused ('Invalid method encountered') as soon as it has"
-        " one: b'POTS / HTTP/1.0' parses, the head the ambassador forwards for it does not"
+        "runtime/http/head: a method llhttp does not know (POTS, get, GETGET) is accepted in a"
+        " request without header lines and refused ('Invalid method encountered', 'Expected"
+        " space after method') as soon as it has one: b'POTS / HTTP/1.0' parses, the head"
+        " the ambassador forwards for it does not"
     ),
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,11 +22,6 @@ def pieces(data: bytes, seed: int) -> list[bytes]:
         i += step
         step = (step * 7 + seed) % 23 + 1
     return out
-
-
-def finite_or_inf(value: float) -> bool:
-    """A number a parser may return: anything but NaN."""
-    return not math.isnan(value)
 
 
 def parsed(

@@ -31,7 +31,7 @@ def fuzz(data: bytes) -> None:
     try:
         again = http.parse_request(wire[:-4])
     except http.HEAD_ERRORS as exc:
-        if b"\r\n" in data or "method" not in str(exc):
+        if data.partition(b"\r\n")[2] or "method" not in str(exc):  # it had header lines
             raise
         known.tolerate("http-method-without-headers", exc)
         return
