@@ -44,6 +44,10 @@ def open_at(dirfd: int, rel: str, flags: int, mode: int = 0o600, links: bool = F
             _openat2_works = True
             return int(fd)
         err = ctypes.get_errno()
+        if links and err == errno.EXDEV:
+            # RESOLVE_BENEATH refuses every absolute link, also one that lands inside: open
+            # it and check where the descriptor really is instead
+            return _open_walking(dirfd, rel, flags, mode, links)
         if err not in (errno.ENOSYS, errno.EPERM) or _openat2_works:
             raise OSError(err, os.strerror(err), rel)
         _openat2_works = False  # no openat2 here (old kernel, or a seccomp filter refusing it)

@@ -306,3 +306,18 @@ async def test_a_full_volume_while_unpacking_exits_6_and_keeps_the_old_tree(
         assert line.endswith("No space left on device"), line
         assert (dest / "sample" / "tag.txt").read_text() == "v1"
         assert leftovers(dest) == []
+
+
+async def test_an_absolute_link_that_stays_inside_the_sources_directory_is_followed(
+    tmp_path: Path,
+) -> None:
+    """`/artifacts/sample.war -> /artifacts/releases/1.4.war` (an absolute link, as image
+    layouts have them) stays inside the source's directory: it is followed."""
+    sources = tmp_path / "artifacts"
+    (sources / "releases").mkdir(parents=True)
+    (sources / "releases" / "1.4.war").write_bytes(WAR)
+    (sources / "sample.war").symlink_to(sources / "releases" / "1.4.war")
+    dest = tmp_path / "dest"
+    run = await run_loader(env_for(str(sources / "sample.war"), dest))
+    assert run.code == 0, run.errors()
+    assert (dest / "sample.war").read_bytes() == WAR
