@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import orjson
@@ -20,7 +21,7 @@ from tests.logshipper_support import (
     shipper_env,
     wait_metric,
 )
-from tests.warloader_support import tmpfs
+from tests.warloader_support import remount_readonly, tmpfs
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +141,29 @@ def test_kill_9_after_dead_lettering_does_not_write_the_record_twice(
             assert proc.terminate() == 0
         assert sink.requests > requests  # the documents were sent (and refused) again
     assert sorted(_dead_messages(dead)) == sorted(refused)
+
+
+def test_a_read_only_state_volume_waits_and_loses_nothing(dirs: tuple[Path, Path]) -> None:
+    """The state volume turns read-only after the start (EROFS for the dead-letter file):
+    an error and the metric, retries, the refused documents and their checkpoint wait; once
+    it is writable again each is dead-lettered once and the checkpoint catches up."""
+    logs, _ = dirs
+    writer = LogWriter(logs / "app.log")
+    with tmpfs("1m") as state, BulkSink() as sink:
+        sink.item_status = _refuse_sevens
+        env = shipper_env(logs, state, sink.url, "logs")
+        with SidecarProcess("logshipper", env=env) as proc:
+            admin = admin_url(env)
+            proc.wait_http(admin + "/readyz")
+            remount_readonly(state)  # after the start (a read-only one is refused: exit 2)
+            writer.write(40, size=300)
+            refused = [m for m in writer.written if _refuse_sevens({"message": m}) == 400]
+            wait_metric(admin, "logshipper_file_errors_total", "dead_letter", 1, "EROFS")
+            subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True)
+            dead = state / "dead-letter.ndjson"
+            wait_until(lambda: len(_dead_messages(dead)) == len(refused), 30, "dead letters")
+            size = (logs / "app.log").stat().st_size
+            wait_until(lambda: checkpoint_offsets(state)[str(logs / "app.log")] == size, 30, "cp")
+            assert proc.terminate() == 0
+        assert sorted(_dead_messages(dead)) == sorted(refused)
+        assert sink.count() == len(writer.written) - len(refused)
