@@ -82,4 +82,25 @@ async def _poll(loader: Loader, installer: Installer, src: Source, stopping: asy
                 await stopping.wait()
             return
         except TimeoutError:
-            await loader.load_one(installer, src, quiet=True)
+            await _until_stopped(loader, installer, src, stopping)
+
+
+async def _until_stopped(
+    loader: Loader, installer: Installer, src: Source, stopping: asyncio.Event
+) -> None:
+    """Load `src`, but a stop calls the download off at once: a server may take its time (or
+    drip forever), and the bytes received are kept for the next start to resume."""
+    load = asyncio.ensure_future(loader.load_one(installer, src, quiet=True))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({load, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not load.done():
+            load.cancel()
+            await asyncio.wait([load])
+            loader.log.info(
+                "stopped the download of %s in progress; the next start resumes it",
+                installer.target(src),
+                extra={"artifact": installer.target(src)},
+            )

@@ -214,3 +214,38 @@ async def test_stopping_interrupts_a_dripping_download_on_every_body_path(
     assert run.code == EXIT_FAILURE, run.errors()
     assert ended - stopped_at[0] < 2, f"took {ended - stopped_at[0]:.1f}s after the stop"
     assert leftovers(dest) in ([], [part.name, part.name + ".json"])
+
+
+async def test_stopping_watch_mode_calls_off_a_dripping_download(tmp_path: Path) -> None:
+    """--watch: a poll finds a new version on a server that drips it; the stop (SIGTERM)
+    ends the run within 2 s with exit 0 instead of waiting for the download (the drain
+    timeout would cut it at 20 s), the bytes kept to resume."""
+    async with artifact_server() as srv:
+        url = srv.put("/sample.war", war_bytes())
+        stopping = asyncio.Event()
+        dest = tmp_path / "dest"
+        part = dest / ".sample.war.warloader-partial"
+        stopped_at: list[float] = []
+
+        async def new_version_then_stop() -> None:
+            deadline = time.monotonic() + 20
+            while not (dest / "sample.war").exists():
+                assert time.monotonic() < deadline, "the first version was never installed"
+                await asyncio.sleep(0.02)
+            srv.faults.drip = 0.01
+            srv.put("/sample.war", BIG)
+            while not (part.exists() and part.stat().st_size > 0):
+                assert time.monotonic() < deadline, "the new version's download never started"
+                await asyncio.sleep(0.02)
+            stopped_at.append(time.monotonic())
+            stopping.set()
+
+        stopper = asyncio.create_task(new_version_then_stop())
+        env = env_for(url, dest, WARLOADER_WATCH="true", WARLOADER_POLL_INTERVAL="100ms")
+        async with asyncio.timeout(30):
+            run = await run_loader(env, stopping)
+        ended = time.monotonic()
+        await stopper
+    assert run.code == 0, run.errors()
+    assert ended - stopped_at[0] < 2, f"took {ended - stopped_at[0]:.1f}s after the stop"
+    assert leftovers(dest) == [part.name, part.name + ".json"]
