@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecars.warloader import beneath
 from sidecars.warloader.errors import EXIT_DEST, EXIT_SOURCE
 from tests.warloader_support import (
     artifact_server,
@@ -25,6 +26,16 @@ from tests.warloader_support import (
 pytestmark = pytest.mark.integration
 
 WAR = war_bytes({"tag.txt": "served"})
+
+
+@pytest.fixture(autouse=True, params=["openat2", "per-component"])
+def resolution(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case twice: with openat2(2), and with the fallback for kernels without it (one
+    O_NOFOLLOW open per component; the descriptor's real path checked for sources)."""
+    if request.param == "per-component":
+        monkeypatch.setattr(beneath, "_openat2_works", False)
+
+
 SECRET = b"outside the volume: must never change\n"
 
 
