@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sidecars.warloader.errors import EXIT_ARCHIVE
-from tests.warloader_support import Measured, run_loader, run_measured, tar_with
+from tests.warloader_support import Measured, run_loader, run_measured, tar_link, tar_with
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +162,26 @@ def test_a_zip_listing_a_million_entries_is_refused_before_they_are_parsed(
     run, line = unpack_measured(tmp_path, bomb, extract=extract, WARLOADER_MAX_EXTRACT_FILES="1000")
     assert line.endswith("more than 1000 entries"), line
     assert run.max_rss_mib < 100, f"peak RSS {run.max_rss_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ([("f", b"1"), tar_link("l", "f"), tar_link("h", "l", hard=True)], "not to a file"),
+        ([("f", b"1"), tar_link("l", "f"), ("l", b"through the link?")], "conflicts"),
+        ([tar_link("l", "."), ("l/x", b"1")], "goes through a symbolic link"),
+        ([("d/f", b"1"), tar_link("d/l", ".."), ("d/l/d/g", b"2")], "goes through"),
+        ([tar_link("/abs", "x")], "absolute path"),
+        ([("../up", b"1")], "outside the destination"),
+    ],
+    ids=["hardlink-to-link", "file-over-link", "via-own-link", "via-own-link-up", "abs", "dotdot"],
+)
+async def test_members_that_are_or_pass_through_links_are_refused(
+    tmp_path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], why: str
+) -> None:
+    """Links created earlier by the same archive are never written through, hard links only
+    reach earlier regular files, and absolute or climbing names are refused: exit 5."""
+    archive = tmp_path / "site.tar.gz"
+    archive.write_bytes(tar_with(members))
+    line = await unpack_refused(tmp_path, archive)
+    assert why in line, line
