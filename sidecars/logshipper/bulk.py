@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ class BadResponse(Exception):
 
 
 _OK = ItemResult(Outcome.OK, "", None)
+_ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # a filtered bulk answer is a status and at most an error object per document: far less
 # than this; a larger one is not parsed into objects (memory) but retried as bad
 _ANSWER_BASE, _ANSWER_PER_ITEM = 1 << 20, 16 << 10
@@ -64,6 +66,8 @@ def classify_item(item: Any, create: bool) -> ItemResult:
     if not isinstance(result, dict) or not isinstance(result.get("status"), int):
         raise BadResponse(f"bulk item without a status: {item!r:.200}")
     status: int = result["status"]
+    if not 100 <= status <= 599:
+        raise BadResponse(f"bulk item with status {status!r:.20}")
     if 200 <= status < 300:
         return _OK
     if status == 409 and create:
@@ -72,8 +76,9 @@ def classify_item(item: Any, create: bool) -> ItemResult:
     etype = error.get("type", "") if isinstance(error, dict) else ""
     if status == 429 or status >= 500 or status == 408 or etype in _TRANSIENT:
         return ItemResult(Outcome.RETRY, f"http_{status}", error)
-    reason = etype if isinstance(etype, str) and etype else f"http_{status}"
-    return ItemResult(Outcome.DROP, reason[:64], error)
+    # the reason names a metric series: only an error type of Elasticsearch's shape
+    reason = etype if isinstance(etype, str) and _ERROR_TYPE.fullmatch(etype) else f"http_{status}"
+    return ItemResult(Outcome.DROP, reason, error)
 
 
 def parse_body(body: Any) -> Any:

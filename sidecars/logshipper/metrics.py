@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LagSource = Callable[[], Iterable[tuple[str, int]]]
+MAX_REASONS = 64  # distinct reason labels an answer from Elasticsearch can make; then "other"
 
 
 class _LagCollector(Collector):
@@ -33,6 +34,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
+        self._reasons: set[str] = set()
         self.lines_read = Counter("logshipper_lines_read", "Lines read from files", registry=r)
         self.bytes_read = Counter("logshipper_read_bytes", "Bytes read from files", registry=r)
         self.delivered = Counter(
@@ -84,6 +86,17 @@ class Metrics:
         self.checkpoint_errors = Counter(
             "logshipper_checkpoint_errors", "Failed checkpoint writes", registry=r
         )
+
+    def reason(self, value: str) -> str:
+        """`value` as a reason label, or "other" once MAX_REASONS distinct ones were used:
+        the reasons come from Elasticsearch's answers, and each one is a series kept for
+        good."""
+        if value in self._reasons:
+            return value
+        if len(self._reasons) >= MAX_REASONS:
+            return "other"
+        self._reasons.add(value)
+        return value
 
     def lag_source(self, registry: CollectorRegistry, source: LagSource) -> None:
         registry.register(_LagCollector(source))

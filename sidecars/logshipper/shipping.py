@@ -162,7 +162,7 @@ class Sender:
                 delivered += 1
             elif result.outcome is Outcome.RETRY:
                 retry.append(item)
-                self.metrics.retried.labels(result.reason).inc()
+                self.metrics.retried.labels(self.metrics.reason(result.reason)).inc()
             else:
                 drops.append((result.reason, result.error, *_split(item)))
         self.metrics.delivered.inc(delivered)
@@ -223,7 +223,7 @@ class Sender:
         for reason, *_ in drops:
             reasons[reason] = reasons.get(reason, 0) + 1
         for reason, count in reasons.items():
-            self.metrics.dead_lettered.labels(reason).inc(count)
+            self.metrics.dead_lettered.labels(self.metrics.reason(reason)).inc(count)
         sample = drops[0]
         if self.dead_letter_index is not None:
             await self.dead_letter_index.send(drops)

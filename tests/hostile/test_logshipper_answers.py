@@ -11,10 +11,11 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
-from tests.helpers import SidecarProcess, wait_until
+from tests.helpers import SidecarProcess, http_get, wait_until
 from tests.logshipper_support import (
     PRODUCT,
     BulkSink,
@@ -67,6 +68,10 @@ CASES: dict[str, tuple[Handler, str]] = {
         "bad_response",
     ),
     "200 errors:false, no items": (_json(b'{"errors":false,"took":1}'), "bad_response"),
+    "200 item status 1000": (
+        _json(b'{"errors":true,"items":[' + b'{"index":{"status":1000}},' * 29 + b"{}]}"),
+        "bad_response",
+    ),
     "200 not an object": (_json(b'[{"errors":false}]'), "bad_response"),
 }
 
@@ -145,4 +150,54 @@ def test_answers_over_the_bound_do_not_leak_connections(dirs: tuple[Path, Path])
             wait_until(delivered, 60, "30 lines", every=0.02)
             assert peak <= 12, peak
             assert sink.requests >= 41
+            assert proc.terminate() == 0
+
+
+def _refuse_each_its_own_way() -> Handler:
+    """Every document refused (400) with an error type of its own, or one that is no error
+    type at all (spaces, 10 KiB long)."""
+    served = 0
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        lines = (await request.read()).split(b"\n")
+        items = []
+        for n in range(served, served + (len(lines) - 1) // 2):
+            kind = f"made_up_{n}_exception" if n % 2 else f"Not A Type {n} " + "x" * 10_000
+            error = {"type": kind, "reason": "hostile"}
+            items.append({"index": {"status": 400, "error": error}})
+        served += len(items)
+        body = orjson.dumps({"errors": True, "items": items})
+        return web.Response(body=body, content_type="application/json", headers=PRODUCT)
+
+    return answer
+
+
+def test_error_types_from_answers_make_a_bounded_number_of_metric_series(
+    dirs: tuple[Path, Path],
+) -> None:
+    """500 documents refused with 500 different error types (half not shaped like one):
+    all go to the dead-letter file with their own reason, but the metric keeps at most 64
+    reason series plus `other` (each series is kept for good: memory and scrapes)."""
+    logs, state = dirs
+    writer = LogWriter(logs / "app.log")
+    writer.write(500)
+    with BulkSink() as sink:
+        sink.mode, sink.hostile = "hostile", _refuse_each_its_own_way()
+        env = shipper_env(logs, state, sink.url, "logs", batch_max_docs="50")
+        with SidecarProcess("logshipper", env=env) as proc:
+            admin = admin_url(env)
+            wait_until(
+                lambda: metric(admin, "logshipper_documents_dead_lettered_total") == 500,
+                30,
+                "500 dead letters",
+            )
+            _, body = http_get(admin + "/metrics")
+            series = [
+                line
+                for line in body.decode().splitlines()
+                if line.startswith("logshipper_documents_dead_lettered_total{")
+            ]
+            assert 2 <= len(series) <= 65 and any('reason="other"' in x for x in series)
+            assert not any("Not A Type" in x for x in series)
             assert proc.terminate() == 0
