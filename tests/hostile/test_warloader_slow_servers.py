@@ -10,7 +10,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import trustme
 
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_SOURCE
 from tests.helpers import SidecarProcess, free_port
-from tests.warloader_support import artifact_server, leftovers, run_loader, war_bytes
+from tests.warloader_support import Run, artifact_server, leftovers, run_loader, war_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -173,6 +173,32 @@ async def test_sigterm_interrupts_a_dripping_download_at_once(tmp_path: Path) ->
     assert leftovers(tmp_path) == [part.name, part.name + ".json"]
 
 
+async def stopped(env: dict[str, str], ready: Callable[[], Awaitable[None]]) -> tuple[Run, float]:
+    """Run the loader in-process; once `ready` returns, stop it (what SIGTERM does). The run
+    and the seconds from the stop to its end (30 s at most in all)."""
+    stopping = asyncio.Event()
+    stopped_at: list[float] = []
+
+    async def stop() -> None:
+        await ready()
+        stopped_at.append(time.monotonic())
+        stopping.set()
+
+    stopper = asyncio.create_task(stop())
+    async with asyncio.timeout(30):
+        run = await run_loader(env, stopping)
+    ended = time.monotonic()
+    await stopper
+    return run, ended - stopped_at[0]
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("path", ["plain", "tls", "chunked"])
 async def test_stopping_interrupts_a_dripping_download_on_every_body_path(
     tmp_path: Path, path: str
@@ -188,31 +214,20 @@ async def test_stopping_interrupts_a_dripping_download_on_every_body_path(
         ca_file = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))
         extra["WARLOADER_CA_FILE"] = str(ca_file)
+    dest = tmp_path / "dest"
+    part = dest / ".sample.war.warloader-partial"
     async with artifact_server(ctx) as srv:
         srv.faults.drip = 0.01
         srv.faults.chunked = path == "chunked"
         url = srv.put("/sample.war", BIG)
-        stopping = asyncio.Event()
-        dest = tmp_path / "dest"
-        part = dest / ".sample.war.warloader-partial"
-        stopped_at: list[float] = []
 
-        async def stop_once_receiving() -> None:
-            deadline = time.monotonic() + 20
-            while not srv.requests or srv.inflight == 0:
-                assert time.monotonic() < deadline, "the download never started"
-                await asyncio.sleep(0.02)
+        async def receiving() -> None:
+            await until(lambda: bool(srv.requests) and srv.inflight > 0, "never started")
             await asyncio.sleep(0.3)  # some body bytes are on their way
-            stopped_at.append(time.monotonic())
-            stopping.set()
 
-        stopper = asyncio.create_task(stop_once_receiving())
-        async with asyncio.timeout(30):
-            run = await run_loader(env_for(url, dest, **extra), stopping)
-        ended = time.monotonic()
-        await stopper
+        run, seconds = await stopped(env_for(url, dest, **extra), receiving)
     assert run.code == EXIT_FAILURE, run.errors()
-    assert ended - stopped_at[0] < 2, f"took {ended - stopped_at[0]:.1f}s after the stop"
+    assert seconds < 2, f"took {seconds:.1f}s after the stop"
     assert leftovers(dest) in ([], [part.name, part.name + ".json"])
 
 
@@ -220,32 +235,19 @@ async def test_stopping_watch_mode_calls_off_a_dripping_download(tmp_path: Path)
     """--watch: a poll finds a new version on a server that drips it; the stop (SIGTERM)
     ends the run within 2 s with exit 0 instead of waiting for the download (the drain
     timeout would cut it at 20 s), the bytes kept to resume."""
+    dest = tmp_path / "dest"
+    part = dest / ".sample.war.warloader-partial"
     async with artifact_server() as srv:
         url = srv.put("/sample.war", war_bytes())
-        stopping = asyncio.Event()
-        dest = tmp_path / "dest"
-        part = dest / ".sample.war.warloader-partial"
-        stopped_at: list[float] = []
 
-        async def new_version_then_stop() -> None:
-            deadline = time.monotonic() + 20
-            while not (dest / "sample.war").exists():
-                assert time.monotonic() < deadline, "the first version was never installed"
-                await asyncio.sleep(0.02)
+        async def new_version_downloading() -> None:
+            await until((dest / "sample.war").exists, "the first version was never installed")
             srv.faults.drip = 0.01
             srv.put("/sample.war", BIG)
-            while not (part.exists() and part.stat().st_size > 0):
-                assert time.monotonic() < deadline, "the new version's download never started"
-                await asyncio.sleep(0.02)
-            stopped_at.append(time.monotonic())
-            stopping.set()
+            await until(lambda: part.exists() and part.stat().st_size > 0, "never started")
 
-        stopper = asyncio.create_task(new_version_then_stop())
         env = env_for(url, dest, WARLOADER_WATCH="true", WARLOADER_POLL_INTERVAL="100ms")
-        async with asyncio.timeout(30):
-            run = await run_loader(env, stopping)
-        ended = time.monotonic()
-        await stopper
+        run, seconds = await stopped(env, new_version_downloading)
     assert run.code == 0, run.errors()
-    assert ended - stopped_at[0] < 2, f"took {ended - stopped_at[0]:.1f}s after the stop"
+    assert seconds < 2, f"took {seconds:.1f}s after the stop"
     assert leftovers(dest) == [part.name, part.name + ".json"]
