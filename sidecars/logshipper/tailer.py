@@ -65,6 +65,7 @@ class Tailer:
         reader.on_truncate = self._follow_copy
         reader.on_cut = self._cut
         self.persist = persist
+        self._cuts_wanted: dict[Tracked, int] = {}
         self._first_scan = True
         self._warned: set[str] = set()
         self._warned_at: dict[str, tuple[float, int]] = {}
@@ -270,16 +271,20 @@ class Tailer:
 
     def read_pass(self, now: float, budget_full: Callable[[], bool], chunks: int = 4) -> bool:
         """Read up to `chunks` chunks of each dirty file; True if work is left."""
-        for f in list(self.dirty):
-            more = False
-            for _ in range(chunks):
-                if budget_full():
-                    return True
-                more = self._read(f, now)
+        try:
+            for f in list(self.dirty):
+                more = False
+                for _ in range(chunks):
+                    if budget_full():
+                        return True
+                    more = self._read(f, now)
+                    if not more:
+                        break
                 if not more:
-                    break
-            if not more:
-                self.dirty.discard(f)
+                    self.dirty.discard(f)
+        finally:
+            if self._cuts_wanted:
+                self._write_cuts()
         self._limit_open()
         return bool(self.dirty)
 
@@ -359,18 +364,26 @@ class Tailer:
     # --- state ----------------------------------------------------------------------------
 
     def _cut(self, f: Tracked, end: int) -> bool:
-        """A partial line of `f` is about to be shipped as a record ending at `end`: write
-        that down first (a restart must cut the line there again, not ship it whole). Rare:
-        only after LOGSHIPPER_PARTIAL_FLUSH of quiet. False if the state volume refuses."""
-        f.cuts.append(end)
+        """A partial line of `f` would be shipped as a record ending at `end`: not before that
+        cut is written down (a restart must cut the line there again, not ship it whole).
+        The cuts wanted in one read pass are written at its end, in one checkpoint write
+        (nothing is sent while a pass runs), and their lines shipped by the next pass."""
+        self._cuts_wanted[f] = end
+        return False
+
+    def _write_cuts(self) -> None:
+        wanted, self._cuts_wanted = self._cuts_wanted, {}
+        for f, end in wanted.items():
+            f.cuts.append(end)
         try:
             self.persist(self.entries())
         except OSError as exc:
-            f.cuts.pop()
+            for f, end in wanted.items():
+                f.cuts.remove(end)
             self.metrics.checkpoint_errors.inc()
-            self._warn_limited("cut", f"partial line of {f.shown} waits for its newline: {exc}")
-            return False
-        return True
+            self._warn_limited("cut", f"partial lines wait for their newline: {exc}")
+            return
+        self.dirty.update(wanted)
 
     def entries(self) -> dict[str, Entry]:
         """Checkpoint entries for every file with an identity."""
