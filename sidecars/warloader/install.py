@@ -118,7 +118,7 @@ class Installer:
         await staging.thread(progress, fsops.remove_leftovers, dfd, name, keep)
         prev = await staging.thread(progress, state.read, dfd, name)
         usable = prev if prev and prev.settings == job.settings else None
-        if usable and not await staging.thread(progress, usable.intact, self.plan.dest):
+        if usable and not await staging.thread(progress, usable.intact, job.dfd):
             self.log.warning(
                 "%s was changed since it was installed (files modified, added or removed):"
                 " installing it again",
@@ -312,7 +312,7 @@ class Installer:
         dest = self.plan.dest
         fsops.publish(job.dfd, staged, job.name, dest)
         target = dest / job.name
-        installed = state.installed_id(target)
+        installed = state.installed_id(job.dfd, job.name)
         if installed is None:
             raise DestinationError(f"cannot write {target}: removed right after it was installed")
         record = state.Record(
@@ -324,7 +324,7 @@ class Installer:
             v.last_modified,
             installed,
             job.settings,
-            state.manifest(target),
+            state.manifest(job.dfd, job.name),
         )
         staging.write_record(job.dfd, dest, record)
         return job.outcome("installed", "new content", sha, size)

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from sidecars.warloader import beneath
@@ -35,43 +34,52 @@ class Record:
     settings: str
     manifest: str
 
-    def intact(self, dest: Path) -> bool:
+    def intact(self, dfd: int) -> bool:
         """The installed entry is still the one we put there, down to every file in it."""
-        path = dest / self.name
-        return installed_id(path) == self.installed and manifest(path) == self.manifest
+        return (
+            installed_id(dfd, self.name) == self.installed
+            and manifest(dfd, self.name) == self.manifest
+        )
 
 
-def manifest(path: Path) -> str:
+def manifest(dfd: int, name: str) -> str:
     """A digest of the installed entry's metadata: for every file, link and directory in it,
     its relative path, type, mode, size, inode, mtime and ctime (and a link's target). Reads no
     contents, yet any write, truncation, deletion, addition, rename or chmod changes it: ctime
-    cannot be set back by hand the way mtime can. Empty when the entry is missing."""
+    cannot be set back by hand the way mtime can. Empty when the entry is missing. Walked by
+    descriptors: a link swapped in anywhere is hashed as a link, never followed."""
     h = hashlib.sha256()
     try:
-        _entry(h, str(path), ".")
-        if path.is_dir() and not path.is_symlink():
-            for dirpath, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(dirs + files):
-                    full = os.path.join(dirpath, name)
-                    _entry(h, full, os.path.relpath(full, path))
+        _entry(h, dfd, name, ".")
+        fd = os.open(name, beneath.DIR_FLAGS, dir_fd=dfd)
     except FileNotFoundError:
         return ""
+    except NotADirectoryError:  # a file (or a link)
+        return h.hexdigest()
+    try:
+        for dirpath, dirs, files, dirfd in os.fwalk(dir_fd=fd):
+            dirs.sort()
+            for entry in sorted(dirs + files):
+                _entry(h, dirfd, entry, os.path.normpath(os.path.join(dirpath, entry)))
+    except FileNotFoundError:
+        return ""
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
-def _entry(h: hashlib._Hash, full: str, rel: str) -> None:
-    st = os.lstat(full)
-    link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+def _entry(h: hashlib._Hash, dirfd: int, name: str, rel: str) -> None:
+    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    link = os.readlink(name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else ""
     h.update(
         f"{rel}\0{st.st_mode:o}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0"
         f"{st.st_ctime_ns}\0{link}\n".encode()
     )
 
 
-def installed_id(path: Path) -> tuple[int, int, int] | None:
+def installed_id(dfd: int, name: str) -> tuple[int, int, int] | None:
     try:
-        st = os.lstat(path)
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
