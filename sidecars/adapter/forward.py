@@ -20,6 +20,7 @@ from sidecars.runtime.http.server import (
 # Response headers worth passing on; hop-by-hop and framing headers are ours to set.
 _PASS_HEADERS = ("Content-Type", "Cache-Control", "Content-Language", "Last-Modified", "ETag")
 _PASS = [(name, name.lower()) for name in _PASS_HEADERS]
+_PASS_RAW = [(name, name.lower().encode()) for name in _PASS_HEADERS]
 _quick: dict[bytes, tuple[int, bool, int, list[tuple[str, str]]]] = {}  # head -> _quick_head
 _WHOLE_BYTES = 65536  # larger answers are streamed, not gathered whole (nor paused half-read)
 
@@ -183,9 +184,10 @@ def _quick_head(raw: bytes) -> tuple[int, bool, int, list[tuple[str, str]]] | No
     status = head.status
     if head.length is None or head.chunked or no_body(b"GET", status):
         return None
+    found = {n.lower(): v for n, v in head.lines}
     passed = []
-    for name in _PASS_HEADERS:
-        value = head.find(name)
+    for name, low in _PASS_RAW:
+        value = found.get(low)
         if value is not None:
-            passed.append((name, value.decode("latin-1")))
+            passed.append((name, value.strip(b" \t").decode("latin-1")))
     return status, not head.close, head.length, passed

@@ -13,7 +13,7 @@ from an absolute-form target's authority, more than MAX_FIELDS header lines."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
 
@@ -51,6 +51,7 @@ class Head:
     close: bool = False  # the sender asked to close after this message
     expect_continue: bool = False
     upgrade: bytes = b""  # the protocol asked for (Upgrade listed in Connection), else empty
+    lines: list[tuple[bytes, bytes]] = field(default_factory=list)  # every header, as it came
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of a header read for framing and forwarding (lowercase name)."""
@@ -60,18 +61,21 @@ class Head:
         return None
 
     def find(self, name: str) -> bytes | None:
-        """Any header's first value: the ones read, then the end-to-end block."""
-        found = self.get(name.lower().encode())
+        """Any header's first value: the ones read (as read), then the others."""
+        key = name.lower().encode()
+        found = self.get(key)
         if found is not None:
             return found
-        m = re.search(rb"^" + re.escape(name.encode()) + rb":(.*)\r\n", self.block, re.M | re.I)
-        return m.group(1).strip(b" \t") if m else None
+        for n, v in self.lines:
+            if n.lower() == key:
+                return v.strip(b" \t")
+        return None
 
     def fields(self) -> dict[str, str]:
         """Every header as {lowercase name: value} (a repeated name: its last value)."""
-        found = [(n.decode("latin-1").lower(), v) for n, v in HEADER_LINE.findall(self.block)]
-        found += [(n.decode("latin-1"), v) for n, v in self.headers]
-        return {n: v.strip(b" \t").decode("latin-1") for n, v in found}
+        found = {n.lower(): v for n, v in self.lines}
+        found.update(self.headers)
+        return {n.decode("latin-1"): v.strip(b" \t").decode("latin-1") for n, v in found.items()}
 
     @property
     def status(self) -> int:
@@ -158,7 +162,7 @@ def _parse_block(raw: bytes, head: Head, request: bool) -> None:
             if not request or low not in _KEPT:
                 continue
         parts += (name, b": ", value, b"\r\n")
-    head.headers = headers
+    head.headers, head.lines = headers, sink.fields
     named = _framing(head) if headers else None
     if named:  # headers that Connection lists are hop-by-hop too
         parts = [x for i in range(0, len(parts), 4) if parts[i].lower() not in named
