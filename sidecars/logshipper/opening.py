@@ -50,6 +50,8 @@ class Opener:
     def __init__(self, patterns: tuple[str, ...], policy: str) -> None:
         self.patterns = patterns
         self.policy = policy
+        # without /proc (a container that does not mount it) the plain path is taken
+        self.by_handle = bool(_O_PATH) and os.path.isdir(_PROC_FD)
         self.roots: list[str] = []
         self.refresh()
 
@@ -62,7 +64,7 @@ class Opener:
         """An O_RDONLY | O_NONBLOCK fd of the regular file `path` names and its stat. With
         `key`, it must be that (device, inode) (else FileNotFoundError: the name moved on).
         Raises Refused for names the policy or the file type rules out."""
-        if not _O_PATH:  # not Linux: the same checks, less strictly ordered
+        if not self.by_handle:  # not Linux, or no /proc: the same checks, less strictly ordered
             return self._open_plain(path, key)
         nofollow = os.O_NOFOLLOW if self.policy == "never" else 0
         handle = os.open(path, _O_PATH | os.O_CLOEXEC | nofollow)

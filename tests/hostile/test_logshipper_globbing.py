@@ -135,3 +135,31 @@ def test_events_for_files_beyond_max_files_do_not_ask_for_a_rescan_each(tmp_path
     assert not tailer.mark(f"{tmp_path}/other.txt")  # not ours: a rename maybe, rescan
     assert len(tailer.by_key) == 2
     tailer.close()
+
+
+@pytest.mark.parametrize("by_handle", [True, False])
+def test_the_opener_refuses_the_same_names_with_or_without_proc(
+    tmp_path: Path, by_handle: bool
+) -> None:
+    """Through an O_PATH handle and /proc/self/fd, or (no /proc mounted) by path with a
+    fstat check after opening: a link out is refused, a FIFO is refused without blocking,
+    a link inside and a regular file are opened for reading."""
+    from sidecars.logshipper.opening import Refused
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "secret").write_text("s\n")
+    (logs / "out.log").symlink_to(tmp_path / "secret")
+    os.mkfifo(logs / "fifo.log")
+    (logs / "a.log").write_text("a\n")
+    (logs / "in.log").symlink_to(logs / "a.log")
+    opener = Opener((f"{logs}/*.log",), "inside")
+    opener.by_handle = by_handle
+    for name, reason in [("out.log", "outside_roots"), ("fifo.log", "not_regular")]:
+        with pytest.raises(Refused) as caught:
+            opener.open(f"{logs}/{name}")
+        assert caught.value.reason == reason
+    for name in ("a.log", "in.log"):
+        fd, _ = opener.open(f"{logs}/{name}")
+        assert os.read(fd, 10) == b"a\n"
+        os.close(fd)
