@@ -167,3 +167,34 @@ def test_a_read_only_state_volume_waits_and_loses_nothing(dirs: tuple[Path, Path
             assert proc.terminate() == 0
         assert sorted(_dead_messages(dead)) == sorted(refused)
         assert sink.count() == len(writer.written) - len(refused)
+
+
+def test_a_partial_line_waits_while_its_cut_cannot_be_written(dirs: tuple[Path, Path]) -> None:
+    """The state volume is full when a last line without newline is due to be flushed: the
+    cut cannot be checkpointed, so the line is not shipped half (it would be cut elsewhere
+    after a crash); once there is room it is shipped as the partial record, once."""
+    logs, _ = dirs
+    app = logs / "app.log"
+    app.write_text("first\n")
+    with tmpfs("256k") as state, BulkSink() as sink:
+        env = shipper_env(logs, state, sink.url, "logs")
+        with SidecarProcess("logshipper", env=env) as proc:
+            admin = admin_url(env)
+            wait_until(lambda: sink.messages() == ["first"], 30, "first line")
+            wait_until(lambda: (state / "checkpoints.json").exists(), 10, "checkpoint")
+            filler = state / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError:
+                pass
+            os.close(fd)
+            with app.open("a") as f:
+                f.write("half a line")
+            wait_metric(admin, "logshipper_checkpoint_errors_total", "", 2, "cut refused")
+            assert sink.messages() == ["first"]
+            filler.unlink()
+            wait_until(lambda: "half a line" in sink.messages(), 30, "partial shipped")
+            assert sorted(sink.messages()) == ["first", "half a line"]
+            assert proc.terminate() == 0
