@@ -4,6 +4,7 @@ log writers, and index checks against the real Elasticsearch node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import ssl
@@ -82,7 +83,7 @@ class BulkSink:
     async def _info(self, _: web.Request) -> web.Response:
         return web.json_response({"version": {"number": "8.7.1"}}, headers=PRODUCT)
 
-    async def _bulk(self, request: web.Request) -> web.Response:
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.authorizations.add(request.headers.get("Authorization", ""))
         if request.headers.get("Content-Encoding") == "gzip":
@@ -399,6 +400,21 @@ def remove_chain(top: Path, depth: int) -> None:
         os.rmdir("a", dir_fd=parent)
     os.close(fds.pop())
     top.rmdir()
+
+
+def fill_volume(where: Path, leave: int = 0) -> Path:
+    """Take every free byte of the volume `where` but `leave` (a file `filler`, returned)."""
+    filler = where / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        if leave:
+            os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
 
 
 def rss_bytes(pid: int) -> int:

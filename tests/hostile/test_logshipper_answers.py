@@ -76,6 +76,19 @@ CASES: dict[str, tuple[Handler, str]] = {
 }
 
 
+def _peak_until_delivered(sink: BulkSink, count: int, measure: Callable[[], int]) -> int:
+    """Wait until the sink holds `count` documents; the peak of `measure` meanwhile."""
+    peak = 0
+
+    def delivered() -> bool:
+        nonlocal peak
+        peak = max(peak, measure())
+        return sink.count() >= count
+
+    wait_until(delivered, 60, f"{count} lines", every=0.02)
+    return peak
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_hostile_bulk_answer_is_retried_and_nothing_is_lost(
     dirs: tuple[Path, Path], case: str
@@ -90,14 +103,7 @@ def test_a_hostile_bulk_answer_is_retried_and_nothing_is_lost(
         sink.mode, sink.fail_next, sink.hostile = "hostile", 2, handler
         env = shipper_env(logs, state, sink.url, "logs", es_timeout="1s")
         with SidecarProcess("logshipper", env=env) as proc:
-            peak = 0
-
-            def delivered() -> bool:
-                nonlocal peak
-                peak = max(peak, rss_bytes(proc.proc.pid))
-                return sink.count() >= 30
-
-            wait_until(delivered, 60, "30 lines")
+            peak = _peak_until_delivered(sink, 30, lambda: rss_bytes(proc.proc.pid))
             got = sink.messages()
             assert len(got) == 30 and checksum(got) == checksum(writer.written)
             admin = admin_url(env)
@@ -140,14 +146,7 @@ def test_answers_over_the_bound_do_not_leak_connections(dirs: tuple[Path, Path])
         sink.mode, sink.fail_next, sink.hostile = "hostile", 40, _announces_65_mib
         env = shipper_env(logs, state, sink.url, "logs", retry_max_backoff="20ms")
         with SidecarProcess("logshipper", env=env) as proc:
-            peak = 0
-
-            def delivered() -> bool:
-                nonlocal peak
-                peak = max(peak, _sockets(proc.proc.pid))
-                return sink.count() >= 30
-
-            wait_until(delivered, 60, "30 lines", every=0.02)
+            peak = _peak_until_delivered(sink, 30, lambda: _sockets(proc.proc.pid))
             assert peak <= 12, peak
             assert sink.requests >= 41
             assert proc.terminate() == 0

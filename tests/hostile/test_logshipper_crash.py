@@ -6,7 +6,6 @@ Elasticsearch node."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.logshipper_support import (
     checkpoint_offsets,
     es_count,
     es_messages,
+    fill_volume,
     rss_bytes,
     shipper_env,
     wait_metric,
@@ -144,19 +144,6 @@ def test_kill_9_amid_invalid_utf8_and_nul_bytes_leaves_each_line_once(
     _finish(env, elasticsearch_url, es_index, [app], expected)
 
 
-def _fill(where: Path) -> Path:
-    """Take every free byte of the volume `where`."""
-    filler = where / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_full_state_volume_loses_and_duplicates_nothing(
     dirs: tuple[Path, Path], elasticsearch_url: str, es_index: str
 ) -> None:
@@ -172,7 +159,7 @@ def test_full_state_volume_loses_and_duplicates_nothing(
         with SidecarProcess("logshipper", env=env) as proc:
             admin = admin_url(env)
             wait_until(_checkpointed(state, app, app.stat().st_size), 60, "first checkpoint")
-            filler = _fill(state)
+            filler = fill_volume(state)
             _append(app, ("\n".join(lines[500:1000]) + "\n").encode())
             wait_metric(admin, "logshipper_checkpoint_errors_total", "", 3, "retried errors")
             wait_until(lambda: es_count(elasticsearch_url, es_index) == 1000, 60, "shipped")
@@ -180,7 +167,7 @@ def test_full_state_volume_loses_and_duplicates_nothing(
             wait_until(_checkpointed(state, app, app.stat().st_size), 30, "caught up")
             errors = [r for r in proc.log_lines() if r.get("msg", "").startswith("cannot write")]
             assert len(errors) == 1  # one line for the streak, not one per retry
-            filler = _fill(state)
+            filler = fill_volume(state)
             _append(app, ("\n".join(lines[1000:1500]) + "\n").encode())
             wait_until(lambda: es_count(elasticsearch_url, es_index) == 1500, 60, "shipped")
             proc.proc.send_signal(signal.SIGKILL)  # acknowledged, never checkpointed

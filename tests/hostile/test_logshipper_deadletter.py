@@ -18,6 +18,7 @@ from tests.logshipper_support import (
     LogWriter,
     admin_url,
     checkpoint_offsets,
+    fill_volume,
     shipper_env,
     wait_metric,
 )
@@ -90,15 +91,7 @@ def test_a_full_volume_leaves_no_torn_or_doubled_dead_letter(dirs: tuple[Path, P
     refused = [m for m in writer.written if _refuse_sevens({"message": m}) == 400]
     with tmpfs("256k") as state, BulkSink() as sink:
         sink.item_status = _refuse_sevens
-        filler = state / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        os.ftruncate(fd, os.fstat(fd).st_size - (8 << 10))  # 8 KiB free: a partial write
-        os.close(fd)
+        filler = fill_volume(state, leave=8 << 10)  # room for part of the dead letters
         env = shipper_env(logs, state, sink.url, "logs", batch_max_docs="1000")
         with SidecarProcess("logshipper", env=env) as proc:
             admin = admin_url(env)
@@ -182,14 +175,7 @@ def test_a_partial_line_waits_while_its_cut_cannot_be_written(dirs: tuple[Path, 
             admin = admin_url(env)
             wait_until(lambda: sink.messages() == ["first"], 30, "first line")
             wait_until(lambda: (state / "checkpoints.json").exists(), 10, "checkpoint")
-            filler = state / "filler"
-            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-            try:
-                while True:
-                    os.write(fd, b"\0" * 4096)
-            except OSError:
-                pass
-            os.close(fd)
+            filler = fill_volume(state)
             with app.open("a") as f:
                 f.write("half a line")
             wait_metric(admin, "logshipper_checkpoint_errors_total", "", 2, "cut refused")
