@@ -464,6 +464,54 @@ def metric_totals(url: str, names: tuple[str, ...]) -> dict[str, float]:
     return totals
 
 
+def indexed_lines(s: Settings, written: int) -> dict[str, Any]:
+    """Wait for the shipper, then compare the indexed sequence numbers with 1..written."""
+    count, caught_up_s = catch_up(s, written)
+    seen, other = sequence_numbers(s)
+    missing = [n for n in range(1, written + 1) if n not in seen]
+    duplicated = sorted(n for n, times in seen.items() if times > 1)
+    return {
+        "rate_per_s": s.log_rate,
+        "written": written,
+        "documents": count,
+        "distinct_indexed": len(seen),
+        "missing": len(missing),
+        "duplicated": len(duplicated),
+        "out_of_range": sum(1 for n in seen if not 1 <= n <= written),
+        "without_sequence_number": other,
+        "missing_first": ranges(missing),
+        "duplicated_first": ranges(duplicated),
+        "catch_up_seconds": caught_up_s,
+    }
+
+
+def sidecar_metrics(s: Settings) -> dict[str, dict[str, float]]:
+    return {
+        "logshipper_metrics": metric_totals(
+            f"http://127.0.0.1:{s.shipper_port}/metrics",
+            (
+                "logshipper_lines_read_total",
+                "logshipper_documents_delivered_total",
+                "logshipper_documents_retried_total",
+                "logshipper_documents_dead_lettered_total",
+                "logshipper_bulk_errors_total",
+                "logshipper_file_errors_total",
+            ),
+        ),
+        # listener counters only: a member's series go when DNS drops it (a killed Redis
+        # member), so per-member totals read at the end would miss those members' history
+        "ambassador_metrics": metric_totals(
+            f"http://127.0.0.1:{s.ambassador_port}/metrics",
+            (
+                "ambassador_retries_total",
+                "ambassador_panic_picks_total",
+                "ambassador_rejected_total",
+                "ambassador_accept_errors_total",
+            ),
+        ),
+    }
+
+
 def restarts(s: Settings, started: dict[str, str]) -> dict[str, dict[str, Any]]:
     out = {}
     for name in SIDECARS:
@@ -478,6 +526,32 @@ def restarts(s: Settings, started: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 def mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 1024**2:.1f} MiB"
+
+
+def start_load(
+    s: Settings, app: str, pod: str
+) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    """The writer in the logging app's container, the Redis load in the ambassador's pod."""
+    python = "/opt/venv/bin/python"
+    writer = subprocess.Popen(
+        ["docker", "exec", app, python, "-c", WRITER, "/var/log/app/app.log"]
+        + [str(v) for v in (s.log_rate, s.seconds, s.rotate_every, 5)],
+        stdout=subprocess.PIPE,
+        stderr=(OUT / "writer.log").open("w"),
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    redis = subprocess.Popen(
+        ["docker", "run", "--rm", "--name", f"{s.project}-redis-load"]
+        + [f"--network=container:{pod}", "--entrypoint", python]
+        + [f"{s.image_prefix}/logshipper:latest", "-c", REDIS_LOAD, str(s.redis_rate)]
+        + [str(s.seconds)],
+        stdout=subprocess.PIPE,
+        stderr=(OUT / "redis-load.log").open("w"),
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return writer, redis
 
 
 def main() -> int:
@@ -499,25 +573,7 @@ def main() -> int:
         f"Elasticsearch restarted every {s.es_every:g}s, a Redis member killed every "
         f"{s.redis_every:g}s for {s.redis_down:g}s"
     )
-    python = "/opt/venv/bin/python"
-    writer = subprocess.Popen(
-        ["docker", "exec", app, python, "-c", WRITER, "/var/log/app/app.log"]
-        + [str(v) for v in (s.log_rate, s.seconds, s.rotate_every, 5)],
-        stdout=subprocess.PIPE,
-        stderr=(OUT / "writer.log").open("w"),
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    redis = subprocess.Popen(
-        ["docker", "run", "--rm", "--name", f"{s.project}-redis-load"]
-        + [f"--network=container:{pod}", "--entrypoint", python]
-        + [f"{s.image_prefix}/logshipper:latest", "-c", REDIS_LOAD, str(s.redis_rate)]
-        + [str(s.seconds)],
-        stdout=subprocess.PIPE,
-        stderr=(OUT / "redis-load.log").open("w"),
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    writer, redis = start_load(s, app, pod)
     stop = threading.Event()
     health = Requests()
     events: list[dict[str, Any]] = []
@@ -557,39 +613,18 @@ def main() -> int:
         wrote = json.loads(writer_out.strip().splitlines()[-1])
         redis_result = json.loads(redis_out.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        say(f"writer exited {writer.returncode}, Redis load exited {redis.returncode}")
+        say(
+            f"writer exited {writer.returncode}, Redis load exited {redis.returncode}: "
+            "see build/soak/writer.log and redis-load.log"
+        )
         return 1
     written = int(wrote["written"])
     say(f"load stopped: {written} lines written; waiting for the shipper to catch up")
-    count, caught_up_s = catch_up(s, written)
+    lines = indexed_lines(s, written)
     memory.sample()
-    seen, other = sequence_numbers(s)
-    missing = [n for n in range(1, written + 1) if n not in seen]
-    duplicated = sorted(n for n, times in seen.items() if times > 1)
-    unexpected = sorted(n for n in seen if not 1 <= n <= written)
-    shipper = metric_totals(
-        f"http://127.0.0.1:{s.shipper_port}/metrics",
-        (
-            "logshipper_lines_read_total",
-            "logshipper_documents_delivered_total",
-            "logshipper_documents_retried_total",
-            "logshipper_documents_dead_lettered_total",
-            "logshipper_bulk_errors_total",
-            "logshipper_file_errors_total",
-        ),
-    )
-    # listener counters only: a member's series go when DNS drops it (a killed Redis member),
-    # so per-member totals read at the end would miss those members' history
-    ambassador = metric_totals(
-        f"http://127.0.0.1:{s.ambassador_port}/metrics",
-        (
-            "ambassador_retries_total",
-            "ambassador_panic_picks_total",
-            "ambassador_rejected_total",
-            "ambassador_accept_errors_total",
-        ),
-    )
-    ok = written > 0 and not missing and not duplicated and not unexpected and not other
+    lines["rotations"] = wrote["rotations"]
+    ok = written > 0 and not any(lines[k] for k in ("missing", "duplicated", "out_of_range"))
+    ok = ok and not lines["without_sequence_number"]
     summary = {
         "started": wall_start,
         "minutes": s.seconds / 60,
@@ -599,20 +634,7 @@ def main() -> int:
             "max": round(max(loads, default=0), 2),
             "cores": os.cpu_count(),
         },
-        "lines": {
-            "rate_per_s": s.log_rate,
-            "written": written,
-            "rotations": wrote["rotations"],
-            "documents": count,
-            "distinct_indexed": len(seen),
-            "missing": len(missing),
-            "duplicated": len(duplicated),
-            "out_of_range": len(unexpected),
-            "without_sequence_number": other,
-            "missing_first": ranges(missing),
-            "duplicated_first": ranges(duplicated),
-            "catch_up_seconds": caught_up_s,
-        },
+        "lines": lines,
         "requests": {
             "redis_via_ambassador": redis_result,
             "adapter_health": health.as_dict(),
@@ -624,8 +646,7 @@ def main() -> int:
         "memory_source": memory.source,
         "restarts": restarts(s, started),
         "faults": events,
-        "logshipper_metrics": shipper,
-        "ambassador_metrics": ambassador,
+        **sidecar_metrics(s),
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_table(summary)
