@@ -72,6 +72,7 @@ class ArtifactServer:
         self.faults = Faults()
         self.requests: list[dict[str, str]] = []
         self.statuses: list[int] = []
+        self._streamed: dict[int, bool] = {}  # id(request): its status is counted already
         self.inflight = 0
         self.max_inflight = 0
         self.url = ""
@@ -120,7 +121,9 @@ class ArtifactServer:
             resp = await self._answer(request)
         finally:
             self.inflight -= 1
-        self.statuses.append(resp.status)
+            streamed = self._streamed.pop(id(request), False)
+        if not streamed:
+            self.statuses.append(resp.status)
         return resp
 
     @staticmethod
@@ -168,6 +171,10 @@ class ArtifactServer:
         else:
             resp.content_length = len(body)
         await resp.prepare(request)
+        # a streamed answer counts once its head is sent: the client may have read all of it
+        # (and the test looked) before this handler returns
+        self.statuses.append(status)
+        self._streamed[id(request)] = True
         drop, f.drop_times = self._take(f.drop_times)
         stall, f.stall_times = self._take(f.stall_times)
         limit = f.drop_after if drop else len(body)
