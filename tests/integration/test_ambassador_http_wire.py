@@ -33,6 +33,17 @@ async def read_responses(reader: asyncio.StreamReader, n: int) -> list[tuple[byt
     return out
 
 
+async def first_head(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection and read the head of the first answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        async with asyncio.timeout(10):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
 async def test_pipelined_requests_are_answered_in_order() -> None:
     async with backends(2) as bs, ambassador(http_env(bs)) as amb:
         reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
@@ -81,14 +92,11 @@ async def test_a_member_refusing_an_expected_body_is_answered_before_any_upload(
     """A 5 MB upload with Expect: the member refuses with 413 on the head alone, the client
     gets that 413 and no byte of the body is ever asked for (HAProxy and nginx do the same)."""
     async with backends(1) as bs, ambassador(http_env(bs)) as amb:
-        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
-        writer.write(
+        head = await first_head(
+            amb.port,
             b"POST /limited HTTP/1.1\r\nHost: a\r\nContent-Length: 5000000\r\n"
-            b"Expect: 100-continue\r\n\r\n"
+            b"Expect: 100-continue\r\n\r\n",
         )
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
         assert head.startswith(b"HTTP/1.1 413"), head
         assert bs[0].seen == [{"path": "/limited", "refused": 5000000}]
 
@@ -191,11 +199,7 @@ async def test_a_head_with_bare_lf_is_refused_at_once() -> None:
     """A head whose lines end in a bare LF would never end in CRLF CRLF: 400 at once, not a
     wait for the header timeout or the client's EOF."""
     async with backends(1) as bs, ambassador(http_env(bs)) as amb:
-        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
-        writer.write(b"GET / HTTP/1.1\nHost: a\n\n")
-        async with asyncio.timeout(5):
-            head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
+        head = await first_head(amb.port, b"GET / HTTP/1.1\nHost: a\n\n")
         assert head.startswith(b"HTTP/1.1 400") and bs[0].seen == []
 
 
@@ -203,14 +207,11 @@ async def test_malformed_chunked_body_is_a_400_and_the_member_connection_dropped
     """A chunk size that is not hex mid-body: the client gets 400 (the member has not
     answered), and the member's half-sent request is never completed."""
     async with backends(1) as bs, ambassador(http_env(bs)) as amb:
-        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
-        writer.write(
+        head = await first_head(
+            amb.port,
             b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"3\r\nabc\r\nzz\r\n"
+            b"3\r\nabc\r\nzz\r\n",
         )
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
         assert head.startswith(b"HTTP/1.1 400"), head
         assert all(seen.get("echoed") is None for seen in bs[0].seen)
 
