@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import background as process  # noqa: E402
-from tests.helpers import free_port, http_get, wait_until  # noqa: E402
+from support.process import background as process  # noqa: E402
+from support.process import free_port, http_get, wait_until  # noqa: E402
 
 PY = sys.executable
 RULES = [{"name": "queue", "metric": "queue_depth", "agg": "max", "op": ">", "threshold": 100}]

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import background, free_port  # noqa: E402
+from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
 

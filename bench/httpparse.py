@@ -5,7 +5,7 @@ Each head is parsed the way its user does it for a head not seen before: ours fi
 line and parses what is before it (as the ambassador does on a head-cache miss); httptools gets
 a fresh parser fed the same bytes, with callbacks that collect the URL and the headers (as
 uvicorn does). Several rounds in alternation; the median heads/s of each. Then the corpus of
-tests/http_corpus.py (well-formed and malformed requests and responses) through both: which
+support/http_corpus.py (well-formed and malformed requests and responses) through both: which
 cases one accepts and the other refuses. Not part of the tests. Run it under the bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/httpparse.py [--rounds 7] [--seconds 0.5]
@@ -36,7 +36,7 @@ from sidecars.runtime.http.head import (  # noqa: E402
     parse_request,
     parse_response,
 )
-from tests.http_corpus import REQUESTS, RESPONSES  # noqa: E402
+from support.http_corpus import REQUESTS, RESPONSES  # noqa: E402
 
 MAX_HEAD = 16384  # the ambassador's default AMBASSADOR_MAX_HEADER_SIZE
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sidecars.logshipper.template import template_body, template_name  # noqa: E402
-from tests.helpers import free_port, stop_process  # noqa: E402
+from support.process import free_port, stop_process  # noqa: E402
 
 
 def bulk_documents(body: bytes) -> int:

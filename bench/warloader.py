@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sidecars.warloader.copier import CHUNK, Writeback, write_all  # noqa: E402
-from tests.helpers import free_port, http_get, wait_until  # noqa: E402
-from tests.warloader_support import run_loader, war_bytes  # noqa: E402
+from support.process import free_port, http_get, wait_until  # noqa: E402
+from support.warloader import run_loader, war_bytes  # noqa: E402
 
 NGINX_CONF = """
 daemon off; master_process off; worker_processes 1; pid {work}/nginx.pid;

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -24,12 +23,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from sidecars.runtime import admin
-from sidecars.runtime.admin import Readiness
-from sidecars.runtime.lifecycle import Runtime
-from sidecars.warloader.service import SIDECAR, Loader
+from support.warloader import (  # noqa: F401 - the tests import them from here too
+    Captured,
+    Run,
+    build,
+    run_loader,
+    war_bytes,
+)
 from tests.helpers import ROOT
 
 # --- an artifact server with fault switches --------------------------------------------------
@@ -211,16 +212,6 @@ async def artifact_server(ssl_context: Any = None) -> AsyncIterator[ArtifactServ
 # --- archives ---------------------------------------------------------------------------------
 
 
-def war_bytes(files: Mapping[str, bytes | str] | None = None, web_xml: str = "<web-app/>") -> bytes:
-    """A real WAR: WEB-INF/web.xml plus `files`."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("WEB-INF/web.xml", web_xml)
-        for name, data in (files or {"index.jsp": "<p>hello</p>"}).items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def zip_with(entries: list[tuple[str, bytes, int]]) -> bytes:
     """A zip whose entries are (name, data, unix mode incl. type bits, 0 for a plain file)."""
     buf = io.BytesIO()
@@ -270,65 +261,6 @@ def zip_bomb(unpacked: int = 64 << 20) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# --- running the loader in-process ------------------------------------------------------------
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
-@dataclass
-class Run:
-    code: int
-    logs: Captured
-    registry: CollectorRegistry
-    ready: bool
-
-    def errors(self) -> list[str]:
-        return self.logs.messages(logging.ERROR)
-
-    def outcomes(self) -> list[str]:
-        return [getattr(r, "outcome", "") for r in self.logs.records if hasattr(r, "outcome")]
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
-
-
-_counter = 0
-
-
-def build(env: Mapping[str, str]) -> tuple[Loader, Captured, CollectorRegistry, Readiness]:
-    """A Loader as the runtime would build it, with its own logger and registry."""
-    global _counter
-    _counter += 1
-    config = SIDECAR.load_config([], {"WARLOADER_RETRY_DELAY": "10ms", **env})
-    log = logging.getLogger(f"test.warloader.{_counter}")
-    log.propagate = False
-    log.setLevel(logging.DEBUG)
-    captured = Captured()
-    log.handlers[:] = [captured]
-    registry = CollectorRegistry()
-    readiness = Readiness()
-    rt = Runtime("warloader", log, registry, readiness, admin.build_app(readiness, registry))
-    return Loader(config, rt), captured, registry, readiness
-
-
-async def run_loader(env: Mapping[str, str], stopping: asyncio.Event | None = None) -> Run:
-    """Run one init-container pass in-process and return its exit code and logs."""
-    loader, captured, registry, readiness = build(env)
-    code = await loader.run(stopping or asyncio.Event())
-    return Run(code, captured, registry, readiness.ready)
 
 
 def leftovers(dest: Path) -> list[str]:

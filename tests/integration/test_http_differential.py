@@ -1,4 +1,4 @@
-"""Differential test: one corpus of requests and responses (tests/http_corpus.py) through a real
+"""Differential test: one corpus of requests and responses (support/http_corpus.py) through a real
 HAProxy and a real ambassador in http mode, both in front of the same recording member.
 
 Expected behaviour, compared by meaning (forwarded or not, body bytes), not by exact bytes:
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from support.http_corpus import REQUESTS, RESPONSES
+from support.process import free_port, stop_process
 from tests.ambassador_support import ambassador, wait_for
-from tests.helpers import free_port, stop_process
-from tests.http_corpus import REQUESTS, RESPONSES
 
 pytestmark = pytest.mark.integration
 
