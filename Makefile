@@ -20,7 +20,7 @@ images:          ## build the four images (and the pause image)
 push:            ## push the images: make push REGISTRY=registry.example.com/team
 	REGISTRY=$(REGISTRY) docker/push
 
-lint:            ## ruff, mypy and hadolint only
+lint:            ## ruff, mypy, import contracts and hadolint only
 	scripts/setup && scripts/lint
 
 FUZZ_SECONDS ?= 600
