@@ -167,12 +167,14 @@ def extract(archive: int, root: int, limits: Limits, modes: Modes, progress: Pro
                 _untar(f, unpacker)
     except _CORRUPT as exc:
         raise UnsafeArchive(f"is corrupt: {_first_line(exc)}") from None
-    except OSError as exc:
-        if exc.errno is not None:
-            raise  # writing failed (full, read-only): the destination's fault
-        raise UnsafeArchive(
-            f"is corrupt: {_first_line(exc)}"
-        ) from None  # bz2: "Invalid data stream"
+    except (OSError, ValueError, NotImplementedError, IndexError) as exc:
+        # zipfile and tarfile raise these too for malformed input (a name flagged UTF-8 that
+        # is not, an unknown compression method, an empty name, a header offset before the
+        # file's start: EINVAL); an error raised elsewhere (writing: full, read-only) is the
+        # destination's fault
+        if not _raised_by_reader(exc) and not (isinstance(exc, OSError) and exc.errno is None):
+            raise
+        raise UnsafeArchive(f"is corrupt: {_first_line(exc)}") from None  # bz2: no errno
     tree.finish()
     return unpacker.entries
 
@@ -191,6 +193,17 @@ def _open_tar(archive: IO[bytes]) -> tarfile.TarFile:
     if comp == "xz":
         return tarfile.open(fileobj=archive, mode="r:xz", tarinfo=t)
     return tarfile.open(fileobj=archive, mode="r:", tarinfo=t)
+
+
+def _raised_by_reader(exc: BaseException) -> bool:
+    """Whether the innermost Python frame of `exc` is zipfile's or tarfile's own."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(_READERS)
+
+
+_READERS = ("/zipfile.py", "/tarfile.py", "/zipfile/__init__.py")  # a package since 3.12
 
 
 def _first_line(exc: BaseException) -> str:

@@ -135,3 +135,16 @@ def test_chunk_extension_with_tab_and_bws_is_read() -> None:
     body = Chunked(decode=True)
     assert body.feed(b"3 ;name=\tv\r\nabc\r\n0\r\nX: t\r\n\r\n") == (b"abc", b"")
     assert body.done
+
+
+def test_host_named_in_connection_is_still_forwarded() -> None:
+    """Connection may not make Host hop-by-hop: the member would get a request without it."""
+    head = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Host, X-Drop\r\nX-Drop: 1")
+    assert head.block == b"Host: a\r\n"
+
+
+def test_a_method_llhttp_does_not_know_is_refused_with_or_without_header_lines() -> None:
+    """One verdict whatever follows the request line (it used to depend on header lines)."""
+    for raw in (b"POTS / HTTP/1.0", b"POTS / HTTP/1.0\r\nAccept: */*"):
+        with pytest.raises(HttpError):
+            parse_request(raw)

@@ -192,7 +192,7 @@ def _framing(head: Head) -> set[bytes]:
             head.close |= b"close" in tokens
             if b"keep-alive" in tokens and head.version == b"HTTP/1.0":
                 head.close = False
-            named |= tokens - {b"close", b"keep-alive", b""}
+            named |= tokens - {b"close", b"keep-alive", b"host", b""}  # Host stays end to end
         elif lname == b"expect" and value.lower() == b"100-continue":
             head.expect_continue = True
         elif lname == b"upgrade":
@@ -222,7 +222,7 @@ def _framing(head: Head) -> set[bytes]:
 def parse_request(raw: bytes) -> Head:
     """Parse a request head (without its final blank line). An absolute-form target
     (`GET http://host/path`) is turned into origin-form with its authority as Host."""
-    first, _, block = raw.partition(b"\r\n")
+    first = raw.partition(b"\r\n")[0]
     m = REQUEST_LINE.fullmatch(first)
     if m is None:
         parts = first.split(b" ")
@@ -242,8 +242,7 @@ def parse_request(raw: bytes) -> Head:
         elif target != b"*" or method != b"OPTIONS":
             raise HttpError(400, "malformed request target")
     head = Head((method, target), version, [], close=version == b"HTTP/1.0")
-    if block:
-        _parse_block(raw + b"\r\n\r\n", head, True)
+    _parse_block(raw + b"\r\n\r\n", head, True)  # with or without header lines: one verdict
     if authority:  # RFC 9112 section 3.2.2: the target's authority wins over Host...
         host = head.get(b"host")
         if host is not None and host.lower() != authority.lower():  # ...which must agree
@@ -259,14 +258,13 @@ def parse_request(raw: bytes) -> Head:
 def parse_response(raw: bytes) -> Head:
     """Parse a response head (without its final blank line); HttpError when it is not a
     well-formed HTTP/1.x answer."""
-    first, _, block = raw.partition(b"\r\n")
+    first = raw.partition(b"\r\n")[0]
     m = STATUS_LINE.fullmatch(first)
     if m is None:
         raise HttpError(502, "malformed status line")
     version, status, reason = m.groups()
     head = Head((status, reason or b""), version, [], close=version == b"HTTP/1.0")
-    if block:
-        _parse_block(raw + b"\r\n\r\n", head, False)
+    _parse_block(raw + b"\r\n\r\n", head, False)
     return head
 
 
