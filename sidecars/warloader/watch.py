@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from sidecars.warloader.service import Loader
 
 
+ARMED_AFTER_MS = 1000  # with no event, awatch yields (empty) after this long
+
+
 async def run(loader: Loader, installer: Installer, stopping: asyncio.Event) -> None:
     """Until `stopping`: watch files' directories (not recursive), directories (recursive),
     and poll URLs; each change re-runs that source's install, a no-op when nothing differs."""
@@ -52,6 +55,7 @@ async def _watch(
 ) -> None:
     roots = sorted({_root(s, recursive) for s in sources})
     while not stopping.is_set():
+        armed = False
         try:
             async for changes in watchfiles.awatch(
                 *roots,
@@ -59,7 +63,14 @@ async def _watch(
                 recursive=recursive,
                 debounce=400,
                 stop_event=stopping,
+                yield_on_timeout=True,  # the first yield says the watch is armed
+                rust_timeout=ARMED_AFTER_MS,
             ):
+                if not armed:
+                    armed = True
+                    # a change made before the watch was armed raised no event: look once
+                    for src in sources:
+                        await loader.load_one(installer, src, quiet=True)
                 touched = {os.path.dirname(p) if not recursive else p for _, p in changes}
                 for src in sources:
                     root = _root(src, recursive)
