@@ -167,11 +167,11 @@ def extract(archive: int, root: int, limits: Limits, modes: Modes, progress: Pro
                 _untar(f, unpacker)
     except _CORRUPT as exc:
         raise UnsafeArchive(f"is corrupt: {_first_line(exc)}") from None
-    except (OSError, ValueError, NotImplementedError, IndexError) as exc:
+    except (OSError, ValueError, NotImplementedError, IndexError, OverflowError) as exc:
         # zipfile and tarfile raise these too for malformed input (a name flagged UTF-8 that
         # is not, an unknown compression method, an empty name, a header offset before the
-        # file's start: EINVAL); an error raised elsewhere (writing: full, read-only) is the
-        # destination's fault
+        # file's start: EINVAL, a number too large for a seek); an error raised elsewhere
+        # (writing: full, read-only) is the destination's fault
         if not _raised_by_reader(exc) and not (isinstance(exc, OSError) and exc.errno is None):
             raise
         raise UnsafeArchive(f"is corrupt: {_first_line(exc)}") from None  # bz2: no errno

@@ -40,9 +40,12 @@ class Result:
         )
 
 
-def run_target(name: str, seconds: int, corpus: Path, artifacts: Path) -> Result:
+def run_target(
+    name: str, seconds: int, corpus: Path, artifacts: Path, seed: int | None = None
+) -> Result:
     """Fuzz `name` for `seconds`, starting from its seeds plus what `corpus` already holds;
-    new inputs go to `corpus`, a failing input to `artifacts`."""
+    new inputs go to `corpus`, a failing input to `artifacts`. A `seed` makes libFuzzer's
+    mutations the same on every run (the tests); None lets each run explore anew."""
     module = targets.load(name)
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -57,6 +60,7 @@ def run_target(name: str, seconds: int, corpus: Path, artifacts: Path) -> Result
         f"-max_len={module.MAX_LEN}",
         f"-artifact_prefix={artifacts}/{name}-",
         "-print_final_stats=1",
+        *([f"-seed={seed}"] if seed is not None else []),
         str(corpus),
         str(targets.CORPUS / name),
     ]
@@ -103,14 +107,16 @@ def _problem(log: str) -> str:
     return log[-4000:] or "the worker failed without a report"
 
 
-def run(names: list[str], seconds: int, jobs: int, work: Path | None = None) -> list[Result]:
+def run(
+    names: list[str], seconds: int, jobs: int, work: Path | None = None, seed: int | None = None
+) -> list[Result]:
     """Run `names` for `seconds` each, `jobs` at a time. Inputs found are kept under `work`
     (a fresh temporary directory when None, so a bounded run leaves nothing behind)."""
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         base = work or Path(tmp)
 
         def one(name: str) -> Result:
-            return run_target(name, seconds, base / "corpus" / name, base / "artifacts")
+            return run_target(name, seconds, base / "corpus" / name, base / "artifacts", seed)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             results = list(pool.map(one, names))

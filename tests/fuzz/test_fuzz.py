@@ -21,6 +21,10 @@ SECONDS = int(
     os.environ.get("FUZZ_SECONDS") or (_CI_SECONDS if os.environ.get("CI") == "true" else 3)
 )
 SEED_SECONDS = 2.0  # one seed input, in process
+# The test suite fuzzes with a fixed libFuzzer seed, so that a run explores the same inputs
+# each time (a new find fails `make fuzz`, which explores anew, not a random CI run);
+# FUZZ_SEED changes it.
+SEED = int(os.environ.get("FUZZ_SEED") or 1)
 SEED_MEMORY = 64 << 20  # bytes one seed input may allocate at its peak
 
 
@@ -55,7 +59,7 @@ def fuzz_results(request: pytest.FixtureRequest) -> dict[str, runner.Result]:
         for item in request.session.items
         if getattr(item, "originalname", "") == "test_fuzz_run" and hasattr(item, "callspec")
     ]
-    results = runner.run(names, SECONDS, JOBS)
+    results = runner.run(names, SECONDS, JOBS, seed=SEED)
     # shown in the run's output (CI's log included), not only in the captured output
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():

@@ -200,13 +200,19 @@ def test_member_parts() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["empty-name", "name-not-utf8", "offset-oserror", "unsupported-compression"],
+    [
+        "zip-empty-name",
+        "zip-name-not-utf8",
+        "zip-offset-oserror",
+        "zip-unsupported-compression",
+        "tar-overflow",
+    ],
 )
-def test_what_the_zip_reader_raises_for_malformed_input_is_a_corrupt_archive(
+def test_what_the_archive_readers_raise_for_malformed_input_is_a_corrupt_archive(
     tmp_path: Path, name: str
 ) -> None:
-    """zipfile raises UnicodeDecodeError, NotImplementedError, IndexError or OSError EINVAL
-    for these archives (found by fuzzing): each is one 'is corrupt' line (exit 5), not an
-    unexpected failure or a destination error."""
+    """zipfile and tarfile raise UnicodeDecodeError, NotImplementedError, IndexError, OSError
+    EINVAL or OverflowError for these archives (found by fuzzing): each is one 'is corrupt'
+    line (exit 5), not an unexpected failure or a destination error."""
     corpus = Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "archive"
-    assert "is corrupt" in refused(tmp_path, (corpus / f"regress-zip-{name}").read_bytes())
+    assert "is corrupt" in refused(tmp_path, (corpus / f"regress-{name}").read_bytes())
