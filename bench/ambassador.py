@@ -9,7 +9,8 @@ median of each), and 1,000 idle connections measure resident memory. For each ht
 and each new-connection round the proxy's CPU time per request is read from /proc: on a shared
 machine it is less disturbed than requests per second. Each proxy under test is
 pinned to CPU 0, the load generator to CPU 1.
-Needs: nginx, haproxy, wrk, taskset (Debian packages). Run it under the shared bench lock:
+Needs: nginx, haproxy, wrk, taskset (Debian packages: scripts/setup --bench installs them). Run it
+under the shared bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/ambassador.py [--seconds 5]
 """
@@ -203,7 +204,7 @@ def main() -> None:
         return
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
-            sys.exit(f"bench: {tool} is not installed (apt-get install {tool})")
+            sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     secs = args.seconds

@@ -8,10 +8,10 @@ local bulk sink (a separate process answering like Elasticsearch) and to a real 
 Figures per shipper and target: lines/s (wall time from start until the target holds every
 line), CPU seconds per million lines (user+system of the shipper process), peak RSS (VmHWM).
 Then logshipper's peak RSS while the sink is down for `--outage` seconds with 1 GiB written
-meanwhile, through the sink's return. rsyslog comes from Debian (apt-get install rsyslog
-rsyslog-elasticsearch); syslog-ng's package conflicts with rsyslog's, so its .debs are unpacked
-into ~/.cache/sidecars/bench/syslog-ng (see `syslog_ng_root`). Missing anchors are skipped.
-Not part of the tests.
+meanwhile, through the sink's return. `scripts/setup --bench` installs the anchors: rsyslog
+from Debian (rsyslog, rsyslog-elasticsearch); syslog-ng's package conflicts with rsyslog's, so
+its .debs are unpacked into ~/.cache/sidecars/bench/syslog-ng/root (see `syslog_ng_root`).
+Missing anchors are skipped. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -242,9 +242,7 @@ def ours(work: Path, log: Path, url: str, index: str) -> Spec:
 
 def rsyslog(work: Path, log: Path, url: str, index: str) -> Spec | None:
     exe = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-    if not os.path.exists(exe) or not os.path.exists(
-        "/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so"
-    ):
+    if not os.path.exists(exe) or not list(Path("/usr/lib").glob("*/rsyslog/omelasticsearch.so")):
         return None
     d = work / "rsyslog"
     shutil.rmtree(d, ignore_errors=True)
@@ -273,10 +271,10 @@ action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="d
 
 
 def syslog_ng_root() -> Path:
-    """syslog-ng from Debian's .debs, unpacked privately: `apt-get download syslog-ng-core
-    syslog-ng-mod-http syslog-ng-scl libivykis0 libpcre3 libwrap0`, then `dpkg-deb -x` each
-    into this directory."""
-    return Path.home() / ".cache" / "sidecars" / "bench" / "syslog-ng" / "root"
+    """syslog-ng from Debian's .debs, unpacked privately by `scripts/setup --bench` (with the
+    libraries it needs that the machine lacks); SYSLOG_NG_ROOT moves it, for both."""
+    default = Path.home() / ".cache" / "sidecars" / "bench" / "syslog-ng" / "root"
+    return Path(os.environ.get("SYSLOG_NG_ROOT") or default)
 
 
 def syslog_ng(work: Path, log: Path, url: str, index: str) -> Spec | None:
