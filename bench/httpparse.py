@@ -28,6 +28,7 @@ import httptools
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import Record, recording  # noqa: E402
 from sidecars.runtime.http.body import request_body, response_body  # noqa: E402
 from sidecars.runtime.http.head import (  # noqa: E402
     Head,
@@ -260,6 +261,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5, help="per parser, head and round")
     args = parser.parse_args()
+    with recording("httpparse") as record:
+        measure(args.rounds, args.seconds, record)
+
+
+def measure(rounds: int, seconds: float, record: Record) -> None:
     cpu = ["taskset", "-cp", "0", str(os.getpid())]
     if shutil.which("taskset"):
         subprocess.run(cpu, check=False, capture_output=True)
@@ -275,10 +281,12 @@ def main() -> None:
     for name, raw, request in HEADS:
         runs = (ours(raw, request), theirs(raw, request), hybrid(raw, request))
         rates: list[list[float]] = [[], [], []]
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for fn, got in zip(runs, rates, strict=True):
-                got.append(rate(fn, args.seconds))
+                got.append(rate(fn, seconds))
         a, b, c = (statistics.median(r) for r in rates)
+        record.ratio(f"{name}: heads/s vs httptools", a / b, ours=a, anchor=b)
+        record.ratio(f"{name}: heads/s vs httptools+rules", a / c, ours=a, anchor=c)
         rows.append(
             (
                 name,
@@ -296,6 +304,7 @@ def main() -> None:
     print(f"after: {load()}")
     diffs = corpus_differences()
     total = len(REQUESTS) + len(RESPONSES)
+    record.figure("corpus cases read differently", len(diffs))
     print(f"\ncorpus: {total} cases, read differently: {len(diffs)}")
     for case, who in diffs:
         print(f"  {case}: accepted by {who}")
