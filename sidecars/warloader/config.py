@@ -42,8 +42,10 @@ _sources: Callable[[str], tuple[Source, ...]] = listing(parse)
 class Config(CommonConfig):
     sources: tuple[Source, ...] = setting(
         "",
-        "comma-separated absolute paths (file or directory) or http(s) URLs, each optionally "
-        "followed by #sha256=<hex>, &name=<entry name>, &extract=true or false",
+        "comma-separated absolute paths (file or directory), http(s) URLs or "
+        "oci://registry/repository:tag (or @sha256:<digest>) references, each optionally "
+        "followed by #sha256=<hex> (not oci), &name=<entry name>, &extract=true or false, "
+        "&layer=<title or media type> (oci)",
         _sources,
         metavar="SOURCES",
     )
@@ -114,6 +116,27 @@ class Config(CommonConfig):
         optional_path,
         metavar="FILE",
         check=readable_file,
+    )
+    registry_auth_file: str = setting(
+        "",
+        "file holding user:password for oci:// registries (Basic, or for their token "
+        "endpoint; re-read on use); anonymous when empty",
+        optional_path,
+        metavar="FILE",
+        check=readable_file,
+    )
+    insecure_registries: tuple[str, ...] = setting(
+        "",
+        "comma-separated registries (host[:port]) reached over plain http; loopback "
+        "registries always are",
+        listing(str.lower),
+        metavar="HOSTS",
+    )
+    max_manifest_size: int = setting(
+        "4MiB",
+        "largest OCI manifest accepted (exit 3 beyond it)",
+        size(256, 64 << 20),
+        metavar="SIZE",
     )
     ca_file: str = setting(
         "",

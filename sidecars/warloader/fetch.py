@@ -28,7 +28,7 @@ _MIN_BATCH = 256 << 10
 _MAX_BATCH = 8 << 20
 # Bytes aiohttp buffers before pausing the socket (its default, 64 KiB, pauses it often).
 _READ_BUFFER = 1 << 20
-_NOT_RETRYABLE = (
+NOT_RETRYABLE = (
     aiohttp.ClientSSLError,
     aiohttp.InvalidURL,
     aiohttp.TooManyRedirects,
@@ -192,10 +192,10 @@ async def _attempt(
             if total is not None and sink.size != total:
                 raise SourceError(f"body ended at {sink.size} of {total} bytes", retryable=True)
             return Fetched(False, sink.size, sink.hexdigest(), state.validators)
-    except _NOT_RETRYABLE as exc:
-        raise SourceError(_describe(exc)) from None
+    except NOT_RETRYABLE as exc:
+        raise SourceError(describe(exc)) from None
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-        raise SourceError(_describe(exc), retryable=True) from None
+        raise SourceError(describe(exc), retryable=True) from None
 
 
 def _check_status(resp: aiohttp.ClientResponse, resume_from: int) -> None:
@@ -315,7 +315,7 @@ async def in_thread(
         raise
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate not trusted ({exc.certificate_error})"
     if isinstance(exc, TimeoutError):

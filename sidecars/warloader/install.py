@@ -34,6 +34,8 @@ from sidecars.warloader.tree import copy_tree, fingerprint
 if TYPE_CHECKING:
     import aiohttp
 
+    from sidecars.warloader.registry import Blob, Registry
+
 _ZIP_NAMES = (".war", ".jar", ".ear", ".zip")
 
 
@@ -71,6 +73,8 @@ class _Job:
     progress: Progress
     started: float
     dfd: int  # the destination, open
+    pin: str | None = None  # the sha256 the content must have: #sha256= or the OCI layer's
+    blob: Blob | None = None  # an oci:// source's resolved layer
 
     def outcome(self, action: str, why: str, sha256: str = "", size: int = 0) -> Outcome:
         seconds = time.monotonic() - self.started
@@ -88,6 +92,7 @@ class Installer:
         log: logging.Logger,
     ) -> None:
         self.plan, self.session, self.auth, self.log = plan, session, auth, log
+        self.registry: Registry | None = None  # set when an oci:// source is configured
 
     def target(self, src: Source) -> str:
         return src.target_name(self._extract(src))
@@ -101,11 +106,14 @@ class Installer:
         name = src.target_name(extracting)
         m = self.plan.modes
         settings = f"extract={extracting};mode={m.file_mode:o}/{m.dir_mode:o};owner={m.uid}:{m.gid}"
+        if src.oci is not None:
+            settings += f";layer={src.oci.layer or ''}"
         dfd = await staging.thread(progress, fsops.ensure_dir, dest)
         try:
             lock_fd = await self._lock(dfd, dest, name, progress)
             try:
-                job = _Job(src, name, extracting, settings, None, progress, time.monotonic(), dfd)
+                now = time.monotonic()
+                job = _Job(src, name, extracting, settings, None, progress, now, dfd, src.sha256)
                 return await self._locked(job)
             finally:
                 os.close(lock_fd)
@@ -127,8 +135,14 @@ class Installer:
             )
             usable = None
         job.previous = usable
-        if usable and src.sha256 and usable.sha256 == src.sha256:
-            return job.outcome("unchanged", "pinned digest already installed", src.sha256)
+        if src.oci is not None:
+            if usable and src.oci.digest and usable.source_id.startswith(f"oci:{src.oci.digest}:"):
+                return job.outcome("unchanged", "pinned manifest already installed", usable.sha256)
+            job.blob = await self._resolve(src)
+            job.pin = job.blob.layer.digest.removeprefix("sha256:")
+        if usable and job.pin and usable.sha256 == job.pin:
+            what = "layer" if src.oci is not None else "pinned"
+            return job.outcome("unchanged", f"{what} digest already installed", job.pin)
         if src.is_url:
             return await self._from_url(job)
         return await staging.thread(progress, self._from_path, job)
@@ -143,6 +157,17 @@ class Installer:
             await asyncio.sleep(0.5)
         return fd
 
+    async def _resolve(self, src: Source) -> Blob:
+        assert self.registry is not None and src.oci is not None
+        try:
+            async with asyncio.timeout(self.plan.http.deadline):
+                return await self.registry.resolve(src.oci, str(src))
+        except TimeoutError:
+            raise SourceError(
+                f"{src}: manifest not resolved within {self.plan.http.deadline:g}s "
+                "(WARLOADER_DOWNLOAD_DEADLINE)"
+            ) from None
+
     # --- path sources (run in a worker thread) -------------------------------------------
 
     def _from_path(self, job: _Job) -> Outcome:
@@ -156,7 +181,7 @@ class Installer:
                 raise SourceError(f"cannot read {path}: not a regular file or a directory")
             source_id = f"file:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
             prev = job.previous
-            if prev and not job.src.sha256 and prev.source_id == source_id:
+            if prev and not job.pin and prev.source_id == source_id:
                 return job.outcome("unchanged", "source file unchanged", prev.sha256)
             job.progress.total = st.st_size
             tmp, dfd = staging.create_temp(job.dfd, self.plan.dest, job.name)
@@ -174,7 +199,7 @@ class Installer:
     def _fill(self, sfd: int, dfd: int, job: _Job, mode: int, label: str) -> tuple[int, str]:
         """Copy into the temp file, hashing only when a digest must be checked."""
         try:
-            if job.src.sha256:
+            if job.pin:
                 size, sha = copy_hashing(sfd, dfd, job.progress)
             else:
                 size, sha = copy_plain(sfd, dfd, job.progress), ""
@@ -186,7 +211,7 @@ class Installer:
         return size, sha
 
     def _from_dir(self, job: _Job, path: Path, sfd: int) -> Outcome:
-        if job.src.sha256:
+        if job.pin:
             raise SourceConfigError(f"{path} is a directory: sha256 pins apply to files")
         if job.extract:
             raise SourceConfigError(f"{path} is a directory: there is nothing to extract")
@@ -217,9 +242,12 @@ class Installer:
         assert self.session is not None
         dest, name, prev = self.plan.dest, job.name, job.previous
         known = None
-        if prev and not job.src.sha256 and (prev.etag or prev.last_modified):
+        if prev and not job.pin and (prev.etag or prev.last_modified):
             known = Validators(prev.etag, prev.last_modified)
-        url = job.src.location
+        url, policy, headers = job.src.location, self.plan.http, None
+        if job.blob is not None:  # at most the layer's size: a longer body is refused early
+            url, headers = job.blob.url, job.blob.headers
+            policy = replace(policy, max_size=min(policy.max_size, job.blob.layer.size))
         try:
             fd, sink, resume = await staging.thread(
                 job.progress, partial.open_sink, job.dfd, dest, name, url, job.progress
@@ -234,8 +262,8 @@ class Installer:
                     url,
                     str(job.src),
                     sink,
-                    self.plan.http,
-                    self.auth(job.src),
+                    policy,
+                    self.auth(job.src) if headers is None else headers,
                     known,
                     self.log,
                     resume=resume,
@@ -259,6 +287,8 @@ class Installer:
                 os.close(fd)
             v = got.validators
             source_id = f"url:{v.etag}:{v.last_modified}"
+            if job.blob is not None:
+                source_id = f"oci:{job.blob.manifest_digest}:{job.blob.layer.digest}"
             tmp = partial.names(name)[0]
             return await staging.thread(
                 job.progress, self._finish, job, tmp, got.sha256, got.size, source_id, v
@@ -272,9 +302,9 @@ class Installer:
     def _finish(
         self, job: _Job, tmp: str, sha: str, size: int, source_id: str, v: Validators
     ) -> Outcome:
-        if job.src.sha256 and sha != job.src.sha256:
+        if job.pin and sha != job.pin:
             raise DigestMismatch(
-                f"{job.src}: sha256 is {sha}, expected {job.src.sha256}; nothing installed"
+                f"{job.src}: sha256 is {sha}, expected {job.pin}; nothing installed"
             )
         dest, prev = self.plan.dest, job.previous
         if prev and sha and prev.sha256 == sha:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 
@@ -39,3 +40,8 @@ class HttpPolicy:
     min_rate: int = 0  # bytes/s an attempt must reach over each `rate_window`; 0: no rule
     rate_window: float = 30.0
     deadline: float | None = None  # seconds for one source's download, retries included
+
+
+def basic(user: str, password: str) -> str:
+    """An Authorization header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -16,13 +15,15 @@ from sidecars.warloader.copier import Progress
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_OK, LoadError, SourceConfigError
 from sidecars.warloader.fsops import Modes
 from sidecars.warloader.install import Installer, Outcome, Plan
-from sidecars.warloader.remote import HttpPolicy
+from sidecars.warloader.remote import HttpPolicy, basic
 from sidecars.warloader.safety import Limits
 from sidecars.warloader.sources import Source
 from sidecars.warloader.telemetry import Metrics, ProgressLog
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from sidecars.warloader.registry import Registry
 
 
 class Loader:
@@ -65,6 +66,8 @@ class Loader:
             progress = spawn("progress log", self.progress.run(done), finite=True)
             try:
                 installer = Installer(self.plan, session, self._auth, self.log)
+                if session is not None and any(s.oci for s in self.sources):
+                    installer.registry = self._registry(session)
                 return await self._serve(installer, stopping)
             finally:
                 done.set()
@@ -160,14 +163,34 @@ class Loader:
     def _auth(self, src: Source) -> Mapping[str, str]:
         """Headers for a download; secret files are read on every use (rotation)."""
         if src.userinfo:
-            return {"Authorization": _basic(*src.userinfo)}
+            return {"Authorization": basic(*src.userinfo)}
         if self.config.basic_auth_file:
             user, _, password = _secret(self.config.basic_auth_file, "basic_auth").partition(":")
-            return {"Authorization": _basic(user, password)}
+            return {"Authorization": basic(user, password)}
         if self.config.bearer_token_file:
             token = _secret(self.config.bearer_token_file, "bearer_token")
             return {"Authorization": f"Bearer {token}"}
         return {}
+
+    def _registry(self, session: aiohttp.ClientSession) -> Registry:
+        from sidecars.warloader.registry import Registry  # only with oci:// sources
+
+        c = self.config
+        if c.insecure_registries:
+            self.log.warning(
+                "plain http to registries %s (WARLOADER_INSECURE_REGISTRIES)",
+                ", ".join(c.insecure_registries),
+            )
+        return Registry(
+            session, self.plan.http, c.insecure_registries, c.max_manifest_size, self._registry_auth
+        )
+
+    def _registry_auth(self) -> tuple[str, str] | None:
+        """user:password for registries, read on every use (rotation); None: anonymous."""
+        if not self.config.registry_auth_file:
+            return None
+        user, _, password = _secret(self.config.registry_auth_file, "registry_auth").partition(":")
+        return user, password
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[aiohttp.ClientSession | None]:
@@ -226,10 +249,6 @@ def _secret(path: str, what: str) -> str:
     except (ValueError, UnicodeDecodeError) as exc:
         why = str(exc).removeprefix("cannot read: ")
         raise SourceConfigError(f"cannot read the {what} file {path}: {why}") from None
-
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 SIDECAR = Sidecar(

@@ -1,11 +1,14 @@
-"""Parse one source item: a path or http(s) URL with optional `#sha256=..&name=..&extract=..`."""
+"""Parse one source item: a path, an http(s) URL or an oci:// reference, with optional
+`#sha256=..&name=..&extract=..` (`#layer=..` for oci)."""
 
 from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from sidecars.warloader.oci import Reference, parse_reference
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ARCHIVE_SUFFIXES = (
@@ -26,8 +29,9 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One thing to install. `location` is a path or a URL without credentials or fragment;
-    `problem` is set (and the rest is best-effort) when the item is malformed."""
+    """One thing to install. `location` is a path or a URL without credentials or fragment
+    (an oci:// source is a URL source with `oci` set); `problem` is set (and the rest is
+    best-effort) when the item is malformed."""
 
     location: str
     is_url: bool
@@ -37,6 +41,7 @@ class Source:
     userinfo: tuple[str, str] | None = None
     problem: str | None = None
     name_given: bool = False
+    oci: Reference | None = None
 
     def __str__(self) -> str:
         return display(self.location) if self.is_url else self.location
@@ -89,6 +94,8 @@ def parse(raw: str) -> Source:
     """Parse one item; never raises: a malformed item comes back with `problem` set."""
     body, _, fragment = raw.partition("#")
     problems: list[str] = []
+    if body[:6].lower() == "oci://":
+        return _oci(body[6:], fragment, problems)
     opts, sha, extract = _options(fragment, problems)
     is_url = bool(re.match(r"(?i)https?://", body))
     location, derived, userinfo = _location(body, is_url, problems)
@@ -109,11 +116,41 @@ def parse(raw: str) -> Source:
     )
 
 
-def _options(fragment: str, problems: list[str]) -> tuple[dict[str, str], str | None, bool | None]:
+def _oci(body: str, fragment: str, problems: list[str]) -> Source:
+    """An `oci://registry/repository:tag` (or `@sha256:<hex>`) source: a URL source whose
+    manifest is resolved at load time; named after `#layer=` when that is a file name, else
+    after the repository's last component."""
+    opts, _, extract = _options(fragment, problems, ("name", "extract", "layer"))
+    ref, why = parse_reference(body)
+    if ref is None:
+        problems.append(why or "malformed reference")
+        return Source(f"oci://{body}", True, problem="; ".join(problems), oci=None)
+    layer = opts.get("layer") or None
+    ref = replace(ref, layer=layer)
+    name = ref.repository.rsplit("/", 1)[-1]
+    if layer and check_name(layer) is None:  # a title such as sample.war, not a media type
+        name = layer
+    name = opts.get("name", name)
+    if why := check_name(name):
+        problems.append(f"destination name {name!r} {why}")
+    return Source(
+        location=ref.location(),
+        is_url=True,
+        name=name,
+        extract=extract,
+        problem="; ".join(problems) or None,
+        name_given="name" in opts,
+        oci=ref,
+    )
+
+
+def _options(
+    fragment: str, problems: list[str], known: tuple[str, ...] = ("sha256", "name", "extract")
+) -> tuple[dict[str, str], str | None, bool | None]:
     opts: dict[str, str] = {}
     for key, value in parse_qsl(fragment, keep_blank_values=True):
-        if key not in ("sha256", "name", "extract"):
-            problems.append(f"unknown option {key!r} (expected sha256, name or extract)")
+        if key not in known:
+            problems.append(f"unknown option {key!r} (expected {', '.join(known)})")
         opts[key] = value
     sha = opts.get("sha256")
     if sha is not None:
