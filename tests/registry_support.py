@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from yarl import URL
 
@@ -30,9 +33,12 @@ WAR_TYPE = "application/vnd.example.war"
 
 
 @contextlib.contextmanager
-def local_registry(work: Path, auth: str = "") -> Iterator[str]:
-    """Run docker-registry on 127.0.0.1 with storage under `work` and `auth` (a YAML `auth:`
-    block, indented by two spaces, or nothing: anonymous); yields `127.0.0.1:<port>`."""
+def local_registry(
+    work: Path, auth: str = "", tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """Run docker-registry on 127.0.0.1 with storage under `work`, `auth` (a YAML `auth:`
+    block, indented by two spaces, or nothing: anonymous) and, with `tls` (certificate, key
+    files), https only; yields `127.0.0.1:<port>`."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed (scripts/setup installs it)")
@@ -42,7 +48,9 @@ def local_registry(work: Path, auth: str = "") -> Iterator[str]:
         "version: 0.1\n"
         "log:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {work / 'registry-data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + (f"auth:\n{auth}" if auth else "")
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + (f"auth:\n{auth}" if auth else "")
     )
     with (work / "registry.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -50,13 +58,30 @@ def local_registry(work: Path, auth: str = "") -> Iterator[str]:
         )
         try:
             wait_until(
-                lambda: http_get(f"http://127.0.0.1:{port}/v2/", timeout=1.0)[0] in (200, 401),
+                lambda: _answering(port, tls is not None),
                 timeout=20.0,
                 what="docker-registry answering /v2/",
             )
             yield f"127.0.0.1:{port}"
         finally:
             stop_process(proc)
+
+
+def _answering(port: int, tls: bool) -> bool:
+    if not tls:
+        return http_get(f"http://127.0.0.1:{port}/v2/", timeout=1.0)[0] in (200, 401)
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        return True
+
+
+def tls_files(work: Path) -> tuple[trustme.CA, tuple[Path, Path]]:
+    """A test CA and a certificate for 127.0.0.1 it signed: (the CA, (cert file, key file))."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = work / "registry-cert.pem", work / "registry-key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    return ca, (cert_file, key_file)
 
 
 def htpasswd(work: Path, user: str, password: str) -> str:
@@ -75,16 +100,18 @@ def sha256_digest(data: bytes) -> str:
 
 @dataclass
 class Pusher:
-    """Pushes blobs and manifests to `registry` over plain http with `headers` (auth)."""
+    """Pushes blobs and manifests to `registry` with `headers` (auth), over plain http or,
+    with a TLS context for the session, https."""
 
     session: aiohttp.ClientSession
     registry: str
     headers: Mapping[str, str]
+    scheme: str = "http"
 
     async def blob(self, repo: str, data: bytes) -> str:
         """A monolithic upload: POST for a session, PUT the bytes with their digest."""
         digest = sha256_digest(data)
-        start = f"http://{self.registry}/v2/{repo}/blobs/uploads/"
+        start = f"{self.scheme}://{self.registry}/v2/{repo}/blobs/uploads/"
         async with self.session.post(start, headers=self.headers) as resp:
             assert resp.status == 202, (resp.status, await resp.text())
             location = resp.headers["Location"]
@@ -95,7 +122,7 @@ class Pusher:
         return digest
 
     async def manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
-        url = f"http://{self.registry}/v2/{repo}/manifests/{ref}"
+        url = f"{self.scheme}://{self.registry}/v2/{repo}/manifests/{ref}"
         headers = {**self.headers, "Content-Type": media_type}
         async with self.session.put(url, data=body, headers=headers) as resp:
             assert resp.status == 201, (resp.status, await resp.text())
@@ -139,9 +166,12 @@ class Pusher:
 
 
 @contextlib.asynccontextmanager
-async def pusher(registry: str, headers: Mapping[str, str] | None = None) -> AsyncIterator[Pusher]:
-    async with aiohttp.ClientSession() as session:
-        yield Pusher(session, registry, headers or {})
+async def pusher(
+    registry: str, headers: Mapping[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Pusher]:
+    connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Pusher(session, registry, headers or {}, "https" if tls else "http")
 
 
 # --- a token server for the registry's Bearer flow -------------------------------------------

@@ -125,10 +125,10 @@ class Config(CommonConfig):
         metavar="FILE",
         check=readable_file,
     )
-    insecure_registries: tuple[str, ...] = setting(
-        "",
-        "comma-separated registries (host[:port]) reached over plain http; loopback "
-        "registries always are",
+    plain_http_registries: tuple[str, ...] = setting(
+        "loopback",
+        "comma-separated oci:// registries (host[:port]) reached over plain http instead of "
+        "verified https; `loopback` stands for every loopback registry; empty: https for all",
         listing(str.lower),
         metavar="HOSTS",
     )

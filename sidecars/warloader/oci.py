@@ -52,21 +52,30 @@ class Reference:
         at = f"@{self.digest}" if self.digest else f":{self.tag}"
         return f"oci://{self.registry}/{self.repository}{at}"
 
-    def plain_http(self, insecure: tuple[str, ...]) -> bool:
-        """Plain http only for a loopback registry or one listed as insecure."""
-        if self.registry in insecure or self.host in insecure:
+    def plain_http(self, listed: tuple[str, ...]) -> bool:
+        """Whether `listed` (host[:port] entries; `loopback` for every loopback registry)
+        says this registry is reached over plain http."""
+        if self.registry in listed or self.host in listed:
             return True
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return LOOPBACK in listed and is_loopback(self.host)
 
-    def base(self, insecure: tuple[str, ...]) -> str:
+    def base(self, plain_http: tuple[str, ...]) -> str:
         """The registry API's base URL for this repository."""
-        scheme = "http" if self.plain_http(insecure) else "https"
+        scheme = "http" if self.plain_http(plain_http) else "https"
         return f"{scheme}://{self.registry}/v2/{self.repository}"
+
+
+LOOPBACK = "loopback"
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_reference(body: str) -> tuple[Reference | None, str | None]:

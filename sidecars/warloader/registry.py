@@ -54,16 +54,16 @@ class Registry:
         self,
         session: aiohttp.ClientSession,
         policy: HttpPolicy,
-        insecure: tuple[str, ...],
+        plain_http: tuple[str, ...],
         max_manifest: int,
         credentials: Callable[[], tuple[str, str] | None],
     ) -> None:
-        self.session, self.policy, self.insecure = session, policy, insecure
+        self.session, self.policy, self.plain_http = session, policy, plain_http
         self.max_manifest, self.credentials = max_manifest, credentials
 
     async def resolve(self, ref: oci.Reference, label: str) -> Blob:
         """The manifest of `ref` (its digest checked when pinned) and the layer to install."""
-        base = ref.base(self.insecure)
+        base = ref.base(self.plain_http)
         url = f"{base}/manifests/{ref.ref}"
         headers: dict[str, str] = {"Accept": _ACCEPT}
         got = await self._get(url, headers, self.max_manifest, "manifest", label)
@@ -109,7 +109,7 @@ class Registry:
             raise SourceError(f"{label}: HTTP 401 with an unsupported challenge ({shown})")
         realm = params["realm"]
         if not re.match(r"https?://", realm) or (
-            realm.startswith("http:") and not ref.plain_http(self.insecure)
+            realm.startswith("http:") and not ref.plain_http(self.plain_http)
         ):
             raise SourceError(
                 f"{label}: token endpoint {realm[:120]!r} refused: expected an https URL"

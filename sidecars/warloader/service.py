@@ -173,16 +173,20 @@ class Loader:
         return {}
 
     def _registry(self, session: aiohttp.ClientSession) -> Registry:
+        from sidecars.warloader.oci import LOOPBACK
         from sidecars.warloader.registry import Registry  # only with oci:// sources
 
         c = self.config
-        if c.insecure_registries:
+        if remote := [r for r in c.plain_http_registries if r != LOOPBACK]:
             self.log.warning(
-                "plain http to registries %s (WARLOADER_INSECURE_REGISTRIES)",
-                ", ".join(c.insecure_registries),
+                "plain http to registries %s (WARLOADER_PLAIN_HTTP_REGISTRIES)", ", ".join(remote)
             )
         return Registry(
-            session, self.plan.http, c.insecure_registries, c.max_manifest_size, self._registry_auth
+            session,
+            self.plan.http,
+            c.plain_http_registries,
+            c.max_manifest_size,
+            self._registry_auth,
         )
 
     def _registry_auth(self) -> tuple[str, str] | None:

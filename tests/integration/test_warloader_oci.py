@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.registry_support import (
     htpasswd,
     local_registry,
     pusher,
+    tls_files,
     token_server,
 )
 from tests.warloader_support import Run, leftovers, run_loader, sha256, war_bytes
@@ -245,6 +247,34 @@ async def test_bearer_token_flow_with_and_without_credentials(tmp_path: Path) ->
             assert anonymous.code == 0, anonymous.errors()
             assert tokens.requests[-1] == ("repository:apps/sample:pull", "")
     assert (dest / "sample.war").read_bytes() == war == (dest / "anon.war").read_bytes()
+
+
+async def test_https_registry_is_verified(tmp_path: Path) -> None:
+    """A registry serving https only: with WARLOADER_PLAIN_HTTP_REGISTRIES empty the loader
+    speaks https, verified: a certificate of an unknown CA is refused (exit 3, one line), the
+    test CA in WARLOADER_CA_FILE makes it install. By default a loopback registry is reached
+    over plain http, which this one refuses: one line, exit 3."""
+    dest = tmp_path / "webapps"
+    war = war_bytes()
+    ca, files = tls_files(tmp_path)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    trust = ssl.create_default_context()
+    ca.configure_trust(trust)
+    with local_registry(tmp_path, tls=files) as registry:
+        async with pusher(registry, tls=trust) as push:
+            await push.artifact("apps/sample", "1.0", [("sample.war", war, WAR_TYPE)])
+        source = f"oci://{registry}/apps/sample:1.0#name=sample.war"
+        https = {"WARLOADER_PLAIN_HTTP_REGISTRIES": "", "WARLOADER_MAX_ATTEMPTS": "1"}
+        untrusted = await run_loader(env_for(source, dest, **https))
+        assert untrusted.code == EXIT_SOURCE
+        assert "TLS certificate not trusted" in one_error(untrusted)
+        plain = await run_loader(env_for(source, dest, WARLOADER_MAX_ATTEMPTS="1"))
+        assert plain.code == EXIT_SOURCE and "HTTP 400" in one_error(plain)
+        assert not (dest / "sample.war").exists()
+        run = await run_loader(env_for(source, dest, WARLOADER_CA_FILE=str(ca_file), **https))
+    assert run.code == 0, run.errors()
+    assert (dest / "sample.war").read_bytes() == war
 
 
 async def test_watch_mode_follows_a_moved_tag(registry: str, tmp_path: Path) -> None:

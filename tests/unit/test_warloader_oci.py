@@ -56,13 +56,14 @@ def test_malformed_references_are_one_line(raw: str, expect: str) -> None:
     assert problem is not None and expect in problem and "\n" not in problem
 
 
-def test_https_unless_loopback_or_listed_insecure() -> None:
-    """Registries are reached over https; plain http only for loopback ones or those listed."""
+def test_https_unless_listed_for_plain_http() -> None:
+    """Registries are reached over https; plain http only for those listed, `loopback` (the
+    default) standing for every loopback one."""
 
-    def base(raw: str, insecure: tuple[str, ...] = ()) -> str:
+    def base(raw: str, listed: tuple[str, ...] = ("loopback",)) -> str:
         ref = parse(raw).oci
         assert ref is not None
-        return ref.base(insecure)
+        return ref.base(listed)
 
     assert base("oci://registry.example.org/a:1") == "https://registry.example.org/v2/a"
     assert base("oci://10.0.0.5:5000/a:1") == "https://10.0.0.5:5000/v2/a"
@@ -71,6 +72,8 @@ def test_https_unless_loopback_or_listed_insecure() -> None:
     assert base("oci://[::1]:5000/a:1") == "http://[::1]:5000/v2/a"
     assert base("oci://10.0.0.5:5000/a:1", ("10.0.0.5:5000",)) == "http://10.0.0.5:5000/v2/a"
     assert base("oci://reg.lan/a:1", ("reg.lan",)) == "http://reg.lan/v2/a"
+    assert base("oci://127.0.0.2:5000/a:1", ()) == "https://127.0.0.2:5000/v2/a"
+    assert base("oci://localhost/a:1", ("reg.lan",)) == "https://localhost/v2/a"
 
 
 def test_a_malformed_oci_source_is_a_config_error() -> None:
