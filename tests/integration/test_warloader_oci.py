@@ -77,6 +77,33 @@ async def test_by_tag_then_unchanged_then_a_moved_tag_installs(
     assert record["sha256"] == sha256(v2)
 
 
+async def test_artifacts_pushed_by_oras_install(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the oras client pushes installs: a WAR file (a layer titled with its file name,
+    picked and named by #layer=) and a directory (a tar+gzip layer, unpacked with
+    extract=true)."""
+    import oras.client
+
+    dest = tmp_path / "webapps"
+    war = war_bytes({"v.txt": "oras"})
+    (tmp_path / "sample.war").write_bytes(war)
+    (tmp_path / "static" / "css").mkdir(parents=True)
+    (tmp_path / "static" / "css" / "site.css").write_text("body {}")
+    monkeypatch.chdir(tmp_path)  # oras titles each layer with the path as given
+    client = oras.client.OrasClient(hostname=registry, insecure=True)
+    for target, files in [("apps/sample:1.0", ["sample.war"]), ("apps/static:1.0", ["static"])]:
+        pushed = await asyncio.to_thread(client.push, target=f"{registry}/{target}", files=files)
+        assert pushed.status_code == 201
+    base = f"oci://{registry}/apps"
+    run = await run_loader(
+        env_for(f"{base}/sample:1.0#layer=sample.war,{base}/static:1.0#extract=true", dest)
+    )
+    assert run.code == 0, run.errors()
+    assert (dest / "sample.war").read_bytes() == war
+    assert (dest / "static" / "static" / "css" / "site.css").read_text() == "body {}"
+
+
 async def test_by_digest_needs_no_request_once_installed(tmp_path: Path) -> None:
     """`@sha256:<manifest digest>` installs the layer (named after #layer=, its title); once
     installed, a restart does not even ask the registry: it is stopped by then."""
