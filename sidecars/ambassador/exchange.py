@@ -33,6 +33,30 @@ def _plain(resp: wire.Head, status: int) -> bool:
     )
 
 
+class Shape:
+    """What a request head decides, worked out once per distinct head (heads are kept by their
+    bytes, see http.py): its parsed form, the head forwarded to members and the flags that each
+    exchange for it reads."""
+
+    __slots__ = ("head", "out", "has_body", "retriable", "http10", "plain", "needs_host")
+
+    def __init__(self, head: wire.Head, out: bytes) -> None:
+        self.head, self.out = head, out
+        self.has_body = head.chunked or bool(head.length)
+        self.retriable = head.first[0] in wire.IDEMPOTENT and not self.has_body
+        self.http10 = head.version == b"HTTP/1.0"  # kept alive only when it asked
+        # its answer may take the fast path (see up_data)
+        self.plain = (
+            not self.has_body
+            and not head.close
+            and head.first[0] != b"HEAD"
+            and not self.http10
+            and not head.upgrade
+        )
+        # an HTTP/1.0 request without Host: each member gets its own name
+        self.needs_host = head.get(b"host") is None
+
+
 class Exchange:
     """Drives one request from its parsed head to the end of the response, with callbacks from
     the client side and from the member connection (no task per request)."""
@@ -43,31 +67,21 @@ class Exchange:
         "resp", "resp_body", "close_after", "finished", "plain", "http10", "tunnel",
     )  # fmt: skip
 
-    def __init__(self, side: ClientSide, head: wire.Head, out_head: bytes, early: bytes) -> None:
-        self.side, self.head, self.out_head, self.early = side, head, out_head, early
+    def __init__(self, side: ClientSide, shape: Shape, early: bytes) -> None:
+        self.side, self.head, self.out_head, self.early = side, shape.head, shape.out, early
         self.listener = listener = side.listener
         self.loop = listener.loop
         settings = listener.settings
-        self.body = request_body(head)
-        self.retriable = head.first[0] in wire.IDEMPOTENT and self.body is None
-        self.http10 = head.version == b"HTTP/1.0"  # kept alive only when it asked
-        # its answer may take the fast path (see up_data)
-        self.plain = (
-            self.body is None
-            and not head.close
-            and head.first[0] != b"HEAD"
-            and not self.http10
-            and not head.upgrade
-        )
+        self.body = request_body(shape.head) if shape.has_body else None
+        self.retriable, self.http10, self.plain = shape.retriable, shape.http10, shape.plain
         self.tunnel = False  # bytes both ways after the member switched protocols (101)
         key = b""  # only hashing reads it
         if settings.policy == "hash":
             key = side.ip.encode()
             if settings.hash_header:
-                key = head.find(settings.hash_header) or key
+                key = shape.head.find(settings.hash_header) or key
         self.key = key
-        # an HTTP/1.0 request without Host: each member gets its own name
-        self.needs_host = head.get(b"host") is None
+        self.needs_host = shape.needs_host
         self.tried: list[Member] = []
         self.member: Member | None = None
         self.up: Upstream | None = None
@@ -250,11 +264,20 @@ class Exchange:
     def up_data(self, data: bytes) -> None:
         try:
             if self.plain and self.resp_body is None and not self.rbuf:
-                # the fast path: a whole Content-Length answer in one read, its head seen before
+                # the fast path: a whole Content-Length answer in one read, its head seen before;
+                # a member connection keeps its last one (a member repeats its answer but for
+                # the Date, which moves once a second)
+                up = self.up
+                assert up is not None
+                if data == up.last_in and up.last_head is not None:
+                    return self._plain_answer(up.last_head, up.last_out, data)
                 end = data.find(b"\r\n\r\n")
                 hit = self.listener.responses.get(data[:end]) if end > 0 else None
                 if hit is not None and hit[3] == len(data) - end - 4:
-                    return self._plain_answer(hit, data, end)
+                    out = hit[2] + data[end + 4 :] if hit[3] else hit[2]
+                    if len(data) <= HEAD_CACHE_BYTES:
+                        up.last_in, up.last_out, up.last_head = data, out, hit[0]
+                    return self._plain_answer(hit[0], out, data)
             self._up_data(data)
         except Exception:  # a bug must cost one exchange, not the process or a hang
             self.listener.log.exception(
@@ -262,9 +285,9 @@ class Exchange:
             )
             self._cut()
 
-    def _plain_answer(self, hit: tuple[wire.Head, int, bytes, int], data: bytes, end: int) -> None:
-        """What _response and _response_end do for a plain answer, fused: forward it whole and
-        put the member connection back in the pool."""
+    def _plain_answer(self, resp: wire.Head, out: bytes, data: bytes) -> None:
+        """What _response and _response_end do for a plain answer (`data`, to be sent as `out`),
+        fused: forward it whole and put the member connection back in the pool."""
         listener, side, up = self.listener, self.side, self.up
         assert up is not None
         if listener.draining or side.client_eof:
@@ -273,8 +296,8 @@ class Exchange:
         listener.awaiting.pop(self, None)
         listener.latency.observe(self.loop.time() - self.started)
         up.member.failures_in_row = 0
-        self.resp, self.resp_body = hit[0], DONE
-        side.transport.write(hit[2] + data[end + 4 :] if hit[3] else hit[2])
+        self.resp, self.resp_body = resp, DONE
+        side.transport.write(out)
         self.up = None
         up.member.active -= 1
         listener.pool.release(up)

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sidecars.ambassador import httpwire as wire
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.deadlines import Deadlines
-from sidecars.ambassador.exchange import Exchange
+from sidecars.ambassador.exchange import Exchange, Shape
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
@@ -32,8 +32,9 @@ class HttpListener(Listener):
         self.timeouts = Deadlines(lambda: self.settings.request_timeout, Exchange.timed_out)
         self.awaiting: dict[Exchange, float] = self.timeouts.entries
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
-        # (client address, request head) -> (parsed head, head forwarded to members)
-        self.requests: dict[tuple[str, bytes], tuple[wire.Head, bytes]] = {}
+        # (client address, request head) -> what the head decides (see Shape)
+        self.requests: dict[tuple[str, bytes], Shape] = {}
+        self.generation = 0  # moves on reconfigure: heads kept by connections are stale
         # response head -> (parsed head, status, head forwarded with its own framing, kept alive,
         # body length when the fast path may forward it whole, else -1)
         self.responses: dict[bytes, tuple[wire.Head, int, bytes, int]] = {}
@@ -44,6 +45,7 @@ class HttpListener(Listener):
     def reconfigure(self, settings: Config) -> None:
         super().reconfigure(settings)
         self.requests.clear()  # kept heads passed the old limits
+        self.generation += 1
         self.responses.clear()
 
     async def _serve(self) -> asyncio.Server:
@@ -86,6 +88,11 @@ class ClientSide(asyncio.Protocol):
         self.client_eof = self.closed = self.paused = False
         self.lingering = 0  # bytes dropped while lingering, -1 when not lingering
         self.idle_at = 0.0  # loop time of the connection or of its last request's start
+        # the last request head read whole in one read, with its shape: a keep-alive client
+        # sends the same bytes again, which then need no search, slicing or hashing
+        self.last_head = b""
+        self.last_shape: Shape | None = None
+        self.generation = listener.generation
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
@@ -114,7 +121,16 @@ class ClientSide(asyncio.Protocol):
             elif ex is not None:  # pipelined bytes while a response is on its way
                 self.stash(data)
             elif not self.closed:
-                self._head(data)
+                shape = self.last_shape
+                if (
+                    data == self.last_head
+                    and shape is not None
+                    and not self.buf
+                    and self.generation == self.listener.generation
+                ):
+                    self._request(shape, b"")
+                else:
+                    self._head(data)
         except Exception:
             self.listener.log.exception(
                 "http connection failed", extra={"listener": self.listener.name}
@@ -143,23 +159,31 @@ class ClientSide(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         key = (self.ip, buf[:end])
-        cache = self.listener.requests
-        hit = cache.get(key)
-        if hit is None:
+        listener = self.listener
+        cache = listener.requests
+        shape = cache.get(key)
+        if shape is None:
             try:
                 head = wire.parse_request(key[1])
             except wire.HttpError as exc:
                 return self._reject("bad_request", exc.status, exc.message)
-            hit = head, wire.forward_request(head, self.ip)
+            shape = Shape(head, wire.forward_request(head, self.ip))
             if end <= HEAD_CACHE_BYTES:
                 if len(cache) >= HEAD_CACHE_ENTRIES:
                     cache.clear()
-                cache[key] = hit
-        self._request(hit[0], hit[1], buf[end + 4 :] if len(buf) > end + 4 else b"")
+                cache[key] = shape
+        if len(buf) == end + 4:
+            if end <= HEAD_CACHE_BYTES:
+                self.last_head, self.last_shape = buf, shape
+                self.generation = listener.generation
+            rest = b""
+        else:
+            rest = buf[end + 4 :]
+        self._request(shape, rest)
 
-    def _request(self, head: wire.Head, out: bytes, rest: bytes) -> None:
+    def _request(self, shape: Shape, rest: bytes) -> None:
         listener = self.listener
-        has_body = head.chunked or bool(head.length)
+        head, has_body = shape.head, shape.has_body
         if listener.pending >= listener.settings.max_pending:
             listener.metrics.rejected.labels(listener.name, "max_pending").inc()
             close = has_body or head.close
@@ -176,10 +200,10 @@ class ClientSide(asyncio.Protocol):
         listener.pending += 1
         if has_body:
             self.pause()  # until a member is connected
-            self.ex = ex = Exchange(self, head, out, rest)
+            self.ex = ex = Exchange(self, shape, rest)
         else:
             self.buf = rest
-            self.ex = ex = Exchange(self, head, out, b"")
+            self.ex = ex = Exchange(self, shape, b"")
         ex.start()
 
     def stash(self, data: bytes) -> None:

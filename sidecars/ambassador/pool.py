@@ -7,6 +7,7 @@ import time
 from typing import Protocol, cast
 
 from sidecars.ambassador.members import Member
+from sidecars.runtime.http.head import Head
 
 POOL_IDLE_CAP = 30.0  # below common server keep-alive timeouts (nginx, aiohttp: 75 s)
 HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
@@ -34,6 +35,10 @@ class Upstream(asyncio.Protocol):
         self.reused = False
         self.paused = False
         self.idle_since = 0.0
+        # the exchange's memo of this member's last plain answer read whole (see exchange.py)
+        self.last_in = b""
+        self.last_out = b""
+        self.last_head: Head | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport

@@ -12,6 +12,7 @@ import pytest
 
 from tests.ambassador_support import RedisServer, ambassador, backends, redis_command, wait_for
 from tests.helpers import free_port
+from tests.integration.test_ambassador_http_wire import read_responses
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +200,41 @@ async def test_config_file_reload_keeps_open_connections_and_refuses_bad_files(
                     await redis_command(tcp_port, b"PING")
     finally:
         redis.stop()
+
+
+async def test_a_reload_applies_new_head_limits_to_a_head_repeated_on_an_open_connection(
+    tmp_path: Path,
+) -> None:
+    """A keep-alive connection that repeats the same request head (kept parsed by the
+    connection) gets the new max_header_size after a reload: the head within the old limit
+    but over the new one is answered 431, not forwarded."""
+    async with backends(1) as bs:
+        conf = tmp_path / "ambassador.json"
+        port = free_port()
+        listener: dict[str, object] = {
+            "listen": f"127.0.0.1:{port}",
+            "mode": "http",
+            "upstreams": [bs[0].addr],
+        }
+        write_config(conf, {"api": {**listener, "max_header_size": "16KiB"}})
+        env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+        request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: %s\r\n\r\n" % (b"p" * 1500)
+        async with ambassador(env) as amb:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                for _ in range(2):
+                    writer.write(request)
+                    assert (await read_responses(reader, 1))[0] == (b"HTTP/1.1 200 OK", b"b0")
+            write_config(conf, {"api": {**listener, "max_header_size": "1KiB"}})
+            ok = {"outcome": "success"}
+            await wait_for(
+                lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
+                10,
+                "reload applied",
+            )
+            writer.write(request)
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 431 ")
+            writer.close()
+        assert len(bs[0].seen) == 2
