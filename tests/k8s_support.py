@@ -27,7 +27,12 @@ RESTRICTED_VOLUMES = {
 
 
 def validate(doc: dict[str, Any], version: str) -> None:
-    """Raise if `doc` breaks the Kubernetes `version` API schema (unknown fields included)."""
+    """Raise if `doc` breaks the Kubernetes `version` API schema (unknown fields included);
+    a `List` (which has no schema of its own) item by item."""
+    if doc.get("kind") == "List":
+        for item in doc["items"]:
+            validate(item, version)
+        return
     kubernetes_validate.validate(doc, version, strict=True)
 
 

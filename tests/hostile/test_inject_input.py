@@ -1,0 +1,166 @@
+"""`sidecars inject` given input it must refuse: a name or port that collides with the pod's,
+an unknown setting, broken YAML. Each is one line on stderr naming what is wrong, exit 2, and
+nothing on stdout (a pipe into `kubectl apply` applies nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  annotations:
+    sidecars.example.com/logshipper: "true"
+    sidecars.example.com/logshipper-logs-volume: logs
+spec:
+  containers:
+    - name: {container}
+      image: busybox:1.36
+      ports:
+        - {{name: {port_name}, containerPort: {port}}}
+  volumes:
+    - {{name: logs, emptyDir: {{}}}}
+    - {{name: {volume}, emptyDir: {{}}}}
+"""
+FINE = {"container": "app", "port_name": "http", "port": 8080, "volume": "data"}
+
+
+def inject(args: Sequence[str], stdin: str | bytes) -> subprocess.CompletedProcess[bytes]:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    return subprocess.run(
+        [sys.executable, "-m", "sidecars.inject", *args],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def refused(args: Sequence[str], stdin: str | bytes, *words: str) -> str:
+    result = inject(args, stdin)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert result.stdout == b""
+    assert err.startswith("sidecars inject: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_the_fine_pod_is_injected() -> None:
+    """The base of the cases below is accepted: they fail for their one change only."""
+    result = inject([], POD.format(**FINE))
+    assert result.returncode == 0, result.stderr
+    assert b"name: logshipper" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"container": "logshipper"}, ["Pod/app", "container name 'logshipper'"]),
+        ({"port": 9181}, ["port 9181", "container 'app'"]),
+        ({"port_name": "shipper-admin"}, ["port name 'shipper-admin'"]),
+        ({"volume": "logshipper-state"}, ["volume name 'logshipper-state'"]),
+    ],
+    ids=["container", "port", "port-name", "volume"],
+)
+def test_a_collision_is_one_line_naming_it(change: dict[str, object], words: list[str]) -> None:
+    """A container, port number, port name or volume the sidecar needs is the pod's already."""
+    refused([], POD.format(**{**FINE, **change}), *words)
+
+
+def test_the_ambassadors_listener_collides_with_the_apps_port() -> None:
+    """The ambassador listens on the app's port 6379: the pod's network namespace is shared."""
+    pod = POD.format(**{**FINE, "port": 6379})
+    args = ["--add", "ambassador", "--set", "ambassador-listen=127.0.0.1:6379"]
+    refused(args, pod, "port 6379 of ambassador")
+
+
+def test_two_sidecars_colliding_with_each_other() -> None:
+    """A setting that moves one sidecar's port onto another's is refused too."""
+    args = ["--add", "adapter", "--set", "adapter-listen=0.0.0.0:9181"]
+    refused(args, POD.format(**FINE), "port 9181 of adapter", "logshipper")
+
+
+@pytest.mark.parametrize(
+    ("args", "text", "words"),
+    [
+        ([], POD.replace("logshipper-logs-volume", "logshipper-log-volume"), ["'log-volume'"]),
+        ([], POD.replace("logshipper: ", "logshiper: "), ["no sidecar 'logshiper'"]),
+        ([], POD.replace('"true"', '"maybe"'), ["'maybe' is not true or false"]),
+        ([], POD.replace("logs-volume: logs", "logs-volume: nope"), ["volume 'nope'"]),
+        ([], POD.replace("logs-volume: logs", "logs-volume: ''"), ["logshipper needs"]),
+        (["--add", "warloader", "--set", "warloader-volume=data"], POD, ["its sources"]),
+        (["--set", "logshipper-admin-addr=:99999"], POD, ["logshipper-admin-addr", "65535"]),
+        (["--add", "sidekick"], POD, ["--add 'sidekick'"]),
+        (["--set", "logshipper-index"], POD, ["KEY=VALUE"]),
+        (["--kubernetes-version", "latest"], POD, ["--kubernetes-version 'latest'"]),
+        (["/nonexistent/pod.yaml"], "", ["cannot read /nonexistent/pod.yaml"]),
+    ],
+    ids=[
+        "unknown-option",
+        "unknown-sidecar",
+        "not-a-boolean",
+        "missing-volume",
+        "empty-volume",
+        "loader-without-sources",
+        "bad-port",
+        "bad-add",
+        "bad-set",
+        "bad-version",
+        "missing-file",
+    ],
+)
+def test_bad_settings_are_one_line(args: list[str], text: str, words: list[str]) -> None:
+    """A typo in a key, a value that cannot work, a missing file: refused before any output."""
+    refused(args, text.format(**FINE) if "{" in text else text, *words)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: a\n", ["not valid YAML", "line"]),
+        ("a: 1\na: 2\n", ["not valid YAML", "duplicate"]),
+        (b"apiVersion: v1\nkind: \xff\n", ["not UTF-8"]),
+        ("kind: Pod\nmetadata: {name: a}\nspec: {containers: 3}\n", ["Pod/a", "containers"]),
+        ("kind: Deployment\nmetadata: {name: d}\nspec: {}\n", ["Deployment/d", "spec.template"]),
+        ("kind: List\nitems: " + "[{kind: List, items: " * 20 + "[]" + "}]" * 20, ["deeper"]),
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", ["nested too deeply"]),
+    ],
+    ids=[
+        "unclosed",
+        "duplicate-key",
+        "not-utf8",
+        "containers-not-a-list",
+        "no-template",
+        "deep-lists",
+        "deeper-than-python",
+    ],
+)
+def test_broken_yaml_is_one_line(text: str | bytes, words: list[str]) -> None:
+    """YAML that does not parse or whose workload has no pod spec where one must be."""
+    refused(["--add", "ambassador"], text, *words)
+
+
+def test_an_alias_bomb_is_neither_expanded_nor_slow() -> None:
+    """Aliases nested nine deep (a billion references when expanded) are written back as
+    aliases, in well under the time an expansion would take."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        refs = ", ".join(f"*a{i - 1}" for _ in range(10))
+        levels.append(f"a{i}: &a{i} [{refs}]")
+    text = "kind: ConfigMap\ndata:\n" + "\n".join("  " + line for line in levels) + "\n"
+    start = time.monotonic()
+    result = inject(["--add", "ambassador"], text)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 30
+    assert len(result.stdout) < 10 * len(text)
