@@ -84,9 +84,9 @@ WARLOADER = Sidecar(
     _settings(
         "sources dest extract watch concurrency max_attempts retry_delay timeout "
         "download_min_rate download_min_rate_window download_deadline max_download_size "
-        "bearer_token_file basic_auth_file ca_file tls_verify max_extract_size "
-        "max_extract_files max_extract_ratio owner file_mode dir_mode progress_interval "
-        "poll_interval"
+        "bearer_token_file basic_auth_file registry_auth_file plain_http_registries "
+        "max_manifest_size ca_file tls_verify max_extract_size max_extract_files "
+        "max_extract_ratio owner file_mode dir_mode progress_interval poll_interval"
     ),
     9184,
     "loader-admin",
