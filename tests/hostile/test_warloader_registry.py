@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sidecars.warloader.errors import EXIT_DIGEST, EXIT_SOURCE
 from tests.hostile.test_warloader_servers import load, loopback_only, one_error
-from tests.warloader_support import war_bytes
+from tests.warloader_support import artifact_server, run_loader, war_bytes
 
 pytestmark = pytest.mark.integration
 __all__ = ["loopback_only"]  # its autouse fixture: nothing connects off this machine
@@ -279,3 +279,33 @@ async def test_a_manifest_not_matching_its_pinned_digest_is_refused(tmp_path: Pa
         said = await pull(reg, tmp_path / "d", ref=f"apps/sample@{digest(b'the pinned one')}")
     assert said.startswith(f"{EXIT_DIGEST} ") and "the manifest's digest is sha256:" in said
     assert not any("/blobs/" in p for p in reg.paths)
+
+
+async def test_a_blob_redirected_to_storage_gets_no_registry_token(tmp_path: Path) -> None:
+    """Registries redirect blob fetches to their storage: the redirect is followed, but the
+    registry's token is not sent to the storage (another origin), which sees no
+    Authorization; the blob is still checked against its digest."""
+
+    async def challenged(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") == "Bearer registry-token":
+            return await serve(manifest())(request)
+        realm = f"http://{request.host}/token"
+        return web.Response(status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+    async with fake_registry() as reg, artifact_server() as storage:
+        url = storage.put("/bucket/blob", WAR)
+        reg.manifest = challenged
+        reg.token = serve(b'{"token": "registry-token"}', "application/json")
+
+        async def redirect(request: web.Request) -> web.StreamResponse:
+            assert request.headers.get("Authorization") == "Bearer registry-token"
+            raise web.HTTPTemporaryRedirect(url)
+
+        reg.blob = redirect
+        dest = tmp_path / "d"
+        source = f"oci://{reg.address}/apps/sample:1#name=sample.war"
+        run = await run_loader({"WARLOADER_SOURCES": source, "WARLOADER_DEST": str(dest)})
+    assert run.code == 0, run.errors()
+    assert (dest / "sample.war").read_bytes() == WAR
+    assert [r["path"] for r in storage.requests] == ["/bucket/blob"]
+    assert "Authorization" not in storage.requests[0]

@@ -232,7 +232,8 @@ async def test_several_layers_need_a_choice(registry: str, tmp_path: Path) -> No
 
 async def test_htpasswd_registry_needs_the_credentials_file(tmp_path: Path) -> None:
     """A registry with basic auth: without WARLOADER_REGISTRY_AUTH_FILE one line asks for it
-    (exit 3); with it the artifact installs; the password is never logged."""
+    (exit 3), with a wrong password one line says it was refused; with the right one the
+    artifact installs; the password is never logged."""
     dest = tmp_path / "webapps"
     war = war_bytes()
     auth = htpasswd(tmp_path, "puller", "s3cret-pw")
@@ -246,6 +247,11 @@ async def test_htpasswd_registry_needs_the_credentials_file(tmp_path: Path) -> N
         run = await run_loader(env_for(source, dest))
         assert run.code == EXIT_SOURCE
         assert "asks for credentials" in one_error(run)
+        wrong = tmp_path / "wrong-auth"
+        wrong.write_text("puller:not-it")
+        run = await run_loader(env_for(source, dest, WARLOADER_REGISTRY_AUTH_FILE=str(wrong)))
+        assert run.code == EXIT_SOURCE
+        assert "refused us (HTTP 401): check WARLOADER_REGISTRY_AUTH_FILE" in one_error(run)
         run = await run_loader(env_for(source, dest, WARLOADER_REGISTRY_AUTH_FILE=str(creds)))
     assert run.code == 0, run.errors()
     assert (dest / "sample.war").read_bytes() == war
