@@ -48,13 +48,17 @@ def local_registry(
         "version: 0.1\n"
         "log:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {work / 'registry-data'}\n"
+        "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
         + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
         + (f"auth:\n{auth}" if auth else "")
     )
     with (work / "registry.log").open("wb") as log:
         proc = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+            [binary, "serve", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         try:
             wait_until(

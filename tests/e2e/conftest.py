@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, http_get, stop_process, wait_until
+from tests.helpers import http_get
+from tests.registry_support import local_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
@@ -196,33 +196,5 @@ def containers(engine: None) -> Iterator[Containers]:
 @pytest.fixture(scope="session")
 def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry (CNCF distribution) on 127.0.0.1, storage in a temp dir."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed (docker/engine installs it)")
-    work = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = work / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n  delete:\n"
-        "    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (work / "registry.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, "serve", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(
-            lambda: http_get(f"http://127.0.0.1:{port}/v2/", timeout=1.0)[0] == 200,
-            timeout=20.0,
-            what="docker-registry answering /v2/",
-        )
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
-        log.close()
+    with local_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
