@@ -230,7 +230,7 @@ def main() -> None:
     (work / "app-nginx.conf").write_text(APP_NGINX_CONF.format(dir=work, port=fast_port))
     fast_app = ["nginx", "-c", str(work / "app-nginx.conf"), "-p", str(work)]
     with (
-        process(pinned(1, [PY, "-m", "tests.adapter_support", str(app_port)])),
+        process(pinned(1, [PY, "-m", "support.metrics_app", str(app_port)])),
         process(pinned(1, fast_app)),
     ):
         app = f"http://127.0.0.1:{app_port}"
