@@ -1,7 +1,7 @@
 """The history of the benchmarks' ratios as one PNG: a panel per bench, a line per ratio, one
 point per run in date order (labelled with its date and commit), on a log scale around 1 (the
-anchor's figure). Run it as bench/plot [--dir build/bench] [--out build/bench/ratios.png]
-[--bench NAME ...]."""
+anchor's figure; for bench/images.py, which has no anchor, the goal). Run it as
+bench/plot [--dir build/bench] [--out build/bench/ratios.png] [--bench NAME ...]."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(
         len(runs), 1, figsize=(13, 3.6 * len(runs)), squeeze=False, layout="constrained"
@@ -57,7 +57,10 @@ def plot(runs: dict[str, list[dict[str, Any]]], out: Path) -> None:
     for ax, (bench, docs) in zip(axes[:, 0], sorted(runs.items()), strict=True):
         names = list(dict.fromkeys(n for d in docs for n in d["ratios"]))
         for n, name in enumerate(names):
-            xs = [i for i, d in enumerate(docs) if name in d["ratios"]]
+            # a ratio of 0 (ours grew no memory at all) has no place on a log scale
+            xs = [i for i, d in enumerate(docs) if d["ratios"].get(name, {}).get("value", 0) > 0]
+            if not xs:
+                continue
             ys = [docs[i]["ratios"][name]["value"] for i in xs]
             better = docs[xs[-1]]["ratios"][name].get("better", "higher")
             arrow = "\u2191" if better == "higher" else "\u2193"
@@ -65,11 +68,11 @@ def plot(runs: dict[str, list[dict[str, Any]]], out: Path) -> None:
             ax.plot(xs, ys, style, marker="o", markersize=4, label=f"{name} ({arrow} better)")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
-        plain = FuncFormatter(lambda y, _: f"{y:g}")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
-        ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_title(f"{bench}: ours / anchor, {len(docs)} run(s)", loc="left")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        one = "the goal" if bench == "images" else "the anchor's figure"  # images has no anchor
+        ax.set_title(f"{bench}: ratios (1 = {one}), {len(docs)} run(s)", loc="left")
         ax.set_xticks(range(len(docs)), [label(d) for d in docs], fontsize=7)
         ax.set_xlim(-0.5, max(len(docs) - 0.5, 0.5))
         ax.grid(True, which="both", axis="y", alpha=0.3)

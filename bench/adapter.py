@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import Record, recording  # noqa: E402
 from support.process import background as process  # noqa: E402
 from support.process import free_port, http_get, wait_until  # noqa: E402
 
@@ -105,7 +106,14 @@ def compare(
     ours: tuple[float, float, float],
     anchor: tuple[float, float, float],
     goal: str,
+    record: Record,
 ) -> None:
+    record.ratio(f"{what} req/s", ours[0] / anchor[0], ours=ours[0], anchor=anchor[0])
+    record.ratio(f"{what} p99", ours[1] / anchor[1], better="lower", ours=ours[1], anchor=anchor[1])
+    # as printed: the anchor's CPU per request over ours, so requests per core relative
+    record.ratio(
+        f"{what} CPU/req, anchor/ours", anchor[2] / ours[2], ours=ours[2], anchor=anchor[2]
+    )
     rows.append(
         (
             f"{what} req/s",
@@ -216,6 +224,11 @@ print(took, grew, n, len(text))
 
 
 def main() -> None:
+    with recording("adapter") as record:
+        run(record)
+
+
+def run(record: Record) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per side (median)")
@@ -239,6 +252,8 @@ def main() -> None:
         request = urllib.request.Request(app + "/control/metric", json.dumps(gauge).encode())
         urllib.request.urlopen(request, timeout=5).close()
         ready, rss = start_and_idle(app)
+        record.figure("start to ready s", ready)
+        record.figure("idle RSS MiB", rss)
         rows.append(("start to ready s", f"{ready:.2f}", "0.50", "(goal < 0.5 s)"))
         rows.append(("idle RSS MiB", f"{rss:.1f}", "40.0", "(goal < 40 MiB)"))
         common = {"ADAPTER_TARGET": app + "/metrics", "ADAPTER_LOG_LEVEL": "warning"}
@@ -278,20 +293,20 @@ def main() -> None:
                 ours, anchor = alternate(
                     (ours_health, health_proc.pid), (nginx + "/health", nginx_proc.pid), s, c, r
                 )
-                compare(rows, "cached /health", ours, anchor, "(goal >= 0.5x nginx static)")
+                compare(rows, "cached /health", ours, anchor, "(goal >= 0.5x nginx static)", record)
                 ours, anchor = alternate(
                     (mapped, paths_proc.pid), (nginx + "/mapped", nginx_proc.pid), s, c, r
                 )
-                compare(rows, "path mapping", ours, anchor, "(goal >= 0.5x nginx proxy)")
+                compare(rows, "path mapping", ours, anchor, "(goal >= 0.5x nginx proxy)", record)
                 # Every app answer head differs (a request id), so no head is seen twice.
                 varied = f"http://127.0.0.1:{paths_port}/varied"
                 ours, anchor = alternate(
                     (varied, paths_proc.pid), (nginx + "/varied", nginx_proc.pid), s, c, r
                 )
-                compare(rows, "mapping, new head each", ours, anchor, "(goal >= 0.5x)")
+                compare(rows, "mapping, new head each", ours, anchor, "(goal >= 0.5x)", record)
     shutil.rmtree(work, ignore_errors=True)
     for escaped in (False, True):
-        parser_rows(rows, parser_figures(args.megabytes, escaped), escaped)
+        parser_rows(rows, parser_figures(args.megabytes, escaped), escaped, record)
     print(
         f"anchors: nginx {nginx_version()} (static file; proxy_pass with keepalive), "
         "prometheus_client.parser"
@@ -323,12 +338,27 @@ def start_and_idle(app: str) -> tuple[float, float]:
 
 
 def parser_rows(
-    rows: list[tuple[str, str, str, str]], figures: dict[str, tuple[float, float]], escaped: bool
+    rows: list[tuple[str, str, str, str]],
+    figures: dict[str, tuple[float, float]],
+    escaped: bool,
+    record: Record,
 ) -> None:
     size_mb = figures["_bytes"][0] / 1e6
-    what = f"parse {size_mb:.1f} MB, {'escaped' if escaped else 'plain'} labels:"
+    labels = "escaped" if escaped else "plain"
+    what = f"parse {size_mb:.1f} MB, {labels} labels:"
     ours_s, ours_mb = figures["ours"]
     theirs_s, theirs_mb = figures["prometheus-client"]
+    record.ratio(
+        f"parse, {labels} labels: CPU, anchor/ours", theirs_s / ours_s, ours=ours_s, anchor=theirs_s
+    )
+    if theirs_mb > 0:
+        record.ratio(
+            f"parse, {labels} labels: peak RSS growth",
+            ours_mb / theirs_mb,
+            better="lower",
+            ours=ours_mb,
+            anchor=theirs_mb,
+        )
     ratio = f"{theirs_s / ours_s:.1f}x faster (goal >= 5x)"
     rows.append((f"{what} CPU s", f"{ours_s:.2f}", f"{theirs_s:.2f}", ratio))
     rows.append((f"{what} MB/s", f"{size_mb / ours_s:.1f}", f"{size_mb / theirs_s:.1f}", ""))

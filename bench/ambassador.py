@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import resource
@@ -36,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import Record, recording  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -199,9 +201,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("http", "tcp"), help="run one half of the bench")
     parser.add_argument("--receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.receive:
+    if args.receive:  # this script as the bulk receiver (bulk_mbs): no record of its own
         receive(args.receive)
         return
+    with recording("ambassador") as record:
+        run(args, record)
+
+
+def run(args: argparse.Namespace, record: Record) -> None:
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
@@ -224,9 +231,9 @@ def main() -> None:
             for p in ports:
                 wait_port(p)
             if args.only != "tcp":
-                rows += http_rows(measure_http(tmp, ports, secs))
+                rows += http_rows(measure_http(tmp, ports, secs), record)
             if args.only != "http":
-                rows += tcp_rows(measure_tcp(tmp, ports, secs))
+                rows += tcp_rows(measure_tcp(tmp, ports, secs), record)
     load_after = os.getloadavg()
     print(
         f"\nambassador bench: proxies pinned to CPU {PROXY_CPU}, load on CPU {LOAD_CPU}, "
@@ -247,11 +254,14 @@ def ratio(ours: float, anchor: float) -> str:
     return f"{ours / anchor:.2f}x" if anchor else "n/a"
 
 
-def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tuple[str, ...]]:
+def http_rows(
+    http: dict[str, dict[str, tuple[float, float, float]]], record: Record
+) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     names = ("ambassador", "haproxy", "nginx", "direct")
     for key, label in [("c16", "16 conns"), ("c64", "64 conns")]:
         a, h, n, d = (http[x][key] for x in names)
+        record.ratio(f"http req/s, {label}", a[0] / h[0], ours=a[0], anchor=h[0])
         rows.append(
             (f"http req/s, {label}", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ratio(a[0], h[0]))
         )
@@ -259,6 +269,7 @@ def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tu
             (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
         )
         ca, ch, cn = (http[x][key.replace("c", "cpu")][0] for x in names[:3])
+        record.ratio(f"http proxy CPU/request, {label}, anchor/ours", ch / ca, ours=ca, anchor=ch)
         rows.append(
             (
                 f"  proxy CPU us/request, {label}",
@@ -268,6 +279,8 @@ def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tu
             )
         )
     a, h, n, d = (http[x]["half"] for x in names)
+    record.figure("http half load: p99 ms added vs direct, ours", a[2] - d[2])
+    record.figure("http half load: p99 ms added vs direct, haproxy", h[2] - d[2])
     rows.append(("http half load: req/s", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ""))
     rows.append(("  p50/p99 ms", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), ""))
     rows.append(
@@ -283,8 +296,19 @@ def http_rows(http: dict[str, dict[str, tuple[float, float, float]]]) -> list[tu
     return rows
 
 
-def tcp_rows(tcp: dict[str, dict[str, float]]) -> list[tuple[str, ...]]:
+def tcp_rows(tcp: dict[str, dict[str, float]], record: Record) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
+    for key, name, better in [
+        ("bulk", "tcp MB/s, 1 GiB stream", "higher"),
+        ("conns", "tcp new connections/s", "higher"),
+        ("rss", "peak RSS, 1000 conns", "lower"),
+    ]:
+        a, h = tcp["ambassador"][key], tcp["haproxy"][key]
+        record.ratio(name, a / h if h else math.nan, better=better, ours=a, anchor=h)
+    a, h = tcp["ambassador"]["bulk"], tcp["haproxy"]["bulk_splice"]
+    record.ratio("tcp MB/s vs HAProxy with splice(2)", a / h, ours=a, anchor=h)
+    a, h = tcp["ambassador"]["cpu"], tcp["haproxy"]["cpu"]
+    record.ratio("tcp proxy CPU/connection, anchor/ours", h / a, ours=a, anchor=h)
     for key, label, fmt in [
         ("bulk", "tcp MB/s, 1 GiB stream", "{:.0f}"),
         ("bulk_splice", "  HAProxy with splice(2)", "{:.0f}"),

@@ -34,6 +34,11 @@ import time
 import uuid
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._record import Record, recording  # noqa: E402
+
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
 ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
 SETTINGS = {
@@ -180,7 +185,7 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def main() -> int:
+def main(record: Record) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--idle", type=float, default=3.0)
@@ -218,6 +223,11 @@ def main() -> int:
             f"{ready:>8.2f}s{best:>7.2f}s{cpu:>7.2f}s{engine:>8.2f}s"
         )
         ok &= own < GOALS["own"] and rss < GOALS["rss"] and ready < GOALS["ready"]
+        # no anchor here: the goals stand in for one
+        record.ratio(f"{name}: own layers / goal", own / GOALS["own"], better="lower")
+        record.ratio(f"{name}: idle RSS / goal", rss / GOALS["rss"], better="lower")
+        record.ratio(f"{name}: ready / goal", ready / GOALS["ready"], better="lower")
+        record.figure(f"{name}: image MB", size / 1e6)
     pause = inspect(f"{args.prefix}/pause:latest")["Size"]
     print(
         f"shared by all four: {mb(shared_size)} (base + dependencies + package); pause: {mb(pause)}"
@@ -229,4 +239,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with recording("images") as record:
+        code = main(record)
+    sys.exit(code)

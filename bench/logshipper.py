@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import Record, recording  # noqa: E402
 from sidecars.logshipper.template import template_body, template_name  # noqa: E402
 from support.process import free_port, stop_process  # noqa: E402
 
@@ -411,7 +412,10 @@ def median_figures(runs: list[dict[str, float]]) -> dict[str, float]:
     return {figure: statistics.median(r[figure] for r in runs) for figure in runs[0]}
 
 
-def table(title: str, results: dict[str, dict[str, float]]) -> None:
+BETTER = {"lines/s": "higher", "cpu s/M lines": "lower", "peak RSS MiB": "lower"}
+
+
+def table(title: str, results: dict[str, dict[str, float]], record: Record, target: str) -> None:
     print(f"\n{title}", flush=True)
     print(f"{'figure':<16}{'anchor':<12}{'ours':>12}{'anchor':>12}{'ratio':>8}")
     mine = results.get("logshipper")
@@ -420,6 +424,13 @@ def table(title: str, results: dict[str, dict[str, float]]) -> None:
     for anchor in (n for n in results if n != "logshipper"):
         for figure, value in results[anchor].items():
             ratio = mine[figure] / value if value else float("nan")
+            record.ratio(
+                f"{target}: {figure} vs {anchor}",
+                ratio,
+                better=BETTER[figure],
+                ours=mine[figure],
+                anchor=value,
+            )
             print(f"{figure:<16}{anchor:<12}{mine[figure]:>12.1f}{value:>12.1f}{ratio:>8.2f}")
     if len(results) == 1:
         for figure, value in mine.items():
@@ -427,6 +438,11 @@ def table(title: str, results: dict[str, dict[str, float]]) -> None:
 
 
 def main() -> None:
+    with recording("logshipper") as record:
+        run_all(record)
+
+
+def run_all(record: Record) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the file")
     parser.add_argument("--es", default="", help="a real node's URL (skipped when empty)")
@@ -460,7 +476,12 @@ def main() -> None:
                 sink_results[name] = run(name, spec, sink_counter(port), lines)
         finally:
             stop_process(sink)
-        table(f"{lines} lines of ~200 bytes, one file, to a local bulk sink", sink_results)
+        table(
+            f"{lines} lines of ~200 bytes, one file, to a local bulk sink",
+            sink_results,
+            record,
+            "sink",
+        )
         if args.es:
             head = work / "head.log"
             with log.open("rb") as src, head.open("wb") as dst:
@@ -475,9 +496,13 @@ def main() -> None:
                         print(f"# node round {n + 1}, {name}: {result}", file=sys.stderr)
                         rounds.setdefault(name, []).append(result)
             es_results = {name: median_figures(runs) for name, runs in rounds.items()}
-            table(f"{args.es_lines} lines to the real node at {args.es}", es_results)
+            table(
+                f"{args.es_lines} lines to the real node at {args.es}", es_results, record, "node"
+            )
         if args.outage and (not only or "logshipper" in only):
             hwm, rate = outage_rss(work, args.outage)
+            record.figure("peak RSS MiB through a sink outage", hwm)
+            record.figure("lines/s after a sink outage", rate)
             print(
                 f"\nlogshipper peak RSS, sink down {args.outage:.0f} s with 1 GiB written, "
                 f"then 10 s of catching up: {hwm:.1f} MiB ({rate:,.0f} lines/s after)"

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import Record, recording  # noqa: E402
 from sidecars.warloader.copier import CHUNK, Writeback, write_all  # noqa: E402
 from support.process import free_port, http_get, wait_until  # noqa: E402
 from support.warloader import run_loader, war_bytes  # noqa: E402
@@ -194,6 +195,11 @@ def load() -> str:
 
 
 def main() -> None:
+    with recording("warloader") as record:
+        run(record)
+
+
+def run(record: Record) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
@@ -264,14 +270,25 @@ def main() -> None:
     print(f"{work.parent}; {before} at the start, {load()} at the end")
     print(f"{'figure':46} {'ours':>12} {'anchor':>12} {'ratio':>7}")
     for figure, ours_s, anchor_s in rows:
+        record.ratio(figure, anchor_s / ours_s, ours=gib / ours_s, anchor=gib / anchor_s)
         print(
             f"{figure:46} {gib / ours_s:8.2f} GB/s {gib / anchor_s:8.2f} GB/s "
             f"{anchor_s / ours_s:6.2f}x"
         )
     print(f"sha256 alone: hashlib {hashlib_rate:.2f} GB/s, sha256sum {sha256sum_rate:.2f} GB/s")
+    record.ratio(
+        "sha256 alone: hashlib vs sha256sum",
+        hashlib_rate / sha256sum_rate,
+        ours=hashlib_rate,
+        anchor=sha256sum_rate,
+    )
     if ceiling:
         print(f"durable write from memory (the disk's ceiling for any install): {ceiling:.2f} GB/s")
+        record.figure("durable write from memory GB/s", ceiling)
     if args.only is None:
+        record.figure("path-only init container: start to exit s", start_s)
+        record.figure("path-only init container: peak RSS MiB", peak_mib)
+        record.figure("idle in --watch mode: RSS MiB", idle_mib)
         print(
             f"path-only init container, one WAR: start to exit {start_s:.2f} s (goal < 0.5 s), "
             f"peak RSS {peak_mib:.1f} MiB; idle in --watch mode: RSS {idle_mib:.1f} MiB "
