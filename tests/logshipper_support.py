@@ -254,6 +254,20 @@ def lines_in(path: Path) -> Iterator[dict[str, Any]]:
             yield orjson.loads(line)
 
 
+# a strict mapping that takes every field the shipper writes, so that only an app's
+# unmapped JSON field is refused
+_LOOSE = {"type": "object", "dynamic": True}
+STRICT_SHIPPER_MAPPING: dict[str, Any] = {
+    "@timestamp": {"type": "date"},
+    "message": {"type": "text"},
+    "tags": {"type": "keyword"},
+    **{
+        name: _LOOSE for name in ("log", "kubernetes", "ecs", "host", "agent", "container", "event")
+    },
+    "data_stream": _LOOSE,
+}
+
+
 def shipper_env(logs: Path, state: Path, hosts: str, index: str, **extra: str) -> dict[str, str]:
     """Settings for a logshipper subprocess with short timers, so tests run fast."""
     env = {

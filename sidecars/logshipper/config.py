@@ -43,6 +43,32 @@ def _optional_index(raw: str) -> str:
     return _index(raw) if raw.strip() else ""
 
 
+_NAME_PART = re.compile(r"[a-z0-9][a-z0-9_.]{0,99}")
+_TIME_VALUE = re.compile(r"[1-9][0-9]{0,8}(d|h|m|s|ms)")
+
+
+def _name_part(raw: str) -> str:
+    """A data stream dataset or namespace: Elastic's naming scheme forbids `-` in them."""
+    value = raw.strip()
+    if not _NAME_PART.fullmatch(value):
+        raise ValueError("expected 1-100 of a-z 0-9 _ . (no '-'), starting with a letter or digit")
+    return value
+
+
+def _retention(raw: str) -> str:
+    value = raw.strip()
+    if value and not _TIME_VALUE.fullmatch(value):
+        raise ValueError("expected an Elasticsearch time value such as 30d, 12h or empty")
+    return value
+
+
+def _policy(raw: str) -> str:
+    value = raw.strip()
+    if value and (value != value.lower() or any(c in value for c in ' "*\\<|,>/?#:')):
+        raise ValueError("expected an ILM policy name (lowercase, no spaces or , / * ? # :)")
+    return value
+
+
 def _nonempty(parse: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
     def check(raw: str) -> tuple[str, ...]:
         value = parse(raw)
@@ -72,24 +98,49 @@ class Config(CommonConfig):
         _nonempty(listing(_url)),
         metavar="URLS",
     )
-    index: str = setting(
-        "logs-app-%Y.%m.%d",
-        "index name, date pattern (from the record time) or data stream",
-        _index,
-        metavar="INDEX",
-    )
     data_stream: bool = setting(
-        "false", "INDEX is a data stream: write with op_type create", boolean, metavar="BOOL"
+        "true",
+        "write to a data stream (op_type create); false: plain indices",
+        boolean,
+        metavar="BOOL",
+    )
+    dataset: str = setting(
+        "app", "event.dataset and data_stream.dataset of every document", _name_part
+    )
+    namespace: str = setting("default", "data_stream.namespace of every document", _name_part)
+    index: str = setting(
+        "",
+        "target index or data stream, a date pattern (from the record time) for plain indices "
+        "(empty: logs-DATASET-NAMESPACE, or logshipper-DATASET-NAMESPACE-%Y.%m.%d for plain "
+        "indices)",
+        _optional_index,
+        metavar="INDEX",
     )
     index_template: bool = setting(
         "true",
-        "at start, create an index template mapping our ECS fields (not for data streams; "
-        "an existing template of the same name is kept)",
+        "at start, create an index template for the target mapping ECS fields "
+        "(an existing template of the same name is kept)",
         boolean,
         metavar="BOOL",
     )
     index_template_priority: int = setting(
-        "200", "priority of that index template", integer(0, 1_000_000), metavar="N"
+        "600",
+        "priority of that index template (above 500: wins over the built-in logs-*-*)",
+        integer(0, 1_000_000),
+        metavar="N",
+    )
+    index_replicas: int = setting(
+        "0", "index.number_of_replicas in that index template", integer(0, 100), metavar="N"
+    )
+    ilm_policy: str = setting(
+        "", "index.lifecycle.name in that index template (an ILM policy)", _policy, metavar="NAME"
+    )
+    data_retention: str = setting(
+        "",
+        "data stream lifecycle retention in that index template, e.g. 30d (data streams, "
+        "Elasticsearch 8.11+)",
+        _retention,
+        metavar="DURATION",
     )
     state_dir: str = setting(
         "/var/lib/logshipper", "directory for checkpoints and the dead-letter file", metavar="DIR"
@@ -216,6 +267,22 @@ class Config(CommonConfig):
     container_name: str = setting(
         "", "container name field (default: $CONTAINER_NAME)", metavar="NAME"
     )
+    pod_uid: str = setting("", "pod uid field (default: $POD_UID)", metavar="UID")
+    pod_labels_file: str = setting(
+        "",
+        'downward API file of the pod\'s labels (key="value" lines) for kubernetes.labels.*',
+        metavar="FILE",
+        check=readable_file,
+    )
+
+    @property
+    def target(self) -> str:
+        """The index or data stream written to: INDEX, else named from dataset and namespace."""
+        if self.index:
+            return self.index
+        if self.data_stream:
+            return f"logs-{self.dataset}-{self.namespace}"
+        return f"logshipper-{self.dataset}-{self.namespace}-%Y.%m.%d"
 
     def check(self) -> None:
         """Cross-field rules; raises ConfigError naming every problem."""
@@ -242,10 +309,15 @@ class Config(CommonConfig):
         if "%" in self.index and self.data_stream:
             problems.append(
                 f"LOGSHIPPER_INDEX={self.index!r}: expected a plain data stream name "
-                "(no date pattern) with LOGSHIPPER_DATA_STREAM=true"
+                "(no date pattern) with LOGSHIPPER_DATA_STREAM=true (the default)"
+            )
+        if self.data_retention and not self.data_stream:
+            problems.append(
+                f"LOGSHIPPER_DATA_RETENTION={self.data_retention!r}: expected "
+                "LOGSHIPPER_DATA_STREAM=true (a data stream lifecycle)"
             )
         if "%" in self.dead_letter_index or (
-            self.dead_letter_index and self.dead_letter_index == self.index
+            self.dead_letter_index and self.dead_letter_index == self.target
         ):
             problems.append(
                 f"LOGSHIPPER_DEAD_LETTER_INDEX={self.dead_letter_index!r}: expected a plain "

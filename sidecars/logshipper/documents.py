@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from sidecars.logshipper.ecs import merge
+
 _SAFE_INDEX = re.compile(r"[^a-z0-9._+-]")
 # bytes a JSON string must escape, except the newlines that separate lines
 _ESCAPED = bytes(range(0x20)).replace(b"\n", b"") + b'"\\'
@@ -250,7 +252,7 @@ class DocumentBuilder:
         log["file"] = {"path": orjson.loads(path_json)}
         log["offset"] = offset
         doc["log"] = log
-        doc.update(self._meta)
+        merge(doc, self._meta)
         if tags:
             old = doc.get("tags")
             if isinstance(old, str):

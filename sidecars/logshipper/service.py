@@ -16,6 +16,7 @@ from sidecars.logshipper.config import Config
 from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
+from sidecars.logshipper.ecs import agent_id, parse_labels, static_fields
 from sidecars.logshipper.files import CHUNK, Reader
 from sidecars.logshipper.metrics import Metrics
 from sidecars.logshipper.node import (
@@ -46,16 +47,37 @@ def _short(body: Any) -> str:
 
 
 def _metadata(config: Config) -> dict[str, Any]:
-    """Pod fields from the downward API: our settings, else the conventional variables."""
+    """The static ECS fields; pod fields from the downward API: our settings, else the
+    conventional variables."""
     env = os.environ
-    fields = {
-        "pod": {"name": config.pod_name or env.get("POD_NAME", "")},
-        "namespace": config.pod_namespace or env.get("POD_NAMESPACE", ""),
-        "node": {"name": config.node_name or env.get("NODE_NAME", "")},
-        "container": {"name": config.container_name or env.get("CONTAINER_NAME", "")},
-    }
-    kube = {k: v for k, v in fields.items() if (v.get("name") if isinstance(v, dict) else v)}
-    return {"kubernetes": kube} if kube else {}
+    labels = {}
+    if config.pod_labels_file:
+        try:
+            with open(config.pod_labels_file, encoding="utf-8", errors="replace") as f:
+                labels = parse_labels(f.read(1 << 20))
+        except OSError as exc:
+            raise ConfigError(
+                [f"LOGSHIPPER_POD_LABELS_FILE={config.pod_labels_file!r}: cannot read ({exc})"]
+            ) from None
+    try:
+        agent = agent_id(config.state_dir)
+    except OSError as exc:
+        raise ConfigError(
+            [f"LOGSHIPPER_STATE_DIR={config.state_dir!r}: cannot keep the agent id ({exc})"]
+        ) from None
+    return static_fields(
+        dataset=config.dataset,
+        namespace=config.namespace,
+        agent=agent,
+        pod={
+            "name": config.pod_name or env.get("POD_NAME", ""),
+            "uid": config.pod_uid or env.get("POD_UID", ""),
+            "namespace": config.pod_namespace or env.get("POD_NAMESPACE", ""),
+            "node": config.node_name or env.get("NODE_NAME", ""),
+            "container": config.container_name or env.get("CONTAINER_NAME", ""),
+        },
+        labels=labels,
+    )
 
 
 def _check_files(config: Config) -> None:
@@ -98,7 +120,7 @@ class Shipper:
         self.store = CheckpointStore(config.state_dir)
         self.dead_letter = DeadLetter(config.state_dir, config.dead_letter_max_size)
         self.builder = DocumentBuilder(
-            config.index,
+            config.target,
             create=config.data_stream,
             metadata=_metadata(config),
             json_lines=config.json,
@@ -324,11 +346,18 @@ class Shipper:
         """Create the index template before the first document creates an index (the senders
         wait for this): retried until Elasticsearch answers at all, then done either way."""
         c = self.config
-        if not c.index_template or c.data_stream:
+        if not c.index_template:
             self._template_done.set()
             return
-        path, body = template_request(c.index, c.index_template_priority)
-        name = template_name(c.index)
+        path, body = template_request(
+            c.target,
+            c.index_template_priority,
+            replicas=c.index_replicas,
+            data_stream=c.data_stream,
+            ilm_policy=c.ilm_policy,
+            data_retention=c.data_retention,
+        )
+        name = template_name(c.target)
         backoff = Backoff(0.1, 10.0)
         try:
             while True:

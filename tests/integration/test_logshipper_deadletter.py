@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import SidecarProcess, wait_until
 from tests.logshipper_support import (
+    STRICT_SHIPPER_MAPPING,
     admin_url,
     checkpoint_offsets,
     es_count,
@@ -23,14 +24,7 @@ from tests.servers.elasticsearch import create_strict_index, delete_index, searc
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
-LOOSE = {"type": "object", "dynamic": True}
-MAPPING = {
-    "@timestamp": {"type": "date"},
-    "message": {"type": "text"},
-    "log": LOOSE,
-    "kubernetes": LOOSE,
-    "tags": {"type": "keyword"},
-}
+MAPPING = STRICT_SHIPPER_MAPPING
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from sidecars.logshipper.template import template_name
 from tests.helpers import SidecarProcess, wait_until
 from tests.logshipper_support import (
+    STRICT_SHIPPER_MAPPING,
     CuttableProxy,
     LogWriter,
     admin_url,
@@ -236,18 +237,7 @@ def test_mapping_conflicts_go_to_the_dead_letter_file_and_never_block_the_rest(
 ) -> None:
     logs, state = dirs
     es_strict_index = es_index
-    loose = {"type": "object", "dynamic": True}
-    create_strict_index(
-        elasticsearch_url,
-        es_index,
-        {
-            "@timestamp": {"type": "date"},
-            "message": {"type": "text"},
-            "log": loose,
-            "kubernetes": loose,
-            "tags": {"type": "keyword"},
-        },
-    )
+    create_strict_index(elasticsearch_url, es_index, STRICT_SHIPPER_MAPPING)
     app = logs / "app.log"
     good = [orjson.dumps({"message": f"ok {i}"}).decode() for i in range(50)]
     bad = [orjson.dumps({"message": f"bad {i}", "unmapped_field": i}).decode() for i in range(3)]

@@ -20,8 +20,22 @@ def test_defaults_and_lists() -> None:
     c = SIDECAR.load_config([], {"LOGSHIPPER_PATHS": "/a/*.log, /b/**/*.log,"})
     assert c.paths == ("/a/*.log", "/b/**/*.log")
     assert c.admin_addr == ("0.0.0.0", 9181)
-    assert c.es_verify_certs and not c.data_stream and c.index == "logs-app-%Y.%m.%d"
+    assert c.es_verify_certs and c.data_stream and c.index == ""
+    assert c.target == "logs-app-default"  # Elastic's data stream naming scheme
+    assert c.index_template_priority > 500  # above the built-in logs-*-* templates
+    assert c.index_replicas == 0
     c.check()
+
+
+def test_the_target_is_named_from_dataset_and_namespace_unless_given() -> None:
+    """Data streams by default (`logs-<dataset>-<namespace>`), dated plain indices as an
+    option; an explicit LOGSHIPPER_INDEX wins over both."""
+    env = {"LOGSHIPPER_DATASET": "nginx.access", "LOGSHIPPER_NAMESPACE": "prod"}
+    assert SIDECAR.load_config([], env).target == "logs-nginx.access-prod"
+    plain = SIDECAR.load_config([], {**env, "LOGSHIPPER_DATA_STREAM": "false"})
+    assert plain.target == "logshipper-nginx.access-prod-%Y.%m.%d"
+    given = SIDECAR.load_config([], {**env, "LOGSHIPPER_INDEX": "mine"})
+    assert given.target == "mine"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +50,12 @@ def test_defaults_and_lists() -> None:
         ("MULTILINE_PATTERN", "(["),
         ("BATCH_MAX_BYTES", "1"),
         ("READ_FROM", "middle"),
+        ("DATASET", "has-dash"),
+        ("NAMESPACE", ""),
+        ("NAMESPACE", "Prod"),
+        ("DATA_RETENTION", "7 days"),
+        ("ILM_POLICY", "a,b"),
+        ("INDEX_REPLICAS", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, value: str) -> None:
@@ -51,7 +71,8 @@ def test_bad_values_name_the_variable(var: str, value: str) -> None:
         ({"LOGSHIPPER_ES_API_KEY": "k", "LOGSHIPPER_ES_USERNAME": "u"}, "either"),
         ({"LOGSHIPPER_ES_CLIENT_CERT": "/c.pem"}, "LOGSHIPPER_ES_CLIENT_KEY"),
         ({"LOGSHIPPER_BATCH_MAX_BYTES": "1MiB", "LOGSHIPPER_QUEUE_MAX_BYTES": "512KiB"}, "QUEUE"),
-        ({"LOGSHIPPER_DATA_STREAM": "true"}, "data stream"),
+        ({"LOGSHIPPER_INDEX": "logs-%Y"}, "data stream"),
+        ({"LOGSHIPPER_DATA_STREAM": "false", "LOGSHIPPER_DATA_RETENTION": "7d"}, "DATA_STREAM"),
     ],
 )
 def test_cross_field_rules(env: dict[str, str], needle: str) -> None:
