@@ -75,7 +75,7 @@ def sidecar_of(container: dict[str, Any]) -> str | None:
 
 def _pod_path(env: dict[str, Any]) -> bool:
     """A setting naming a file inside the pod (a mounted ConfigMap) cannot be read here."""
-    return env["name"].endswith("_RULES") and str(env.get("value", "")).startswith("/")
+    return env["name"].endswith(("_RULES", "_FILE")) and str(env.get("value", "")).startswith("/")
 
 
 def assert_sidecar_settings(where: str, c: dict[str, Any]) -> None:
@@ -91,7 +91,9 @@ def assert_sidecar_settings(where: str, c: dict[str, Any]) -> None:
         assert env["name"] in known, f"{where}: {env['name']} is no {sidecar} setting"
     # and every value parses (paths inside the pod's volumes are not checked here)
     values = {e["name"]: e["value"] for e in ours if "value" in e and not _pod_path(e)}
-    load(config, sidecar.upper(), [], values)
+    loaded = load(config, sidecar.upper(), [], values)
+    if hasattr(loaded, "check"):
+        loaded.check()  # cross-field rules (a date pattern for a data stream)
     if sidecar == "warloader":
         return  # an init container that exits: no probes
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
