@@ -289,6 +289,8 @@ def shipper_env(logs: Path, state: Path, hosts: str, index: str, **extra: str) -
         # template turn it on (and delete it)
         "LOGSHIPPER_INDEX_TEMPLATE": "false",
     }
+    if "%" in index:
+        env["LOGSHIPPER_DATA_STREAM"] = "false"  # a date pattern names plain indices
     env.update({f"LOGSHIPPER_{k.upper()}": v for k, v in extra.items()})
     return env
 

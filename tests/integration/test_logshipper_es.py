@@ -386,7 +386,9 @@ def test_index_template_maps_our_ecs_fields_before_the_first_document(
     app = logs / "app.log"
     written = [f"line {i}" for i in range(20)]
     app.write_text("\n".join(written) + "\n")
-    env = shipper_env(logs, state, elasticsearch_url, es_index, index_template="true")
+    env = shipper_env(
+        logs, state, elasticsearch_url, es_index, index_template="true", data_stream="false"
+    )
     name = template_name(es_index)
     try:
         with SidecarProcess("logshipper", env=env) as proc:
