@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--conns", type=int, default=16)
     parser.add_argument("--annotate", action="store_true", help="print callgrind_annotate")
+    parser.add_argument("--keep", type=Path, metavar="FILE", help="copy the callgrind dump here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -104,6 +106,8 @@ def main() -> None:
             control(pid, "--dump")
             dump = tmp / "callgrind.out.1"  # callgrind_control returns once it is written
             text = dump.read_text(errors="replace")
+            if args.keep:
+                shutil.copyfile(dump, args.keep)
         m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
         if m is None:
             sys.exit("callgrind: no totals in the dump")

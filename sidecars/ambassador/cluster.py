@@ -21,7 +21,8 @@ class RetryBudget:
         self.stamp = time.monotonic()
 
     def record_request(self) -> None:
-        self.tokens = min(self.cap, self.tokens + self.ratio)
+        tokens = self.tokens + self.ratio  # per request: cheaper than min()
+        self.tokens = tokens if tokens < self.cap else self.cap
 
     def try_spend(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -98,11 +99,11 @@ class Cluster:
             skip = {id(m) for m in tried}
             candidates = [m for m in members if m.available(now) and id(m) not in skip]
         else:
-            skip = set()
             candidates = [m for m in members if m.healthy and m.ejected_until <= now]
         if not candidates:
             if any(m.available(now) for m in members):
                 return None  # the healthy ones were all tried already
+            skip = {id(m) for m in tried}
             candidates = [m for m in members if id(m) not in skip]
             if not candidates:
                 return None

@@ -121,8 +121,10 @@ class Pool:
             return
         if conn.paused:  # idle, it must see the member closing it
             conn.pause_reading(False)
-        stack = self.idle_conns.setdefault(conn.member, [])
-        if len(stack) >= self.size:
+        stack = self.idle_conns.get(conn.member)
+        if stack is None:
+            stack = self.idle_conns[conn.member] = []
+        elif len(stack) >= self.size:
             conn.close()
             return
         conn.idle_since = time.monotonic()
