@@ -98,8 +98,11 @@ class Cluster:
         if tried:
             skip = {id(m) for m in tried}
             candidates = [m for m in members if m.available(now) and id(m) not in skip]
-        else:
-            candidates = [m for m in members if m.healthy and m.ejected_until <= now]
+        else:  # a loop, not a comprehension: no function object made per request
+            candidates = []
+            for m in members:
+                if m.healthy and m.ejected_until <= now:
+                    candidates.append(m)
         if not candidates:
             if any(m.available(now) for m in members):
                 return None  # the healthy ones were all tried already

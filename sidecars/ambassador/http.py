@@ -226,7 +226,8 @@ class ClientSide(asyncio.Protocol):
             else:
                 self.transport.close()
             return
-        self.resume()
+        if self.paused:
+            self.resume()
         if self.buf:
             data, self.buf = self.buf, b""
             self._head(data)
