@@ -1,0 +1,183 @@
+"""Every metrics page of every sidecar, scraped from real running sidecars with traffic through
+them (so every labelled family has series) and linted by `promtool check metrics`, which
+scripts/setup installs: no page may draw a single lint warning."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from support.warloader import war_bytes
+from tests.adapter_support import app_process
+from tests.helpers import ROOT, SidecarProcess, free_port, http_get, wait_until
+from tests.logshipper_support import BulkSink, metric, shipper_env
+
+pytestmark = pytest.mark.integration
+
+PROMTOOL = ROOT / ".cache" / "go" / "bin" / "promtool"
+PAGES = (
+    "logshipper",
+    "ambassador-tcp",
+    "ambassador-http",
+    "adapter",
+    "adapter-data",
+    "warloader",
+)
+
+
+class _Member(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def member() -> Iterator[int]:
+    """A real HTTP member in a thread; its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Member)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def get_through(port: int) -> bytes:
+    """One GET through a proxy port on a fresh connection, read to its end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
+def started(stack: contextlib.ExitStack, name: str, env: dict[str, str], admin: int) -> None:
+    proc = stack.enter_context(SidecarProcess(name, env))
+    proc.wait_http(f"http://127.0.0.1:{admin}/healthz")
+
+
+def start_logshipper(stack: contextlib.ExitStack, tmp: Path) -> str:
+    sink = stack.enter_context(BulkSink())
+    (tmp / "logs").mkdir(parents=True)
+    (tmp / "logs" / "app.log").write_text("one\ntwo\nthree\n")
+    env = shipper_env(tmp / "logs", tmp / "state", sink.url, "logs-lint")
+    admin = "http://" + env["LOGSHIPPER_ADMIN_ADDR"]
+    started(stack, "logshipper", env, int(admin.rsplit(":", 1)[1]))
+    wait_until(
+        lambda: metric(admin, "logshipper_documents_delivered_total") >= 3, 30, "3 delivered"
+    )
+    return admin + "/metrics"
+
+
+def start_ambassador(stack: contextlib.ExitStack, mode: str, member_port: int) -> str:
+    admin, listen = free_port(), free_port()
+    env = {
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{listen}",
+        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member_port}",
+        "AMBASSADOR_MODE": mode,
+    }
+    started(stack, "ambassador", env, admin)
+    wait_until(lambda: get_through(listen).endswith(b"ok"), 15, f"a GET through {mode}")
+    return f"http://127.0.0.1:{admin}/metrics"
+
+
+def start_adapter(stack: contextlib.ExitStack, mode: str, target: str) -> tuple[str, str]:
+    admin, listen = free_port(), free_port()
+    env = {
+        "ADAPTER_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "ADAPTER_LISTEN": f"127.0.0.1:{listen}",
+        "ADAPTER_MODE": mode,
+        "ADAPTER_TARGET": target,
+        "ADAPTER_CACHE": "0s",
+    }
+    started(stack, "adapter", env, admin)
+    page = "/health" if mode == "health-from-metrics" else "/metrics"
+    service = f"http://127.0.0.1:{listen}{page}"
+    wait_until(lambda: http_get(service)[0] == 200, 15, f"the adapter's {page}")
+    return f"http://127.0.0.1:{admin}/metrics", service
+
+
+def start_warloader(stack: contextlib.ExitStack, tmp: Path) -> str:
+    admin = free_port()
+    tmp.mkdir()
+    (tmp / "app.war").write_bytes(war_bytes())
+    env = {
+        "WARLOADER_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "WARLOADER_SOURCES": str(tmp / "app.war"),
+        "WARLOADER_DEST": str(tmp / "dest"),
+        "WARLOADER_WATCH": "true",
+    }
+    proc = stack.enter_context(SidecarProcess("warloader", env))
+    proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
+    return f"http://127.0.0.1:{admin}/metrics"
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Page name -> URL, each sidecar running and having done its job at least once."""
+    tmp = tmp_path_factory.mktemp("pages")
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(member())
+        app = stack.enter_context(app_process())
+        urls = {
+            "logshipper": start_logshipper(stack, tmp / "logshipper"),
+            "ambassador-tcp": start_ambassador(stack, "tcp", port),
+            "ambassador-http": start_ambassador(stack, "http", port),
+            "adapter": start_adapter(stack, "health-from-metrics", app.base + "/metrics")[0],
+            "adapter-data": start_adapter(
+                stack, "metrics-from-health", app.base + "/actuator/health"
+            )[1],
+            "warloader": start_warloader(stack, tmp / "warloader"),
+        }
+        yield urls
+
+
+def promtool_check(page: bytes) -> subprocess.CompletedProcess[bytes]:
+    if not PROMTOOL.exists():
+        pytest.fail(f"{PROMTOOL.relative_to(ROOT)} is missing: run scripts/setup")
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=page, capture_output=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_is_promtool_clean(pages: dict[str, str], name: str) -> None:
+    """`promtool check metrics` exits 0 and prints nothing for the page."""
+    status, body = http_get(pages[name])
+    assert status == 200
+    result = promtool_check(body)
+    problems = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 0 and not problems.strip(), problems
+
+
+def test_promtool_flags_a_page_against_the_naming_rules() -> None:
+    """The gate can fail: a counter without `_total` and a gauge in milliseconds are flagged."""
+    page = (
+        b"# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests 1\n"
+        b"# HELP x_delay_milliseconds Delay.\n# TYPE x_delay_milliseconds gauge\n"
+        b"x_delay_milliseconds 1\n"
+    )
+    result = promtool_check(page)
+    problems = result.stderr.decode()
+    assert result.returncode == 3, problems
+    assert 'x_requests counter metrics should have "_total" suffix' in problems
+    assert 'x_delay_milliseconds use base unit "seconds"' in problems
