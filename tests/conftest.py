@@ -16,7 +16,12 @@ _SUITES = ("unit", "integration", "e2e", "fuzz")
 
 # The first test to use the Elasticsearch node starts it, on a fresh machine after a Maven
 # download: its fixture's own deadline (es-node's, 180 s) must not be cut by the default timeout.
-_NODE_FIXTURES = {"elasticsearch_url", "elasticsearch_small_queue_url", "elasticsearch_secure"}
+_NODE_FIXTURES = {
+    "elasticsearch_url",
+    "elasticsearch_small_queue_url",
+    "elasticsearch_secure",
+    "elasticsearch_recent_url",
+}
 _NODE_TIMEOUT = 600
 
 

@@ -17,7 +17,8 @@ from sidecars.logshipper.ecs import ECS_VERSION
 from sidecars.logshipper.template import template_name
 from tests.helpers import SidecarProcess, wait_until
 from tests.logshipper_support import admin_url, es_count, shipper_env
-from tests.servers.elasticsearch import delete_index, es_request, search
+from tests.servers.elasticsearch import delete_index, distribution, es_request, search
+from tests.servers.es_builtin import install_builtin_logs_template
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
@@ -229,3 +230,98 @@ def test_plain_indices_remain_an_option(
     finally:
         delete_index(elasticsearch_url, pattern)
         _cleanup(elasticsearch_url, template)
+
+
+def _backing_settings(url: str, stream: str) -> dict[str, Any]:
+    status, resolved = es_request(url, "GET", f"/_resolve/index/{stream}")
+    (ds,) = resolved["data_streams"]
+    (backing,) = ds["backing_indices"]
+    status, settings = es_request(url, "GET", f"/{backing}/_settings")
+    assert status == 200, settings
+    return dict(settings[backing]["settings"]["index"])
+
+
+def test_works_with_the_builtin_logs_template_and_ours_wins_over_it(
+    dirs: tuple[Path, Path], elasticsearch_url: str, dataset: str
+) -> None:
+    """Elasticsearch's own `logs-*-*` template (from the distribution's resources, see
+    tests/servers/es_builtin.py) is installed for this test's names. Without our template
+    the shipper's data stream is made from the built-in one (its `best_compression` codec)
+    and every line arrives; with ours (priority 600 > 100) ours makes it (0 replicas, no such
+    codec, `log.level` keyword)."""
+    logs, state = dirs
+    builtin = install_builtin_logs_template(
+        elasticsearch_url, distribution(), dataset, f"logs-{dataset}*-*"
+    )
+    line = '{"message":"m","log":{"level":"info"}}\n'
+    (logs / "app.log").write_text(line * 5)
+    for suffix, ours in (("b", "false"), ("o", "true")):
+        env = shipper_env(
+            logs,
+            Path(f"{state}-{suffix}"),
+            elasticsearch_url,
+            "",
+            dataset=dataset + suffix,
+            index_template=ours,
+            json="true",
+        )
+        Path(env["LOGSHIPPER_STATE_DIR"]).mkdir()
+        stream = f"logs-{dataset}{suffix}-default"
+        with SidecarProcess("logshipper", env=env) as proc:
+            wait_until(lambda s=stream: es_count(elasticsearch_url, s) == 5, 60, "5 docs")
+            assert proc.terminate() == 0
+        settings = _backing_settings(elasticsearch_url, stream)
+        if ours == "false":
+            assert settings.get("codec") == "best_compression", settings  # the built-in's
+        else:
+            assert "codec" not in settings and settings["number_of_replicas"] == "0"
+            assert _mapped_types(elasticsearch_url, stream)["log.level"] == "keyword"
+    status, body = es_request(elasticsearch_url, "GET", f"/_index_template/{builtin}")
+    assert body["index_templates"][0]["index_template"]["priority"] == 100  # Elastic's
+
+
+def test_an_ilm_policy_the_node_cannot_hold_refuses_the_template_not_the_documents(
+    dirs: tuple[Path, Path], elasticsearch_url: str, dataset: str
+) -> None:
+    """LOGSHIPPER_ILM_POLICY sets `index.lifecycle.name` in the template. This node has no
+    ILM, so it refuses the template: one warning names the unknown setting, and the lines
+    are still delivered (to a target created without the template)."""
+    logs, state = dirs
+    (logs / "app.log").write_text("a\nb\n")
+    env = shipper_env(
+        logs,
+        state,
+        elasticsearch_url,
+        "",
+        dataset=dataset,
+        index_template="true",
+        ilm_policy="logs",
+    )
+    with SidecarProcess("logshipper", env=env) as proc:
+        wait_until(lambda: es_count(elasticsearch_url, f"logs-{dataset}-default") == 2, 60, "2")
+        (warning,) = [r for r in proc.log_lines() if "index template not created" in r["msg"]]
+        assert "index.lifecycle.name" in warning["error"]
+        assert proc.terminate() == 0
+
+
+def test_data_retention_reaches_the_data_stream_on_a_recent_node(
+    dirs: tuple[Path, Path], elasticsearch_recent_url: str, dataset: str
+) -> None:
+    """LOGSHIPPER_DATA_RETENTION puts `lifecycle.data_retention` in the template; a node of
+    8.11 or later (8.19 here) gives it to the data stream it creates (its cluster state;
+    the REST handlers of `_data_stream` are in a module the test distribution lacks)."""
+    logs, state = dirs
+    url = elasticsearch_recent_url
+    (logs / "app.log").write_text("a\n")
+    env = shipper_env(
+        logs, state, url, "", dataset=dataset, index_template="true", data_retention="7d"
+    )
+    stream = f"logs-{dataset}-default"
+    with SidecarProcess("logshipper", env=env) as proc:
+        wait_until(lambda: es_count(url, stream) == 1, 60, "1 doc")
+        assert proc.terminate() == 0
+    status, state_doc = es_request(url, "GET", "/_cluster/state/metadata")
+    assert status == 200, state_doc
+    ds = state_doc["metadata"]["data_stream"]["data_stream"][stream]
+    assert ds["lifecycle"]["data_retention"] == "7d"
+    assert ds["indices"][0]["index_name"].startswith(f".ds-{stream}-")

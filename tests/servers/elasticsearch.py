@@ -327,6 +327,31 @@ def elasticsearch_small_queue_url() -> Iterator[str]:
         stop_node(node, wipe=True)
 
 
+# a recent 8.x for what 8.7.1 cannot parse (a data stream lifecycle in a template); it
+# answers GET / with 405 (see elasticsearch/README.md), so readiness asks /_cluster/health
+RECENT_ES_VERSION = "8.19.21"
+
+
+def distribution(version: str = "") -> Path:
+    """The unpacked distribution (ES_HOME) of `version` (default: es-node's), fetched once."""
+    proc = _es_node("fetch", env={"ES_VERSION": version} if version else None)
+    if proc.returncode != 0:
+        pytest.fail(f"es-node fetch failed:\n{proc.stderr}", pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_recent_url() -> Iterator[str]:
+    """A node of RECENT_ES_VERSION on ``ES_RECENT_PORT`` or a free port."""
+    port = int(os.environ.get("ES_RECENT_PORT", "0")) or free_port()
+    node = start_node(port, env={"ES_VERSION": RECENT_ES_VERSION})
+    try:
+        _wait_answers(node.url, time.monotonic() + 60)
+        yield node.url
+    finally:
+        stop_node(node, wipe=True)
+
+
 def _index_name() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
