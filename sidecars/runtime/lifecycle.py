@@ -11,13 +11,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    enable_created_metrics,
+)
 
 from sidecars import __version__
 from sidecars.runtime import admin, checks, logs, tasks
 from sidecars.runtime.settings import (
     EXIT_CONFIG,
     ConfigError,
+    boolean,
     build_parser,
     choice,
     duration,
@@ -62,6 +69,12 @@ class CommonConfig:
         "/healthz fails when a supervised loop made no progress for this long beyond its period",
         duration(0.1, 86400.0),
         metavar="DURATION",
+    )
+    metrics_created: bool = setting(
+        "false",
+        "also export the _created series (start time) of each counter and histogram",
+        boolean,
+        metavar="BOOL",
     )
 
 
@@ -163,6 +176,8 @@ def _run_loop(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) 
 
 
 async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) -> int:
+    # prometheus_client keeps this switch per process, and a process is one sidecar
+    (enable_created_metrics if config.metrics_created else disable_created_metrics)()
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     info = Gauge(

@@ -116,7 +116,7 @@ def start_adapter(stack: contextlib.ExitStack, mode: str, target: str) -> tuple[
     return f"http://127.0.0.1:{admin}/metrics", service
 
 
-def start_warloader(stack: contextlib.ExitStack, tmp: Path) -> str:
+def start_warloader(stack: contextlib.ExitStack, tmp: Path, **extra: str) -> str:
     admin = free_port()
     tmp.mkdir()
     (tmp / "app.war").write_bytes(war_bytes())
@@ -125,6 +125,7 @@ def start_warloader(stack: contextlib.ExitStack, tmp: Path) -> str:
         "WARLOADER_SOURCES": str(tmp / "app.war"),
         "WARLOADER_DEST": str(tmp / "dest"),
         "WARLOADER_WATCH": "true",
+        **extra,
     }
     proc = stack.enter_context(SidecarProcess("warloader", env))
     proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
@@ -181,3 +182,21 @@ def test_promtool_flags_a_page_against_the_naming_rules() -> None:
     assert result.returncode == 3, problems
     assert 'x_requests counter metrics should have "_total" suffix' in problems
     assert 'x_delay_milliseconds use base unit "seconds"' in problems
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_no_created_series_by_default(pages: dict[str, str], name: str) -> None:
+    """No page carries a `*_created` series unless asked for."""
+    body = http_get(pages[name])[1].decode()
+    assert [line for line in body.splitlines() if "_created" in line] == []
+
+
+def test_metrics_created_setting_brings_the_created_series_back(tmp_path: Path) -> None:
+    """`<SIDECAR>_METRICS_CREATED=true` exports a `_created` series beside each counter and
+    histogram prometheus_client keeps."""
+    with contextlib.ExitStack() as stack:
+        url = start_warloader(stack, tmp_path / "w", WARLOADER_METRICS_CREATED="true")
+        body = http_get(url)[1].decode()
+    assert 'warloader_artifacts_created{outcome="installed"}' in body
+    assert "warloader_load_seconds_created " in body
+    assert promtool_check(body.encode()).returncode == 0
