@@ -177,7 +177,10 @@ def _run_loop(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) 
 
 async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) -> int:
     # prometheus_client keeps this switch per process, and a process is one sidecar
-    (enable_created_metrics if config.metrics_created else disable_created_metrics)()
+    if config.metrics_created:
+        enable_created_metrics()  # type: ignore[no-untyped-call]
+    else:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     info = Gauge(
