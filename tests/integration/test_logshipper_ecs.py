@@ -6,7 +6,6 @@ plain indices remain an option; parsed JSON fields get their ECS types."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +88,11 @@ def _mapped_types(url: str, target: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def dataset() -> Iterator[str]:
-    """A unique dataset; its templates are deleted after the test (a data stream cannot be:
-    the node lacks the data streams module's REST handlers, see elasticsearch/README.md)."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-
-
-def _cleanup(url: str, *templates: str) -> None:
-    for name in templates:
-        es_request(url, "DELETE", f"/_index_template/{name}")
+def dataset() -> str:
+    """A unique dataset. The data streams made with it stay on the node, with the templates
+    they use: the node lacks the data streams module's REST handlers that delete them (see
+    elasticsearch/README.md)."""
+    return f"t{uuid.uuid4().hex[:10]}"
 
 
 def test_default_target_is_a_data_stream_of_ecs_documents(
@@ -129,66 +123,61 @@ def test_default_target_is_a_data_stream_of_ecs_documents(
         pod_labels_file=str(labels),
     )
     stream = f"logs-{dataset}-default"
-    try:
-        with SidecarProcess("logshipper", env={**env, **POD_ENV}) as proc:
-            proc.wait_http(admin_url(env) + "/readyz")
-            wait_until(lambda: es_count(elasticsearch_url, stream) == 2, 60, "2 docs")
-            assert proc.terminate() == 0
-        status, resolved = es_request(elasticsearch_url, "GET", f"/_resolve/index/{stream}")
-        assert status == 200, resolved
-        (ds,) = resolved["data_streams"]
-        assert ds["name"] == stream and ds["timestamp_field"] == "@timestamp"
-        (backing,) = ds["backing_indices"]
-        assert backing.startswith(f".ds-{stream}-") and backing.endswith("-000001")
-        status, settings = es_request(elasticsearch_url, "GET", f"/{backing}/_settings")
-        assert settings[backing]["settings"]["index"]["number_of_replicas"] == "0"
+    with SidecarProcess("logshipper", env={**env, **POD_ENV}) as proc:
+        proc.wait_http(admin_url(env) + "/readyz")
+        wait_until(lambda: es_count(elasticsearch_url, stream) == 2, 60, "2 docs")
+        assert proc.terminate() == 0
+    status, resolved = es_request(elasticsearch_url, "GET", f"/_resolve/index/{stream}")
+    assert status == 200, resolved
+    (ds,) = resolved["data_streams"]
+    assert ds["name"] == stream and ds["timestamp_field"] == "@timestamp"
+    (backing,) = ds["backing_indices"]
+    assert backing.startswith(f".ds-{stream}-") and backing.endswith("-000001")
+    status, settings = es_request(elasticsearch_url, "GET", f"/{backing}/_settings")
+    assert settings[backing]["settings"]["index"]["number_of_replicas"] == "0"
 
-        docs = {d["message"]: d for d in search(elasticsearch_url, stream)}
-        plain, parsed = docs["plain line"], docs["json line"]
-        types = _mapped_types(elasticsearch_url, stream)
-        for doc in (plain, parsed):
-            for name, value in _flatten(doc).items():
-                assert name in ECS_TYPES, f"{name} is not an ECS (or Filebeat) field"
-                expected = ECS_TYPES[name]
-                assert types[name] == SAME_FAMILY.get(expected, expected), name
-                if expected in ("long",):
-                    assert isinstance(value, int), name
-                else:
-                    assert isinstance(value, str), name
-        assert types["log.level"] == "keyword" and parsed["log"]["level"] == "warn"
-        assert plain["ecs"] == {"version": ECS_VERSION}
-        assert plain["agent"]["type"] == "logshipper" and plain["agent"]["version"] == __version__
-        assert plain["host"]["name"] == plain["agent"]["name"]
-        assert plain["container"] == {"name": "app"}
-        assert plain["kubernetes"] == {
-            "pod": {"name": "web-0", "uid": POD_ENV["POD_UID"]},
-            "namespace": "shop",
-            "node": {"name": "node-a"},
-            "container": {"name": "app"},
-            "labels": {"app": "web", "app_kubernetes_io/name": "shop-web"},
-        }
-        assert plain["event"] == {"dataset": dataset}
-        assert plain["data_stream"] == {"type": "logs", "dataset": dataset, "namespace": "default"}
-        assert plain["log"] == {"file": {"path": str(app)}, "offset": 0}
-        assert parsed["log"]["offset"] == len("plain line\n")
-        assert parsed["event"] == {"duration": 1500, "dataset": dataset}
+    docs = {d["message"]: d for d in search(elasticsearch_url, stream)}
+    plain, parsed = docs["plain line"], docs["json line"]
+    types = _mapped_types(elasticsearch_url, stream)
+    for doc in (plain, parsed):
+        for name, value in _flatten(doc).items():
+            assert name in ECS_TYPES, f"{name} is not an ECS (or Filebeat) field"
+            expected = ECS_TYPES[name]
+            assert types[name] == SAME_FAMILY.get(expected, expected), name
+            if expected in ("long",):
+                assert isinstance(value, int), name
+            else:
+                assert isinstance(value, str), name
+    assert types["log.level"] == "keyword" and parsed["log"]["level"] == "warn"
+    assert plain["ecs"] == {"version": ECS_VERSION}
+    assert plain["agent"]["type"] == "logshipper" and plain["agent"]["version"] == __version__
+    assert plain["host"]["name"] == plain["agent"]["name"]
+    assert plain["container"] == {"name": "app"}
+    assert plain["kubernetes"] == {
+        "pod": {"name": "web-0", "uid": POD_ENV["POD_UID"]},
+        "namespace": "shop",
+        "node": {"name": "node-a"},
+        "container": {"name": "app"},
+        "labels": {"app": "web", "app_kubernetes_io/name": "shop-web"},
+    }
+    assert plain["event"] == {"dataset": dataset}
+    assert plain["data_stream"] == {"type": "logs", "dataset": dataset, "namespace": "default"}
+    assert plain["log"] == {"file": {"path": str(app)}, "offset": 0}
+    assert parsed["log"]["offset"] == len("plain line\n")
+    assert parsed["event"] == {"duration": 1500, "dataset": dataset}
 
-        # restart: the same agent id, a new ephemeral one
-        with app.open("a") as f:
-            f.write("after restart\n")
-        with SidecarProcess("logshipper", env={**env, **POD_ENV}) as proc:
-            wait_until(lambda: es_count(elasticsearch_url, stream) == 3, 60, "3 docs")
-            assert proc.terminate() == 0
-        (again,) = search(elasticsearch_url, stream, {"match_phrase": {"message": "after"}})
-        assert again["agent"]["id"] == plain["agent"]["id"]
-        assert again["agent"]["ephemeral_id"] != plain["agent"]["ephemeral_id"]
-        # the built-in logs-*-* template (priority 100) would lose to ours
-        status, tpl = es_request(
-            elasticsearch_url, "GET", f"/_index_template/{template_name(stream)}"
-        )
-        assert tpl["index_templates"][0]["index_template"]["priority"] > 500
-    finally:
-        _cleanup(elasticsearch_url)  # the data stream keeps its template; see the fixture
+    # restart: the same agent id, a new ephemeral one
+    with app.open("a") as f:
+        f.write("after restart\n")
+    with SidecarProcess("logshipper", env={**env, **POD_ENV}) as proc:
+        wait_until(lambda: es_count(elasticsearch_url, stream) == 3, 60, "3 docs")
+        assert proc.terminate() == 0
+    (again,) = search(elasticsearch_url, stream, {"match_phrase": {"message": "after"}})
+    assert again["agent"]["id"] == plain["agent"]["id"]
+    assert again["agent"]["ephemeral_id"] != plain["agent"]["ephemeral_id"]
+    # the built-in logs-*-* template (priority 100) would lose to ours
+    status, tpl = es_request(elasticsearch_url, "GET", f"/_index_template/{template_name(stream)}")
+    assert tpl["index_templates"][0]["index_template"]["priority"] > 500
 
 
 def test_plain_indices_remain_an_option(
@@ -229,7 +218,7 @@ def test_plain_indices_remain_an_option(
         assert types["message"] == "text" and types["agent.id"] == "keyword"
     finally:
         delete_index(elasticsearch_url, pattern)
-        _cleanup(elasticsearch_url, template)
+        es_request(elasticsearch_url, "DELETE", f"/_index_template/{template}")
 
 
 def _backing_settings(url: str, stream: str) -> dict[str, Any]:
