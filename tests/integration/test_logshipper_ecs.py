@@ -87,6 +87,12 @@ def _mapped_types(url: str, target: str) -> dict[str, str]:
     return types
 
 
+def _env(logs: Path, state: Path, url: str, dataset: str, **extra: str) -> dict[str, str]:
+    """Shipper settings for the default target, `logs-<dataset>-<namespace>`, with our
+    template (unless `extra` says otherwise)."""
+    return shipper_env(logs, state, url, "", dataset=dataset, **{"index_template": "true", **extra})
+
+
 @pytest.fixture
 def dataset() -> str:
     """A unique dataset. The data streams made with it stay on the node, with the templates
@@ -112,16 +118,7 @@ def test_default_target_is_a_data_stream_of_ecs_documents(
         '{"message":"json line","log":{"level":"warn","logger":"a.b"},'
         '"http":{"response":{"status_code":503}},"event":{"duration":1500}}\n'
     )
-    env = shipper_env(
-        logs,
-        state,
-        elasticsearch_url,
-        "",
-        dataset=dataset,
-        index_template="true",
-        json="true",
-        pod_labels_file=str(labels),
-    )
+    env = _env(logs, state, elasticsearch_url, dataset, json="true", pod_labels_file=str(labels))
     stream = f"logs-{dataset}-default"
     with SidecarProcess("logshipper", env={**env, **POD_ENV}) as proc:
         proc.wait_http(admin_url(env) + "/readyz")
@@ -188,16 +185,8 @@ def test_plain_indices_remain_an_option(
     node) mapping parsed JSON strings as keyword."""
     logs, state = dirs
     (logs / "app.log").write_text('{"message":"m","log":{"level":"error"},"custom":"x y"}\n')
-    env = shipper_env(
-        logs,
-        state,
-        elasticsearch_url,
-        "",
-        dataset=dataset,
-        namespace="ns1",
-        data_stream="false",
-        index_template="true",
-        json="true",
+    env = _env(
+        logs, state, elasticsearch_url, dataset, namespace="ns1", data_stream="false", json="true"
     )
     pattern = f"logshipper-{dataset}-ns1-*"
     template = template_name(f"logshipper-{dataset}-ns1-%Y.%m.%d")
@@ -245,16 +234,11 @@ def test_works_with_the_builtin_logs_template_and_ours_wins_over_it(
     line = '{"message":"m","log":{"level":"info"}}\n'
     (logs / "app.log").write_text(line * 5)
     for suffix, ours in (("b", "false"), ("o", "true")):
-        env = shipper_env(
-            logs,
-            Path(f"{state}-{suffix}"),
-            elasticsearch_url,
-            "",
-            dataset=dataset + suffix,
-            index_template=ours,
-            json="true",
+        own_state = Path(f"{state}-{suffix}")
+        env = _env(
+            logs, own_state, elasticsearch_url, dataset + suffix, index_template=ours, json="true"
         )
-        Path(env["LOGSHIPPER_STATE_DIR"]).mkdir()
+        own_state.mkdir()
         stream = f"logs-{dataset}{suffix}-default"
         with SidecarProcess("logshipper", env=env) as proc:
             wait_until(lambda s=stream: es_count(elasticsearch_url, s) == 5, 60, "5 docs")
@@ -277,15 +261,7 @@ def test_an_ilm_policy_the_node_cannot_hold_refuses_the_template_not_the_documen
     are still delivered (to a target created without the template)."""
     logs, state = dirs
     (logs / "app.log").write_text("a\nb\n")
-    env = shipper_env(
-        logs,
-        state,
-        elasticsearch_url,
-        "",
-        dataset=dataset,
-        index_template="true",
-        ilm_policy="logs",
-    )
+    env = _env(logs, state, elasticsearch_url, dataset, ilm_policy="logs")
     with SidecarProcess("logshipper", env=env) as proc:
         wait_until(lambda: es_count(elasticsearch_url, f"logs-{dataset}-default") == 2, 60, "2")
         (warning,) = [r for r in proc.log_lines() if "index template not created" in r["msg"]]
@@ -302,9 +278,7 @@ def test_data_retention_reaches_the_data_stream_on_a_recent_node(
     logs, state = dirs
     url = elasticsearch_recent_url
     (logs / "app.log").write_text("a\n")
-    env = shipper_env(
-        logs, state, url, "", dataset=dataset, index_template="true", data_retention="7d"
-    )
+    env = _env(logs, state, url, dataset, data_retention="7d")
     stream = f"logs-{dataset}-default"
     with SidecarProcess("logshipper", env=env) as proc:
         wait_until(lambda: es_count(url, stream) == 1, 60, "1 doc")
