@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from sidecars.adapter.appclient import MAX_HEAD, AppClient, AppConn, AppError
-from sidecars.runtime.http.head import HttpError, no_body, parse_response
+from sidecars.runtime.http.head import HttpError, head_end, no_body, parse_response
 from sidecars.runtime.http.server import (
     Connection,
     Request,
@@ -125,7 +125,7 @@ class _Pending:
     def on_app(self) -> None:
         app = self.app
         buf = app.buf
-        end = buf.find(b"\r\n\r\n")
+        end = head_end(buf)
         if end < 0:
             if app.eof or len(buf) > MAX_HEAD:
                 self.hand_over()  # the task path retries a stale connection or names the error

@@ -271,7 +271,7 @@ class Exchange:
                 assert up is not None
                 if data == up.last_in and up.last_head is not None:
                     return self._plain_answer(up.last_head, up.last_out, data)
-                end = data.find(b"\r\n\r\n")
+                end = wire.head_end(data)
                 hit = self.listener.responses.get(data[:end]) if end > 0 else None
                 if hit is not None and hit[3] == len(data) - end - 4:
                     out = hit[2] + data[end + 4 :] if hit[3] else hit[2]
@@ -322,7 +322,7 @@ class Exchange:
     def _head_data(self, data: bytes) -> None:
         buf = self.rbuf + data if self.rbuf else data
         while True:
-            end = buf.find(b"\r\n\r\n")
+            end = wire.head_end(buf)
             if end < 0:
                 if len(buf) > UPSTREAM_HEAD_LIMIT:
                     return self._bad_member("protocol", "member sent a response head too large")
@@ -338,7 +338,7 @@ class Exchange:
                     return self._bad_member("protocol", "member sent a malformed response")
                 status = int(resp.first[0])
                 plain = resp.length if _plain(resp, status) and resp.length is not None else -1
-                out = wire.forward_response(resp, wire.framing(resp), False)
+                out = wire.forward_response(resp, wire.framing_line(resp), False)
                 hit = resp, status, out, plain
                 if end <= HEAD_CACHE_BYTES:
                     if len(cache) >= HEAD_CACHE_ENTRIES:
@@ -390,7 +390,7 @@ class Exchange:
         if own and not close and not self.http10:
             out = plain
         else:
-            framing = wire.framing(resp) if own else b""
+            framing = wire.framing_line(resp) if own else b""
             out = wire.forward_response(resp, framing, close, self.http10)
         extra = b""
         if rest:

@@ -140,11 +140,11 @@ class ClientSide(asyncio.Protocol):
     def _head(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         limit = self.listener.settings.max_header_size
-        end = buf.find(b"\r\n\r\n")
+        end = wire.head_end(buf)
         if end < 0 or end + 4 > limit:
             if len(buf) > limit or end >= 0:
                 return self._reject("header_too_large", 431, "request head too large")
-            if buf.count(b"\n") != buf.count(b"\r\n"):  # it would never end in CRLF CRLF
+            if wire.bare_lf(buf):
                 return self._reject("bad_request", 400, "bare LF in the request head")
             if self.client_eof:  # a head cut short: nothing to answer
                 self.transport.close()

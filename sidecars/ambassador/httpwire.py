@@ -4,19 +4,27 @@ are parsed and framed by the runtime's one HTTP/1.1 layer (sidecars.runtime.http
 
 from __future__ import annotations
 
-from sidecars.runtime.http.head import Head, HttpError, parse_request, parse_response
+from sidecars.runtime.http.head import (
+    Head,
+    HttpError,
+    bare_lf,
+    framing_line,
+    head_end,
+    parse_request,
+    parse_response,
+)
 
-__all__ = ["Head", "HttpError", "parse_request", "parse_response"]
+__all__ = [
+    "Head",
+    "HttpError",
+    "bare_lf",
+    "framing_line",
+    "head_end",
+    "parse_request",
+    "parse_response",
+]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-
-
-def framing(head: Head) -> bytes:
-    if head.chunked:
-        return b"transfer-encoding: chunked\r\n"
-    if head.length is not None:
-        return b"content-length: %d\r\n" % head.length
-    return b""
 
 
 def forward_request(head: Head, client_ip: str, proto: bytes = b"http") -> bytes:
@@ -49,7 +57,7 @@ def forward_request(head: Head, client_ip: str, proto: bytes = b"http") -> bytes
         b", ".join(xff),
         extra,
         b", ".join(via),
-        framing(head),
+        framing_line(head),
     )
 
 

@@ -79,7 +79,7 @@ def test_forwarded_response_reframes() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\nX-A: 1"
     )
     assert resp.length == 3
-    out = wire.forward_response(resp, wire.framing(resp), close=True)
+    out = wire.forward_response(resp, wire.framing_line(resp), close=True)
     assert out == b"HTTP/1.1 200 OK\r\nX-A: 1\r\ncontent-length: 3\r\nconnection: close\r\n\r\n"
 
 

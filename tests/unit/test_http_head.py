@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sidecars.runtime.http.body import Chunked
-from sidecars.runtime.http.head import HttpError, parse_request, parse_response
+from sidecars.runtime.http.head import (
+    HttpError,
+    bare_lf,
+    framing_line,
+    head_end,
+    parse_request,
+    parse_response,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -148,3 +155,24 @@ def test_a_method_llhttp_does_not_know_is_refused_with_or_without_header_lines()
     for raw in (b"POTS / HTTP/1.0", b"POTS / HTTP/1.0\r\nAccept: */*"):
         with pytest.raises(HttpError):
             parse_request(raw)
+
+
+def test_head_end_finds_the_blank_line_in_any_buffer() -> None:
+    """head_end gives where CRLF CRLF begins (in bytes or a bytearray, from an offset), -1
+    while the head is not whole; bare_lf tells a partial head that could never end."""
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest"
+    end = head_end(data)
+    assert data[:end] == b"GET / HTTP/1.1\r\nHost: a" and data[end + 4 :] == b"rest"
+    assert head_end(bytearray(data)) == end
+    assert head_end(data + data, end + 4) == len(data) + end
+    assert head_end(b"GET / HTTP/1.1\r\nHost: a\r\n") == -1
+    assert bare_lf(b"GET / HTTP/1.1\nHost") and not bare_lf(b"GET / HTTP/1.1\r\nHost")
+
+
+def test_framing_line_is_chunked_a_length_or_nothing() -> None:
+    """The framing line a forwarded message keeps: chunked, its length, or none."""
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+    assert framing_line(parse_response(chunked)) == b"transfer-encoding: chunked\r\n"
+    length = b"HTTP/1.1 200 OK\r\nContent-Length: 7"
+    assert framing_line(parse_response(length)) == b"content-length: 7\r\n"
+    assert framing_line(parse_response(b"HTTP/1.1 200 OK")) == b""

@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from sidecars.runtime.http.body import Body, Length, response_body
-from sidecars.runtime.http.head import HttpError, parse_response
+from sidecars.runtime.http.head import HttpError, head_end, parse_response
 
 MAX_HEAD = 65536  # an answer's status line and headers
 HIGH_WATER = 262144  # stop reading from the peer while this much is buffered and unread
@@ -266,7 +266,7 @@ class Client:
     async def _answer(self, conn: Conn, method: bytes) -> Answer:
         buf = conn.buf
         while True:
-            while (end := buf.find(b"\r\n\r\n")) < 0:
+            while (end := head_end(buf)) < 0:
                 if len(buf) > MAX_HEAD:
                     raise ClientError("answer head too large")
                 if conn.eof:

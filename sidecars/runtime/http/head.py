@@ -26,6 +26,20 @@ MAX_LENGTH_DIGITS = 18  # a Content-Length longer than this is refused (it would
 MAX_FIELDS = 100  # header lines in a head (HAProxy's default limit is 101 with the first line)
 
 
+HEAD_END = b"\r\n\r\n"  # the blank line that ends a head
+
+
+def head_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """Where the blank line that ends a head begins in `buf` (the head is `buf[:end]`, what
+    follows starts at `end + 4`); -1 when the head is not whole yet."""
+    return buf.find(HEAD_END, start)
+
+
+def bare_lf(buf: bytes | bytearray) -> bool:
+    """A partial head with an LF not preceded by CR: it would never end in CRLF CRLF."""
+    return buf.count(b"\n") != buf.count(b"\r\n")
+
+
 class HttpError(ValueError):
     """A head that is not well-formed: `status` is the answer a server gives (400, 501...)."""
 
@@ -242,7 +256,7 @@ def parse_request(raw: bytes) -> Head:
         elif target != b"*" or method != b"OPTIONS":
             raise HttpError(400, "malformed request target")
     head = Head((method, target), version, [], close=version == b"HTTP/1.0")
-    _parse_block(raw + b"\r\n\r\n", head, True)  # with or without header lines: one verdict
+    _parse_block(raw + HEAD_END, head, True)  # with or without header lines: one verdict
     if authority:  # RFC 9112 section 3.2.2: the target's authority wins over Host...
         host = head.get(b"host")
         if host is not None and host.lower() != authority.lower():  # ...which must agree
@@ -264,8 +278,18 @@ def parse_response(raw: bytes) -> Head:
         raise HttpError(502, "malformed status line")
     version, status, reason = m.groups()
     head = Head((status, reason or b""), version, [], close=version == b"HTTP/1.0")
-    _parse_block(raw + b"\r\n\r\n", head, False)
+    _parse_block(raw + HEAD_END, head, False)
     return head
+
+
+def framing_line(head: Head) -> bytes:
+    """The framing header line of a message passed on with its own framing: chunked, its
+    length, or none (a body framed by the close)."""
+    if head.chunked:
+        return b"transfer-encoding: chunked\r\n"
+    if head.length is not None:
+        return b"content-length: %d\r\n" % head.length
+    return b""
 
 
 def no_body(method: bytes, status: int) -> bool:

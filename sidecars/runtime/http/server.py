@@ -12,7 +12,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
-from sidecars.runtime.http.head import HttpError, parse_request
+from sidecars.runtime.http.head import HttpError, bare_lf, head_end, parse_request
 from sidecars.runtime.tasks import spawn
 
 MAX_HEAD = 8192  # request line + headers
@@ -317,12 +317,12 @@ class Connection(asyncio.Protocol):
 
     def _process(self) -> None:
         while self.task is None and self.transport is not None and not self.stopping:
-            end = self.buf.find(b"\r\n\r\n")
+            end = head_end(self.buf)
             if end < 0:
                 if len(self.buf) > MAX_HEAD:
                     self._refuse(431, "request head too large")
-                elif self.buf.count(b"\n") != self.buf.count(b"\r\n"):
-                    self._refuse(400, "bare LF in the request head")  # it would never end
+                elif bare_lf(self.buf):
+                    self._refuse(400, "bare LF in the request head")
                 return
             head, self.buf = self.buf[:end], self.buf[end + 4 :]
             if end > MAX_HEAD:
