@@ -102,5 +102,6 @@ SIDECARS: dict[str, Sidecar] = {s.name: s for s in (WARLOADER, LOGSHIPPER, AMBAS
 
 # Volumes inject adds (owned by the sidecar, replaced on a second run).
 STATE_VOLUME = "logshipper-state"
+PODINFO_VOLUME = "logshipper-podinfo"
 RULES_VOLUME = "adapter-rules"
-OWN_VOLUMES = {"logshipper": (STATE_VOLUME,), "adapter": (RULES_VOLUME,)}
+OWN_VOLUMES = {"logshipper": (STATE_VOLUME, PODINFO_VOLUME), "adapter": (RULES_VOLUME,)}

@@ -7,13 +7,20 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from sidecars.inject.catalog import IMAGE_USER, RULES_VOLUME, STATE_VOLUME, Sidecar
+from sidecars.inject.catalog import (
+    IMAGE_USER,
+    PODINFO_VOLUME,
+    RULES_VOLUME,
+    STATE_VOLUME,
+    Sidecar,
+)
 from sidecars.inject.errors import InjectError
 from sidecars.inject.request import Request
 from sidecars.runtime.settings import env_name, host_port
 
 LOGS_MOUNT = "/var/log/app"  # the logshipper's default paths are /var/log/app/*.log
 RULES_MOUNT = "/etc/adapter"
+PODINFO_MOUNT = "/etc/podinfo"  # the pod's labels: the downward API has no env form for them
 DOWNWARD = (
     ("POD_NAME", "metadata.name"),
     ("POD_NAMESPACE", "metadata.namespace"),
@@ -102,8 +109,16 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
         state = settings.get("state_dir", "/var/lib/logshipper")
         mounts.append(flow(name=logs, mountPath=LOGS_MOUNT, readOnly=True))
         mounts.append(flow(name=STATE_VOLUME, mountPath=state))
+        mounts.append(flow(name=PODINFO_VOLUME, mountPath=PODINFO_MOUNT, readOnly=True))
         built.volumes.append(flow(name=STATE_VOLUME, emptyDir=flow()))
+        labels = flow(path="labels", fieldRef=flow(fieldPath="metadata.labels"))
+        built.volumes.append(
+            CommentedMap(
+                name=PODINFO_VOLUME, downwardAPI=CommentedMap(items=CommentedSeq([labels]))
+            )
+        )
         settings.setdefault("state_dir", state)
+        settings.setdefault("pod_labels_file", f"{PODINFO_MOUNT}/labels")
     elif sidecar.name == "warloader":
         volume = _required(request, "volume")
         built.uses_volumes.append(volume)
