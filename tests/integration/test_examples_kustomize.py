@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +15,11 @@ import yaml
 from sidecars.inject.catalog import SIDECARS
 from sidecars.inject.containers import build
 from sidecars.inject.request import Request
+from tests.helpers import ROOT
 from tests.k8s_support import assert_restricted, assert_sidecar_settings, sidecar_of, validate
 
-KUSTOMIZE = Path(sys.executable).parent / "kustomize"  # scripts/setup links it there
-EXAMPLES = Path(__file__).parents[2] / "examples" / "kustomize"
+KUSTOMIZE = ROOT / ".cache" / "go" / "bin" / "kustomize"  # scripts/setup builds it there
+EXAMPLES = ROOT / "examples" / "kustomize"
 VERSIONS = ("1.29.0", "1.30.0", "1.31.0")
 WANTED = {"tomcat": ["warloader", "logshipper"], "visits": ["ambassador", "adapter"]}
 # what `sidecars inject` needs to build each (the components use fixed volume names)
@@ -31,7 +30,7 @@ SETTINGS = {"warloader": {"sources": "http://x/a.war"}}
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
     if not KUSTOMIZE.exists():
-        pytest.skip("no kustomize: run scripts/setup (it builds it with Go)")
+        pytest.fail(f"{KUSTOMIZE.relative_to(ROOT)} is missing: run scripts/setup")
     result = subprocess.run(
         [str(KUSTOMIZE), "build", str(EXAMPLES / "production")],
         capture_output=True,
