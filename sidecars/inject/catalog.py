@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sidecars.runtime.lifecycle import CommonConfig
+from sidecars.runtime.settings import specs
+
 ANNOTATION_PREFIX = "sidecars.example.com/"
 INJECTED = ANNOTATION_PREFIX + "injected"
 DEFAULT_REGISTRY = "registry.example.com/sidecars"
 IMAGE_USER = 65532  # the images' numeric USER
 
-_COMMON = ("log_level", "admin_addr", "shutdown_timeout", "stall_timeout")
+# the settings every sidecar has come from the runtime, which inject may import
+_COMMON = tuple(name for name, _ in specs(CommonConfig))
 
 
 def _settings(names: str) -> tuple[str, ...]:
