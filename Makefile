@@ -1,5 +1,5 @@
 # The project's commands; each target calls the script that does the work.
-.PHONY: test trial soak bench images push lint fuzz
+.PHONY: test trial soak bench bench-plot images push lint fuzz
 
 test:            ## every quality gate and test suite
 	scripts/test
@@ -13,6 +13,9 @@ soak:            ## the trial under load and faults for 30 min (not in CI): make
 
 bench:           ## benchmarks against the anchor tools (bench/run NAME for one)
 	bench/run
+
+bench-plot:      ## the history of the benchmarks' ratios as a PNG (build/bench/ratios.png)
+	bench/plot
 
 images:          ## build the four images (and the pause image)
 	docker/images
