@@ -10,7 +10,7 @@ line), CPU seconds per million lines (user+system of the shipper process), peak 
 Then logshipper's peak RSS while the sink is down for `--outage` seconds with 1 GiB written
 meanwhile, through the sink's return. `scripts/setup --bench` installs the anchors: rsyslog
 from Debian (rsyslog, rsyslog-elasticsearch); syslog-ng's package conflicts with rsyslog's, so
-its .debs are unpacked into ~/.cache/sidecars/bench/syslog-ng/root (see `syslog_ng_root`).
+its .debs are unpacked into the user's cache (see `syslog_ng_root`).
 Missing anchors are skipped. Not part of the tests.
 """
 
@@ -273,9 +273,10 @@ action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="d
 
 def syslog_ng_root() -> Path:
     """syslog-ng from Debian's .debs, unpacked privately by `scripts/setup --bench` (with the
-    libraries it needs that the machine lacks); SYSLOG_NG_ROOT moves it, for both."""
-    default = Path.home() / ".cache" / "sidecars" / "bench" / "syslog-ng" / "root"
-    return Path(os.environ.get("SYSLOG_NG_ROOT") or default)
+    libraries it needs that the machine lacks) into the user's cache (SIDECARS_CACHE, default
+    ~/.cache/sidecars); SYSLOG_NG_ROOT moves it, for both."""
+    cache = Path(os.environ.get("SIDECARS_CACHE") or Path.home() / ".cache" / "sidecars")
+    return Path(os.environ.get("SYSLOG_NG_ROOT") or cache / "bench" / "syslog-ng" / "root")
 
 
 def syslog_ng(work: Path, log: Path, url: str, index: str) -> Spec | None:
