@@ -94,14 +94,12 @@ class Exchange:
         self.resp_body: Body | None = None
         self.close_after = False
         self.finished = False
+        listener.cluster.budget.record_request()
 
     # -- attempts -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.listener.cluster.budget.record_request()
-        self._attempt()
-
-    def _attempt(self) -> None:
+    def attempt(self) -> None:
+        """Send the request to a member: the first attempt, or a retry while any are left."""
         cluster, retries = self.listener.cluster, self.listener.settings.retries
         attempt = len(self.tried)
         if attempt > retries or (attempt and not cluster.budget.try_spend()):
@@ -139,7 +137,7 @@ class Exchange:
                 if timeout
                 else (502, "no member accepted the connection")
             )
-            self._attempt()
+            self.attempt()
             return
         self.task = None
         if self.finished:
@@ -174,7 +172,7 @@ class Exchange:
 
     def _retry_or_answer(self) -> None:
         if self.retriable and not self.finished:
-            self._attempt()
+            self.attempt()
         else:
             self.side.transport.write(wire.error_response(*self.error))
             self._done(keep=False)
@@ -263,47 +261,54 @@ class Exchange:
 
     def up_data(self, data: bytes) -> None:
         try:
-            if self.plain and self.resp_body is None and not self.rbuf:
-                # the fast path: a whole Content-Length answer in one read, its head seen before;
-                # a member connection keeps its last one (a member repeats its answer but for
-                # the Date, which moves once a second)
-                up = self.up
-                assert up is not None
-                if data == up.last_in and up.last_head is not None:
-                    return self._plain_answer(up.last_head, up.last_out, data)
-                end = wire.head_end(data)
-                hit = self.listener.responses.get(data[:end]) if end > 0 else None
-                if hit is not None and hit[3] == len(data) - end - 4:
-                    out = hit[2] + data[end + 4 :] if hit[3] else hit[2]
-                    if len(data) <= HEAD_CACHE_BYTES:
-                        up.last_in, up.last_out, up.last_head = data, out, hit[0]
-                    return self._plain_answer(hit[0], out, data)
-            self._up_data(data)
+            if not self.plain or self.resp_body is not None or self.rbuf:
+                return self._up_data(data)
+            # the fast path: a whole Content-Length answer in one read, its head seen before;
+            # a member connection keeps its last one (a member repeats its answer but for the
+            # Date, which moves once a second)
+            up = self.up
+            assert up is not None
+            if data == up.last_in and up.last_head is not None:
+                resp, out = up.last_head, up.last_out
+            else:
+                found = self._plain_seen(up, data)
+                if found is None:
+                    return self._up_data(data)
+                resp, out = found
+            # what _response and _response_end do for it, fused: forward it whole and put the
+            # member connection back in the pool
+            listener, side = self.listener, self.side
+            if listener.draining or side.client_eof:
+                return self._up_data(data)  # the general path adds `connection: close`
+            side.nbytes += 1
+            listener.awaiting.pop(self, None)
+            listener.latency.observe(self.loop.time() - self.started)
+            up.member.failures_in_row = 0
+            self.resp, self.resp_body = resp, DONE
+            side.transport.write(out)
+            self.up = None
+            up.member.active -= 1
+            listener.pool.release(up)
+            self.finished = True
+            listener.pending -= 1
+            side.exchange_done(True, False)
         except Exception:  # a bug must cost one exchange, not the process or a hang
             self.listener.log.exception(
                 "http exchange failed", extra={"listener": self.listener.name}
             )
             self._cut()
 
-    def _plain_answer(self, resp: wire.Head, out: bytes, data: bytes) -> None:
-        """What _response and _response_end do for a plain answer (`data`, to be sent as `out`),
-        fused: forward it whole and put the member connection back in the pool."""
-        listener, side, up = self.listener, self.side, self.up
-        assert up is not None
-        if listener.draining or side.client_eof:
-            return self._up_data(data)  # the general path adds `connection: close`
-        side.nbytes += 1
-        listener.awaiting.pop(self, None)
-        listener.latency.observe(self.loop.time() - self.started)
-        up.member.failures_in_row = 0
-        self.resp, self.resp_body = resp, DONE
-        side.transport.write(out)
-        self.up = None
-        up.member.active -= 1
-        listener.pool.release(up)
-        self.finished = True
-        listener.pending -= 1
-        side.exchange_done(True, False)
+    def _plain_seen(self, up: Upstream, data: bytes) -> tuple[wire.Head, bytes] | None:
+        """A plain answer whose head was seen before, whole in `data`: (its parsed head, the
+        bytes to forward), kept by the member connection when short; else None."""
+        end = wire.head_end(data)
+        hit = self.listener.responses.get(data[:end]) if end > 0 else None
+        if hit is None or hit[3] != len(data) - end - 4:
+            return None
+        out = hit[2] + data[end + 4 :] if hit[3] else hit[2]
+        if len(data) <= HEAD_CACHE_BYTES:
+            up.last_in, up.last_out, up.last_head = data, out, hit[0]
+        return hit[0], out
 
     def _up_data(self, data: bytes) -> None:
         self.side.nbytes += 1
@@ -369,7 +374,7 @@ class Exchange:
             if status != 504 and self.retriable and not self.last:
                 self._release_up(reuse=False)
                 self.error = (status, f"member answered {status}")
-                return self._attempt()
+                return self.attempt()
         else:
             member.failures_in_row = 0  # record_success(), inlined on the hot path
         head, side = self.head, self.side

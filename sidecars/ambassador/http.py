@@ -204,7 +204,7 @@ class ClientSide(asyncio.Protocol):
         else:
             self.buf = rest
             self.ex = ex = Exchange(self, shape, b"")
-        ex.start()
+        ex.attempt()
 
     def stash(self, data: bytes) -> None:
         """Hold bytes that follow the current request until its response is done."""
