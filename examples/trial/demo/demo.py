@@ -104,6 +104,7 @@ def main() -> None:
     logs.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", "200")))
     met = sub.add_parser("metrics")
     met.add_argument("--port", type=int, default=8080)
+    met.add_argument("--host", default="0.0.0.0")  # every address of the pod
     pol = sub.add_parser("poller")
     pol.add_argument("--url", default=os.environ.get("POLL_URL", "http://127.0.0.1:9280/health"))
     pol.add_argument("--every", type=float, default=2.0)
@@ -112,7 +113,7 @@ def main() -> None:
     if args.role == "logs":
         write_logs(Path(args.path), args.lines, args.rate)
     elif args.role == "metrics":
-        web.run_app(metrics_app(), port=args.port, print=None, access_log=None)
+        web.run_app(metrics_app(), host=args.host, port=args.port, print=None, access_log=None)
     else:
         poll(args.url, args.every)
 
