@@ -1,4 +1,4 @@
-"""Footprint of the sidecar images: size, own layers, idle RSS, start to /readyz = 200.
+"""Footprint of the sidecar images: size, shared layers, idle RSS, start to /readyz = 200.
 
     .venv/bin/python bench/images.py [--runs N] [--idle SECONDS]
 
@@ -9,6 +9,7 @@ exits, as an init container), the ambassador one upstream member and the logship
 Elasticsearch on its localhost (they are ready only with those).
 Figures:
   image     the image's size (all layers, uncompressed)
+  shared    the bytes of its layers the other three sidecar images have too
   own       the layers no other sidecar image has (what a node pulls for it once the
             first sidecar image is there)
   RSS       the sidecar's resident memory after --idle seconds of idling once ready
@@ -46,7 +47,7 @@ SETTINGS = {
     "warloader": {"WARLOADER_WATCH": "true"},
 }
 HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
-GOALS = {"own": 20e6, "rss": 40 * 2**20, "ready": 0.5}
+GOALS = {"size": 60e6, "own": 0, "rss": 25 * 2**20, "ready": 0.2}
 # A stand-in for the Elasticsearch node the logshipper waits for: answers every request.
 ES_STUB = r"""
 import http.server, json
@@ -201,6 +202,7 @@ def main(record: Record) -> int:
     for name, ref in images.items():
         others = {d for o, ls in per_image.items() if o != name for d, _ in ls}
         own = sum(s for d, s in per_image[name] if d not in others)
+        shared_with_others = sum(s for d, s in per_image[name] if d in others)
         size = inspect(ref)["Size"]
         runs = [measure(ref, name, args.idle) for _ in range(args.runs)]
         ready = statistics.median(r[0] for r in runs)
@@ -208,32 +210,36 @@ def main(record: Record) -> int:
         rss = statistics.median(r[2] for r in runs)
         best = min(r[0] for r in runs)
         cpu = statistics.median(r[3] for r in runs)
-        rows.append((name, size, own, rss, ready, best, cpu, engine))
+        rows.append((name, size, shared_with_others, own, rss, ready, best, cpu, engine))
 
     print(f"images {args.prefix}/*:{args.tag}; median of {args.runs} runs; idle {args.idle:.0f}s")
-    head = ("image", "size", "own layers", "idle RSS", "ready", "best", "CPU", "+engine")
+    head = ("image", "size", "shared", "own", "idle RSS", "ready", "best", "CPU", "+engine")
     print(
-        f"{head[0]:<12}{head[1]:>10}{head[2]:>12}{head[3]:>11}{head[4]:>9}{head[5]:>8}"
-        f"{head[6]:>8}{head[7]:>9}"
+        f"{head[0]:<12}{head[1]:>10}{head[2]:>10}{head[3]:>10}{head[4]:>11}{head[5]:>9}"
+        f"{head[6]:>8}{head[7]:>8}{head[8]:>9}"
     )
     ok = True
-    for name, size, own, rss, ready, best, cpu, engine in rows:
+    for name, size, shared_bytes, own, rss, ready, best, cpu, engine in rows:
         print(
-            f"{name:<12}{mb(size):>10}{own / 1e3:>9.1f} kB{rss / 2**20:>7.1f} MiB"
-            f"{ready:>8.2f}s{best:>7.2f}s{cpu:>7.2f}s{engine:>8.2f}s"
+            f"{name:<12}{mb(size):>10}{mb(shared_bytes):>10}{own / 1e3:>7.1f} kB"
+            f"{rss / 2**20:>7.1f} MiB{ready:>8.2f}s{best:>7.2f}s{cpu:>7.2f}s{engine:>8.2f}s"
         )
-        ok &= own < GOALS["own"] and rss < GOALS["rss"] and ready < GOALS["ready"]
+        ok &= size <= GOALS["size"] and own <= GOALS["own"]
+        ok &= rss <= GOALS["rss"] and ready <= GOALS["ready"]
         # no anchor here: the goals stand in for one
-        record.ratio(f"{name}: own layers / goal", own / GOALS["own"], better="lower")
+        record.ratio(f"{name}: image size / goal", size / GOALS["size"], better="lower")
         record.ratio(f"{name}: idle RSS / goal", rss / GOALS["rss"], better="lower")
         record.ratio(f"{name}: ready / goal", ready / GOALS["ready"], better="lower")
         record.figure(f"{name}: image MB", size / 1e6)
+        record.figure(f"{name}: shared MB", shared_bytes / 1e6)
+        record.figure(f"{name}: own layers MB", own / 1e6)
     pause = inspect(f"{args.prefix}/pause:latest")["Size"]
     print(
-        f"shared by all four: {mb(shared_size)} (base + dependencies + package); pause: {mb(pause)}"
+        f"shared by all four: {mb(shared_size)} (root, dependencies, package); pause: {mb(pause)}"
     )
     print(
-        "goals: own layers < 20 MB, idle RSS < 40 MiB, ready < 0.5 s:", "met" if ok else "NOT met"
+        "goals: size <= 60 MB, every layer shared, idle RSS <= 25 MiB, ready <= 0.2 s:",
+        "met" if ok else "NOT met",
     )
     return 0
 

@@ -77,10 +77,14 @@ def layer_sizes(image: str) -> list[tuple[str, int]]:
     return sizes
 
 
+# The images' repository prefix: docker/images builds under IMAGE_PREFIX too (default sidecars).
+PREFIX = os.environ.get("IMAGE_PREFIX", "sidecars")
+
+
 @dataclass
 class Images:
     version: str
-    prefix: str = "sidecars"
+    prefix: str = PREFIX
     build_seconds: float = 0.0
 
     def tag(self, name: str) -> str:
@@ -177,7 +181,7 @@ def images(engine: None) -> Images:
     )
     if result.returncode != 0:
         pytest.fail(f"docker/images failed:\n{result.stdout}{result.stderr[-4000:]}")
-    labels = inspect("sidecars/logshipper:latest")["Config"]["Labels"]  # type: ignore[index]
+    labels = inspect(f"{PREFIX}/logshipper:latest")["Config"]["Labels"]  # type: ignore[index]
     return Images(
         version=labels["org.opencontainers.image.version"],
         build_seconds=time.monotonic() - started,

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 def test_push_delete_pull_run(images: Images, registry: str, containers: Containers) -> None:
     target = f"{registry}/sidecars"
     names = [*SIDECARS, "pause"]
-    tags = {name: images.tag(name) for name in SIDECARS} | {"pause": "sidecars/pause:1.0"}
+    tags = {name: images.tag(name) for name in SIDECARS} | {"pause": f"{images.prefix}/pause:1.0"}
     ids = {
         name: docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
         for name, tag in tags.items()
@@ -67,8 +67,8 @@ def test_push_delete_pull_run(images: Images, registry: str, containers: Contain
         for name in names:
             version = tags[name].rsplit(":", 1)[1]
             if name in pulled:
-                docker("tag", pulled[name], f"sidecars/{name}:{version}")
-                docker("tag", pulled[name], f"sidecars/{name}:latest")
+                docker("tag", pulled[name], f"{images.prefix}/{name}:{version}")
+                docker("tag", pulled[name], f"{images.prefix}/{name}:latest")
                 docker("rmi", pulled[name], check=False)
         if len(pulled) < len(names):
             subprocess.run([str(ROOT / "docker" / "images")], capture_output=True, timeout=1500)
