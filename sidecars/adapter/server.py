@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from sidecars.adapter.forward import Forwarder, ForwardError
 from sidecars.adapter.health import CONTENT_TYPE, Answer
 from sidecars.adapter.metrics import AdapterMetrics
 from sidecars.adapter.reverse import Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
+from sidecars.runtime.exposition import render
 from sidecars.runtime.http.server import (
     Connection,
     Deferred,
@@ -17,6 +18,8 @@ from sidecars.runtime.http.server import (
     date_line,
     response_head,
 )
+
+_MAX_WIRES = 16
 
 
 class _Wire:
@@ -46,12 +49,12 @@ class HealthRoute:
             self._wire = (answer, _Wire(answer.http_status, headers, answer.body))
         return self._wire[1]
 
-    def immediate(self, head_only: bool) -> bytes | None:
+    def immediate(self, request: Request) -> bytes | None:
         answer = self.flight.fresh()
         if answer is None:
             return None
         self.counts[answer.http_status][0] += 1
-        return self._wire_for(answer).get(head_only)
+        return self._wire_for(answer).get(request.method == "HEAD")
 
     async def respond(self, request: Request, out: Writer) -> None:
         answer = await self.flight.get()
@@ -61,7 +64,8 @@ class HealthRoute:
 
 
 class MetricsRoute:
-    """GET/HEAD: the app's JSON health as Prometheus gauges, rendered once per probe."""
+    """GET/HEAD: the app's JSON health as Prometheus gauges, rendered once per probe and per
+    format and encoding asked for (negotiated as on the admin server)."""
 
     def __init__(
         self, flight: SingleFlight[Probe], collector: ProbeCollector, metrics: AdapterMetrics
@@ -70,24 +74,31 @@ class MetricsRoute:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self.count = metrics.tally.cell("metrics", "200")
-        self._wire: tuple[Probe, _Wire] | None = None
+        self._probe: Probe | None = None
+        self._wires: dict[tuple[str, str], _Wire] = {}  # by Accept and Accept-Encoding
 
-    def _wire_for(self, probe: Probe) -> _Wire:
-        if self._wire is None or self._wire[0] is not probe:
+    def _wire_for(self, probe: Probe, request: Request) -> _Wire:
+        if self._probe is not probe:
+            self._probe, self._wires = probe, {}
             self.collector.latest = probe
-            body = generate_latest(self.registry)
-            self._wire = (probe, _Wire(200, [("Content-Type", CONTENT_TYPE_LATEST)], body))
-        return self._wire[1]
+        key = (request.accept, request.accept_encoding)
+        wire = self._wires.get(key)
+        if wire is None:
+            if len(self._wires) >= _MAX_WIRES:  # the headers come from clients: keep it bounded
+                self._wires.clear()
+            body, headers = render(self.registry, *key)
+            wire = self._wires[key] = _Wire(200, headers, body)
+        return wire
 
-    def immediate(self, head_only: bool) -> bytes | None:
+    def immediate(self, request: Request) -> bytes | None:
         probe = self.flight.fresh()
         if probe is None:
             return None
         self.count[0] += 1
-        return self._wire_for(probe).get(head_only)
+        return self._wire_for(probe, request).get(request.method == "HEAD")
 
     async def respond(self, request: Request, out: Writer) -> None:
-        wire = self._wire_for(await self.flight.get())
+        wire = self._wire_for(await self.flight.get(), request)
         self.count[0] += 1
         out.full(wire.status, wire.headers, wire.body)
 
@@ -107,7 +118,7 @@ class ForwardRoute(Deferred):
             cell = self._counts[status] = self.metrics.tally.cell("forward", code)
         cell[0] += 1
 
-    def immediate(self, head_only: bool) -> bytes | None:
+    def immediate(self, request: Request) -> bytes | None:
         return None
 
     def begin(self, request: Request, conn: Connection) -> bool:

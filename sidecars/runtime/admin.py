@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from sidecars.runtime.exposition import render
 from sidecars.runtime.http.server import Request, Route, Server, Writer, date_line, response_head
 
 TEXT = "text/plain; charset=utf-8"
@@ -46,22 +47,43 @@ class _Page:
     def _headers(self, reply: Reply) -> list[tuple[str, str]]:
         return [("Content-Type", reply.content_type), ("Cache-Control", "no-store")]
 
-    def immediate(self, head_only: bool) -> bytes | None:
+    def immediate(self, request: Request) -> bytes | None:
         reply = self.render()
         headers = [*self._headers(reply), ("Content-Length", str(len(reply.body)))]
         head = response_head(reply.status, headers, True) + date_line() + b"\r\n"
-        return head if head_only else head + reply.body
+        return head if request.method == "HEAD" else head + reply.body
 
     async def respond(self, request: Request, out: Writer) -> None:
         reply = self.render()
         out.full(reply.status, self._headers(reply), reply.body)
 
 
+class _MetricsPage:
+    """The registry in the format and encoding the scraper asks for, rendered per request."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def _page(self, request: Request) -> tuple[bytes, list[tuple[str, str]]]:
+        body, headers = render(self.registry, request.accept, request.accept_encoding)
+        return body, [*headers, ("Cache-Control", "no-store")]
+
+    def immediate(self, request: Request) -> bytes | None:
+        body, headers = self._page(request)
+        headers.append(("Content-Length", str(len(body))))
+        head = response_head(200, headers, True) + date_line() + b"\r\n"
+        return head if request.method == "HEAD" else head + body
+
+    async def respond(self, request: Request, out: Writer) -> None:
+        body, headers = self._page(request)
+        out.full(200, headers, body)
+
+
 class AdminApp:
     """The admin routes; a sidecar may add its own (GET/HEAD) before the server starts."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, _Page] = {}
+        self.routes: dict[str, Route] = {}
 
     def add(self, path: str, render: Callable[[], Reply]) -> None:
         self.routes[path] = _Page(render)
@@ -89,7 +111,7 @@ def build_app(
     app = AdminApp()
     app.add("/healthz", healthz)
     app.add("/readyz", readyz)
-    app.add("/metrics", lambda: Reply(200, CONTENT_TYPE_LATEST, generate_latest(registry)))
+    app.routes["/metrics"] = _MetricsPage(registry)
     return app
 
 
@@ -103,7 +125,6 @@ class AdminServer:
 
 async def start(app: AdminApp, host: str, port: int) -> AdminServer:
     """Serve `app` on host:port; the caller calls `cleanup()` at exit."""
-    routes: dict[str, Route] = dict(app.routes)
-    server = Server(routes, logging.getLogger("admin"), name="admin")
+    server = Server(dict(app.routes), logging.getLogger("admin"), name="admin")
     await server.start(host, port)
     return AdminServer(server)

@@ -1,10 +1,15 @@
 """Every metrics page of every sidecar, scraped from real running sidecars with traffic through
 them (so every labelled family has series) and linted by `promtool check metrics`, which
-scripts/setup installs: no page may draw a single lint warning."""
+scripts/setup installs: no page may draw a single lint warning. Each page is negotiated as
+prometheus_client's own handler does: OpenMetrics when asked for (read back by Prometheus's own
+parser), gzip when accepted (read by http.client and by curl)."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import http.client
+import shutil
 import socket
 import subprocess
 import threading
@@ -13,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as read_om
+from prometheus_client.parser import text_string_to_metric_families as read_text
 
 from support.warloader import war_bytes
 from tests.adapter_support import app_process
@@ -22,6 +29,13 @@ from tests.logshipper_support import BulkSink, metric, shipper_env
 pytestmark = pytest.mark.integration
 
 PROMTOOL = ROOT / ".cache" / "go" / "bin" / "promtool"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# The Accept header of a Prometheus 3 scrape
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 PAGES = (
     "logshipper",
     "ambassador-tcp",
@@ -200,3 +214,87 @@ def test_metrics_created_setting_brings_the_created_series_back(tmp_path: Path) 
     assert 'warloader_artifacts_created{outcome="installed"}' in body
     assert "warloader_load_seconds_created " in body
     assert promtool_check(body.encode()).returncode == 0
+
+
+def fetch(url: str, method: str = "GET", **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One request with http.client (headers' `_` become `-`); status, headers (lower-case
+    names), body as it came."""
+    host, _, path = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=10)
+    try:
+        conn.request(
+            method, "/" + path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def families(page: Iterator[object]) -> set[tuple[str, str, str]]:
+    return {(f.name, f.type, f.documentation) for f in page}  # type: ignore[attr-defined]
+
+
+def prometheus_reads_openmetrics(page: bytes, tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    """Prometheus's own OpenMetrics parser over the page (promtool's backfill, which needs a
+    timestamp on every sample: one is added to each sample line)."""
+    lines = page.decode().splitlines()
+    stamped = [line if line.startswith("#") else line + " 1700000000" for line in lines]
+    (tmp / "page.om").write_text("\n".join(stamped) + "\n")
+    return subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", tmp / "page.om", tmp / "blocks"],
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_openmetrics_when_asked_for(pages: dict[str, str], name: str, tmp_path: Path) -> None:
+    """A Prometheus scrape's Accept gets OpenMetrics 1.0.0 ending in `# EOF`, which
+    Prometheus's parser reads, with the same families as the linted text page."""
+    status, headers, body = fetch(pages[name], Accept=PROMETHEUS_ACCEPT)
+    assert status == 200 and headers["content-type"].startswith(OPENMETRICS)
+    assert body.endswith(b"\n# EOF\n")
+    done = prometheus_reads_openmetrics(body, tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    text = http_get(pages[name])[1].decode()
+    assert families(read_om(body.decode())) == families(read_text(text))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_text_format_by_default(pages: dict[str, str], name: str) -> None:
+    """No Accept, or the text format's: the Prometheus text format 0.0.4, no `# EOF`."""
+    for accept in ("*/*", "text/plain;version=0.0.4"):
+        status, headers, body = fetch(pages[name], Accept=accept)
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert b"# EOF" not in body and "Accept" in headers["vary"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_gzip_when_accepted(pages: dict[str, str], name: str) -> None:
+    """`Accept-Encoding: gzip` gets the page gzipped (`Content-Encoding: gzip`, `Vary:
+    Accept-Encoding`), in either format; without it the page is not compressed."""
+    status, headers, body = fetch(pages[name], Accept_Encoding="gzip, deflate")
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in headers["vary"]
+    assert int(headers["content-length"]) == len(body)
+    assert gzip.decompress(body).startswith(b"# HELP ")
+    status, headers, body = fetch(pages[name], Accept=OPENMETRICS, Accept_Encoding="gzip")
+    assert headers["content-encoding"] == "gzip" and headers["content-type"].startswith(OPENMETRICS)
+    assert gzip.decompress(body).endswith(b"# EOF\n")
+    status, headers, body = fetch(pages[name])
+    assert "content-encoding" not in headers and body.startswith(b"# HELP ")
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_curl_compressed(pages: dict[str, str], name: str) -> None:
+    """curl --compressed asks for gzip, gets it and decodes the page."""
+    curl = shutil.which("curl")
+    assert curl, "curl is missing: scripts/setup installs it"
+    done = subprocess.run(
+        [curl, "-sS", "--compressed", "-D", "-", pages[name]], capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Encoding: gzip\r\n" in head
+    assert body.startswith(b"# HELP ") and b"\n# TYPE " in body

@@ -33,6 +33,7 @@ class Request:
     method: str
     path: str
     accept: str
+    accept_encoding: str
     keep_alive: bool
     has_body: bool
     http10: bool  # kept alive only when it asked: then told so (`Connection: keep-alive`)
@@ -40,7 +41,7 @@ class Request:
 
 
 class Route(Protocol):
-    def immediate(self, head_only: bool) -> bytes | None:
+    def immediate(self, request: Request) -> bytes | None:
         """The whole keep-alive response when it is ready now (a cached answer), else None."""
 
     async def respond(self, request: Request, out: Writer) -> None:
@@ -56,7 +57,7 @@ class Deferred:
         return False
 
 
-_parsed: dict[bytes, tuple[str, str, str, bool, bool, bool]] = {}
+_parsed: dict[bytes, tuple[str, str, str, str, bool, bool, bool]] = {}
 _PARSED_MAX, _PARSED_HEAD = 256, 1024  # entries, and the longest head that is kept
 
 
@@ -74,17 +75,18 @@ def parse_head(head: bytes) -> Request:
     return Request(*fields)
 
 
-def _parse_head(raw: bytes) -> tuple[str, str, str, bool, bool, bool]:
+def _parse_head(raw: bytes) -> tuple[str, str, str, str, bool, bool, bool]:
     try:
         head = parse_request(raw)
     except HttpError as exc:
         raise BadRequest(exc.status, exc.message) from None
     method, target = head.first
-    accept = head.find("accept")
+    accept, encoding = head.find("accept"), head.find("accept-encoding")
     return (
         method.decode("ascii"),
         target.split(b"?", 1)[0].decode("latin-1"),
         "*/*" if accept is None else accept.decode("latin-1"),
+        "" if encoding is None else encoding.decode("latin-1"),
         not head.close,
         head.chunked or bool(head.length),
         head.version == b"HTTP/1.0",
@@ -346,7 +348,7 @@ class Connection(asyncio.Protocol):
             self._refuse(status, HTTPStatus(status).phrase.lower(), request, keep)
             return
         if request.keep_alive and not request.http10:  # cached answers are HTTP/1.1's
-            wire = route.immediate(request.method == "HEAD")
+            wire = route.immediate(request)
             if wire is not None:
                 self.send(wire)
                 return

@@ -17,3 +17,5 @@ def fuzz(data: bytes) -> None:
     assert request.method.isascii() and request.method.strip() == request.method
     assert "\r" not in request.path and "\n" not in request.path, request.path
     assert "\r" not in request.accept and "\n" not in request.accept, request.accept
+    encoding = request.accept_encoding
+    assert "\r" not in encoding and "\n" not in encoding, encoding
