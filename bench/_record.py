@@ -137,7 +137,10 @@ def recording(bench: str) -> Iterator[Record]:
     tee = Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
         yield record
-    path = record.save(tee.kept.getvalue())
+    try:
+        path = record.save(tee.kept.getvalue())
+    except OSError as exc:  # the table is printed; say in one line why the record is not
+        sys.exit(f"{bench}: cannot write its record to {results_dir()}: {exc.strerror or exc}")
     try:
         shown: Path | str = path.relative_to(Path.cwd())
     except ValueError:

@@ -60,3 +60,19 @@ def test_recording_keeps_what_was_printed_and_a_failed_run_keeps_nothing(
         print("half a table")
         raise RuntimeError("the anchor did not start")
     assert not list(tmp_path.glob("failing-*.json"))
+
+
+def test_a_record_that_cannot_be_written_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results folder cannot be made (a file is in the way): one line naming it and why,
+    exit 1, no traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("BENCH_RESULTS", str(blocker / "bench"))
+    with pytest.raises(SystemExit) as exit_info, recording("unit"):
+        print("the table")
+    assert (
+        exit_info.value.code
+        == f"unit: cannot write its record to {blocker / 'bench'}: Not a directory"
+    )
