@@ -16,7 +16,6 @@ from tests.logshipper_support import BulkSink
 from tests.monitoring_support import (
     DASHBOARDS,
     RULE_FILES,
-    SIDECARS,
     dashboard_queries,
     exposed_names,
     load_dashboard,
@@ -40,10 +39,11 @@ def _settings(name: str, tmp: Path, peers: dict[str, str]) -> dict[str, str]:
             "LOGSHIPPER_STATE_DIR": str(tmp),
             "LOGSHIPPER_INDEX_TEMPLATE": "false",
         }
-    if name == "ambassador":
+    if name.startswith("ambassador"):
         return {
             "AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}",
             "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{free_port()}",  # a member that is down
+            "AMBASSADOR_MODE": name.partition("-")[2],
         }
     if name == "adapter":
         return {"ADAPTER_LISTEN": f"127.0.0.1:{free_port()}", "ADAPTER_TARGET": peers["app"]}
@@ -59,21 +59,24 @@ def _settings(name: str, tmp: Path, peers: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Each sidecar's /metrics page (Prometheus text format), from a real process."""
+    """Each sidecar's /metrics page (Prometheus text format), from a real process (the
+    ambassador's pages in tcp and in http mode, one after the other)."""
     out: dict[str, str] = {}
     with BulkSink() as sink:
         app = AppProcess()
         try:
             peers = {"elasticsearch": sink.url, "app": app.base + "/metrics"}
-            for name in SIDECARS:
-                tmp = tmp_path_factory.mktemp(name)
+            # the ambassador's pages differ by mode: a dashboard may read both
+            for run in ("logshipper", "ambassador-tcp", "ambassador-http", "adapter", "warloader"):
+                name = run.partition("-")[0]
+                tmp = tmp_path_factory.mktemp(run)
                 admin = f"127.0.0.1:{free_port()}"
-                env = {**_settings(name, tmp, peers), f"{name.upper()}_ADMIN_ADDR": admin}
+                env = {**_settings(run, tmp, peers), f"{name.upper()}_ADMIN_ADDR": admin}
                 with SidecarProcess(name, env=env) as proc:
                     proc.wait_http(f"http://{admin}/healthz")
                     status, body = http_get(f"http://{admin}/metrics")
-                    assert status == 200, name
-                    out[name] = body.decode()
+                    assert status == 200, run
+                    out[name] = out.get(name, "") + body.decode()
                     proc.terminate()
         finally:
             app.close()
