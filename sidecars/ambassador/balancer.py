@@ -58,12 +58,14 @@ class Balancer:
         self.policy = policy
         self.rng = rng or random.Random()
         self.ring = Ring([])
-        self._rr = 0
+        self._rr = -1
+        self.uniform = False  # every member has the same weight (known from rebuild)
 
     def rebuild(self, members: Sequence[Member]) -> None:
-        """Called when membership changes (not when health changes)."""
+        """Called when membership or a weight changes (not when health changes)."""
         if self.policy == "hash":
             self.ring = Ring(members)
+        self.uniform = len({m.weight for m in members}) <= 1
 
     def choose(self, candidates: Sequence[Member], key: bytes = b"") -> Member:
         if len(candidates) == 1:
@@ -78,6 +80,9 @@ class Balancer:
             return self._least(candidates)
         if policy == "p2c":
             return self._p2c(candidates)
+        if self.uniform:  # equal weights: smooth weighted round robin is plain rotation
+            self._rr += 1
+            return candidates[self._rr % len(candidates)]
         # Smooth weighted round robin (inline, one call less per request):
         # interleaves heavy members instead of bursting them.
         total = 0

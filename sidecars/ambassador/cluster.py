@@ -65,15 +65,15 @@ class Cluster:
                 wanted.setdefault(addr.key, (addr, label))
         old = self.members
         members: dict[str, Member] = {}
+        changed = list(wanted) != list(old)
         for key, (addr, label) in wanted.items():
             member = old.get(key)
             if member is None:
                 member = Member(addr.host, addr.port, addr.weight, source=label)
+            elif member.weight != addr.weight:  # a member kept is the same object: compare now
+                changed = True
             member.weight, member.source = addr.weight, label
             members[key] = member
-        changed = list(members) != list(old) or any(
-            old[k].weight != members[k].weight for k in members if k in old
-        )
         self.members = members
         if changed:
             self.balancer.rebuild(list(members.values()))

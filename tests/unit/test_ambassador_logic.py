@@ -144,6 +144,18 @@ def test_round_robin_follows_weights_smoothly() -> None:
     assert all(a != c for a, c in zip(picks[:3], picks[1:4], strict=True))
 
 
+def test_round_robin_follows_a_weight_change_of_a_member_that_stays() -> None:
+    """Equal weights rotate through the members in turn; when a member that stays gets a new
+    weight (same address), the next picks follow the new weights."""
+    c = Cluster("t", "round_robin", EjectPolicy(), RetryBudget(0.2))
+    c.set_source("static", [Address(f"10.0.0.{i}", 80) for i in range(3)])
+    picks = [c.pick() for _ in range(6)]
+    assert [m.host for m in picks if m] == [f"10.0.0.{i % 3}" for i in range(6)]
+    assert c.set_source("static", [Address(f"10.0.0.{i}", 80, 1 + 2 * (i == 1)) for i in range(3)])
+    counts = Counter(m.host for m in (c.pick() for _ in range(10)) if m)
+    assert counts == {"10.0.0.0": 2, "10.0.0.1": 6, "10.0.0.2": 2}
+
+
 def test_least_conn_prefers_the_least_loaded_per_weight() -> None:
     a, b, c = members(1, 1, 2)
     a.active, b.active, c.active = 3, 1, 3  # c: 1.5 per weight unit
