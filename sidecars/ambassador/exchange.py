@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from sidecars.ambassador import httpwire as wire
@@ -63,7 +64,7 @@ class Exchange:
 
     __slots__ = (
         "side", "head", "early", "listener", "loop", "body", "retriable", "key", "out_head",
-        "needs_host", "tried", "member", "up", "task", "error", "last", "started", "rbuf",
+        "needs_host", "tried", "member", "up", "task", "error", "last", "started", "sent", "rbuf",
         "resp", "resp_body", "close_after", "finished", "plain", "http10", "tunnel",
     )  # fmt: skip
 
@@ -88,7 +89,8 @@ class Exchange:
         self.task: asyncio.Task[None] | None = None
         self.error = (503, "no member available")
         self.last = False
-        self.started = 0.0
+        self.started = 0.0  # the loop's clock (deadlines)
+        self.sent = 0.0  # perf_counter() (latency: the loop's clock may have 1 ms steps)
         self.rbuf = b""
         self.resp: wire.Head | None = None
         self.resp_body: Body | None = None
@@ -153,7 +155,7 @@ class Exchange:
         out = self.out_head
         if self.needs_host:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
-        self.started = self.loop.time()
+        self.started, self.sent = self.loop.time(), perf_counter()
         # the listener's sweep fires the request timeout: no timer handle per request
         self.listener.awaiting[self] = self.started + self.listener.settings.request_timeout
         early, self.early = self.early, b""
@@ -282,7 +284,7 @@ class Exchange:
                 return self._up_data(data)  # the general path adds `connection: close`
             side.nbytes += 1
             listener.awaiting.pop(self, None)
-            listener.latency.observe(self.loop.time() - self.started)
+            listener.latency.observe(perf_counter() - self.sent)
             up.member.failures_in_row = 0
             self.resp, self.resp_body = resp, DONE
             side.transport.write(out)
@@ -368,7 +370,7 @@ class Exchange:
         member = self.member
         assert member is not None
         self.listener.awaiting.pop(self, None)
-        self.listener.latency.observe(self.loop.time() - self.started)
+        self.listener.latency.observe(perf_counter() - self.sent)
         if status in (502, 503, 504):
             self.listener.failed(member, f"http_{status}")
             if status != 504 and self.retriable and not self.last:
@@ -416,7 +418,7 @@ class Exchange:
         listener, side, up = self.listener, self.side, self.up
         assert up is not None
         listener.awaiting.pop(self, None)
-        listener.latency.observe(self.loop.time() - self.started)
+        listener.latency.observe(perf_counter() - self.sent)
         up.member.failures_in_row = 0
         self.tunnel, self.close_after = True, True
         listener.pending -= 1  # no longer a request in flight

@@ -57,7 +57,7 @@ class Listener:
         self._sweeper: asyncio.Task[None] | None = None
         # read at scrape time: no gauge update per connection
         metrics.clients.labels(name).set_function(lambda: len(self.conns))
-        self.latency = metrics.latency(name)
+        self.latency = metrics.latency(name, settings.mode)
         self._victims: list[tuple[Conn, float]] = []  # idle at the last scan, oldest last
         self._next_scan = 0.0
 

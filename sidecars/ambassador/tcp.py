@@ -8,6 +8,7 @@ import errno
 import os
 import select
 import socket
+from time import perf_counter
 
 from sidecars.ambassador import splice
 from sidecars.ambassador.accepting import PASSING, AcceptErrors
@@ -51,7 +52,7 @@ class Relay:
 
     __slots__ = (
         "listener", "client", "up", "member", "connected", "peer", "tried", "attempt",
-        "task", "started", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
+        "task", "started", "dialed", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
         "closed", "splicer", "no_splice", "seen",
     )  # fmt: skip
 
@@ -63,7 +64,8 @@ class Relay:
         self.tried: list[Member] = []
         self.attempt = 0
         self.task: asyncio.Task[None] | None = None
-        self.started = 0.0
+        self.started = 0.0  # the loop's clock (the connect deadline)
+        self.dialed = 0.0  # perf_counter() (latency: the loop's clock may have 1 ms steps)
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.c2u, self.u2c = _Way(client, None), _Way(None, client)
         self.splicer: splice.Splicer | None = None
@@ -94,6 +96,7 @@ class Relay:
             self.tried.append(member)
             member.requests += 1
             self.member, self.started = member, listener.loop.time()
+            self.dialed = perf_counter()
             listener.dialing.add(self, self.started + listener.settings.connect_timeout)
             address = listener.address(member.host, member.port)
             if address is None:  # a name: resolved by the loop, as a task
@@ -171,7 +174,7 @@ class Relay:
         listener, member = self.listener, self.member
         assert member is not None
         listener.dialing.discard(self)
-        listener.latency.observe(listener.loop.time() - self.started)
+        listener.latency.observe(perf_counter() - self.dialed)
         member.record_success()
         member.active += 1
         self.connected = self.c2u.ready = True

@@ -61,7 +61,25 @@ class Metrics:
         self.bulk_seconds = Histogram(
             "logshipper_bulk_seconds",
             "Latency of bulk requests",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            # a node nearby answers a small bulk in a few ms; a bulk that times out
+            # (LOGSHIPPER_ES_TIMEOUT, 30 s by default) is seen near its timeout
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
             registry=r,
         )
         self.bulk_errors = Counter(

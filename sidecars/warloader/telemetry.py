@@ -42,7 +42,9 @@ class Metrics:
         self.seconds = Histogram(
             "warloader_load_seconds",
             "Time to process one source, installed or unchanged",
-            buckets=(0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 1800),
+            # from a source found unchanged (about a millisecond) to a download at its
+            # deadline (WARLOADER_DOWNLOAD_DEADLINE, 1 h by default)
+            buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60, 300, 900, 3600),
             registry=registry,
         )
         self.last_install = Gauge(

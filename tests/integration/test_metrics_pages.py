@@ -298,3 +298,35 @@ def test_curl_compressed(pages: dict[str, str], name: str) -> None:
     head, _, body = done.stdout.partition(b"\r\n\r\n")
     assert b"\r\nContent-Encoding: gzip\r\n" in head
     assert body.startswith(b"# HELP ") and b"\n# TYPE " in body
+
+
+def sample(page: str, name: str) -> float:
+    """The value of the one sample `name` on a text-format page."""
+    found = [
+        s.value
+        for family in read_text(page)
+        for s in family.samples
+        if s.name == name  # type: ignore[attr-defined]
+    ]
+    assert len(found) == 1, (name, found)
+    return float(found[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "other"),
+    [
+        ("ambassador-http", "ambassador_upstream_request_seconds", "connect"),
+        ("ambassador-tcp", "ambassador_upstream_connect_seconds", "request"),
+    ],
+)
+def test_ambassador_latency_is_timed_finer_than_a_millisecond(
+    pages: dict[str, str], name: str, family: str, other: str
+) -> None:
+    """An http listener times response heads as request_seconds, a tcp listener connects as
+    connect_seconds (and has no request_seconds), with a clock finer than the event loop's
+    1 ms steps: the sum of the observations is not a whole number of milliseconds."""
+    page = http_get(pages[name])[1].decode()
+    count, total = sample(page, family + "_count"), sample(page, family + "_sum")
+    assert count >= 1 and 0 < total < 10
+    assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
+    assert f"ambassador_upstream_{other}_seconds_count" not in page
