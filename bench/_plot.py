@@ -29,6 +29,10 @@ def load_runs(folder: Path, only: set[str]) -> dict[str, list[dict[str, Any]]]:
                 raise TypeError("bench or date not a string")
             if not isinstance(ratios, dict):
                 raise TypeError("ratios not an object")
+            for name, ratio in ratios.items():
+                value = ratio.get("value") if isinstance(ratio, dict) else None
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise TypeError(f"ratio {name!r} has no numeric value")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"plot: {path}: not a bench record ({exc}), skipped", file=sys.stderr)
             continue

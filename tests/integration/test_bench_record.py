@@ -34,7 +34,7 @@ def run_bench(results: Path) -> subprocess.CompletedProcess[str]:
 def test_a_bench_run_writes_its_record_and_plot_draws_the_history(tmp_path: Path) -> None:
     """Each run writes one JSON file (bench, commit, date, machine load, finite ratios with the
     direction that is better, the printed table); bench/plot turns two runs into a PNG, and
-    names a file that is not a record instead of failing on it."""
+    names each file that is not a record (or has a ratio without a number) instead of failing."""
     results = tmp_path / "bench"
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -66,6 +66,8 @@ def test_a_bench_run_writes_its_record_and_plot_draws_the_history(tmp_path: Path
         assert "corpus cases read differently" in doc["figures"]
         assert "browser GET, 8 headers" in doc["table"] and "ratio" in doc["table"]
     (results / "notes.json").write_text('{"not": "a record"}')
+    bad = {"bench": "httpparse", "date": "2026-01-01T00:00:00Z", "ratios": {"rate": "fast"}}
+    (results / "httpparse-bad.json").write_text(json.dumps(bad))
     png = tmp_path / "history.png"
     plot = subprocess.run(
         [str(ROOT / "bench" / "plot"), "--dir", str(results), "--out", str(png)],
@@ -77,6 +79,9 @@ def test_a_bench_run_writes_its_record_and_plot_draws_the_history(tmp_path: Path
     assert plot.returncode == 0, plot.stderr
     assert "2 run(s) of httpparse" in plot.stdout
     assert "notes.json: not a bench record" in plot.stderr
+    assert "httpparse-bad.json: not a bench record (ratio 'rate' has no numeric value)" in (
+        plot.stderr
+    )
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
