@@ -113,9 +113,10 @@ class Exchange:
             return self._give_up()
         self.tried.append(member)
         self.last = attempt == retries or len(self.tried) >= len(cluster.members)
-        up = self.listener.pool.take(member)
+        now = self.loop.time()
+        up = self.listener.pool.take(member, now)
         if up is not None:
-            self._send(member, up)
+            self._send(member, up, now)
         else:
             self.task = self.loop.create_task(self._connect(member))
 
@@ -145,9 +146,9 @@ class Exchange:
         if self.finished:
             up.close()
             return
-        self._send(member, up)
+        self._send(member, up, self.loop.time())
 
-    def _send(self, member: Member, up: Upstream) -> None:
+    def _send(self, member: Member, up: Upstream, now: float) -> None:
         self.member, self.up = member, up
         up.owner = self
         member.requests += 1
@@ -155,7 +156,7 @@ class Exchange:
         out = self.out_head
         if self.needs_host:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
-        self.started, self.sent = self.loop.time(), perf_counter()
+        self.started, self.sent = now, perf_counter()
         # the listener's sweep fires the request timeout: no timer handle per request
         self.listener.awaiting[self] = self.started + self.listener.settings.request_timeout
         early, self.early = self.early, b""
@@ -186,7 +187,7 @@ class Exchange:
             return
         up.member.active -= 1
         if reuse:
-            self.listener.pool.release(up)
+            self.listener.pool.release(up, self.loop.time())
         else:
             up.close()
 
@@ -290,7 +291,9 @@ class Exchange:
             side.transport.write(out)
             self.up = None
             up.member.active -= 1
-            listener.pool.release(up)
+            # idle from the request's start: a whole answer came in one read, so at most a little
+            # early (the connection may leave the pool sooner, never later); no clock read
+            listener.pool.release(up, self.started)
             self.finished = True
             listener.pending -= 1
             side.exchange_done(True, False)

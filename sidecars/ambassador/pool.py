@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Protocol, cast
 
 from sidecars.ambassador.members import Member
@@ -92,12 +91,12 @@ class Pool:
         self.idle = min(idle, POOL_IDLE_CAP)
         self.idle_conns: dict[Member, list[Upstream]] = {}
 
-    def take(self, member: Member) -> Upstream | None:
-        """The most recently used idle connection to `member` that is still good."""
+    def take(self, member: Member, now: float) -> Upstream | None:
+        """The most recently used idle connection to `member` that is still good (`now` is the
+        event loop's time, the clock of release)."""
         stack = self.idle_conns.get(member)
         if not stack:
             return None
-        now = time.monotonic()
         while stack:
             conn = stack.pop()
             if not conn.closed and now - conn.idle_since < self.idle:
@@ -115,7 +114,8 @@ class Pool:
             )
         return conn
 
-    def release(self, conn: Upstream) -> None:
+    def release(self, conn: Upstream, now: float) -> None:
+        """Keep `conn` for reuse (`now`: the event loop's time)."""
         conn.owner = None
         if conn.closed:
             return
@@ -127,7 +127,7 @@ class Pool:
         elif len(stack) >= self.size:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now
         stack.append(conn)
 
     def forget(self, conn: Upstream) -> None:
