@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,14 +16,17 @@ from sidecars.adapter.fetch import FetchError, fetch
 from sidecars.adapter.metrics import AdapterMetrics
 
 ACCEPT = "application/health+json, application/json;q=0.9, */*;q=0.1"
-# Health vocabularies (IETF draft, Spring Boot, MicroProfile, traffic lights) -> one number.
-STATUS_VALUES = {
-    **dict.fromkeys(("pass", "ok", "up", "healthy", "green", "true", "serving"), 1.0),
-    **dict.fromkeys(("warn", "warning", "degraded", "yellow", "amber"), 0.5),
-    **dict.fromkeys(("fail", "down", "error", "unhealthy", "red", "false", "critical"), 0.0),
-    **dict.fromkeys(("out_of_service", "not_serving"), 0.0),
+# The states, one series each (1 for the state it is in, 0 for the others), worst known last.
+STATES = ("ok", "degraded", "failing", "unknown")
+UNKNOWN = "unknown"
+_RANK = {"ok": 0, "degraded": 1, "failing": 2}
+# Health vocabularies (IETF draft, Spring Boot, MicroProfile, traffic lights) -> a state.
+STATUS_STATES = {
+    **dict.fromkeys(("pass", "ok", "up", "healthy", "green", "true", "serving"), "ok"),
+    **dict.fromkeys(("warn", "warning", "degraded", "yellow", "amber"), "degraded"),
+    **dict.fromkeys(("fail", "down", "error", "unhealthy", "red", "false", "critical"), "failing"),
+    **dict.fromkeys(("out_of_service", "not_serving"), "failing"),
 }
-UNKNOWN = -1.0
 _MAX_CHECKS = 500
 _MAX_DEPTH = 4
 
@@ -36,39 +38,39 @@ class Probe:
     up: bool
     seconds: float
     http_status: int = 0
-    status: float = UNKNOWN
-    checks: dict[str, float] = field(default_factory=dict)
+    status: str = UNKNOWN
+    checks: dict[str, str] = field(default_factory=dict)
     reason: str = ""
 
 
-def status_value(raw: Any) -> float:
-    """A health status (string or boolean) as 1 (healthy), 0.5 (degraded), 0, or -1 (unknown)."""
+def status_state(raw: Any) -> str:
+    """A health status (string or boolean) as one of STATES."""
     if isinstance(raw, bool):
-        return 1.0 if raw else 0.0
+        return "ok" if raw else "failing"
     if isinstance(raw, str):
-        return STATUS_VALUES.get(raw.strip().lower(), UNKNOWN)
+        return STATUS_STATES.get(raw.strip().lower(), UNKNOWN)
     return UNKNOWN
 
 
-def read_checks(doc: dict[str, Any]) -> dict[str, float]:
-    """Per-check statuses from the IETF draft, Spring Boot or MicroProfile shapes."""
-    out: dict[str, float] = {}
+def read_checks(doc: dict[str, Any]) -> dict[str, str]:
+    """Per-check states from the IETF draft, Spring Boot or MicroProfile shapes."""
+    out: dict[str, str] = {}
     checks = doc.get("checks")
     if isinstance(checks, dict):  # IETF draft: {"name": [{"status": ...}, ...]}
         for name, entries in checks.items():
             items = entries if isinstance(entries, list) else [entries]
-            values = [status_value(e.get("status")) for e in items if isinstance(e, dict)]
-            known = [v for v in values if v != UNKNOWN]
-            out[str(name)] = min(known) if known else UNKNOWN
+            states = [status_state(e.get("status")) for e in items if isinstance(e, dict)]
+            known = [v for v in states if v != UNKNOWN]
+            out[str(name)] = max(known, key=_RANK.__getitem__) if known else UNKNOWN
     elif isinstance(checks, list):  # MicroProfile: [{"name": ..., "status": ...}]
         for entry in checks:
             if isinstance(entry, dict) and "name" in entry:
-                out[str(entry["name"])] = status_value(entry.get("status"))
+                out[str(entry["name"])] = status_state(entry.get("status"))
     _components(doc, "", out, 0)
     return dict(list(out.items())[:_MAX_CHECKS])
 
 
-def read_health(body: bytes) -> tuple[float, dict[str, float]] | None:
+def read_health(body: bytes) -> tuple[str, dict[str, str]] | None:
     """(overall status, per-check statuses) from a health body; None when it is not a JSON
     object with a `status`."""
     try:
@@ -77,10 +79,10 @@ def read_health(body: bytes) -> tuple[float, dict[str, float]] | None:
         return None
     if not isinstance(doc, dict) or "status" not in doc:
         return None
-    return status_value(doc["status"]), read_checks(doc)
+    return status_state(doc["status"]), read_checks(doc)
 
 
-def _components(node: dict[str, Any], prefix: str, out: dict[str, float], depth: int) -> None:
+def _components(node: dict[str, Any], prefix: str, out: dict[str, str], depth: int) -> None:
     """Spring Boot: {"components": {"db": {"status": "UP", "components": {...}}}} (or details)."""
     if depth >= _MAX_DEPTH or len(out) >= _MAX_CHECKS:
         return
@@ -91,7 +93,7 @@ def _components(node: dict[str, Any], prefix: str, out: dict[str, float], depth:
         for name, child in children.items():
             if isinstance(child, dict) and "status" in child:
                 full = f"{prefix}{name}"
-                out[full] = status_value(child["status"])
+                out[full] = status_state(child["status"])
                 _components(child, full + ".", out, depth + 1)
 
 
@@ -128,7 +130,9 @@ class HealthProbe:
 
 
 class ProbeCollector(Collector):
-    """Turns the latest Probe into gauges at collect() time (const metrics, no state)."""
+    """Turns the latest Probe into gauges at collect() time (const metrics, no state). A
+    state is one series per possible state, 1 for the one it is in (as kube-state-metrics
+    does), so that an alert on `{state="failing"} == 1` or `{state="ok"} == 0` misses none."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -141,17 +145,24 @@ class ProbeCollector(Collector):
         yield _gauge(f"{p}_up", "1 if the health endpoint answered a JSON status", probe.up)
         yield _gauge(f"{p}_response_seconds", "Time the health endpoint took", probe.seconds)
         yield _gauge(f"{p}_http_status", "HTTP status of the health endpoint", probe.http_status)
-        doc = "Overall status: 1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown or unread"
-        yield _gauge(f"{p}_status", doc, probe.status)
-        checks = GaugeMetricFamily(
-            f"{p}_check_status",
-            "Status per check: 1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown",
-            labels=["check"],
+        overall = GaugeMetricFamily(
+            f"{p}_state",
+            "Overall health, 1 for the state it is in: ok, degraded, failing, unknown (or unread)",
+            labels=["state"],
         )
-        for name, value in probe.checks.items():
-            checks.add_metric([name], value)
+        for state in STATES:
+            overall.add_metric([state], float(state == probe.status))
+        yield overall
+        checks = GaugeMetricFamily(
+            f"{p}_check_state",
+            "Health per check, 1 for the state it is in: ok, degraded, failing, unknown",
+            labels=["check", "state"],
+        )
+        for name, status in probe.checks.items():
+            for state in STATES:
+                checks.add_metric([name, state], float(state == status))
         yield checks
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=float(value) if math.isfinite(value) else UNKNOWN)
+    return GaugeMetricFamily(name, doc, value=float(value))

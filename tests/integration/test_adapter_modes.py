@@ -55,26 +55,32 @@ def gauges(text: bytes) -> dict[str, float]:
     }
 
 
+def state(g: dict[str, float], name: str, labels: str = "") -> str:
+    """The one state whose series is 1 (the other three are 0)."""
+    states = {
+        s: g[f'{name}{{{labels}state="{s}"}}'] for s in ("ok", "degraded", "failing", "unknown")
+    }
+    assert sorted(states.values()) == [0, 0, 0, 1], states
+    return next(s for s, v in states.items() if v == 1)
+
+
 async def test_reverse_mode_spring_boot_shape(app: AppProcess) -> None:
     app.control("health", {"status": 200, "doc": SPRING_UP})
     async with adapter_in_process(reverse_env(app)) as (base, _, _svc):
         status, headers, body = await get(base + "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
         g = gauges(body)
-        assert g["app_health_up"] == 1 and g["app_health_status"] == 1
+        assert g["app_health_up"] == 1 and state(g, "app_health_state") == "ok"
         assert g["app_health_http_status"] == 200
-        assert g['app_health_check_status{check="db"}'] == 1
-        assert g['app_health_check_status{check="disk"}'] == 0
-        assert g['app_health_check_status{check="grp.cache"}'] == 0
+        assert state(g, "app_health_check_state", 'check="db",') == "ok"
+        assert state(g, "app_health_check_state", 'check="disk",') == "failing"
+        assert state(g, "app_health_check_state", 'check="grp.cache",') == "failing"
         assert g["app_health_response_seconds"] >= 0
 
         app.control("health", {"status": 503, "doc": {"status": "DOWN"}})
         g = gauges((await get(base + "/metrics"))[2])
-        assert (g["app_health_up"], g["app_health_status"], g["app_health_http_status"]) == (
-            1,
-            0,
-            503,
-        )
+        assert g["app_health_up"] == 1 and g["app_health_http_status"] == 503
+        assert state(g, "app_health_state") == "failing"
 
 
 async def test_reverse_mode_ietf_shape_and_failures(app: AppProcess) -> None:
@@ -85,13 +91,13 @@ async def test_reverse_mode_ietf_shape_and_failures(app: AppProcess) -> None:
     app.control("health", {"doc": doc})
     async with adapter_in_process(reverse_env(app)) as (base, _, _svc):
         g = gauges((await get(base + "/metrics"))[2])
-        assert g["app_health_status"] == 0.5
-        assert g['app_health_check_status{check="db:responseTime"}'] == 0.5
-        assert g['app_health_check_status{check="q"}'] == -1
+        assert state(g, "app_health_state") == "degraded"
+        assert state(g, "app_health_check_state", 'check="db:responseTime",') == "degraded"
+        assert state(g, "app_health_check_state", 'check="q",') == "unknown"
         # Not JSON: the endpoint is not "up" in the sense of answering a status.
         app.control("health", {"status": 200, "doc": "<html>login</html>"})
         g = gauges((await get(base + "/metrics"))[2])
-        assert (g["app_health_up"], g["app_health_status"]) == (0, -1)
+        assert g["app_health_up"] == 0 and state(g, "app_health_state") == "unknown"
         # Hanging: answered within the deadline, up = 0.
         app.control("health", {"doc": {"status": "UP"}, "delay": 60})
         status, _, body = await get(base + "/metrics")

@@ -1,12 +1,12 @@
-"""The adapter's reading of an app's health JSON: a status and per-check values in the known
-scale, at most the check limit, or None for a body that is not health JSON; never raises."""
+"""The adapter's reading of an app's health JSON: a state and per-check states among the known
+ones, at most the check limit, or None for a body that is not health JSON; never raises."""
 
 from __future__ import annotations
 
 from sidecars.adapter import reverse
 
 MAX_LEN = 8192
-_SCALE = {1.0, 0.5, 0.0, reverse.UNKNOWN}
+_SCALE = set(reverse.STATES)
 
 
 def fuzz(data: bytes) -> None:
