@@ -235,6 +235,9 @@ def run(record: Record) -> None:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--megabytes", type=int, default=10)
     args = ap.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
     rows: list[tuple[str, str, str, str]] = []
     app_port, nginx_port, health_port, paths_port, fast_port = (free_port() for _ in range(5))
     work = Path(tempfile.mkdtemp(prefix="adapter-bench-"))

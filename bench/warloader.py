@@ -208,6 +208,8 @@ def run(record: Record) -> None:
         "--only", choices=("path", "verified", "download"), help="measure one figure (no footprint)"
     )
     args = ap.parse_args()
+    if args.only is None and not os.access("/usr/bin/time", os.X_OK):  # the footprint's peak RSS
+        sys.exit("bench: GNU time is not installed (scripts/setup --bench installs it)")
     size = args.size_mib << 20
     before = load()
     work = Path(tempfile.mkdtemp(prefix="warloader-bench-", dir=args.dir))
