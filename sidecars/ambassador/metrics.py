@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -69,6 +70,9 @@ class LatencyCollector(Collector):
         yield from families.values()
 
 
+MEMBER_STATES = ("up", "down", "ejected")
+
+
 class MemberCollector(Collector):
     """Per member state straight from the clusters on each scrape: members that leave simply
     disappear from the output instead of leaving stale series behind."""
@@ -101,6 +105,11 @@ class MemberCollector(Collector):
             "1 when a member receives traffic (active check up and not ejected)",
             labels=labels,
         )
+        state = GaugeMetricFamily(
+            "ambassador_upstream_state",
+            "1 for the state a member is in: up, down (active check failing) or ejected",
+            labels=[*labels, "state"],
+        )
         panics = CounterMetricFamily(
             "ambassador_panic_picks",
             "Picks made with every member down or ejected (all members tried)",
@@ -109,19 +118,22 @@ class MemberCollector(Collector):
         retries = CounterMetricFamily(
             "ambassador_retries", "Attempts retried on another member", labels=["listener"]
         )
+        now = time.monotonic()
         for cluster in self.clusters():
-            available = {id(m) for m in cluster.available()}
             for m in cluster.members.values():
                 key = [cluster.name, m.key]
                 requests.add_metric(key, m.requests)
                 ejections.add_metric(key, m.ejections)
                 in_flight.add_metric(key, m.active)
-                healthy.add_metric(key, 1.0 if id(m) in available else 0.0)
+                healthy.add_metric(key, float(m.available(now)))
+                now_in = "down" if not m.healthy else "ejected" if m.ejected(now) else "up"
+                for name in MEMBER_STATES:
+                    state.add_metric([*key, name], float(name == now_in))
                 for kind, n in m.errors.items():
                     errors.add_metric([*key, kind], n)
             panics.add_metric([cluster.name], cluster.panics)
             retries.add_metric([cluster.name], cluster.retries)
-        yield from (requests, errors, ejections, in_flight, healthy, panics, retries)
+        yield from (requests, errors, ejections, in_flight, healthy, state, panics, retries)
 
 
 class Metrics:
