@@ -63,18 +63,16 @@ class Exchange:
     the client side and from the member connection (no task per request)."""
 
     __slots__ = (
-        "side", "head", "early", "listener", "loop", "body", "retriable", "key", "out_head",
-        "needs_host", "tried", "member", "up", "task", "error", "last", "started", "sent", "rbuf",
-        "resp", "resp_body", "close_after", "finished", "plain", "http10", "tunnel",
+        "side", "shape", "head", "early", "listener", "body", "key", "tried", "member", "up",
+        "task", "error", "last", "started", "sent", "rbuf", "resp", "resp_body", "close_after",
+        "finished", "tunnel",
     )  # fmt: skip
 
     def __init__(self, side: ClientSide, shape: Shape, early: bytes) -> None:
-        self.side, self.head, self.out_head, self.early = side, shape.head, shape.out, early
+        self.side, self.shape, self.head, self.early = side, shape, shape.head, early
         self.listener = listener = side.listener
-        self.loop = listener.loop
         settings = listener.settings
         self.body = request_body(shape.head) if shape.has_body else None
-        self.retriable, self.http10, self.plain = shape.retriable, shape.http10, shape.plain
         self.tunnel = False  # bytes both ways after the member switched protocols (101)
         key = b""  # only hashing reads it
         if settings.policy == "hash":
@@ -82,7 +80,6 @@ class Exchange:
             if settings.hash_header:
                 key = shape.head.find(settings.hash_header) or key
         self.key = key
-        self.needs_host = shape.needs_host
         self.tried: list[Member] = []
         self.member: Member | None = None
         self.up: Upstream | None = None
@@ -113,12 +110,12 @@ class Exchange:
             return self._give_up()
         self.tried.append(member)
         self.last = attempt == retries or len(self.tried) >= len(cluster.members)
-        now = self.loop.time()
+        now = self.listener.loop.time()
         up = self.listener.pool.take(member, now)
         if up is not None:
             self._send(member, up, now)
         else:
-            self.task = self.loop.create_task(self._connect(member))
+            self.task = self.listener.loop.create_task(self._connect(member))
 
     async def _connect(self, member: Member) -> None:
         try:
@@ -146,15 +143,16 @@ class Exchange:
         if self.finished:
             up.close()
             return
-        self._send(member, up, self.loop.time())
+        self._send(member, up, self.listener.loop.time())
 
     def _send(self, member: Member, up: Upstream, now: float) -> None:
         self.member, self.up = member, up
         up.owner = self
         member.requests += 1
         member.active += 1
-        out = self.out_head
-        if self.needs_host:
+        shape = self.shape
+        out = shape.out
+        if shape.needs_host:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
         self.started, self.sent = now, perf_counter()
         # the listener's sweep fires the request timeout: no timer handle per request
@@ -170,11 +168,11 @@ class Exchange:
     def _give_up(self) -> None:
         self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
         close = self.body is not None or self.head.close
-        self.side.transport.write(wire.error_response(*self.error, close, self.http10))
+        self.side.transport.write(wire.error_response(*self.error, close, self.shape.http10))
         self._done(keep=not close)
 
     def _retry_or_answer(self) -> None:
-        if self.retriable and not self.finished:
+        if self.shape.retriable and not self.finished:
             self.attempt()
         else:
             self.side.transport.write(wire.error_response(*self.error))
@@ -187,7 +185,7 @@ class Exchange:
             return
         up.member.active -= 1
         if reuse:
-            self.listener.pool.release(up, self.loop.time())
+            self.listener.pool.release(up, self.listener.loop.time())
         else:
             up.close()
 
@@ -264,7 +262,7 @@ class Exchange:
 
     def up_data(self, data: bytes) -> None:
         try:
-            if not self.plain or self.resp_body is not None or self.rbuf:
+            if not self.shape.plain or self.resp_body is not None or self.rbuf:
                 return self._up_data(data)
             # the fast path: a whole Content-Length answer in one read, its head seen before;
             # a member connection keeps its last one (a member repeats its answer but for the
@@ -363,7 +361,7 @@ class Exchange:
                 return self._switch(hit[0], buf)
             if status >= 200:
                 break
-            if not self.http10:  # 100 Continue (the member wants the body), 103 Early Hints
+            if not self.shape.http10:  # 100 Continue (the member wants the body), 103 Early Hints
                 self.side.transport.write(hit[2])
         self.rbuf = b""
         self._response(hit[0], status, hit[2], buf)
@@ -376,7 +374,7 @@ class Exchange:
         self.listener.latency.observe(perf_counter() - self.sent)
         if status in (502, 503, 504):
             self.listener.failed(member, f"http_{status}")
-            if status != 504 and self.retriable and not self.last:
+            if status != 504 and self.shape.retriable and not self.last:
                 self._release_up(reuse=False)
                 self.error = (status, f"member answered {status}")
                 return self.attempt()
@@ -397,11 +395,11 @@ class Exchange:
         else:
             body, own, close = Body(), False, True
         self.resp, self.resp_body, self.close_after = resp, body, close
-        if own and not close and not self.http10:
+        if own and not close and not self.shape.http10:
             out = plain
         else:
             framing = wire.framing_line(resp) if own else b""
-            out = wire.forward_response(resp, framing, close, self.http10)
+            out = wire.forward_response(resp, framing, close, self.shape.http10)
         extra = b""
         if rest:
             try:
