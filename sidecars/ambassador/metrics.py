@@ -71,22 +71,31 @@ class LatencyCollector(Collector):
 
 
 MEMBER_STATES = ("up", "down", "ejected")
+# per listener mode: what is sent to a member (a counter) and what is open to it (a gauge)
+_LOAD = {
+    "http": (
+        ("ambassador_upstream_requests", "Requests sent to a member (http listeners)"),
+        ("ambassador_upstream_in_flight", "Requests in flight to a member (http listeners)"),
+    ),
+    "tcp": (
+        ("ambassador_upstream_connections", "Connections to a member attempted (tcp listeners)"),
+        ("ambassador_upstream_open_connections", "Open connections to a member (tcp listeners)"),
+    ),
+}
+Clusters = Callable[[], Iterable[tuple[str, Cluster]]]  # (listener mode, its cluster)
 
 
 class MemberCollector(Collector):
     """Per member state straight from the clusters on each scrape: members that leave simply
     disappear from the output instead of leaving stale series behind."""
 
-    def __init__(self, clusters: Callable[[], Iterable[Cluster]]) -> None:
+    def __init__(self, clusters: Clusters) -> None:
         self.clusters = clusters
 
     def collect(self) -> Iterator[Metric]:
         labels = ["listener", "member"]
-        requests = CounterMetricFamily(
-            "ambassador_upstream_requests",
-            "Requests (http) or connections (tcp) sent to a member",
-            labels=labels,
-        )
+        sent = {m: CounterMetricFamily(*_LOAD[m][0], labels=labels) for m in _LOAD}
+        open_ = {m: GaugeMetricFamily(*_LOAD[m][1], labels=labels) for m in _LOAD}
         errors = CounterMetricFamily(
             "ambassador_upstream_errors",
             "Failures talking to a member, by kind",
@@ -94,11 +103,6 @@ class MemberCollector(Collector):
         )
         ejections = CounterMetricFamily(
             "ambassador_upstream_ejections", "Passive ejections of a member", labels=labels
-        )
-        in_flight = GaugeMetricFamily(
-            "ambassador_upstream_in_flight",
-            "Open connections (tcp) or requests in flight (http) to a member",
-            labels=labels,
         )
         healthy = GaugeMetricFamily(
             "ambassador_upstream_healthy",
@@ -119,12 +123,12 @@ class MemberCollector(Collector):
             "ambassador_retries", "Attempts retried on another member", labels=["listener"]
         )
         now = time.monotonic()
-        for cluster in self.clusters():
+        for mode, cluster in self.clusters():
             for m in cluster.members.values():
                 key = [cluster.name, m.key]
-                requests.add_metric(key, m.requests)
+                sent[mode].add_metric(key, m.requests)
+                open_[mode].add_metric(key, m.active)
                 ejections.add_metric(key, m.ejections)
-                in_flight.add_metric(key, m.active)
                 healthy.add_metric(key, float(m.available(now)))
                 now_in = "down" if not m.healthy else "ejected" if m.ejected(now) else "up"
                 for name in MEMBER_STATES:
@@ -133,15 +137,14 @@ class MemberCollector(Collector):
                     errors.add_metric([*key, kind], n)
             panics.add_metric([cluster.name], cluster.panics)
             retries.add_metric([cluster.name], cluster.retries)
-        yield from (requests, errors, ejections, in_flight, healthy, state, panics, retries)
+        yield from (*sent.values(), *open_.values(), errors, ejections, healthy, state)
+        yield from (panics, retries)
 
 
 class Metrics:
     """Every ambassador metric, registered on the sidecar's own registry."""
 
-    def __init__(
-        self, registry: CollectorRegistry, clusters: Callable[[], Iterable[Cluster]]
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, clusters: Clusters) -> None:
         registry.register(MemberCollector(clusters))
         self.latencies = LatencyCollector()
         registry.register(self.latencies)

@@ -29,7 +29,9 @@ class Ambassador:
         self.config, self.rt, self.resolve = config, rt, resolve
         self.running: dict[str, Running] = {}
         self.retiring: set[asyncio.Task[None]] = set()
-        self.metrics = Metrics(rt.registry, lambda: [r.cluster for r in self.running.values()])
+        self.metrics = Metrics(
+            rt.registry, lambda: [(r.spec.settings.mode, r.cluster) for r in self.running.values()]
+        )
         self.reload_wanted = asyncio.Event()
         rt.admin_app.add("/upstreams", self._upstreams)
 

@@ -330,3 +330,23 @@ def test_ambassador_latency_is_timed_finer_than_a_millisecond(
     assert count >= 1 and 0 < total < 10
     assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
     assert f"ambassador_upstream_{other}_seconds_count" not in page
+
+
+HTTP_LOAD = ("requests_total", "in_flight")
+TCP_LOAD = ("connections_total", "open_connections")
+
+
+@pytest.mark.parametrize(
+    ("name", "mine", "other"),
+    [("ambassador-http", HTTP_LOAD, TCP_LOAD), ("ambassador-tcp", TCP_LOAD, HTTP_LOAD)],
+)
+def test_ambassador_names_what_each_mode_sends(
+    pages: dict[str, str], name: str, mine: tuple[str, ...], other: tuple[str, ...]
+) -> None:
+    """An http listener counts requests sent to a member and those in flight, a tcp listener
+    connections attempted and open: one quantity per name, never both under one."""
+    samples = [line for line in http_get(pages[name])[1].decode().splitlines() if line[:1] != "#"]
+    for suffix in mine:
+        assert any(line.startswith(f"ambassador_upstream_{suffix}{{") for line in samples)
+    for suffix in other:
+        assert not any(line.startswith(f"ambassador_upstream_{suffix}") for line in samples)

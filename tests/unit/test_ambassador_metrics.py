@@ -56,7 +56,7 @@ def test_member_state_is_one_series_per_state() -> None:
     down.healthy = False
     ejected.ejected_until = time.monotonic() + 60
     registry = CollectorRegistry()
-    Metrics(registry, lambda: [cluster])
+    Metrics(registry, lambda: [("tcp", cluster)])
     page = {
         (s.labels["member"], s.labels["state"]): s.value
         for family in registry.collect()
