@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import json
 import shutil
 import socket
 import subprocess
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as read_om
@@ -23,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families as read_text
 
 from support.warloader import war_bytes
 from tests.adapter_support import app_process
-from tests.helpers import ROOT, SidecarProcess, free_port, http_get, wait_until
+from tests.helpers import ROOT, SidecarProcess, background, free_port, http_get, wait_until
 from tests.logshipper_support import BulkSink, metric, shipper_env
 
 pytestmark = pytest.mark.integration
@@ -350,3 +354,61 @@ def test_ambassador_names_what_each_mode_sends(
         assert any(line.startswith(f"ambassador_upstream_{suffix}{{") for line in samples)
     for suffix in other:
         assert not any(line.startswith(f"ambassador_upstream_{suffix}") for line in samples)
+
+
+def prometheus_api(base: str, path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=5) as resp:
+        doc = json.load(resp)
+    assert doc["status"] == "success", doc
+    return doc["data"]
+
+
+def test_a_real_prometheus_scrapes_every_page(pages: dict[str, str], tmp_path: Path) -> None:
+    """A real Prometheus server (as scripts/setup installs it) scrapes every page: each target
+    is up with no error, in OpenMetrics (its metadata names counters without `_total`, as only
+    OpenMetrics does), and no `_created` series is stored."""
+    prometheus = ROOT / ".cache" / "go" / "bin" / "prometheus"
+    if not prometheus.exists():
+        pytest.fail(f"{prometheus.relative_to(ROOT)} is missing: run scripts/setup")
+    jobs = []
+    for name, url in pages.items():
+        host, _, path = url.removeprefix("http://").partition("/")
+        jobs.append(
+            {"job_name": name, "metrics_path": "/" + path, "static_configs": [{"targets": [host]}]}
+        )
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": jobs}
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    web = free_port()
+    argv = [
+        str(prometheus),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{web}",
+    ]
+    base = f"http://127.0.0.1:{web}"
+    with background(argv) as server:
+
+        def all_up() -> bool:
+            assert server.poll() is None, f"prometheus exited {server.returncode}"
+            if http_get(base + "/-/ready")[0] != 200:
+                return False
+            targets = prometheus_api(base, "/api/v1/targets")["activeTargets"]
+            for t in targets:
+                assert t["lastError"] == "", (t["labels"]["job"], t["lastError"])
+            return len(targets) == len(pages) and all(t["health"] == "up" for t in targets)
+
+        wait_until(all_up, 60, "every page scraped")
+        metadata = prometheus_api(base, "/api/v1/metadata")
+        for counter in (
+            "logshipper_lines_read",
+            "ambassador_upstream_connections",
+            "adapter_scrapes",
+            "warloader_artifacts",
+        ):
+            assert metadata[counter][0]["type"] == "counter", counter
+        assert "logshipper_lines_read_total" not in metadata
+        created = prometheus_api(
+            base,
+            "/api/v1/series?" + urllib.parse.urlencode({"match[]": '{__name__=~".+_created"}'}),
+        )
+        assert created == []
