@@ -105,9 +105,14 @@ class Config(CommonConfig):
         metavar="BOOL",
     )
     dataset: str = setting(
-        "app", "event.dataset and data_stream.dataset of every document", _name_part
+        "app",
+        "event.dataset and data_stream.dataset of every document",
+        _name_part,
+        metavar="NAME",
     )
-    namespace: str = setting("default", "data_stream.namespace of every document", _name_part)
+    namespace: str = setting(
+        "default", "data_stream.namespace of every document", _name_part, metavar="NAME"
+    )
     index: str = setting(
         "",
         "target index or data stream, a date pattern (from the record time) for plain indices "
