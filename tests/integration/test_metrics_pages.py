@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import http.client
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -412,3 +413,23 @@ def test_a_real_prometheus_scrapes_every_page(pages: dict[str, str], tmp_path: P
             "/api/v1/series?" + urllib.parse.urlencode({"match[]": '{__name__=~".+_created"}'}),
         )
         assert created == []
+
+
+@pytest.mark.parametrize("sidecar", ["logshipper", "ambassador", "adapter", "warloader"])
+def test_readme_names_every_metric_on_the_admin_page(pages: dict[str, str], sidecar: str) -> None:
+    """The sidecar's README names every metric family of its admin page (as the text format
+    shows it: counters with `_total`), and names none that is not there."""
+    on_page: set[str] = set()
+    for name, url in pages.items():
+        if name.split("-")[0] == sidecar and name != "adapter-data":
+            types = [
+                line.split()[2]
+                for line in http_get(url)[1].decode().splitlines()
+                if line.startswith("# TYPE ")
+            ]
+            on_page.update(t for t in types if t.startswith(f"{sidecar}_"))
+    readme = (ROOT / "sidecars" / sidecar / "README.md").read_text()
+    named = set(re.findall(rf"`({sidecar}_[a-z_]+)", readme))
+    info = {f"{sidecar}_build_info"}  # the runtime's, in the top README
+    assert len(on_page) > 3
+    assert named - info == on_page - info
