@@ -47,6 +47,12 @@ def _settings(name: str, tmp: Path, peers: dict[str, str]) -> dict[str, str]:
         }
     if name == "adapter":
         return {"ADAPTER_LISTEN": f"127.0.0.1:{free_port()}", "ADAPTER_TARGET": peers["app"]}
+    if name == "adapter-reverse":  # its service port serves the app's health as gauges
+        return {
+            "ADAPTER_LISTEN": f"127.0.0.1:{free_port()}",
+            "ADAPTER_TARGET": peers["health"],
+            "ADAPTER_MODE": "metrics-from-health",
+        }
     (tmp / "artifacts").mkdir()
     (tmp / "artifacts" / "sample.war").write_bytes(b"PK\x05\x06" + bytes(18))
     (tmp / "webapps").mkdir()
@@ -60,14 +66,20 @@ def _settings(name: str, tmp: Path, peers: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Each sidecar's /metrics page (Prometheus text format), from a real process (the
-    ambassador's pages in tcp and in http mode, one after the other)."""
+    ambassador's pages in tcp and in http mode; the adapter's in both directions, with the app's
+    health as gauges on its service port)."""
     out: dict[str, str] = {}
     with BulkSink() as sink:
         app = AppProcess()
         try:
-            peers = {"elasticsearch": sink.url, "app": app.base + "/metrics"}
+            peers = {
+                "elasticsearch": sink.url,
+                "app": app.base + "/metrics",
+                "health": app.base + "/actuator/health",
+            }
             # the ambassador's pages differ by mode: a dashboard may read both
-            for run in ("logshipper", "ambassador-tcp", "ambassador-http", "adapter", "warloader"):
+            runs = ("ambassador-tcp", "ambassador-http", "adapter", "adapter-reverse")
+            for run in ("logshipper", *runs, "warloader"):
                 name = run.partition("-")[0]
                 tmp = tmp_path_factory.mktemp(run)
                 admin = f"127.0.0.1:{free_port()}"
@@ -77,6 +89,10 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                     status, body = http_get(f"http://{admin}/metrics")
                     assert status == 200, run
                     out[name] = out.get(name, "") + body.decode()
+                    if run == "adapter-reverse":
+                        status, body = http_get(f"http://{env['ADAPTER_LISTEN']}/metrics")
+                        assert status == 200, run
+                        out[name] += body.decode()
                     proc.terminate()
         finally:
             app.close()

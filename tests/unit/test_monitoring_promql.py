@@ -51,7 +51,7 @@ def test_no_sidecar_metric_of_the_examples_is_missed(expr: str) -> None:
     """Every word of an expression that starts like a sidecar's or the process's metric (outside
     label values) is among the names read from it."""
     words = re.findall(
-        r"(?<![\w:])(?:logshipper|ambassador|adapter|warloader|process|kube)_\w+(?![\w:])",
+        r"(?<![\w:])(?:logshipper|ambassador|adapter|warloader|process|kube|app_health)_\w+(?![\w:])",
         re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr),
     )
     assert set(words) <= metric_names(expr)
