@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families as read_text
 from support.warloader import war_bytes
 from tests.adapter_support import app_process
 from tests.helpers import ROOT, SidecarProcess, background, free_port, http_get, wait_until
+from tests.hostile.ambassador_members import ambassador_process
 from tests.logshipper_support import BulkSink, metric, shipper_env
 
 pytestmark = pytest.mark.integration
@@ -107,14 +108,7 @@ def start_logshipper(stack: contextlib.ExitStack, tmp: Path) -> str:
 
 
 def start_ambassador(stack: contextlib.ExitStack, mode: str, member_port: int) -> str:
-    admin, listen = free_port(), free_port()
-    env = {
-        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
-        "AMBASSADOR_LISTEN": f"127.0.0.1:{listen}",
-        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member_port}",
-        "AMBASSADOR_MODE": mode,
-    }
-    started(stack, "ambassador", env, admin)
+    _, listen, admin = stack.enter_context(ambassador_process(member_port, mode))
     wait_until(lambda: get_through(listen).endswith(b"ok"), 15, f"a GET through {mode}")
     return f"http://127.0.0.1:{admin}/metrics"
 
