@@ -31,10 +31,10 @@ from tests.adapter_support import app_process
 from tests.helpers import ROOT, SidecarProcess, background, free_port, http_get, wait_until
 from tests.hostile.ambassador_members import ambassador_process
 from tests.logshipper_support import BulkSink, metric, shipper_env
+from tests.monitoring_support import tool
 
 pytestmark = pytest.mark.integration
 
-PROMTOOL = ROOT / ".cache" / "go" / "bin" / "promtool"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # The Accept header of a Prometheus 3 scrape
 PROMETHEUS_ACCEPT = (
@@ -166,10 +166,8 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 def promtool_check(page: bytes) -> subprocess.CompletedProcess[bytes]:
-    if not PROMTOOL.exists():
-        pytest.fail(f"{PROMTOOL.relative_to(ROOT)} is missing: run scripts/setup")
     return subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=page, capture_output=True, timeout=60
+        [tool("promtool"), "check", "metrics"], input=page, capture_output=True, timeout=60
     )
 
 
@@ -241,7 +239,14 @@ def prometheus_reads_openmetrics(page: bytes, tmp: Path) -> subprocess.Completed
     stamped = [line if line.startswith("#") else line + " 1700000000" for line in lines]
     (tmp / "page.om").write_text("\n".join(stamped) + "\n")
     return subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", tmp / "page.om", tmp / "blocks"],
+        [
+            tool("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            tmp / "page.om",
+            tmp / "blocks",
+        ],
         capture_output=True,
         timeout=60,
     )
@@ -362,9 +367,7 @@ def test_a_real_prometheus_scrapes_every_page(pages: dict[str, str], tmp_path: P
     """A real Prometheus server (as scripts/setup installs it) scrapes every page: each target
     is up with no error, in OpenMetrics (its metadata names counters without `_total`, as only
     OpenMetrics does), and no `_created` series is stored."""
-    prometheus = ROOT / ".cache" / "go" / "bin" / "prometheus"
-    if not prometheus.exists():
-        pytest.fail(f"{prometheus.relative_to(ROOT)} is missing: run scripts/setup")
+    prometheus = tool("prometheus")
     jobs = []
     for name, url in pages.items():
         host, _, path = url.removeprefix("http://").partition("/")
