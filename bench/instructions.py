@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._record import recording  # noqa: E402
 from support.process import background, free_port, wait_until  # noqa: E402
 
 
@@ -95,7 +96,10 @@ def main() -> None:
     parser.add_argument("--annotate", action="store_true", help="print callgrind_annotate")
     parser.add_argument("--keep", type=Path, metavar="FILE", help="copy the callgrind dump here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as name:
+    for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
+    with recording("instructions") as record, tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         ports = [free_port() for _ in range(3)]
         port = free_port()
@@ -112,10 +116,10 @@ def main() -> None:
         if m is None:
             sys.exit("callgrind: no totals in the dump")
         total = int(m.group(1))
-        print(
-            f"{total / args.requests:,.0f} instructions per request ({total:,} for "
-            f"{args.requests:,} requests, {args.conns} connections)"
-        )
+        per = total / args.requests
+        record.figure(f"http instructions per request, {args.conns} conns", per)
+        print(f"{per:,.0f} instructions per request ({total:,} for "
+              f"{args.requests:,} requests, {args.conns} connections)")  # fmt: skip
         if args.annotate:
             print(subprocess.run(
                 ["callgrind_annotate", "--inclusive=yes", str(dump)],
