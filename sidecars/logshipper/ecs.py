@@ -13,7 +13,7 @@ from typing import Any
 
 from sidecars import __version__
 
-ECS_VERSION = "8.17.0"
+ECS_VERSION = "8.11.0"  # a released ECS 8 whose field reference has every field written here
 AGENT_TYPE = "logshipper"
 _AGENT_ID_FILE = "agent-id"
 _LABEL_LINE = re.compile(r'([^=\s]+)="((?:[^"\\]|\\.)*)"')
