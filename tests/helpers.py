@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from support.process import (  # noqa: F401 - the tests import them from here too
     ROOT,
@@ -116,3 +119,19 @@ def run_sidecar(
         text=True,
         timeout=timeout,
     )
+
+
+GO_TOOLS = ROOT / ".cache" / "go" / "bin"  # scripts/setup builds the Go tools the tests run there
+
+
+def go_tool(name: str) -> Path:
+    """A Go tool (promtool, prometheus, kustomize) that scripts/setup builds from the Go module
+    proxy. Missing, the test fails naming scripts/setup; it skips only on a machine with no Go
+    to build it with, and never in CI (CI=true)."""
+    path = GO_TOOLS / name
+    if path.is_file():
+        return path
+    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
+        if os.environ.get("CI") != "true":
+            pytest.skip(f"{name} cannot be built on this machine: scripts/setup needs Go")
+    pytest.fail(f"{path.relative_to(ROOT)} is missing: run scripts/setup")

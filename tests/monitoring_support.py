@@ -4,26 +4,21 @@ the rule files and dashboards, and the metric names their PromQL reads."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, go_tool
 
 MONITORING = ROOT / "examples" / "monitoring"
 RULE_FILES = sorted((MONITORING / "rules").glob("*.yml"))
 RULE_TESTS = sorted((MONITORING / "tests").glob("*.yml"))
 DASHBOARDS = sorted((MONITORING / "dashboards").glob("*.json"))
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
-# Where scripts/setup installs the Go tools (from the Go module proxy)
-TOOLS_DIR = ROOT / ".cache" / "go" / "bin"
 
 # Grafana's variables, replaced by values PromQL parses (as Grafana itself would)
 GRAFANA_VARIABLES = {
@@ -35,24 +30,9 @@ GRAFANA_VARIABLES = {
 }
 
 
-def tool(name: str) -> Path:
-    """The path of a Prometheus tool that scripts/setup installs. Missing: the test skips
-    naming how to get it, except in CI (CI=true), where that is a failure."""
-    found = TOOLS_DIR / name
-    if found.is_file() and os.access(found, os.X_OK):
-        return found
-    on_path = shutil.which(name)
-    if on_path:
-        return Path(on_path)
-    reason = f"{name} is not installed: scripts/setup installs it from the Go module proxy"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def run_tool(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(tool(name)), *args],
+        [str(go_tool(name)), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

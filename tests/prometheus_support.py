@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import background, free_port, http_get, wait_until
-from tests.monitoring_support import tool
+from tests.helpers import background, free_port, go_tool, http_get, wait_until
 
 SCALE = 12  # every duration of the rules divided by this: `for: 2m` becomes 10 s
 
@@ -71,7 +70,7 @@ def prometheus(tmp: Path, target: str, labels: dict[str, str], rules: Path) -> I
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     base = f"http://127.0.0.1:{free_port()}"
     argv = [
-        str(tool("prometheus")),
+        str(go_tool("prometheus")),
         f"--config.file={tmp / 'prometheus.yml'}",
         f"--storage.tsdb.path={tmp / 'data'}",
         f"--web.listen-address={base.removeprefix('http://')}",

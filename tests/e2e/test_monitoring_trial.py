@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import ROOT, docker
-from tests.helpers import free_port, http_get, wait_until
-from tests.monitoring_support import MONITORING, tool
+from tests.helpers import free_port, go_tool, http_get, wait_until
+from tests.monitoring_support import MONITORING
 from tests.prometheus_support import post, prometheus, quiet_then_firing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -48,7 +48,7 @@ def adapter_pod(
     images: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """The trial's adapter pod up under PROJECT; yields the app's and the admin port's URLs."""
-    tool("prometheus")  # before anything starts
+    go_tool("prometheus")  # before anything starts
     tmp = tmp_path_factory.mktemp("monitoring-trial")
     app_port, health_port, admin_port = free_port(), free_port(), free_port()
     override = tmp / "admin-port.yml"

@@ -15,10 +15,9 @@ import yaml
 from sidecars.inject.catalog import SIDECARS
 from sidecars.inject.containers import build
 from sidecars.inject.request import Request
-from tests.helpers import ROOT
+from tests.helpers import ROOT, go_tool
 from tests.k8s_support import assert_restricted, assert_sidecar_settings, sidecar_of, validate
 
-KUSTOMIZE = ROOT / ".cache" / "go" / "bin" / "kustomize"  # scripts/setup builds it there
 EXAMPLES = ROOT / "examples" / "kustomize"
 VERSIONS = ("1.29.0", "1.30.0", "1.31.0")
 WANTED = {"tomcat": ["warloader", "logshipper"], "visits": ["ambassador", "adapter"]}
@@ -29,10 +28,8 @@ SETTINGS = {"warloader": {"sources": "http://x/a.war"}}
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    if not KUSTOMIZE.exists():
-        pytest.fail(f"{KUSTOMIZE.relative_to(ROOT)} is missing: run scripts/setup")
     result = subprocess.run(
-        [str(KUSTOMIZE), "build", str(EXAMPLES / "production")],
+        [str(go_tool("kustomize")), "build", str(EXAMPLES / "production")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -28,10 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families as read_text
 
 from support.warloader import war_bytes
 from tests.adapter_support import app_process
-from tests.helpers import ROOT, SidecarProcess, background, free_port, http_get, wait_until
+from tests.helpers import ROOT, SidecarProcess, background, free_port, go_tool, http_get, wait_until
 from tests.hostile.ambassador_members import ambassador_process
 from tests.logshipper_support import BulkSink, metric, shipper_env
-from tests.monitoring_support import tool
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +166,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 def promtool_check(page: bytes) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [tool("promtool"), "check", "metrics"], input=page, capture_output=True, timeout=60
+        [go_tool("promtool"), "check", "metrics"], input=page, capture_output=True, timeout=60
     )
 
 
@@ -238,15 +237,9 @@ def prometheus_reads_openmetrics(page: bytes, tmp: Path) -> subprocess.Completed
     lines = page.decode().splitlines()
     stamped = [line if line.startswith("#") else line + " 1700000000" for line in lines]
     (tmp / "page.om").write_text("\n".join(stamped) + "\n")
+    promtool = go_tool("promtool")
     return subprocess.run(
-        [
-            tool("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            tmp / "page.om",
-            tmp / "blocks",
-        ],
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", tmp / "page.om", tmp / "blocks"],
         capture_output=True,
         timeout=60,
     )
@@ -367,7 +360,7 @@ def test_a_real_prometheus_scrapes_every_page(pages: dict[str, str], tmp_path: P
     """A real Prometheus server (as scripts/setup installs it) scrapes every page: each target
     is up with no error, in OpenMetrics (its metadata names counters without `_total`, as only
     OpenMetrics does), and no `_created` series is stored."""
-    prometheus = tool("prometheus")
+    prometheus = go_tool("prometheus")
     jobs = []
     for name, url in pages.items():
         host, _, path = url.removeprefix("http://").partition("/")
