@@ -111,10 +111,15 @@ def static_fields(
 
 def merge(doc: dict[str, Any], fields: Mapping[str, Any]) -> None:
     """Put `fields` into a parsed JSON document: ours win, the app's other fields in the same
-    objects stay (an app's `event.action` next to our `event.dataset`)."""
+    objects stay (an app's `event.action` next to our `event.dataset`), and an app's value
+    that is not an object where ours is (structlog's `event` text, an access log's `host` or
+    `agent` string) is kept as `<name>.original` instead of being lost."""
     for key, value in fields.items():
         old = doc.get(key)
-        if isinstance(value, Mapping) and isinstance(old, dict):
-            merge(old, value)
-        else:
-            doc[key] = value
+        if isinstance(value, Mapping):
+            if isinstance(old, dict):
+                merge(old, value)
+                continue
+            if old is not None:
+                value = {**value, "original": old}
+        doc[key] = value

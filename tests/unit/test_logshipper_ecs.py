@@ -105,3 +105,17 @@ def test_template_maps_ecs_types_replicas_data_stream_and_lifecycle() -> None:
     plain = template_body("logs-%Y", 200)
     assert "data_stream" not in plain and "lifecycle" not in plain["template"]
     assert plain["template"]["settings"] == {"index": {"number_of_replicas": 0}}
+
+
+def test_an_apps_value_at_one_of_our_objects_names_is_kept_as_original() -> None:
+    """structlog writes the message as `event`, access logs `host` and `agent` strings:
+    such a value is not overwritten by our objects but kept as `<name>.original`."""
+    meta = static_fields(dataset="app", namespace="default", agent="a", hostname="h")
+    b = DocumentBuilder("logs-app-default", create=True, metadata=meta, json_lines=True)
+    line = b'{"event":"user logged in","host":"example.com","agent":"curl/8","n":1}'
+    _, src = b.build("0123456789abcdef", b'"/l/a.log"', 0, line, 0.0)
+    doc = orjson.loads(src)
+    assert doc["event"] == {"dataset": "app", "original": "user logged in"}
+    assert doc["host"] == {"name": "h", "original": "example.com"}
+    assert doc["agent"]["original"] == "curl/8" and doc["agent"]["type"] == "logshipper"
+    assert doc["n"] == 1 and "original" not in meta["event"]  # the static fields stay as built
