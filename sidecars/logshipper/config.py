@@ -44,6 +44,7 @@ def _optional_index(raw: str) -> str:
 
 
 _NAME_PART = re.compile(r"[a-z0-9][a-z0-9_.]{0,99}")
+_SCHEME_NAME = re.compile(rf"logs-({_NAME_PART.pattern})-({_NAME_PART.pattern})")
 _TIME_VALUE = re.compile(r"[1-9][0-9]{0,8}(d|h|m|s|ms)")
 
 
@@ -288,6 +289,17 @@ class Config(CommonConfig):
         if self.data_stream:
             return f"logs-{self.dataset}-{self.namespace}"
         return f"logshipper-{self.dataset}-{self.namespace}-%Y.%m.%d"
+
+    @property
+    def stream_parts(self) -> tuple[str, str]:
+        """(dataset, namespace) of the documents: those of a data stream named by Elastic's
+        scheme in INDEX (`logs-nginx-prod`), so the fields match the stream, else the
+        settings'."""
+        if self.data_stream and self.index:
+            match = _SCHEME_NAME.fullmatch(self.index)
+            if match:
+                return match.group(1), match.group(2)
+        return self.dataset, self.namespace
 
     def check(self) -> None:
         """Cross-field rules; raises ConfigError naming every problem."""

@@ -65,9 +65,10 @@ def _metadata(config: Config) -> dict[str, Any]:
         raise ConfigError(
             [f"LOGSHIPPER_STATE_DIR={config.state_dir!r}: cannot keep the agent id ({exc})"]
         ) from None
+    dataset, namespace = config.stream_parts
     return static_fields(
-        dataset=config.dataset,
-        namespace=config.namespace,
+        dataset=dataset,
+        namespace=namespace,
         agent=agent,
         pod={
             "name": config.pod_name or env.get("POD_NAME", ""),

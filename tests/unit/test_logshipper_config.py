@@ -36,6 +36,18 @@ def test_the_target_is_named_from_dataset_and_namespace_unless_given() -> None:
     assert plain.target == "logshipper-nginx.access-prod-%Y.%m.%d"
     given = SIDECAR.load_config([], {**env, "LOGSHIPPER_INDEX": "mine"})
     assert given.target == "mine"
+    assert given.stream_parts == ("nginx.access", "prod")
+
+
+def test_a_data_stream_named_by_the_scheme_gives_the_documents_its_parts() -> None:
+    """data_stream.dataset and .namespace must match the stream the documents are in: an
+    INDEX of the form logs-<dataset>-<namespace> wins over the two settings."""
+    c = SIDECAR.load_config([], {"LOGSHIPPER_INDEX": "logs-nginx.error-prod"})
+    assert c.stream_parts == ("nginx.error", "prod")
+    plain = {"LOGSHIPPER_INDEX": "logs-nginx-prod", "LOGSHIPPER_DATA_STREAM": "false"}
+    assert SIDECAR.load_config([], plain).stream_parts == ("app", "default")
+    odd = SIDECAR.load_config([], {"LOGSHIPPER_INDEX": "logs-a-b-c"})
+    assert odd.stream_parts == ("app", "default")
 
 
 @pytest.mark.parametrize(
