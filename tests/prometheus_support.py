@@ -56,17 +56,9 @@ def firing(base: str, alert: str) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, target: str, labels: dict[str, str], rules: Path) -> Iterator[str]:
-    """Prometheus on a free loopback port (1 s scrapes and evaluations) scraping `target` with
-    `labels` and evaluating `rules` scaled down; yields its base URL once it is ready."""
-    (tmp / "rules.yml").write_text(yaml.safe_dump(scaled_rules(rules)))
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["rules.yml"],
-        "scrape_configs": [
-            {"job_name": "sidecars", "static_configs": [{"targets": [target], "labels": labels}]}
-        ],
-    }
+def prometheus_server(tmp: Path, config: dict[str, Any]) -> Iterator[str]:
+    """Prometheus with `config` on a free loopback port, its data in `tmp`; yields its base URL
+    once it is ready."""
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     base = f"http://127.0.0.1:{free_port()}"
     argv = [
@@ -82,6 +74,22 @@ def prometheus(tmp: Path, target: str, labels: dict[str, str], rules: Path) -> I
             return http_get(base + "/-/ready")[0] == 200
 
         wait_until(ready, 60, "prometheus ready")
+        yield base
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, target: str, labels: dict[str, str], rules: Path) -> Iterator[str]:
+    """Prometheus (1 s scrapes and evaluations) scraping `target` with `labels` and evaluating
+    `rules` scaled down; yields its base URL once it is ready."""
+    (tmp / "rules.yml").write_text(yaml.safe_dump(scaled_rules(rules)))
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules.yml"],
+        "scrape_configs": [
+            {"job_name": "sidecars", "static_configs": [{"targets": [target], "labels": labels}]}
+        ],
+    }
+    with prometheus_server(tmp, config) as base:
         yield base
 
 
