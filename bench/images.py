@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from support.images import layer_sizes, shared_bytes  # noqa: E402
 
 SIDECARS = ("logshipper", "ambassador", "adapter", "warloader")
 ADMIN_PORTS = {"logshipper": 9181, "ambassador": 9182, "adapter": 9183, "warloader": 9184}
@@ -85,21 +85,6 @@ def docker(*args: str, timeout: float = 60.0) -> str:
 
 def inspect(ref: str) -> dict:  # type: ignore[type-arg]
     return json.loads(docker("inspect", ref))[0]  # type: ignore[no-any-return]
-
-
-def layers(image: str) -> list[tuple[str, int]]:
-    """(diff id, uncompressed size) per layer, from the engine's layer store (chain ids)."""
-    info = json.loads(docker("info", "--format", "{{json .}}"))
-    store = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
-    out, chain = [], ""
-    for diff in inspect(image)["RootFS"]["Layers"]:
-        chain = (
-            diff
-            if not chain
-            else "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
-        )
-        out.append((diff, int((store / chain[7:] / "size").read_text())))
-    return out
 
 
 def get_status(port: int, path: str) -> int:
@@ -195,14 +180,13 @@ def main(record: Record) -> int:
     args = parser.parse_args()
 
     images = {n: f"{args.prefix}/{n}:{args.tag}" for n in SIDECARS}
-    per_image = {n: layers(ref) for n, ref in images.items()}
+    per_image = {n: layer_sizes(ref) for n, ref in images.items()}
     shared = set.intersection(*({d for d, _ in ls} for ls in per_image.values()))
     shared_size = sum(s for d, s in per_image["logshipper"] if d in shared)
     rows = []
     for name, ref in images.items():
-        others = {d for o, ls in per_image.items() if o != name for d, _ in ls}
-        own = sum(s for d, s in per_image[name] if d not in others)
-        shared_with_others = sum(s for d, s in per_image[name] if d in others)
+        shared_with_others = shared_bytes(per_image, name)
+        own = sum(s for _, s in per_image[name]) - shared_with_others
         size = inspect(ref)["Size"]
         runs = [measure(ref, name, args.idle) for _ in range(args.runs)]
         ready = statistics.median(r[0] for r in runs)
@@ -219,9 +203,9 @@ def main(record: Record) -> int:
         f"{head[6]:>8}{head[7]:>8}{head[8]:>9}"
     )
     ok = True
-    for name, size, shared_bytes, own, rss, ready, best, cpu, engine in rows:
+    for name, size, shared, own, rss, ready, best, cpu, engine in rows:
         print(
-            f"{name:<12}{mb(size):>10}{mb(shared_bytes):>10}{own / 1e3:>7.1f} kB"
+            f"{name:<12}{mb(size):>10}{mb(shared):>10}{own / 1e3:>7.1f} kB"
             f"{rss / 2**20:>7.1f} MiB{ready:>8.2f}s{best:>7.2f}s{cpu:>7.2f}s{engine:>8.2f}s"
         )
         ok &= size <= GOALS["size"] and own <= GOALS["own"]
@@ -231,7 +215,7 @@ def main(record: Record) -> int:
         record.ratio(f"{name}: idle RSS / goal", rss / GOALS["rss"], better="lower")
         record.ratio(f"{name}: ready / goal", ready / GOALS["ready"], better="lower")
         record.figure(f"{name}: image MB", size / 1e6)
-        record.figure(f"{name}: shared MB", shared_bytes / 1e6)
+        record.figure(f"{name}: shared MB", shared / 1e6)
         record.figure(f"{name}: own layers MB", own / 1e6)
     pause = inspect(f"{args.prefix}/pause:latest")["Size"]
     print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -54,27 +53,6 @@ def docker(
 
 def inspect(ref: str) -> dict[str, object]:
     return json.loads(docker("inspect", ref).stdout)[0]  # type: ignore[no-any-return]
-
-
-def layer_sizes(image: str) -> list[tuple[str, int]]:
-    """(diff id, uncompressed size) of every layer of a local image, base first.
-
-    Read from the engine's layer store (root only); the chain id of layer n is
-    sha256("<chain id n-1> <diff id n>").
-    """
-    info = json.loads(docker("info", "--format", "{{json .}}").stdout)
-    store = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
-    layers = inspect(image)["RootFS"]["Layers"]  # type: ignore[index]
-    sizes, chain = [], ""
-    for diff in layers:
-        chain = (
-            diff
-            if not chain
-            else "sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
-        )
-        size = int((store / chain.removeprefix("sha256:") / "size").read_text())
-        sizes.append((diff, size))
-    return sizes
 
 
 # The images' repository prefix: docker/images builds under IMAGE_PREFIX too (default sidecars).

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from support.images import layer_sizes
 from tests.e2e.conftest import (
     ADMIN_PORTS,
     ALIVE,
@@ -27,7 +28,6 @@ from tests.e2e.conftest import (
     docker,
     hardened,
     inspect,
-    layer_sizes,
 )
 from tests.helpers import wait_until
 
