@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from sidecars.inject.catalog import (
     IMAGE_USER,
@@ -21,6 +23,7 @@ from sidecars.runtime.settings import env_name, host_port
 LOGS_MOUNT = "/var/log/app"  # the logshipper's default paths are /var/log/app/*.log
 RULES_MOUNT = "/etc/adapter"
 PODINFO_MOUNT = "/etc/podinfo"  # the pod's labels: the downward API has no env form for them
+_PLAIN = re.compile(r"[A-Za-z0-9/_.][A-Za-z0-9/_.:@%+=*~-]*")
 DOWNWARD = (
     ("POD_NAME", "metadata.name"),
     ("POD_NAMESPACE", "metadata.namespace"),
@@ -44,9 +47,18 @@ class Built:
     init: bool = False  # goes into initContainers (a native sidecar or the loader)
 
 
+def text(value: str) -> str:
+    """A value as it is written: plain when surely safe, else double-quoted (ruamel.yaml writes
+    some plain scalars, such as `?x` inside a flow mapping, that it cannot read back)."""
+    if _PLAIN.fullmatch(value) and not value.endswith(":"):
+        return value  # ruamel.yaml still quotes what would read as another type ("true", "1")
+    quoted: str = DoubleQuotedScalarString(value)
+    return quoted
+
+
 def flow(**items: Any) -> CommentedMap:
     """A small mapping written on one line, as the examples write env entries and mounts."""
-    m = CommentedMap(items)
+    m = CommentedMap({k: text(v) if isinstance(v, str) else v for k, v in items.items()})
     m.fa.set_flow_style()
     return m
 
@@ -95,7 +107,7 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
     """The sidecar's container (with its env, mounts, ports, probes, hardening, resources)."""
     sidecar: Sidecar = request.sidecar
     prefix = sidecar.name.upper()
-    c = CommentedMap(name=sidecar.name, image=image)
+    c = CommentedMap(name=sidecar.name, image=text(image))
     if native and sidecar.long_running:
         c["restartPolicy"] = "Always"  # a native sidecar: up before the app, down after it
     built = Built(c, init=native or not sidecar.long_running)

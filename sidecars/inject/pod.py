@@ -25,21 +25,29 @@ def _seq(spec: MutableMapping[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _name(item: MutableMapping[str, Any]) -> str | None:
+    """An entry's name; one that is no string (a list, a mapping) names nothing."""
+    name = item.get("name")
+    return name if isinstance(name, str) else None
+
+
 def _previous(annotations: MutableMapping[str, Any]) -> set[str]:
     value = annotations.get(INJECTED)
-    return {n.strip() for n in str(value or "").split(",") if n.strip()}
+    if value is not None and not isinstance(value, str):
+        raise InjectError(f"annotation {INJECTED!r}: expected a string")
+    return {n.strip() for n in (value or "").split(",") if n.strip()}
 
 
 def _drop_previous(spec: MutableMapping[str, Any], previous: set[str]) -> None:
     for key in ("initContainers", "containers"):
         items = _seq(spec, key)
         for i in reversed(range(len(items))):
-            if items[i].get("name") in previous:
+            if _name(items[i]) in previous:
                 del items[i]
     owned = {v for name in previous for v in OWN_VOLUMES.get(name, ())}
     volumes = _seq(spec, "volumes")
     for i in reversed(range(len(volumes))):
-        if volumes[i].get("name") in owned:
+        if _name(volumes[i]) in owned:
             del volumes[i]
 
 
@@ -49,16 +57,19 @@ def _check(spec: MutableMapping[str, Any], built: Sequence[Built]) -> None:
     taken_port_names: dict[str, str] = {}
     for key in ("initContainers", "containers"):
         for c in _seq(spec, key):
-            name = str(c.get("name"))
-            taken_names[name] = f"{key[:-1]} {name!r}"
-            for port in c.get("ports") or []:
+            name = _name(c)
+            if name is not None:
+                taken_names[name] = f"{key[:-1]} {name!r}"
+            ports = c.get("ports")
+            for port in ports if isinstance(ports, list) else []:
                 if isinstance(port, dict):
                     where = f"container {name!r}"
                     if isinstance(port.get("containerPort"), int):
                         taken_ports[port["containerPort"]] = where
-                    if port.get("name"):
-                        taken_port_names[str(port["name"])] = where
-    volumes = {str(v.get("name")) for v in _seq(spec, "volumes")}
+                    port_name = _name(port)
+                    if port_name:
+                        taken_port_names[port_name] = where
+    volumes = {_name(v) for v in _seq(spec, "volumes")}
     for b in built:
         ours = str(b.container["name"])
         if ours in taken_names:
@@ -89,12 +100,14 @@ def _check(spec: MutableMapping[str, Any], built: Sequence[Built]) -> None:
 
 def _ensure_seq(spec: MutableMapping[str, Any], key: str) -> list[Any]:
     if spec.get(key) is None:
-        if key == "initContainers" and isinstance(spec, CommentedMap):
+        if key == "initContainers" and key not in spec and isinstance(spec, CommentedMap):
             # where people write it: just before the containers
             spec.insert(list(spec).index("containers"), key, CommentedSeq())
         else:
             spec[key] = CommentedSeq()
     seq: list[Any] = spec[key]
+    if isinstance(seq, CommentedSeq):
+        seq.fa.set_block_style()  # a flow-style list would put every added container on one line
     return seq
 
 
@@ -106,6 +119,8 @@ def inject(
     """Add `built` (in their run order) to `spec`; record them in `annotations`."""
     if not isinstance(spec.get("containers"), list) or not spec["containers"]:
         raise InjectError("the pod has no containers")
+    if isinstance(spec, CommentedMap):
+        spec.fa.set_block_style()
     _drop_previous(spec, _previous(annotations))
     _check(spec, built)
     first = 0

@@ -29,10 +29,14 @@ class Flags:
     sets: tuple[tuple[str, str], ...] = ()  # (key, value), key without the prefix
 
 
-def _text(value: Any) -> str:
+def _text(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)):  # never str() a list: it may be an alias bomb
+        raise InjectError(f"annotation {key!r}: expected a string, not a {type(value).__name__}")
+    return str(value)
 
 
 def _split(key: str, origin: str) -> tuple[Sidecar, str | None]:
@@ -54,7 +58,7 @@ def _entries(annotations: Mapping[str, Any], flags: Flags) -> list[tuple[str, st
     out: list[tuple[str, str, str]] = []
     for key, value in annotations.items():
         if isinstance(key, str) and key.startswith(ANNOTATION_PREFIX) and key != INJECTED:
-            out.append((key[len(ANNOTATION_PREFIX) :], _text(value), "annotation"))
+            out.append((key[len(ANNOTATION_PREFIX) :], _text(key, value), "annotation"))
     out.extend((key, value, "--set") for key, value in flags.sets)
     return out
 

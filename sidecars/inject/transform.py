@@ -22,13 +22,16 @@ class Options:
 
 def _app_name(workload: Workload) -> str:
     first = workload.template["spec"]["containers"][0]
-    return str(first.get("name", "")) if isinstance(first, dict) else ""
+    name = first.get("name") if isinstance(first, dict) else None
+    return name if isinstance(name, str) else ""
 
 
-def inject_workload(workload: Workload, options: Options) -> None:
+def inject_workload(workload: Workload, options: Options) -> bool:
+    """Add what the workload asks for; False: it asks for nothing and is left as it is."""
+    workload.check()
     requests = requested(workload.annotations(), options.flags)
     if not requests:
-        return
+        return False
     spec = workload.template["spec"]
     if not isinstance(spec.get("containers"), list) or not spec["containers"]:
         raise InjectError("the pod has no containers")
@@ -49,17 +52,23 @@ def inject_workload(workload: Workload, options: Options) -> None:
         for r in requests
     ]
     inject(spec, workload.template_annotations(), built)
+    return True
 
 
 def inject_text(text: str, options: Options) -> str:
+    """`text` with the sidecars added; the text itself when no workload asks for any."""
     docs = load_all(text)
+    changed = False
     for number, doc in enumerate(docs, 1):
         try:
             for workload in workloads(doc):
                 try:
-                    inject_workload(workload, options)
+                    changed |= inject_workload(workload, options)
                 except InjectError as e:
                     raise InjectError(f"{workload.label}: {e}") from None
         except InjectError as e:
             raise InjectError(f"document {number}, {e}") from None
-    return dump_all(docs)
+    if not changed:
+        return text  # byte for byte, empty documents and all
+    # an empty document would come back as `null`, which kubectl refuses
+    return dump_all([doc for doc in docs if doc is not None])

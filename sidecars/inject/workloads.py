@@ -45,13 +45,23 @@ class Workload:
 
     def template_annotations(self) -> MutableMapping[str, Any]:
         """The pod template's annotations, created if missing (inject records itself there)."""
-        if not isinstance(self.template.get("metadata"), dict):
+        if self.template.get("metadata") is None:
             self.template["metadata"] = CommentedMap()
         meta = self.template["metadata"]
-        if not isinstance(meta.get("annotations"), dict):
+        if meta.get("annotations") is None:
             meta["annotations"] = CommentedMap()
         annotations: MutableMapping[str, Any] = meta["annotations"]
         return annotations
+
+    def check(self) -> None:
+        """Metadata and annotations that are there must be mappings (never replaced)."""
+        template_meta = self.template.get("metadata")
+        if template_meta is not None and not isinstance(template_meta, dict):
+            raise InjectError("the pod template's metadata is not a mapping")
+        for where, meta in (("metadata", self.metadata), ("template", template_meta or {})):
+            annotations = meta.get("annotations")
+            if annotations is not None and not isinstance(annotations, dict):
+                raise InjectError(f"{where} annotations are not a mapping")
 
 
 def _dig(doc: MutableMapping[str, Any], path: tuple[str, ...], label: str) -> Any:
@@ -74,13 +84,15 @@ def workloads(doc: Any, depth: int = 0) -> Iterator[Workload]:
         for item in doc["items"]:
             yield from workloads(item, depth + 1)
         return
-    if kind not in TEMPLATE_PATHS:
+    if not isinstance(kind, str) or kind not in TEMPLATE_PATHS:
         return
     metadata = doc.get("metadata")
     if not isinstance(metadata, dict):
         raise InjectError(f"a {kind} without metadata")
-    label = f"{kind}/{metadata.get('name', '?')}"
-    template = _dig(doc, TEMPLATE_PATHS[str(kind)], label)
+    name = metadata.get("name")
+    name = name if isinstance(name, str) else "?"  # never str() a list: it may be an alias bomb
+    label = f"{kind}/{name}"
+    template = _dig(doc, TEMPLATE_PATHS[kind], label)
     if not isinstance(template.get("spec"), dict):
         raise InjectError(f"{label}: its pod spec is missing or not a mapping")
-    yield Workload(str(kind), str(metadata.get("name", "?")), metadata, template)
+    yield Workload(kind, name, metadata, template)

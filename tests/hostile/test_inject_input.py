@@ -135,6 +135,21 @@ def test_bad_settings_are_one_line(args: list[str], text: str, words: list[str])
         ("kind: Deployment\nmetadata: {name: d}\nspec: {}\n", ["Deployment/d", "spec.template"]),
         ("kind: List\nitems: " + "[{kind: List, items: " * 20 + "[]" + "}]" * 20, ["deeper"]),
         ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", ["nested too deeply"]),
+        ("a: {[{b: 1}]: c}\n", ["not valid YAML", "unhashable"]),
+        (
+            "kind: Pod\nmetadata: {name: a, annotations: [x]}\nspec: {containers: [{name: a}]}\n",
+            [
+                "Pod/a",
+                "annotations are not a mapping",
+            ],
+        ),
+        (
+            "kind: Job\nmetadata: {name: j}\nspec: {template: {metadata: 5}}\n",
+            [
+                "Job/j",
+                "pod spec",
+            ],
+        ),
     ],
     ids=[
         "unclosed",
@@ -144,6 +159,9 @@ def test_bad_settings_are_one_line(args: list[str], text: str, words: list[str])
         "no-template",
         "deep-lists",
         "deeper-than-python",
+        "mapping-as-key",
+        "annotations-not-a-mapping",
+        "template-metadata-not-a-mapping",
     ],
 )
 def test_broken_yaml_is_one_line(text: str | bytes, words: list[str]) -> None:
@@ -151,16 +169,71 @@ def test_broken_yaml_is_one_line(text: str | bytes, words: list[str]) -> None:
     refused(["--add", "ambassador"], text, *words)
 
 
-def test_an_alias_bomb_is_neither_expanded_nor_slow() -> None:
-    """Aliases nested nine deep (a billion references when expanded) are written back as
-    aliases, in well under the time an expansion would take."""
-    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+def _bomb(indent: str) -> str:
+    """Aliases nested nine deep: a billion references when expanded."""
+    levels = [f"{indent}a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 10):
         refs = ", ".join(f"*a{i - 1}" for _ in range(10))
-        levels.append(f"a{i}: &a{i} [{refs}]")
-    text = "kind: ConfigMap\ndata:\n" + "\n".join("  " + line for line in levels) + "\n"
+        levels.append(f"{indent}a{i}: &a{i} [{refs}]")
+    return "\n".join(levels) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "refused_with"),
+    [
+        ("kind: ConfigMap\ndata:\n" + _bomb("  "), None),
+        (
+            "kind: Pod\nmetadata:\n  name: a\n  labels:\n"
+            + _bomb("    ")
+            + "spec:\n  containers:\n    - {name: a, args: *a9}\n",
+            None,
+        ),
+        (
+            "kind: Pod\nmetadata:\n  name: a\n  annotations:\n"
+            + _bomb("    ").replace("a9:", "sidecars.example.com/ambassador-listen:")
+            + "spec:\n  containers:\n    - {name: a}\n",
+            "expected a string",
+        ),
+    ],
+    ids=["passed-through", "in-an-injected-pod", "as-an-annotation"],
+)
+def test_an_alias_bomb_is_neither_expanded_nor_slow(text: str, refused_with: str | None) -> None:
+    """A billion references are written back as aliases (or refused where a string belongs),
+    in well under the time an expansion would take."""
     start = time.monotonic()
-    result = inject(["--add", "ambassador"], text)
-    assert result.returncode == 0, result.stderr
+    if refused_with:
+        refused(["--add", "ambassador"], text, refused_with)
+    else:
+        result = inject(["--add", "ambassador"], text)
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout) < 10 * len(text) + 4096
     assert time.monotonic() - start < 30
-    assert len(result.stdout) < 10 * len(text)
+
+
+def test_odd_but_valid_input_comes_back_readable() -> None:
+    """A container whose ports are no list is not a crash, a value starting with `?` is
+    quoted (ruamel.yaml would write it plain inside a flow mapping and fail to read it back),
+    and a flow-style pod spec gets the sidecars in block style."""
+    pod = (
+        "kind: Pod\nmetadata: {name: a}\n"
+        "spec: {containers: [{name: a, ports: 5}], volumes: [{name: logs}]}\n"
+    )
+    args = ["--add", "warloader", "--set", "warloader-volume=logs"]
+    args += ["--set", "warloader-sources=?x://a"]
+    result = inject(args, pod)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert '{name: WARLOADER_SOURCES, value: "?x://a"}' in out
+    assert "\n  initContainers:\n    - name: warloader\n" in out
+    again = inject(args, out)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.decode() == out
+
+
+def test_input_asking_for_nothing_comes_back_byte_for_byte() -> None:
+    """Empty documents, a comment-only document and an explicit end marker survive untouched
+    when no workload asks for a sidecar (ruamel.yaml alone would write `null` documents)."""
+    text = "---\n---\n# only a comment\n---\nkind: Service\nmetadata: {name: s}\n...\n"
+    result = inject([], text)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == text

@@ -30,6 +30,7 @@ TARGETS = (
     "http_answer",
     "admin_request_head",
     "chunked_body",
+    "inject_yaml",
 )
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
