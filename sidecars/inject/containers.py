@@ -18,7 +18,7 @@ from sidecars.inject.catalog import (
 )
 from sidecars.inject.errors import InjectError
 from sidecars.inject.request import Request
-from sidecars.runtime.settings import env_name, host_port
+from sidecars.runtime.settings import boolean, env_name, host_port
 
 LOGS_MOUNT = "/var/log/app"  # the logshipper's default paths are /var/log/app/*.log
 RULES_MOUNT = "/etc/adapter"
@@ -45,6 +45,7 @@ class Built:
     ports: list[Port] = field(default_factory=list)
     uses_volumes: list[str] = field(default_factory=list)  # pod volumes it mounts
     init: bool = False  # goes into initContainers (a native sidecar or the loader)
+    long_running: bool = True  # False: an init container that exits
 
 
 def text(value: str) -> str:
@@ -72,6 +73,15 @@ def _port(request: Request, setting: str, default: int) -> int:
     except ValueError as e:
         key = f"{request.sidecar.name}-{setting.replace('_', '-')}"
         raise InjectError(f"{key} {raw!r}: {e}") from None
+
+
+def _flag(request: Request, setting: str) -> bool:
+    raw = request.settings.get(setting, "false")
+    try:
+        return boolean(raw)
+    except ValueError:
+        key = f"{request.sidecar.name}-{setting.replace('_', '-')}"
+        raise InjectError(f"{key} {raw!r}: expected true or false") from None
 
 
 def _required(request: Request, option: str) -> str:
@@ -108,9 +118,10 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
     sidecar: Sidecar = request.sidecar
     prefix = sidecar.name.upper()
     c = CommentedMap(name=sidecar.name, image=text(image))
-    if native and sidecar.long_running:
+    long_running = sidecar.long_running or _flag(request, "watch")  # the loader's watch mode
+    if native and long_running:
         c["restartPolicy"] = "Always"  # a native sidecar: up before the app, down after it
-    built = Built(c, init=native or not sidecar.long_running)
+    built = Built(c, init=native or not long_running, long_running=long_running)
     env = CommentedSeq()
     mounts = CommentedSeq()
     settings = dict(request.settings)
@@ -149,6 +160,10 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
     for name in sidecar.settings:  # the sidecar's own order, whatever order they came in
         if name in settings:
             env.append(flow(name=env_name(prefix, name), value=settings[name]))
+        elif name in request.secrets:
+            secret, key = request.secrets[name]
+            ref = flow(secretKeyRef=flow(name=secret, key=key))
+            env.append(CommentedMap(name=env_name(prefix, name), valueFrom=ref))
     for var, path in DOWNWARD:
         env.append(CommentedMap(name=var, valueFrom=flow(fieldRef=flow(fieldPath=path))))
     if sidecar.name == "logshipper":
@@ -157,7 +172,7 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
 
     admin = _port(request, "admin_addr", sidecar.admin_port)
     ports = CommentedSeq()
-    if sidecar.long_running:
+    if long_running:
         ports.append(flow(name=sidecar.admin_port_name, containerPort=admin))
         built.ports.append(Port(admin, sidecar.admin_port_name))
     if sidecar.listen_port is not None:
@@ -171,8 +186,13 @@ def build(request: Request, image: str, native: bool, app: str) -> Built:
         c["ports"] = ports
     if mounts:
         c["volumeMounts"] = mounts
-    if sidecar.long_running:
-        if native:  # the app starts once this passes
+    if long_running:
+        if native and not sidecar.long_running:
+            # the watching loader: the app starts once every source is in place (10 minutes)
+            c["startupProbe"] = _probe(
+                "/readyz", sidecar.admin_port_name, periodSeconds=2, failureThreshold=300
+            )
+        elif native:  # the app starts once this passes
             c["startupProbe"] = _probe(
                 "/healthz", sidecar.admin_port_name, periodSeconds=1, failureThreshold=30
             )

@@ -1,7 +1,8 @@
 """Which sidecars a workload gets, and with what: its annotations, then the flags (which win).
 
 Keys are `<sidecar>` (enable: true or false) and `<sidecar>-<setting>` with the setting's name
-in dashes (`logshipper-es-hosts` is LOGSHIPPER_ES_HOSTS), or one of inject's own options (such as
+in dashes (`logshipper-es-hosts` is LOGSHIPPER_ES_HOSTS), `<sidecar>-<setting>-from-secret`
+(`SECRET/KEY`: the value from a Secret), or one of inject's own options (such as
 `logshipper-logs-volume`); as annotations they carry the `sidecars.example.com/` prefix.
 """
 
@@ -15,12 +16,15 @@ from sidecars.inject.catalog import ANNOTATION_PREFIX, INJECTED, SIDECARS, Sidec
 from sidecars.inject.errors import InjectError
 from sidecars.runtime.settings import boolean
 
+FROM_SECRET = "-from-secret"  # `logshipper-es-password-from-secret: es-credentials/password`
+
 
 @dataclass
 class Request:
     sidecar: Sidecar
     settings: dict[str, str] = field(default_factory=dict)  # setting name -> value
     options: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting -> (Secret, key)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ def _split(key: str, origin: str) -> tuple[Sidecar, str | None]:
         raise InjectError(f"{origin} {key!r}: no sidecar {name!r} (expected one of {known})")
     if not dash:
         return sidecar, None
-    if rest in sidecar.options or rest.replace("-", "_") in sidecar.settings:
+    setting = rest.removesuffix(FROM_SECRET).replace("-", "_")
+    if rest in sidecar.options or setting in sidecar.settings:
         return sidecar, rest
     raise InjectError(f"{origin} {key!r}: {sidecar.name} has no setting or option {rest!r}")
 
@@ -86,6 +91,14 @@ def requested(annotations: Mapping[str, Any], flags: Flags) -> list[Request]:
         for rest, value in values[name].items():
             if rest in sidecar.options:
                 request.options[rest] = value
+            elif rest.endswith(FROM_SECRET):
+                setting = rest.removesuffix(FROM_SECRET)
+                secret, slash, secret_key = value.partition("/")
+                if not (secret and slash and secret_key) or "/" in secret_key:
+                    raise InjectError(f"{name}-{rest} {value!r}: expected SECRET/KEY")
+                if setting in values[name]:
+                    raise InjectError(f"{name}-{setting} and {name}-{rest}: set one of them")
+                request.secrets[setting.replace("-", "_")] = (secret, secret_key)
             else:
                 request.settings[rest.replace("-", "_")] = value
         out.append(request)

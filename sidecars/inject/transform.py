@@ -35,13 +35,6 @@ def inject_workload(workload: Workload, options: Options) -> bool:
     spec = workload.template["spec"]
     if not isinstance(spec.get("containers"), list) or not spec["containers"]:
         raise InjectError("the pod has no containers")
-    if not options.native and workload.kind in ("Job", "CronJob"):
-        long_running = [r.sidecar.name for r in requests if r.sidecar.long_running]
-        if long_running:
-            raise InjectError(
-                f"{', '.join(long_running)} as classic containers would keep the Job from "
-                "completing: inject native sidecars (Kubernetes >= 1.29)"
-            )
     built = [
         build(
             r,
@@ -51,6 +44,13 @@ def inject_workload(workload: Workload, options: Options) -> bool:
         )
         for r in requests
     ]
+    if not options.native and workload.kind in ("Job", "CronJob"):
+        long_running = [str(b.container["name"]) for b in built if b.long_running]
+        if long_running:
+            raise InjectError(
+                f"{', '.join(long_running)} as classic containers would keep the Job from "
+                "completing: inject native sidecars (Kubernetes >= 1.29)"
+            )
     inject(spec, workload.template_annotations(), built)
     return True
 

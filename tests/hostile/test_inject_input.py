@@ -105,6 +105,18 @@ def test_two_sidecars_colliding_with_each_other() -> None:
         (["--set", "logshipper-index"], POD, ["KEY=VALUE"]),
         (["--kubernetes-version", "latest"], POD, ["--kubernetes-version 'latest'"]),
         (["/nonexistent/pod.yaml"], "", ["cannot read /nonexistent/pod.yaml"]),
+        (["--set", "logshipper-es-password-from-secret=creds"], POD, ["expected SECRET/KEY"]),
+        (
+            [
+                "--set",
+                "logshipper-es-password-from-secret=c/p",
+                "--set",
+                "logshipper-es-password=x",
+            ],
+            POD,
+            ["set one of them"],
+        ),
+        (["--add", "warloader", "--set", "warloader-watch=maybe"], POD, ["warloader-watch"]),
     ],
     ids=[
         "unknown-option",
@@ -118,6 +130,9 @@ def test_two_sidecars_colliding_with_each_other() -> None:
         "bad-set",
         "bad-version",
         "missing-file",
+        "secret-without-key",
+        "secret-and-value",
+        "watch-not-a-boolean",
     ],
 )
 def test_bad_settings_are_one_line(args: list[str], text: str, words: list[str]) -> None:

@@ -227,3 +227,32 @@ def test_workloads_asking_for_nothing_pass_through_unchanged() -> None:
     result = inject([], stdin=source)
     assert result.returncode == 0, result.stderr
     assert result.stdout == source
+
+
+def test_a_secret_setting_comes_from_a_secret_and_a_watching_loader_is_a_sidecar() -> None:
+    """`<sidecar>-<setting>-from-secret: SECRET/KEY` is a secretKeyRef, never the value; the
+    warloader with watch=true stays up, so it is a native sidecar whose startup probe waits for
+    every source in place (/readyz), while the one-shot loader has no probes."""
+    out = injected(
+        "tomcat.yaml",
+        "--set",
+        "logshipper-es-password-from-secret=es-credentials/password",
+        "--set",
+        "warloader-watch=true",
+    )
+    for doc in yaml.safe_load_all(out):
+        for version in VERSIONS:
+            validate(doc, version)
+    spec = pod_specs(out)["Deployment/tomcat"]
+    assert_restricted(spec)
+    ours = sidecars_in(spec)
+    env = {e["name"]: e for e in ours["logshipper"]["env"]}
+    assert env["LOGSHIPPER_ES_PASSWORD"] == {
+        "name": "LOGSHIPPER_ES_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "es-credentials", "key": "password"}},
+    }
+    loader = ours["warloader"]
+    assert_sidecar_settings("tomcat", loader)
+    assert loader["restartPolicy"] == "Always"
+    assert loader["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "loader-admin"}
+    assert {"name": "loader-admin", "containerPort": 9184} in loader["ports"]
