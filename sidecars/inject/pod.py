@@ -8,7 +8,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from sidecars.inject.catalog import INJECTED, OWN_VOLUMES
+from sidecars.inject.catalog import INJECTED, OWN_VOLUMES, SIDECARS
 from sidecars.inject.containers import Built
 from sidecars.inject.errors import InjectError
 
@@ -35,7 +35,8 @@ def _previous(annotations: MutableMapping[str, Any]) -> set[str]:
     value = annotations.get(INJECTED)
     if value is not None and not isinstance(value, str):
         raise InjectError(f"annotation {INJECTED!r}: expected a string")
-    return {n.strip() for n in (value or "").split(",") if n.strip()}
+    # only sidecar names: a planted `injected: app` must never remove the app's container
+    return {n.strip() for n in (value or "").split(",")} & set(SIDECARS)
 
 
 def _drop_previous(spec: MutableMapping[str, Any], previous: set[str]) -> None:
@@ -73,7 +74,7 @@ def _check(spec: MutableMapping[str, Any], built: Sequence[Built]) -> None:
     for b in built:
         ours = str(b.container["name"])
         if ours in taken_names:
-            raise InjectError(f"container name {ours!r} is already taken by the pod's {ours!r}")
+            raise InjectError(f"container name {ours!r} is taken ({taken_names[ours]})")
         for port in b.ports:
             if port.number in taken_ports:
                 raise InjectError(

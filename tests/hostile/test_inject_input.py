@@ -252,3 +252,16 @@ def test_input_asking_for_nothing_comes_back_byte_for_byte() -> None:
     result = inject([], text)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == text
+
+
+def test_a_planted_injected_annotation_never_removes_the_apps_container() -> None:
+    """`sidecars.example.com/injected: app` (not written by inject) names no sidecar: the
+    app's container stays, and the shipper is added beside it."""
+    pod = POD.format(**FINE).replace(
+        '    sidecars.example.com/logshipper: "true"\n',
+        '    sidecars.example.com/logshipper: "true"\n    sidecars.example.com/injected: app\n',
+    )
+    result = inject([], pod)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "    - name: app\n" in out and "    - name: logshipper\n" in out
