@@ -60,12 +60,25 @@ class Balancer:
         self.ring = Ring([])
         self._rr = -1
         self.uniform = False  # every member has the same weight (known from rebuild)
+        self.rotating = False  # round robin over equal weights: `rotate` may pick
 
     def rebuild(self, members: Sequence[Member]) -> None:
         """Called when membership or a weight changes (not when health changes)."""
         if self.policy == "hash":
             self.ring = Ring(members)
         self.uniform = len({m.weight for m in members}) <= 1
+        self.rotating = self.uniform and self.policy == "round_robin"
+
+    def rotate(self, members: Sequence[Member], now: float) -> Member | None:
+        """Round robin over equal weights without a list of candidates: the next member in
+        turn that is healthy and not ejected at `now`, None when there is none."""
+        n = len(members)
+        for _ in range(n):
+            self._rr += 1
+            m = members[self._rr % n]
+            if m.healthy and m.ejected_until <= now:
+                return m
+        return None
 
     def choose(self, candidates: Sequence[Member], key: bytes = b"") -> Member:
         if len(candidates) == 1:

@@ -51,6 +51,7 @@ class Cluster:
         self.eject = eject
         self.budget = budget
         self.members: dict[str, Member] = {}
+        self.order: list[Member] = []  # the members' values, in order (for rotation)
         self._by_source: dict[str, list[Address]] = {}
         self.panics = 0
         self.retries = 0
@@ -74,7 +75,7 @@ class Cluster:
                 changed = True
             member.weight, member.source = addr.weight, label
             members[key] = member
-        self.members = members
+        self.members, self.order = members, list(members.values())
         if changed:
             self.balancer.rebuild(list(members.values()))
             if self.on_change is not None:
@@ -94,6 +95,11 @@ class Cluster:
         """A member for one attempt, never one in `tried`. When no member is available (all
         down or ejected) every member is tried rather than failing everything (panic mode)."""
         now = time.monotonic()
+        balancer = self.balancer
+        if balancer.rotating and not tried:
+            found = balancer.rotate(self.order, now)
+            if found is not None:
+                return found
         members = self.members.values()
         if tried:
             skip = {id(m) for m in tried}
@@ -111,7 +117,7 @@ class Cluster:
             if not candidates:
                 return None
             self.panics += 1
-        return self.balancer.choose(candidates, key)
+        return balancer.choose(candidates, key)
 
     def failed(self, member: Member, kind: str) -> bool:
         """Record a failure; True when it ejected the member."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -154,6 +155,25 @@ def test_round_robin_follows_a_weight_change_of_a_member_that_stays() -> None:
     assert c.set_source("static", [Address(f"10.0.0.{i}", 80, 1 + 2 * (i == 1)) for i in range(3)])
     counts = Counter(m.host for m in (c.pick() for _ in range(10)) if m)
     assert counts == {"10.0.0.0": 2, "10.0.0.1": 6, "10.0.0.2": 2}
+
+
+def test_round_robin_over_equal_weights_skips_members_that_are_out() -> None:
+    """Equal weights rotate through the members; one down or ejected is passed over and the
+    others share its turns evenly; with every member out all are tried again (panic mode)."""
+    c = Cluster("t", "round_robin", EjectPolicy(), RetryBudget(0.2))
+    c.set_source("static", [Address(f"10.0.0.{i}", 80) for i in range(4)])
+    ms = list(c.members.values())
+    ms[1].healthy = False
+    ms[2].ejected_until = time.monotonic() + 60
+    picks = [c.pick() for _ in range(6)]
+    assert [m.host for m in picks if m] == ["10.0.0.0", "10.0.0.3"] * 3
+    assert c.pick(tried=[ms[0]]) is ms[3]  # a retry never goes back to a tried member
+    for m in ms:
+        m.healthy = False
+    assert Counter(m.host for m in (c.pick() for _ in range(8)) if m) == {
+        f"10.0.0.{i}": 2 for i in range(4)
+    }
+    assert c.panics == 8
 
 
 def test_least_conn_prefers_the_least_loaded_per_weight() -> None:
