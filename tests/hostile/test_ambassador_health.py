@@ -15,6 +15,8 @@ from sidecars.ambassador.members import Member
 
 pytestmark = pytest.mark.integration
 
+PIECE = 65536
+
 
 @contextlib.asynccontextmanager
 async def answering(answer: bytes, repeat: int = 1, every: float = 0.0) -> AsyncIterator[Member]:
@@ -26,8 +28,11 @@ async def answering(answer: bytes, repeat: int = 1, every: float = 0.0) -> Async
         try:
             await reader.readuntil(b"\r\n\r\n")
             for _ in range(repeat):
-                writer.write(answer)
-                await writer.drain()
+                # in pieces, so that the member's own send buffer stays small: the test
+                # measures the check's memory, in this process too
+                for at in range(0, len(answer), PIECE):
+                    writer.write(answer[at : at + PIECE])
+                    await writer.drain()
                 if every:
                     await asyncio.sleep(every)
         except (OSError, asyncio.IncompleteReadError):

@@ -4,12 +4,14 @@ and the error, no traceback), and a stalled loop turns /healthz to 503 naming it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -90,11 +92,25 @@ def _dies(f: Faulty, task: str, within: float) -> None:
 
 @pytest.fixture
 def member() -> Iterator[int]:
-    """A port on which a member accepts connections (TCP health checks pass)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
+    """A port on which a member accepts connections (TCP health checks pass): accepted and
+    closed by a thread, so that the checks (ten a second) never fill the listen backlog."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the fixture closed the socket
+            while True:
+                sock.accept()[0].close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
         yield sock.getsockname()[1]
+    finally:
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        thread.join(5)
 
 
 def _ambassador(tmp_path: Path, fault: str, faulty: list[Faulty], member: int) -> Faulty:
