@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.helpers import SidecarProcess, wait_until
-from tests.logshipper_support import BulkSink, admin_url, metric, shipper_env
+from tests.logshipper_support import BulkSink, admin_url, metric, shipper_env, wait_metric
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,8 @@ def test_hostile_json_lines_become_documents_or_dead_letters(dirs: tuple[Path, P
             assert _nested(2000).decode() in plain and _nested(300).decode() in plain
             (record,) = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
             assert record["document"].startswith(deep.decode()[:-1] + ",")  # kept as text
+            # the record is written before it is counted: wait for the count, then exactly one
+            wait_metric(admin_url(env), "logshipper_documents_dead_lettered_total", "", 1, "count")
             assert metric(admin_url(env), "logshipper_documents_dead_lettered_total") == 1
             assert proc.terminate() == 0
             assert "Traceback" not in proc.stderr()
