@@ -64,7 +64,7 @@ class Exchange:
 
     __slots__ = (
         "side", "shape", "head", "early", "listener", "body", "key", "tried", "member", "up",
-        "task", "error", "last", "started", "sent", "rbuf", "resp", "resp_body", "close_after",
+        "task", "error", "started", "sent", "rbuf", "resp", "resp_body", "close_after",
         "finished", "tunnel",
     )  # fmt: skip
 
@@ -85,7 +85,6 @@ class Exchange:
         self.up: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
         self.error = (503, "no member available")
-        self.last = False
         self.started = 0.0  # the loop's clock (deadlines)
         self.sent = 0.0  # perf_counter() (latency: the loop's clock may have 1 ms steps)
         self.rbuf = b""
@@ -109,13 +108,17 @@ class Exchange:
         if member is None:
             return self._give_up()
         self.tried.append(member)
-        self.last = attempt == retries or len(self.tried) >= len(cluster.members)
         now = self.listener.loop.time()
         up = self.listener.pool.take(member, now)
         if up is not None:
             self._send(member, up, now)
         else:
             self.task = self.listener.loop.create_task(self._connect(member))
+
+    def _last_attempt(self) -> bool:
+        """No retry is left: as many attempts as allowed, or every member tried."""
+        tried = len(self.tried)
+        return tried > self.listener.settings.retries or tried >= len(self.listener.cluster.members)
 
     async def _connect(self, member: Member) -> None:
         try:
@@ -156,9 +159,10 @@ class Exchange:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
         self.started, self.sent = now, perf_counter()
         # the listener's sweep fires the request timeout: no timer handle per request
-        self.listener.awaiting[self] = self.started + self.listener.settings.request_timeout
-        early, self.early = self.early, b""
+        self.listener.awaiting[self] = now + self.listener.settings.request_timeout
+        early = self.early
         if early:
+            self.early = b""
             self.client_data(early, out)
         else:
             up.transport.write(out)
@@ -374,7 +378,7 @@ class Exchange:
         self.listener.latency.observe(perf_counter() - self.sent)
         if status in (502, 503, 504):
             self.listener.failed(member, f"http_{status}")
-            if status != 504 and self.shape.retriable and not self.last:
+            if status != 504 and self.shape.retriable and not self._last_attempt():
                 self._release_up(reuse=False)
                 self.error = (status, f"member answered {status}")
                 return self.attempt()
