@@ -18,7 +18,8 @@ from tests.k8s_support import (
     validate,
 )
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "pods").glob("*/*.yaml"))
+PODS = Path(__file__).parents[2] / "examples" / "pods"
+EXAMPLES = sorted(PODS.glob("*/*.yaml"))
 K8S_VERSION = "1.30.0"  # native sidecars (init containers with restartPolicy: Always) are GA
 
 
@@ -35,7 +36,7 @@ def pods() -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_there_is_one_manifest_per_pattern_and_one_with_all_four_each_with_a_readme() -> None:
     names = {p.stem for p in EXAMPLES}
-    assert {"tomcat-war", "app-logging", "ambassador", "adapter", "all-four"} <= names
+    assert {"tomcat-war", "app-logging", "ambassador", "adapter", "all-four", "debug"} <= names
     for path in EXAMPLES:
         assert (path.parent / "README.md").is_file(), path
 
@@ -61,6 +62,19 @@ def test_sidecars_use_real_settings_probes_and_downward_api(name: str, pod: dict
     for c in containers(pod["spec"]):
         if sidecar_of(c) is not None:
             assert_sidecar_settings(name, c)
+
+
+def test_the_debug_pod_shares_its_processes_with_an_unprivileged_debug_container() -> None:
+    """The debug example shares one process namespace, and its debug container has the pod's
+    single uid (which lets it see the app's sockets' owners and files) and no capability."""
+    (pod,) = [d for d in documents(PODS / "debug" / "debug.yaml") if d]
+    spec = pod["spec"]
+    assert spec["shareProcessNamespace"] is True
+    (debug,) = [c for c in containers(spec) if c["name"] == "debug"]
+    assert "/sidecars/debug:" in debug["image"]
+    assert all("runAsUser" not in c.get("securityContext", {}) for c in containers(spec))
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert debug["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_adapter_rules_in_configmaps_load() -> None:
