@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
 from typing import Any
-
-import yaml
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 16  # nesting of YAML/JSON collections (a listener file needs 4, a rules file 5)
@@ -30,26 +29,36 @@ def read_bounded(path: str) -> bytes:
     return data
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """safe_load without aliases (an alias bomb expands a small file into billions of nodes)
-    and with bounded nesting (the composer recurses once per level)."""
+@functools.cache
+def _bounded_loader() -> Any:
+    """The YAML loader class, made on first use: most sidecars start without a YAML document,
+    and PyYAML costs about 1 MiB of RSS and 15 ms of start-up."""
+    import yaml
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
+    class BoundedLoader(yaml.SafeLoader):
+        """safe_load without aliases (an alias bomb expands a small file into billions of nodes)
+        and with bounded nesting (the composer recurses once per level)."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 1}")
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels, line {mark.line + 1}")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+                raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 1}")
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                    raise yaml.YAMLError(
+                        f"nested deeper than {MAX_DEPTH} levels, line {mark.line + 1}"
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
 
 
 def parse_document(text: str, json_file: bool) -> Any:
@@ -64,9 +73,11 @@ def parse_document(text: str, json_file: bool) -> Any:
         if _depth(doc) > MAX_DEPTH:
             raise ValueError(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
         return doc
+    import yaml
+
     loader = None
     try:
-        loader = _BoundedLoader(text)  # already reads: a NUL or other control character fails
+        loader = _bounded_loader()(text)  # already reads: a NUL or other control character fails
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

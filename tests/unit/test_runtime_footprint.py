@@ -1,5 +1,6 @@
 """What each sidecar imports at start decides its idle RSS and start time (issue #3's goals):
-none of them may pull aiohttp or the Elasticsearch API package in by accident."""
+none of them may pull aiohttp or the Elasticsearch API package in by accident, nor PyYAML,
+which only a YAML document (a listener or rules file, a setting) needs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("aiohttp", "elasticsearch", "yarl")
+HEAVY = ("aiohttp", "elasticsearch", "yarl", "yaml")
 
 
 @pytest.mark.parametrize("name", ["logshipper", "ambassador", "adapter", "warloader"])
