@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
 from sidecars.runtime.checks import local_address, readable_file
-from sidecars.runtime.settings import choice, duration, host_port, integer, listing, size
+from sidecars.runtime.settings import boolean, choice, duration, host_port, integer, listing, size
 
 POLICIES = ("round_robin", "least_conn", "p2c", "hash")
 
@@ -117,4 +117,31 @@ class Config(CommonConfig):
     )
     file_interval: float = setting(
         "1s", "time between checks of watched files for changes", duration(0.01, 3600.0)
+    )
+    tls: bool = setting(
+        "false", "speak TLS to the members (the app still speaks plain text)", boolean
+    )
+    tls_server_name: str = setting(
+        "", "TLS: name sent (SNI) and verified (empty: each member's host)", metavar="NAME"
+    )
+    tls_ca_file: str = setting(
+        "",
+        "TLS: PEM bundle of the CAs members are verified against (empty: the system's)",
+        metavar="PATH",
+        check=readable_file,
+    )
+    tls_verify: bool = setting(
+        "true", "TLS: verify the members' certificates and names (off: encryption only)", boolean
+    )
+    tls_cert_file: str = setting(
+        "",
+        "TLS: client certificate (PEM) shown to members that ask (mTLS)",
+        metavar="PATH",
+        check=readable_file,
+    )
+    tls_key_file: str = setting(
+        "", "TLS: private key (PEM) of the client certificate", metavar="PATH", check=readable_file
+    )
+    tls_min_version: str = setting(
+        "1.2", "TLS: lowest protocol version accepted", choice("1.2", "1.3"), metavar="VERSION"
     )

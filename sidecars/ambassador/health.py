@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.tls import Origination, detail_of, reason_of
+from sidecars.ambassador.tls import failed as tls_failed
 from sidecars.runtime.http.client import Client, ClientError
 from sidecars.runtime.tasks import beat
 
 
-async def probe(member: Member, check: str, limit: float) -> bool:
-    """One check of one member; any error or timeout is a failed check."""
+async def probe(member: Member, check: str, limit: float, tls: Origination | None = None) -> bool:
+    """One check of one member; any error or timeout is a failed check. With TLS the check
+    includes the handshake: a member whose certificate is refused is not healthy."""
+    if check == "tcp" and tls is not None:
+        try:
+            transport, _ = await tls.connect(asyncio.Protocol, member, limit)
+        except (OSError, TimeoutError):
+            return False
+        transport.abort()  # no close_notify exchange to wait for
+        return True
     if check == "tcp":
         writer: asyncio.StreamWriter | None = None
         try:
@@ -24,7 +35,14 @@ async def probe(member: Member, check: str, limit: float) -> bool:
         finally:
             if writer is not None:
                 writer.close()
-    client = Client(member.host, member.port, keep=0, authority=member.key)
+    client = Client(
+        member.host,
+        member.port,
+        keep=0,
+        authority=member.key,
+        ssl_context=tls.current() if tls is not None else None,
+        server_hostname=tls.server_name(member) if tls is not None else None,
+    )
     wire = (
         f"GET {check[len('http:') :]} HTTP/1.1\r\nHost: {member.key}\r\n"
         "User-Agent: ambassador-health\r\nConnection: close\r\n\r\n"
@@ -33,8 +51,13 @@ async def probe(member: Member, check: str, limit: float) -> bool:
         async with asyncio.timeout(limit):
             answer = await client.request(b"GET", wire, retry_stale=False)
             await answer.aclose()  # strict and bounded: a garbled answer is a failed check
+            member.tls_error = ""  # (with TLS) the handshake passed
             return 200 <= answer.status < 300
-    except (ClientError, TimeoutError):
+    except (ClientError, TimeoutError) as exc:
+        if tls is not None and isinstance(exc.__cause__, OSError):
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLError):
+                tls_failed(member, reason_of(cause), detail_of(cause))
         return False
     finally:
         await client.close()
@@ -56,10 +79,12 @@ class HealthChecker:
         rise: int,
         fall: int,
         log: logging.Logger,
+        tls: Origination | None = None,
     ) -> None:
         self.cluster, self.check = cluster, check
         self.interval, self.timeout = interval, timeout
         self.rise, self.fall, self.log = rise, fall, log
+        self.tls = tls
 
     async def run(self) -> None:
         if self.check == "none":
@@ -75,7 +100,7 @@ class HealthChecker:
 
         async def check(member: Member) -> bool:
             async with at_once:
-                ok = await probe(member, self.check, self.timeout)
+                ok = await probe(member, self.check, self.timeout, self.tls)
             beat()  # a long round of many members is progress, not a stall
             return ok
 

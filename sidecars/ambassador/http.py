@@ -32,6 +32,7 @@ class HttpListener(Listener):
         self.timeouts = Deadlines(lambda: self.settings.request_timeout, Exchange.timed_out)
         self.awaiting: dict[Exchange, float] = self.timeouts.entries
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
+        self.pool.tls = self.tls
         # (client address, request head) -> what the head decides (see Shape)
         self.requests: dict[tuple[str, bytes], Shape] = {}
         self.generation = 0  # moves on reconfigure: heads kept by connections are stale
@@ -44,6 +45,7 @@ class HttpListener(Listener):
 
     def reconfigure(self, settings: Config) -> None:
         super().reconfigure(settings)
+        self.pool.tls = self.tls
         self.requests.clear()  # kept heads passed the old limits
         self.generation += 1
         self.responses.clear()

@@ -10,6 +10,7 @@ from typing import Protocol
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.tls import Origination, tls_settings
 from sidecars.runtime.tasks import spawn
 
 
@@ -60,6 +61,7 @@ class Listener:
         self.latency = metrics.latency(name, settings.mode)
         self._victims: list[tuple[Conn, float]] = []  # idle at the last scan, oldest last
         self._next_scan = 0.0
+        self.tls = Origination(settings, log, name) if settings.tls else None
 
     async def start(self) -> None:
         self.server = await self._serve()
@@ -70,6 +72,11 @@ class Listener:
 
     def reconfigure(self, settings: Config) -> None:
         """Apply new settings to new connections and requests (the address stays)."""
+        if tls_settings(settings) != tls_settings(self.settings):
+            try:  # checked when the config was read; a file broken since then keeps the old
+                self.tls = Origination(settings, self.log, self.name) if settings.tls else None
+            except (OSError, ValueError) as exc:
+                self.log.warning("TLS files cannot be used, the previous ones stay: %s", exc)
         self.settings = settings
 
     def admit(self, conn: Conn) -> bool:

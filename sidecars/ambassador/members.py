@@ -38,6 +38,10 @@ class Member:
     ejections: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     last_ejected: float = 0.0
+    tls_failures: Counter[str] = field(default_factory=Counter)  # handshakes failed, by reason
+    tls_error: str = ""  # the last handshake's failure, "" once one passed
+    tls_handshakes: int = 0
+    tls_resumed: int = 0
 
     @property
     def key(self) -> str:
@@ -100,4 +104,14 @@ class Member:
             "active": self.active,
             "requests": self.requests,
             "errors": dict(self.errors),
+            **({"tls": self._tls()} if self.tls_handshakes or self.tls_failures else {}),
+        }
+
+    def _tls(self) -> dict[str, Any]:
+        return {
+            "ok": not self.tls_error,
+            "error": self.tls_error,
+            "handshakes": self.tls_handshakes,
+            "resumed": self.tls_resumed,
+            "failures": dict(self.tls_failures),
         }

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.tls import REASONS
 
 # From 25 us: a member on the same node or network answers in well under a millisecond, and a
 # proxy's own share of latency is measured in tens of microseconds.
@@ -122,6 +123,16 @@ class MemberCollector(Collector):
         retries = CounterMetricFamily(
             "ambassador_retries", "Attempts retried on another member", labels=["listener"]
         )
+        tls_failures = CounterMetricFamily(
+            "ambassador_upstream_tls_handshake_failures",
+            "TLS handshakes with a member that failed, by reason: " + ", ".join(REASONS),
+            labels=[*labels, "reason"],
+        )
+        tls_done = CounterMetricFamily(
+            "ambassador_upstream_tls_handshakes",
+            "TLS handshakes with a member that passed, by whether a session was resumed",
+            labels=[*labels, "resumed"],
+        )
         now = time.monotonic()
         for mode, cluster in self.clusters():
             for m in cluster.members.values():
@@ -135,10 +146,15 @@ class MemberCollector(Collector):
                     state.add_metric([*key, name], float(name == now_in))
                 for kind, n in m.errors.items():
                     errors.add_metric([*key, kind], n)
+                for reason, n in m.tls_failures.items():
+                    tls_failures.add_metric([*key, reason], n)
+                if m.tls_handshakes:
+                    tls_done.add_metric([*key, "true"], m.tls_resumed)
+                    tls_done.add_metric([*key, "false"], m.tls_handshakes - m.tls_resumed)
             panics.add_metric([cluster.name], cluster.panics)
             retries.add_metric([cluster.name], cluster.retries)
         yield from (*sent.values(), *open_.values(), errors, ejections, healthy, state)
-        yield from (panics, retries)
+        yield from (panics, retries, tls_failures, tls_done)
 
 
 class Metrics:

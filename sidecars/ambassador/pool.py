@@ -6,6 +6,7 @@ import asyncio
 from typing import Protocol, cast
 
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.tls import Origination, remember_transport
 from sidecars.runtime.http.head import Head
 
 POOL_IDLE_CAP = 30.0  # below common server keep-alive timeouts (nginx, aiohttp: 75 s)
@@ -55,6 +56,8 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.pool.tls is not None:
+            remember_transport(self.transport)  # a TLS 1.3 ticket comes after the handshake
         owner, self.owner = self.owner, None
         if owner is not None:
             owner.up_closed(exc)
@@ -90,6 +93,7 @@ class Pool:
         self.size = size
         self.idle = min(idle, POOL_IDLE_CAP)
         self.idle_conns: dict[Member, list[Upstream]] = {}
+        self.tls: Origination | None = None  # the listener's, when members speak TLS
 
     def take(self, member: Member, now: float) -> Upstream | None:
         """The most recently used idle connection to `member` that is still good (`now` is the
@@ -107,6 +111,9 @@ class Pool:
 
     async def connect(self, member: Member, connect_timeout: float) -> Upstream:
         """A new connection (OSError or TimeoutError when the member does not accept)."""
+        if self.tls is not None:
+            factory = lambda: Upstream(member, self)  # noqa: E731
+            return (await self.tls.connect(factory, member, connect_timeout))[1]
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_timeout):
             _, conn = await loop.create_connection(

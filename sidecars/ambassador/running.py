@@ -69,6 +69,7 @@ class Running:
             rise=s.health_rise,
             fall=s.health_fall,
             log=self.log,
+            tls=self.listener.tls,
         )
 
     async def start(self) -> None:

@@ -16,6 +16,8 @@ from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.hub import Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.tls import Origination
+from sidecars.ambassador.tlsrelay import TlsRelay
 
 HIGH_WATER = 256 * 1024  # bytes held toward a slow side before the other side is not read
 SPLICE_AFTER = 512 * 1024  # a connection that relayed this much moves to splice(2)
@@ -385,6 +387,9 @@ class _Acceptor:
             if self.recovering:
                 self.recovering = False
                 self.errors.recovered()
+            if listener.tls is not None:
+                self._accept_tls(fd, family, peer, listener.tls)
+                continue
             try:  # a blocking socket: every call on it passes MSG_DONTWAIT
                 client = Sock(family, socket.SOCK_STREAM, 0, fd)
             except OSError:
@@ -397,6 +402,21 @@ class _Acceptor:
                 continue
             listener.hub.add(client.fileno(), relay.on_client)
             relay.connect_next()
+
+    def _accept_tls(self, fd: int, family: int, peer: object, tls: Origination) -> None:
+        listener = self.listener
+        try:
+            client = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        except OSError:
+            os.close(fd)
+            return
+        hashed = listener.cluster.balancer.policy == "hash" and isinstance(peer, tuple)
+        key = str(peer[0]).encode() if hashed else b""  # type: ignore[index]
+        relay = TlsRelay(listener, client, key, tls)
+        if not listener.admit(relay):
+            client.close()
+            return
+        relay.start()
 
     def _pause(self, lsock: socket.socket, exc: OSError) -> None:
         fd = lsock.fileno()

@@ -1,0 +1,234 @@
+"""TLS origination to members: the client context built from the settings and rebuilt when its
+files change, TLS sessions kept for resumption, and handshake failures sorted by reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sidecars.ambassador.config import Config
+from sidecars.ambassador.members import Member
+
+# The values of the `reason` label of ambassador_upstream_tls_handshake_failures (bounded).
+REASONS = ("verify_failed", "wrong_name", "expired", "timeout", "other")
+_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+_WRONG_NAME = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_SETTINGS = (
+    "tls", "tls_server_name", "tls_ca_file", "tls_verify", "tls_cert_file", "tls_key_file",
+    "tls_min_version", "file_interval",
+)  # fmt: skip
+MAX_SESSIONS = 4096  # kept for resumption, by server name; emptied when full
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class HandshakeError(ConnectionError):
+    """The member accepted the connection but the TLS handshake failed; `reason` is one of
+    REASONS. No errno: it is never mistaken for a shortage of descriptors here."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"TLS handshake failed ({reason}): {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == _EXPIRED:
+            return "expired"
+        if exc.verify_code in _WRONG_NAME:
+            return "wrong_name"
+        return "verify_failed"
+    return "other"
+
+
+def detail_of(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    return str(exc) or type(exc).__name__
+
+
+class _Context(ssl.SSLContext):
+    """A client context that offers the last session a server name gave, for resumption."""
+
+    sessions: dict[str, ssl.SSLSession]
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        if session is None and server_hostname is not None:
+            session = self.sessions.get(server_hostname)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+def build(settings: Config) -> _Context:
+    """The client context of `settings` (OSError, ssl.SSLError or ValueError when a file does
+    not hold what it should)."""
+    ctx = _Context(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.sessions = {}
+    ctx.minimum_version = _VERSIONS[settings.tls_min_version]
+    if settings.tls_verify:
+        if settings.tls_ca_file:
+            ctx.load_verify_locations(cafile=settings.tls_ca_file)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.tls_cert_file:
+        ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return ctx
+
+
+def tls_settings(settings: Config) -> tuple[object, ...]:
+    """The settings an Origination is built from."""
+    return tuple(getattr(settings, name) for name in _SETTINGS)
+
+
+def problems(settings: Config, named: Callable[[str], str]) -> list[str]:
+    """What makes the TLS settings impossible, one line each (empty when fine or TLS is off);
+    `named` gives a setting's name as the user wrote it."""
+    if not settings.tls:
+        used = [
+            name
+            for name in ("tls_server_name", "tls_ca_file", "tls_cert_file", "tls_key_file")
+            if getattr(settings, name)
+        ]
+        return [f"{named(name)}: set but {named('tls')} is off" for name in used]
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        both = f"{named('tls_cert_file')} and {named('tls_key_file')}"
+        return [f"{both}: give both (mTLS) or neither"]
+    if settings.tls_ca_file and not settings.tls_verify:
+        return [f"{named('tls_ca_file')}: set but {named('tls_verify')} is off"]
+    files = f"{named('tls_ca_file')}, {named('tls_cert_file')}, {named('tls_key_file')}"
+    try:
+        build(settings)
+    except ssl.SSLError as exc:
+        why = exc.reason or exc
+        return [f"{files}: {why} (expected PEM certificates and the certificate's key)"]
+    except (OSError, ValueError) as exc:
+        return [f"{files}: {exc}"]
+    return []
+
+
+def _stamp(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)  # follows a Secret volume's symlinks: a swap is a new inode
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((0, 0, 0))
+    return tuple(out)
+
+
+class Origination:
+    """TLS to the members of one listener. The files are looked at (stat) at most once per
+    `file_interval`, on a new connection; when they changed, the context is rebuilt and new
+    connections use it (open ones keep theirs). A rebuild that fails keeps the previous context
+    and is logged once per change."""
+
+    def __init__(self, settings: Config, log: logging.Logger, name: str) -> None:
+        self.settings, self.log, self.name = settings, log, name
+        files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+        self.files = tuple(path for path in files if path)
+        self.stamp = _stamp(self.files)
+        self.context = build(settings)
+        self.checked = time.monotonic()
+
+    def current(self) -> _Context:
+        now = time.monotonic()
+        if self.files and now - self.checked >= self.settings.file_interval:
+            self.checked = now
+            stamp = _stamp(self.files)
+            if stamp != self.stamp:
+                self.stamp = stamp  # a half-written pair is tried again at the next change
+                try:
+                    self.context = build(self.settings)
+                    self.log.info("TLS files re-read", extra={"listener": self.name})
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    self.log.warning(
+                        "TLS files changed but cannot be used, the previous ones stay: %s",
+                        detail_of(exc),
+                        extra={"listener": self.name},
+                    )
+        return self.context
+
+    def server_name(self, member: Member) -> str:
+        return self.settings.tls_server_name or member.host
+
+    async def connect(
+        self, factory: Callable[[], P], member: Member, limit: float
+    ) -> tuple[asyncio.Transport, P]:
+        """Connect to `member` and do the TLS handshake, both within `limit` seconds. A failed
+        connect raises OSError or TimeoutError; a failed handshake is counted on the member and
+        raised as HandshakeError. `factory`'s protocol is made once, with the TLS transport."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        async with asyncio.timeout_at(deadline):
+            raw, _ = await loop.create_connection(asyncio.Protocol, member.host, member.port)
+        ctx, name = self.current(), self.server_name(member)
+        proto = factory()
+        try:
+            async with asyncio.timeout_at(deadline):
+                transport = await loop.start_tls(raw, proto, ctx, server_hostname=name)
+        except (OSError, TimeoutError) as exc:
+            raw.abort()
+            reason, detail = reason_of(exc), detail_of(exc)
+            failed(member, reason, detail)
+            raise HandshakeError(reason, detail) from None
+        except BaseException:
+            raw.abort()
+            raise
+        assert transport is not None
+        passed(member, transport, name)
+        proto.connection_made(transport)
+        return transport, proto
+
+
+def failed(member: Member, reason: str, detail: str) -> None:
+    member.tls_failures[reason] += 1
+    member.tls_error = f"{reason}: {detail}"
+
+
+def passed(member: Member, transport: asyncio.BaseTransport, name: str) -> None:
+    member.tls_error = ""
+    member.tls_handshakes += 1
+    sslobj: Any = transport.get_extra_info("ssl_object")
+    if sslobj is not None:
+        member.tls_resumed += bool(sslobj.session_reused)
+        remember(sslobj, name)
+
+
+def remember(sslobj: Any, name: str) -> None:
+    """Keep the session of a connection (at its end too: TLS 1.3 tickets come after the
+    handshake) for the next one to the same server name."""
+    try:
+        session, ctx = sslobj.session, sslobj.context
+    except (AttributeError, ValueError):
+        return
+    if session is not None and isinstance(ctx, _Context):
+        if len(ctx.sessions) >= MAX_SESSIONS and name not in ctx.sessions:
+            ctx.sessions.clear()
+        ctx.sessions[name] = session
+
+
+def remember_transport(transport: asyncio.BaseTransport | None) -> None:
+    if transport is not None:
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.server_hostname:
+            remember(sslobj, sslobj.server_hostname)

@@ -1,0 +1,180 @@
+"""tcp mode to TLS members: the client's plain bytes relayed over a TLS connection. Both sides
+are event-loop transports (the TLS records are made by the loop's SSL protocol), so these
+connections never move to splice(2)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from time import perf_counter
+from typing import TYPE_CHECKING, cast
+
+from sidecars.ambassador.accepting import SHORTAGE
+from sidecars.ambassador.members import Member
+from sidecars.ambassador.tls import HandshakeError, Origination, remember_transport
+
+if TYPE_CHECKING:
+    from sidecars.ambassador.tcp import TcpListener
+
+HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
+LOW_WATER = 64 * 1024
+
+
+class _Side(asyncio.Protocol):
+    """One end of the relay; what it reads is written to the other end."""
+
+    def __init__(self, relay: TlsRelay, upstream: bool) -> None:
+        self.relay, self.upstream = relay, upstream
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.relay(self, data)
+
+    def eof_received(self) -> bool:
+        # The loop's TLS transports cannot half-close: an end of stream from either side ends
+        # the pair, once what was read before it has been written.
+        self.relay.end(None, self.upstream)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.relay.end(exc, self.upstream)
+
+    def pause_writing(self) -> None:
+        self.relay.flow(self, paused=True)
+
+    def resume_writing(self) -> None:
+        self.relay.flow(self, paused=False)
+
+
+class TlsRelay:
+    """A client connection and its TLS connection to a member."""
+
+    def __init__(
+        self, listener: TcpListener, client: socket.socket, key: bytes, tls: Origination
+    ) -> None:
+        self.listener, self.sock, self.key, self.tls = listener, client, key, tls
+        self.client = _Side(self, upstream=False)
+        self.up: _Side | None = None
+        self.member: Member | None = None
+        self.connected = self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        self.nbytes = self.idle_marks = self.last_nbytes = 0
+        self.seen = listener.loop.time()
+
+    def start(self) -> None:
+        self.task = self.listener.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        listener, cluster = self.listener, self.listener.cluster
+        loop = listener.loop
+        try:
+            await loop.connect_accepted_socket(lambda: self.client, sock=self.sock)
+        except OSError as exc:
+            self.end(exc, upstream=False)
+            return
+        assert self.client.transport is not None
+        self.client.transport.pause_reading()  # held in the kernel until the member is there
+        cluster.budget.record_request()
+        tried: list[Member] = []
+        while len(tried) <= listener.settings.retries and not self.closed:
+            if tried and not cluster.budget.try_spend():
+                break
+            member = cluster.pick(self.key, tried)
+            if member is None:
+                break
+            if tried:
+                cluster.retries += 1
+            tried.append(member)
+            member.requests += 1
+            started = perf_counter()
+            try:
+                transport, up = await self.tls.connect(
+                    lambda: _Side(self, upstream=True), member, listener.settings.connect_timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                if isinstance(exc, OSError) and exc.errno in SHORTAGE:
+                    listener.metrics.rejected.labels(listener.name, "no_descriptors").inc()
+                    self.end(exc, upstream=False)
+                    return
+                kind = (
+                    "tls" if isinstance(exc, HandshakeError)
+                    else "timeout" if isinstance(exc, TimeoutError) else "connect"
+                )  # fmt: skip
+                if cluster.failed(member, kind):
+                    listener.log.warning(
+                        "member %s ejected after failures",
+                        member.key,
+                        extra={"listener": listener.name, "member": member.key},
+                    )
+                continue
+            if self.closed:
+                transport.abort()
+                return
+            listener.latency.observe(perf_counter() - started)
+            member.record_success()
+            member.active += 1
+            self.member, self.up, self.connected = member, up, True
+            self.client.transport.resume_reading()
+            return
+        if not self.closed:
+            listener.metrics.rejected.labels(listener.name, "no_member").inc()
+            self.end(ConnectionRefusedError(), upstream=False)
+
+    def relay(self, side: _Side, data: bytes) -> None:
+        other = self.up if side is self.client else self.client
+        self.seen = self.listener.loop.time()
+        self.nbytes += len(data)
+        if other is not None and other.transport is not None:
+            other.transport.write(data)
+
+    def flow(self, side: _Side, paused: bool) -> None:
+        """`side` cannot take more for now: stop (or restart) reading the other one."""
+        other = self.up if side is self.client else self.client
+        if other is not None and other.transport is not None and not other.transport.is_closing():
+            other.transport.pause_reading() if paused else other.transport.resume_reading()
+
+    def end(self, exc: Exception | None, upstream: bool) -> None:
+        """One side ended: close the other once it has had what was written to it."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if upstream and exc is not None and self.member is not None:
+            self.member.errors["reset"] += 1
+        for side in (self.client, self.up):
+            if side is not None and side.transport is not None:
+                if side.upstream:
+                    remember_transport(side.transport)
+                if exc is None:
+                    side.transport.close()  # what is buffered is sent first
+                else:
+                    side.transport.abort()
+        if self.client.transport is None and not self.sock._closed:  # type: ignore[attr-defined]
+            self.sock.close()  # never handed to a transport
+        if self.member is not None and self.connected:
+            self.member.active -= 1
+        self.listener.release(self)
+
+    def abort(self) -> None:
+        self.end(ConnectionAbortedError(), upstream=False)
+
+    def busy(self) -> bool:
+        return True
+
+    def watch_idle(self) -> bool:
+        return True
+
+    def idle_since(self) -> float | None:
+        if not self.connected:
+            return None
+        for side in (self.client, self.up):
+            if side is not None and side.transport is not None:
+                if side.transport.get_write_buffer_size():
+                    return None
+        return self.seen

@@ -1,0 +1,234 @@
+"""TLS origination: the app speaks plain text to the ambassador, the ambassador speaks TLS to
+real TLS members (a Python echo server, redis-server, nginx) with certificates made here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+
+from sidecars.ambassador.service import SIDECAR
+from sidecars.ambassador.spec import from_settings
+from tests.ambassador_support import ambassador, metric_value, redis_command, wait_for
+from tests.tls_support import EchoServer, Nginx, TlsRedis, expired, write_leaf
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_env(tmp_path: Path, ca: trustme.CA, *ports: int, **extra: str) -> dict[str, str]:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.cert_pem.bytes())
+    env = {
+        "AMBASSADOR_MODE": "tcp",
+        "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{p}" for p in ports),
+        "AMBASSADOR_TLS": "true",
+        "AMBASSADOR_TLS_CA_FILE": str(bundle),
+        "AMBASSADOR_HEALTH_CHECK": "none",
+    }
+    env.update({f"AMBASSADOR_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+async def echo(port: int, data: bytes, within: float = 10.0) -> bytes:
+    """Send `data` on a new connection and read as much back (b"" when the connection is cut)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(within):
+            try:
+                return await reader.readexactly(len(data))
+            except asyncio.IncompleteReadError as exc:
+                return exc.partial
+            except ConnectionResetError:
+                return b""
+    finally:
+        writer.close()
+
+
+async def admin_get(port: int, path: str) -> Any:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}{path}") as resp:
+            return await (resp.json() if path == "/upstreams" else resp.text())
+
+
+def member_tls(upstreams: Any, port: int) -> dict[str, Any]:
+    for listener in upstreams["listeners"] if "listeners" in upstreams else upstreams:
+        for member in listener["members"]:
+            if member["address"] == f"127.0.0.1:{port}":
+                return dict(member.get("tls", {}), healthy=member["healthy"])
+    raise AssertionError(f"no member 127.0.0.1:{port} in {upstreams}")
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[EchoServer]]:
+    started: list[EchoServer] = []
+    try:
+        yield started
+    finally:
+        for s in started:
+            await s.stop()
+
+
+async def test_tcp_relays_plain_bytes_over_tls_and_counts_handshakes(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
+) -> None:
+    """The app's plain bytes reach a TLS member and come back; the handshake is counted."""
+    servers.append(await EchoServer(ca.issue_cert("127.0.0.1")).start())
+    async with ambassador(tls_env(tmp_path, ca, servers[0].port)) as amb:
+        assert await echo(amb.port, b"hello over tls\n") == b"hello over tls\n"
+        big = os.urandom(2 * 1024 * 1024)  # beyond the splice threshold: stays in user space
+        assert await echo(amb.port, big, within=30) == big
+        tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), servers[0].port)
+        assert tls["ok"] and tls["handshakes"] == 2
+        text = await admin_get(amb.admin_port, "/metrics")
+        assert metric_value(text, "ambassador_spliced_connections_total", listener="default") == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [("untrusted", "verify_failed"), ("expired", "expired"), ("wrong_name", "wrong_name")],
+)
+async def test_bad_member_certificates_are_refused_with_their_reason(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer], shape: str, reason: str
+) -> None:
+    """A member whose certificate is untrusted, expired or for another name is never sent the
+    app's bytes: the connection is cut, the failure is counted with its reason, /upstreams
+    shows it, and the tcp health check (which does the handshake) marks it down."""
+    cert = {
+        "untrusted": lambda: trustme.CA().issue_cert("127.0.0.1"),
+        "expired": lambda: expired(ca, "127.0.0.1"),
+        "wrong_name": lambda: ca.issue_cert("other.example"),
+    }[shape]()
+    servers.append(await EchoServer(cert).start())
+    port = servers[0].port
+    env = tls_env(tmp_path, ca, port, health_check="tcp", health_interval="0.1s")
+    async with ambassador(env) as amb:
+        assert await echo(amb.port, b"secret\n") == b""
+        text = await admin_get(amb.admin_port, "/metrics")
+        labels = {"listener": "default", "member": f"127.0.0.1:{port}", "reason": reason}
+        name = "ambassador_upstream_tls_handshake_failures_total"
+        assert metric_value(text, name, **labels) >= 1
+        await wait_for(lambda: not next(iter(amb.service.running.values())).cluster.available(),
+                       10.0, "member marked down by the tls health check")  # fmt: skip
+        tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), port)
+        assert not tls["ok"] and tls["error"].startswith(reason) and not tls["healthy"]
+    assert servers[0].clients == []  # no connection got past the handshake
+
+
+async def test_client_certificate_required_by_the_member(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
+) -> None:
+    """A member that requires a client certificate (mTLS) is reached with the cert and key
+    settings and refuses the connection without them."""
+    servers.append(await EchoServer(ca.issue_cert("127.0.0.1"), client_ca=ca).start())
+    port = servers[0].port
+    crt, key = write_leaf(ca.issue_cert("app.example", common_name="app-1"), tmp_path, "app")
+    async with ambassador(tls_env(tmp_path, ca, port, tls_min_version="1.3")) as amb:
+        assert await echo(amb.port, b"ping\n") == b""
+    env = tls_env(tmp_path, ca, port, tls_cert_file=crt, tls_key_file=key)
+    async with ambassador(env) as amb:
+        assert await echo(amb.port, b"ping\n") == b"ping\n"
+    assert servers[0].clients == ["app-1"]
+
+
+async def test_rotated_client_certificate_is_used_by_new_connections_only(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
+) -> None:
+    """When the certificate and key files are replaced (as cert-manager does), the next
+    connection shows the new certificate while an open one stays up and keeps relaying."""
+    servers.append(await EchoServer(ca.issue_cert("127.0.0.1"), client_ca=ca).start())
+    port = servers[0].port
+    crt, key = write_leaf(ca.issue_cert("app.example", common_name="first"), tmp_path, "app")
+    env = tls_env(tmp_path, ca, port, tls_cert_file=crt, tls_key_file=key, file_interval="0.05s")
+    async with ambassador(env) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        try:
+            writer.write(b"one\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(4) == b"one\n"
+            # replaced as a whole, each file renamed into place
+            write_leaf(ca.issue_cert("app.example", common_name="second"), tmp_path, "next")
+            os.replace(tmp_path / "next.key", key)
+            os.replace(tmp_path / "next.crt", crt)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while "second" not in servers[0].clients:
+                assert loop.time() < deadline, f"new certificate not used: {servers[0].clients}"
+                assert await echo(amb.port, b"two\n") == b"two\n"
+                await asyncio.sleep(0.05)
+            writer.write(b"still\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(6) == b"still\n"
+        finally:
+            writer.close()
+    assert servers[0].clients[0] == "first"
+
+
+async def test_redis_with_tls_through_the_ambassador(tmp_path: Path, ca: trustme.CA) -> None:
+    """Debian's redis-server with only a TLS port answers the app's plain RESP commands."""
+    crt, key = write_leaf(ca.issue_cert("localhost"), tmp_path, "redis")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    redis = TlsRedis(crt, key, str(tmp_path / "ca.pem"))
+    try:
+        await redis.ready()
+        env = tls_env(tmp_path, ca, redis.port, tls_server_name="localhost")
+        async with ambassador(env) as amb:
+            assert await redis_command(amb.port, b"SET", b"k", b"v") == b"+OK\r\n"
+            assert await redis_command(amb.port, b"GET", b"k") == b"$1\r\n"
+    finally:
+        redis.stop()
+
+
+async def test_http_mode_to_nginx_with_tls_resumes_sessions(tmp_path: Path, ca: trustme.CA) -> None:
+    """http mode reaches nginx over TLS (with a client certificate it requires); without a
+    keep-alive pool each request is a new connection, and later ones resume the session."""
+    crt, key = write_leaf(ca.issue_cert("localhost"), tmp_path, "nginx")
+    client_crt, client_key = write_leaf(ca.issue_cert("app.example"), tmp_path, "app")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    nginx = Nginx(tmp_path, crt, key, client_ca=str(tmp_path / "ca.pem"))
+    try:
+        await nginx.ready()
+        env = tls_env(
+            tmp_path, ca, nginx.port, mode="http", pool_size="0", tls_server_name="localhost",
+            tls_cert_file=client_crt, tls_key_file=client_key, health_check="http:/",
+        )  # fmt: skip
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            for _ in range(4):
+                async with s.get(f"http://127.0.0.1:{amb.port}/x") as resp:
+                    assert resp.status == 200 and await resp.text() == "nginx-tls\n"
+            tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), nginx.port)
+            assert tls["ok"] and tls["handshakes"] >= 2 and tls["resumed"] >= 1, tls
+    finally:
+        nginx.stop()
+
+
+def test_impossible_tls_settings_are_config_errors(tmp_path: Path, ca: trustme.CA) -> None:
+    """A certificate without its key, TLS files with TLS off, or a file that is not PEM are
+    refused at start, each named."""
+    crt, key = write_leaf(ca.issue_cert("app.example"), tmp_path, "app")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    base = {"AMBASSADOR_UPSTREAMS": "127.0.0.1:1"}
+    cases = [
+        ({"AMBASSADOR_TLS": "true", "AMBASSADOR_TLS_CERT_FILE": crt}, "AMBASSADOR_TLS_KEY_FILE"),
+        ({"AMBASSADOR_TLS_CA_FILE": crt}, "AMBASSADOR_TLS is off"),
+        ({"AMBASSADOR_TLS": "true", "AMBASSADOR_TLS_CA_FILE": str(tmp_path / "junk.pem")},
+         "AMBASSADOR_TLS_CA_FILE"),
+        ({"AMBASSADOR_TLS": "true", "AMBASSADOR_TLS_CERT_FILE": key,
+          "AMBASSADOR_TLS_KEY_FILE": key}, "PEM"),
+    ]  # fmt: skip
+    for env, named in cases:
+        config = SIDECAR.load_config([], {**base, **env})
+        with pytest.raises(ValueError, match=named):
+            from_settings(config)
