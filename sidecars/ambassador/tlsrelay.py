@@ -30,6 +30,8 @@ class _Side(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        if not self.upstream:  # the client waits in the kernel until the member is there
+            self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.relay.relay(self, data)
@@ -64,6 +66,7 @@ class TlsRelay:
         self.connected = self.closed = False
         self.task: asyncio.Task[None] | None = None
         self.nbytes = self.idle_marks = self.last_nbytes = 0
+        self.held = bytearray()  # client bytes read before the member connection was up
         self.seen = listener.loop.time()
 
     def start(self) -> None:
@@ -77,8 +80,6 @@ class TlsRelay:
         except OSError as exc:
             self.end(exc, upstream=False)
             return
-        assert self.client.transport is not None
-        self.client.transport.pause_reading()  # held in the kernel until the member is there
         cluster.budget.record_request()
         tried: list[Member] = []
         while len(tried) <= listener.settings.retries and not self.closed:
@@ -119,7 +120,11 @@ class TlsRelay:
             member.record_success()
             member.active += 1
             self.member, self.up, self.connected = member, up, True
-            self.client.transport.resume_reading()
+            if self.held:  # read before the pause took effect (uvloop reads at once)
+                transport.write(self.held)
+                self.held.clear()
+            if self.client.transport is not None:
+                self.client.transport.resume_reading()
             return
         if not self.closed:
             listener.metrics.rejected.labels(listener.name, "no_member").inc()
@@ -131,6 +136,8 @@ class TlsRelay:
         self.nbytes += len(data)
         if other is not None and other.transport is not None:
             other.transport.write(data)
+        elif side is self.client and not self.connected:
+            self.held += data
 
     def flow(self, side: _Side, paused: bool) -> None:
         """`side` cannot take more for now: stop (or restart) reading the other one."""

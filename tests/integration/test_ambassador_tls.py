@@ -16,6 +16,7 @@ import trustme
 from sidecars.ambassador.service import SIDECAR
 from sidecars.ambassador.spec import from_settings
 from tests.ambassador_support import ambassador, metric_value, redis_command, wait_for
+from tests.helpers import SidecarProcess, free_port, run_sidecar
 from tests.tls_support import EchoServer, Nginx, TlsRedis, expired, write_leaf
 
 pytestmark = pytest.mark.integration
@@ -232,3 +233,32 @@ def test_impossible_tls_settings_are_config_errors(tmp_path: Path, ca: trustme.C
         config = SIDECAR.load_config([], {**base, **env})
         with pytest.raises(ValueError, match=named):
             from_settings(config)
+
+
+async def test_process_speaks_tls_to_redis_and_exits_2_on_impossible_settings(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """`python -m sidecars.ambassador` (the runtime's event loop) relays to redis over TLS and
+    verifies it; a certificate without its key is exit 2 with one line naming both."""
+    crt, key = write_leaf(ca.issue_cert("localhost"), tmp_path, "redis")
+    env = tls_env(tmp_path, ca, 1, tls_cert_file=crt)
+    done = run_sidecar("ambassador", env={"AMBASSADOR_ADMIN_ADDR": "127.0.0.1:0", **env})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "AMBASSADOR_TLS_CERT_FILE and AMBASSADOR_TLS_KEY_FILE" in done.stderr
+    redis = TlsRedis(crt, key, str(tmp_path / "ca.pem"))
+    try:
+        await redis.ready()
+        port, admin = free_port(), free_port()
+        env = tls_env(
+            tmp_path, ca, redis.port, tls_server_name="localhost", health_check="tcp",
+            listen=f"127.0.0.1:{port}", admin_addr=f"127.0.0.1:{admin}",
+        )  # fmt: skip
+        with SidecarProcess("ambassador", env) as proc:
+            await asyncio.to_thread(proc.wait_http, f"http://127.0.0.1:{admin}/readyz")
+            assert await redis_command(port, b"PING") == b"+PONG\r\n"
+            text = await admin_get(admin, "/metrics")
+            labels = {"listener": "default", "member": f"127.0.0.1:{redis.port}"}
+            passed = "ambassador_upstream_tls_handshakes_total"
+            assert metric_value(text, passed, resumed="false", **labels) >= 1
+    finally:
+        redis.stop()
