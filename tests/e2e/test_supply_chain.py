@@ -1,0 +1,207 @@
+"""docker/push signs each image and attests its CycloneDX SBOM with a cosign key pair;
+docker/verify accepts what was signed and refuses, with one line, what was not (a re-tagged
+or changed image, another key). Against a real registry on 127.0.0.1 (plain http)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, SIDECARS, Images, docker
+from tests.registry_support import local_registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+COSIGN = ROOT / ".cache" / "go" / "bin" / "cosign"
+PASSWORD = "test-password"
+
+
+@dataclass
+class Signed:
+    target: str  # registry/prefix the images were pushed under
+    version: str
+    public_key: Path
+    work: Path
+
+
+def key_pair(directory: Path) -> Path:
+    """`cosign generate-key-pair` in `directory`; returns the public key's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(COSIGN), "generate-key-pair"],
+        cwd=directory,
+        env={**os.environ, "COSIGN_PASSWORD": PASSWORD},
+        check=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return directory / "cosign.pub"
+
+
+def verify(public_key: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "docker" / "verify"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COSIGN_PUBLIC_KEY": str(public_key)},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def refused(result: subprocess.CompletedProcess[str], why: str) -> None:
+    """docker/verify exited 1 with one stderr line that says `why`."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and why in lines[0], result.stderr
+
+
+@pytest.fixture(scope="module")
+def signed(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
+    """The four sidecar images pushed by docker/push to a fresh registry, signed with a new
+    key pair (COSIGN_KEY, COSIGN_PASSWORD)."""
+    if not COSIGN.is_file():
+        pytest.fail(f"no cosign at {COSIGN} (scripts/setup builds it)")
+    work = tmp_path_factory.mktemp("supply-chain")
+    public_key = key_pair(work / "keys")
+    with local_registry(work) as address:
+        target = f"{address}/{images.prefix}"
+        result = subprocess.run(
+            [str(ROOT / "docker" / "push")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={
+                **os.environ,
+                "REGISTRY": target,
+                "IMAGE_PREFIX": images.prefix,
+                "PUSH_PAUSE": "0",
+                "COSIGN_KEY": str(work / "keys" / "cosign.key"),
+                "COSIGN_PASSWORD": PASSWORD,
+            },
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert result.returncode == 0, result.stderr
+            for name in SIDECARS:
+                assert f"signed {target}/{name}@sha256:" in result.stderr, result.stderr
+            yield Signed(target, images.version, public_key, work)
+        finally:
+            refs = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", target + "/*")
+            for ref in refs.stdout.split():
+                docker("rmi", ref, check=False)
+
+
+def test_signed_images_verify(signed: Signed) -> None:
+    """Every pushed sidecar image has a signature and an SBOM attestation by the key."""
+    refs = [f"{signed.target}/{name}:{signed.version}" for name in SIDECARS]
+    result = verify(signed.public_key, *refs)
+    assert result.returncode == 0, result.stderr
+    for ref in refs:
+        assert "signature and SBOM" in result.stdout and ref.rsplit(":", 1)[0] in result.stdout
+
+
+def test_pulled_image_verifies_by_its_digest(signed: Signed) -> None:
+    """A pulled image is checked at the digest it was pulled by."""
+    ref = f"{signed.target}/adapter:{signed.version}"
+    docker("rmi", ref)
+    docker("pull", "-q", ref, timeout=300)
+    digest = docker("image", "inspect", "-f", "{{index .RepoDigests 0}}", ref).stdout.strip()
+    result = verify(signed.public_key, ref)
+    assert result.returncode == 0, result.stderr
+    assert digest in result.stdout
+
+
+def test_retagged_unsigned_image_is_refused(signed: Signed) -> None:
+    """The signed image re-tagged into another repository, and a changed image (one label
+    more) pushed under the signed repository, are refused: no signature for them."""
+    source = f"{signed.target}/logshipper:{signed.version}"
+    copy = f"{signed.target}/copied:{signed.version}"
+    docker("tag", source, copy)
+    docker("push", "-q", copy, timeout=300)
+    refused(verify(signed.public_key, copy), "no valid signature")
+
+    changed = f"{signed.target}/logshipper:changed"
+    build = subprocess.run(
+        ["docker", "build", "-q", "-t", changed, "-"],
+        input=f"FROM {source}\nLABEL changed=yes\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    assert build.returncode == 0, build.stderr
+    docker("push", "-q", changed, timeout=300)
+    refused(verify(signed.public_key, changed), "no valid signature")
+
+
+def test_other_key_is_refused(signed: Signed) -> None:
+    """A signature by another key does not count."""
+    other = key_pair(signed.work / "other-keys")
+    refused(verify(other, f"{signed.target}/warloader:{signed.version}"), "no valid signature")
+
+
+def test_signature_without_sbom_is_refused(signed: Signed) -> None:
+    """A signed image without the SBOM attestation is refused (the SBOM is part of the check)."""
+    ref = f"{signed.target}/nosbom:{signed.version}"
+    docker("tag", f"{signed.target}/ambassador:{signed.version}", ref)
+    docker("push", "-q", ref, timeout=300)
+    digests = docker("image", "inspect", "-f", '{{join .RepoDigests " "}}', ref).stdout.split()
+    digest = next(d for d in digests if d.startswith(f"{signed.target}/nosbom@"))
+    subprocess.run(
+        [str(COSIGN), "sign", "--key", str(signed.work / "keys" / "cosign.key"),
+         "--tlog-upload=false", "--yes", "--allow-http-registry", "--allow-insecure-registry",
+         digest],
+        env={**os.environ, "COSIGN_PASSWORD": PASSWORD},
+        check=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    refused(verify(signed.public_key, ref), "no CycloneDX SBOM attestation")
+
+
+def test_sbom_lists_python_and_debian_packages(signed: Signed) -> None:
+    """The verified SBOM lists the sidecar's Python packages at the pinned versions and the
+    Debian package of the interpreter (from the base's dpkg database), with purls."""
+    out = signed.work / "logshipper.cdx.json"
+    result = verify(signed.public_key, "--sbom", str(out), f"{signed.target}/logshipper:latest")
+    assert result.returncode == 0, result.stderr
+    bom = json.loads(out.read_text())
+    assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.5"
+    assert bom["metadata"]["component"]["version"] == signed.version
+    purls = {c["purl"] for c in bom["components"]}
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for name in ("uvloop", "prometheus-client", "httptools", "aiohttp"):
+        version = pins.get(name) or pins[name.replace("-", "_")]
+        assert f"pkg:pypi/{name}@{version.strip()}" in purls, sorted(purls)
+    assert f"pkg:pypi/sidecars@{signed.version}" in purls
+    debian = {c["name"]: c for c in bom["components"] if c["purl"].startswith("pkg:deb/")}
+    assert "python3.11-minimal" in debian, sorted(debian)
+    assert {"libc6", "libssl3", "libpython3.11-stdlib"} <= set(debian), sorted(debian)
+    interpreter = debian["python3.11-minimal"]
+    assert interpreter["version"].startswith("3.11.")
+    assert "distro=debian-12" in interpreter["purl"]
+
+
+def test_verify_usage_errors(tmp_path: Path) -> None:
+    """No key, or an unreadable one: exit 2 with one line naming COSIGN_PUBLIC_KEY."""
+    for key in ("", str(tmp_path / "missing.pub")):
+        result = verify(Path(key) if key else Path(), "127.0.0.1:1/x:1")
+        if not key:
+            env = {k: v for k, v in os.environ.items() if k != "COSIGN_PUBLIC_KEY"}
+            result = subprocess.run(
+                [str(ROOT / "docker" / "verify"), "127.0.0.1:1/x:1"],
+                capture_output=True, text=True, timeout=30, env=env,
+            )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "COSIGN_PUBLIC_KEY" in lines[0], result.stderr
