@@ -262,3 +262,32 @@ async def test_process_speaks_tls_to_redis_and_exits_2_on_impossible_settings(
             assert metric_value(text, passed, resumed="false", **labels) >= 1
     finally:
         redis.stop()
+
+
+async def test_http_mode_answers_502_for_a_member_with_a_wrong_name(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """In http mode a member whose certificate is for another name gets no request: the client
+    gets 502, the failure is counted as wrong_name, and the http health check (made over TLS)
+    keeps the member shown as failing verification in /upstreams."""
+    crt, key = write_leaf(ca.issue_cert("other.example"), tmp_path, "nginx")
+    nginx = Nginx(tmp_path, crt, key)
+    try:
+        await nginx.ready()
+        env = tls_env(
+            tmp_path, ca, nginx.port, mode="http", tls_server_name="localhost",
+            health_check="http:/", health_interval="0.1s",
+        )  # fmt: skip
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{amb.port}/x") as resp:
+                assert resp.status == 502
+            text = await admin_get(amb.admin_port, "/metrics")
+            labels = {"listener": "default", "member": f"127.0.0.1:{nginx.port}"}
+            name = "ambassador_upstream_tls_handshake_failures_total"
+            assert metric_value(text, name, reason="wrong_name", **labels) >= 1
+            cluster = next(iter(amb.service.running.values())).cluster
+            await wait_for(lambda: not cluster.available(), 10.0, "member marked down")
+            tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), nginx.port)
+            assert not tls["ok"] and tls["error"].startswith("wrong_name"), tls
+    finally:
+        nginx.stop()
