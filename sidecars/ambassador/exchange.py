@@ -11,6 +11,7 @@ from sidecars.ambassador.accepting import SHORTAGE
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import Upstream
 from sidecars.runtime.http.body import Body, Chunked, Length, request_body
+from sidecars.runtime.http.head import head_end
 
 if TYPE_CHECKING:
     from sidecars.ambassador.http import ClientSide
@@ -308,7 +309,7 @@ class Exchange:
     def _plain_seen(self, up: Upstream, data: bytes) -> tuple[wire.Head, bytes] | None:
         """A plain answer whose head was seen before, whole in `data`: (its parsed head, the
         bytes to forward), kept by the member connection when short; else None."""
-        end = wire.head_end(data)
+        end = head_end(data)
         hit = self.listener.responses.get(data[:end]) if end > 0 else None
         if hit is None or hit[3] != len(data) - end - 4:
             return None
@@ -334,7 +335,7 @@ class Exchange:
     def _head_data(self, data: bytes) -> None:
         buf = self.rbuf + data if self.rbuf else data
         while True:
-            end = wire.head_end(buf)
+            end = head_end(buf)
             if end < 0:
                 if len(buf) > UPSTREAM_HEAD_LIMIT:
                     return self._bad_member("protocol", "member sent a response head too large")

@@ -12,6 +12,7 @@ from sidecars.ambassador.exchange import Exchange, Shape
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
+from sidecars.runtime.http.head import bare_lf, head_end
 
 LINGER_SECONDS = 1.0  # after an error answer, input is read and dropped this long...
 LINGER_BYTES = 256 * 1024  # ...or this much, so that closing does not reset the answer away
@@ -142,11 +143,11 @@ class ClientSide(asyncio.Protocol):
     def _head(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         limit = self.listener.settings.max_header_size
-        end = wire.head_end(buf)
+        end = head_end(buf)
         if end < 0 or end + 4 > limit:
             if len(buf) > limit or end >= 0:
                 return self._reject("header_too_large", 431, "request head too large")
-            if wire.bare_lf(buf):
+            if bare_lf(buf):
                 return self._reject("bad_request", 400, "bare LF in the request head")
             if self.client_eof:  # a head cut short: nothing to answer
                 self.transport.close()

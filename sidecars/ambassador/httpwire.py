@@ -4,25 +4,9 @@ are parsed and framed by the runtime's one HTTP/1.1 layer (sidecars.runtime.http
 
 from __future__ import annotations
 
-from sidecars.runtime.http.head import (
-    Head,
-    HttpError,
-    bare_lf,
-    framing_line,
-    head_end,
-    parse_request,
-    parse_response,
-)
+from sidecars.runtime.http.head import Head, HttpError, framing_line, parse_request, parse_response
 
-__all__ = [
-    "Head",
-    "HttpError",
-    "bare_lf",
-    "framing_line",
-    "head_end",
-    "parse_request",
-    "parse_response",
-]
+__all__ = ["Head", "HttpError", "framing_line", "parse_request", "parse_response"]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
