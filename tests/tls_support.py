@@ -35,11 +35,13 @@ def expired(ca: trustme.CA, *names: str) -> trustme.LeafCert:
 
 @dataclass
 class EchoServer:
-    """An asyncio TLS server on 127.0.0.1 echoing what it reads; with `client_ca` it requires a
-    client certificate from that CA and records each one's common name."""
+    """An asyncio TLS server on 127.0.0.1 echoing what it reads (after `banner`); with
+    `client_ca` it requires a client certificate from that CA and records each one's common
+    name."""
 
     cert: trustme.LeafCert
     client_ca: trustme.CA | None = None
+    banner: bytes = b""  # sent first, as servers that speak first (SMTP, IMAP) do
     port: int = 0
     server: asyncio.Server | None = None
     clients: list[str] = field(default_factory=list)
@@ -61,6 +63,7 @@ class EchoServer:
         self.clients.append(names[0] if names else "")
         self.open.add(writer)
         try:
+            writer.write(self.banner)
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()

@@ -9,7 +9,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.members import Member
@@ -176,16 +176,17 @@ class Origination:
     ) -> tuple[asyncio.Transport, P]:
         """Connect to `member` and do the TLS handshake, both within `limit` seconds. A failed
         connect raises OSError or TimeoutError; a failed handshake is counted on the member and
-        raised as HandshakeError. `factory`'s protocol is made once, with the TLS transport."""
+        raised as HandshakeError. `factory`'s protocol is made after the handshake, given the TLS
+        transport and whatever came after the handshake."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         async with asyncio.timeout_at(deadline):
             raw, _ = await loop.create_connection(asyncio.Protocol, member.host, member.port)
         ctx, name = self.current(), self.server_name(member)
-        proto = factory()
+        early = _Early()
         try:
             async with asyncio.timeout_at(deadline):
-                transport = await loop.start_tls(raw, proto, ctx, server_hostname=name)
+                transport = await loop.start_tls(raw, early, ctx, server_hostname=name)
         except (OSError, TimeoutError) as exc:
             raw.abort()
             reason, detail = reason_of(exc), detail_of(exc)
@@ -196,8 +197,39 @@ class Origination:
             raise
         assert transport is not None
         passed(member, transport, name)
+        proto = factory()
         proto.connection_made(transport)
+        transport.set_protocol(proto)
+        early.hand_over(proto)
         return transport, proto
+
+
+class _Early(asyncio.Protocol):
+    """What a member sends between the end of the handshake and the hand-over to the real
+    protocol (the loop may deliver it before the awaiting coroutine runs), passed on in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", data))
+
+    def eof_received(self) -> bool:
+        self.events.append(("eof", None))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", exc))
+
+    def hand_over(self, proto: asyncio.BaseProtocol) -> None:
+        for kind, value in self.events:
+            if kind == "data":
+                cast(asyncio.Protocol, proto).data_received(value)
+            elif kind == "eof":
+                cast(asyncio.Protocol, proto).eof_received()
+            else:
+                proto.connection_lost(value)
+        self.events.clear()
 
 
 def failed(member: Member, reason: str, detail: str) -> None:

@@ -291,3 +291,22 @@ async def test_http_mode_answers_502_for_a_member_with_a_wrong_name(
             assert not tls["ok"] and tls["error"].startswith("wrong_name"), tls
     finally:
         nginx.stop()
+
+
+async def test_member_that_speaks_first_is_heard(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
+) -> None:
+    """A TLS member that sends a greeting as soon as the handshake ends (as SMTP and IMAP
+    servers do) has it relayed to the client before the client sends anything, in the
+    tests' event loop."""
+    servers.append(await EchoServer(ca.issue_cert("127.0.0.1"), banner=b"220 ready\r\n").start())
+    async with ambassador(tls_env(tmp_path, ca, servers[0].port)) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+        try:
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(11) == b"220 ready\r\n"
+            writer.write(b"EHLO x\r\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(8) == b"EHLO x\r\n"
+        finally:
+            writer.close()
