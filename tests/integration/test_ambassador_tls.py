@@ -310,3 +310,27 @@ async def test_member_that_speaks_first_is_heard(
                 assert await reader.readexactly(8) == b"EHLO x\r\n"
         finally:
             writer.close()
+
+
+def test_config_file_listeners_have_their_own_tls(tmp_path: Path, ca: trustme.CA) -> None:
+    """In a listener file each listener sets its own TLS keys; an impossible combination is
+    named with its listener."""
+    crt, key = write_leaf(ca.issue_cert("app.example"), tmp_path, "app")
+    path = tmp_path / "amb.yaml"
+    path.write_text(
+        "listeners:\n"
+        "  secure:\n    listen: 127.0.0.1:7001\n    upstreams: [10.0.0.1:6380]\n"
+        f"    tls: true\n    tls_server_name: redis.example\n    tls_cert_file: {crt}\n"
+        f"    tls_key_file: {key}\n"
+        "  plain:\n    listen: 127.0.0.1:7002\n    upstreams: [10.0.0.2:6379]\n"
+    )
+    config = SIDECAR.load_config([], {"AMBASSADOR_CONFIG": str(path)})
+    secure, plain = from_settings(config)
+    assert secure.settings.tls and secure.settings.tls_server_name == "redis.example"
+    assert not plain.settings.tls
+    path.write_text(
+        "listeners:\n  secure:\n    listen: 127.0.0.1:7001\n    upstreams: [10.0.0.1:6380]\n"
+        f"    tls_cert_file: {crt}\n"
+    )
+    with pytest.raises(ValueError, match=r"listeners\.secure\.tls_cert_file: set but .*tls is off"):
+        from_settings(config)
