@@ -19,15 +19,23 @@ class RetryBudget:
         self.ratio, self.per_second, self.cap = ratio, per_second, cap
         self.tokens = cap
         self.stamp = time.monotonic()
+        # requests not yet turned into tokens: the hot path adds 1 (no call per request) and
+        # a retry's try_spend converts them (capping once is capping after each addition)
+        self.requests = 0
 
     def record_request(self) -> None:
-        tokens = self.tokens + self.ratio  # per request: cheaper than min()
-        self.tokens = tokens if tokens < self.cap else self.cap
+        self.requests += 1
+
+    def set_ratio(self, ratio: float) -> None:
+        """A new share for the requests from now on (those counted so far earn at the old)."""
+        self.tokens = min(self.cap, self.tokens + self.requests * self.ratio)
+        self.requests, self.ratio = 0, ratio
 
     def try_spend(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        self.tokens = min(self.cap, self.tokens + (now - self.stamp) * self.per_second)
-        self.stamp = now
+        earned = self.requests * self.ratio + (now - self.stamp) * self.per_second
+        self.tokens = min(self.cap, self.tokens + earned)
+        self.requests, self.stamp = 0, now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True

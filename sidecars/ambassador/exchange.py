@@ -93,7 +93,7 @@ class Exchange:
         self.resp_body: Body | None = None
         self.close_after = False
         self.finished = False
-        listener.cluster.budget.record_request()
+        listener.cluster.budget.requests += 1  # record_request(), without a call
 
     # -- attempts -----------------------------------------------------------------------------
 

@@ -107,7 +107,7 @@ class Running:
             self.cluster.balancer = Balancer(s.policy)
             self.cluster.balancer.rebuild(list(self.cluster.members.values()))
         self.cluster.eject = _eject(spec)
-        self.cluster.budget.ratio = s.retry_budget
+        self.cluster.budget.set_ratio(s.retry_budget)
         for label in old_labels - {source_label(src) for src in spec.sources}:
             self.cluster.drop_source(label)
         self.listener.reconfigure(s)

@@ -304,6 +304,8 @@ def test_membership_changes_keep_member_state() -> None:
 
 
 def test_retry_budget_allows_a_share_plus_a_trickle() -> None:
+    """Retries may spend the cap at once, then a share of the requests and a trickle a second;
+    requests are turned into tokens when a retry asks, capped as if counted one by one."""
     budget = RetryBudget(ratio=0.5, per_second=1.0, cap=2.0)
     now = budget.stamp
     assert budget.try_spend(now) and budget.try_spend(now)
@@ -312,6 +314,15 @@ def test_retry_budget_allows_a_share_plus_a_trickle() -> None:
     budget.record_request()
     assert budget.try_spend(now) and not budget.try_spend(now)
     assert budget.try_spend(now + 1.0)
+
+    # more requests than the cap would hold earn at most the cap; a new ratio counts from then
+    for _ in range(10):
+        budget.record_request()
+    budget.set_ratio(0.0)
+    budget.record_request()
+    assert budget.tokens == 2.0
+    assert budget.try_spend(now + 1.0) and budget.try_spend(now + 1.0)
+    assert not budget.try_spend(now + 1.0)
 
 
 def test_readme_settings_table_matches_the_config() -> None:
