@@ -201,9 +201,9 @@ async def raw_exchange(port: int, data: bytes, within: float = 30.0) -> bytes:
 class RedisServer:
     """Debian's redis-server on a free loopback port, no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [
                 binary,

@@ -19,6 +19,14 @@ def health_check(raw: str) -> str:
     raise ValueError("expected tcp, none or http:/path")
 
 
+def hash_tag(raw: str) -> str:
+    """Empty, or two characters such as `{}`."""
+    value = raw.strip()
+    if value and (len(value) != 2 or not value.isascii()):
+        raise ValueError("expected two characters such as {} or nothing")
+    return value
+
+
 def ratio(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -53,7 +61,12 @@ class Config(CommonConfig):
         listing(str),
         metavar="MEMBERS",
     )
-    mode: str = setting("tcp", "proxy raw TCP or HTTP/1.1", choice("tcp", "http"), metavar="MODE")
+    mode: str = setting(
+        "tcp",
+        "proxy raw TCP, HTTP/1.1, or Redis commands sharded by key (redis)",
+        choice("tcp", "http", "redis"),
+        metavar="MODE",
+    )
     policy: str = setting(
         "round_robin",
         "how a member is chosen: " + ", ".join(POLICIES),
@@ -144,4 +157,21 @@ class Config(CommonConfig):
     )
     tls_min_version: str = setting(
         "1.2", "TLS: lowest protocol version accepted", choice("1.2", "1.3"), metavar="VERSION"
+    )
+    redis_hash_tag: str = setting(
+        "{}",
+        "redis: two characters around the part of a key that is hashed (empty: the whole key)",
+        hash_tag,
+        metavar="TAG",
+    )
+    redis_rehash: bool = setting(
+        "false",
+        "redis: keys of a shard that is down go to the others (twemproxy's auto_eject_hosts)",
+        boolean,
+    )
+    redis_max_bulk: int = setting(
+        "64MiB", "redis: largest bulk string in a command or reply", size(1024, 512 << 20)
+    )
+    redis_max_array: int = setting(
+        "65536", "redis: most arguments in a command or elements in a reply", integer(2, 1 << 24)
     )

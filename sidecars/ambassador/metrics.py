@@ -33,6 +33,10 @@ _FAMILIES = {
         "Time from sending a request to a member to its response head (http listeners)",
     ),
     "tcp": ("ambassador_upstream_connect_seconds", "Time to connect to a member (tcp listeners)"),
+    "redis": (
+        "ambassador_redis_reply_seconds",
+        "Time from sending a command to a shard to its reply (redis listeners)",
+    ),
 }
 
 
@@ -81,6 +85,10 @@ _LOAD = {
     "tcp": (
         ("ambassador_upstream_connections", "Connections to a member attempted (tcp listeners)"),
         ("ambassador_upstream_open_connections", "Open connections to a member (tcp listeners)"),
+    ),
+    "redis": (
+        ("ambassador_redis_commands", "Commands sent to a shard (redis listeners)"),
+        ("ambassador_redis_in_flight", "Commands awaiting a shard's reply (redis listeners)"),
     ),
 }
 Clusters = Callable[[], Iterable[tuple[str, Cluster]]]  # (listener mode, its cluster)

@@ -13,6 +13,7 @@ from sidecars.ambassador.http import HttpListener
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import EjectPolicy
 from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.redis import RedisListener
 from sidecars.ambassador.spec import ListenerSpec
 from sidecars.ambassador.tcp import TcpListener
 from sidecars.runtime.tasks import spawn
@@ -36,7 +37,8 @@ class Running:
         self.spec, self.metrics, self.log, self.resolve = spec, metrics, log, resolve
         s = spec.settings
         self.cluster = Cluster(spec.name, s.policy, _eject(spec), RetryBudget(s.retry_budget))
-        kind = HttpListener if s.mode == "http" else TcpListener
+        kinds: dict[str, type[Listener]] = {"http": HttpListener, "redis": RedisListener}
+        kind = kinds.get(s.mode, TcpListener)
         self.listener: Listener = kind(spec.name, s, self.cluster, metrics, log)
         self.tasks: set[asyncio.Task[None]] = set()
 

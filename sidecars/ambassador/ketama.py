@@ -1,0 +1,69 @@
+"""twemproxy's ketama distribution with md5 keys, so a key lands on the shard nutcracker would
+pick for the same servers (`host:port`, or `host` alone for port 11211), weights and
+`hash_tag`. twemproxy computes the points per server in single-precision floats; so does this."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import struct
+from collections.abc import Sequence
+
+POINTS_PER_SERVER = 160
+POINTS_PER_HASH = 4
+_F32 = struct.Struct("f")
+_U32X4 = struct.Struct("<4I")
+
+
+def _f32(x: float) -> float:
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
+def server_name(host: str, port: int) -> str:
+    """The name twemproxy hashes for a server without an explicit name."""
+    return host if port == 11211 else f"{host}:{port}"
+
+
+def key_hash(key: bytes) -> int:
+    """twemproxy's `hash: md5`: the digest's first four bytes, little-endian."""
+    return int.from_bytes(hashlib.md5(key).digest()[:4], "little")
+
+
+def hash_tagged(key: bytes, tag: bytes) -> bytes:
+    """The part of `key` between the two tag characters (`{}`), when that part is not empty."""
+    if len(tag) != 2:
+        return key
+    start = key.find(tag[0:1])
+    if start < 0:
+        return key
+    end = key.find(tag[1:2], start + 1)
+    if end < 0 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+class Continuum:
+    """The ring of points of some servers, each (name, weight); `owner` gives an index."""
+
+    def __init__(self, servers: Sequence[tuple[str, int]]) -> None:
+        total = sum(weight for _, weight in servers)
+        points: list[tuple[int, int]] = []
+        for index, (name, weight) in enumerate(servers):
+            pct = _f32(_f32(float(weight)) / _f32(float(total)))
+            scaled = _f32(_f32(_f32(pct * POINTS_PER_SERVER) / 4) * _f32(float(len(servers))))
+            count = int(math.floor(_f32(scaled + 0.0000000001))) * 4
+            for pointer in range(count // POINTS_PER_HASH):
+                digest = hashlib.md5(f"{name}-{pointer}".encode()).digest()
+                for value in _U32X4.unpack(digest):
+                    points.append((value, index))
+        points.sort()
+        self.values = [value for value, _ in points]
+        self.owners = [index for _, index in points]
+
+    def owner(self, hashed: int) -> int:
+        """The index of the server owning a key hash; -1 for an empty ring."""
+        if not self.values:
+            return -1
+        at = bisect.bisect_left(self.values, hashed)
+        return self.owners[at if at < len(self.values) else 0]

@@ -1,0 +1,208 @@
+"""RESP2, bounded: commands from clients (arrays of bulk strings or inline lines) and the span
+of each reply from a shard. Every length is checked before anything is buffered for it, so a
+hostile peer costs at most the limits, never unbounded memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_DEPTH = 16  # nesting of arrays in a shard's reply
+
+
+class ProtocolError(ValueError):
+    """The peer broke RESP or a limit; the message names what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Largest bulk string, array and inline command accepted."""
+
+    max_bulk: int = 64 << 20
+    max_array: int = 65536
+    max_inline: int = 64 << 10
+
+
+def _length(buf: bytearray, start: int, end: int, what: str, limit: int) -> int:
+    """The decimal length in buf[start:end]; -1 is allowed (a null)."""
+    raw = bytes(buf[start:end])
+    if not raw or len(raw) > 12 or not (raw.isdigit() or (raw[0:1] == b"-" and raw[1:].isdigit())):
+        raise ProtocolError(f"invalid {what} length {raw[:20]!r}")
+    n = int(raw)
+    if n < -1:
+        raise ProtocolError(f"invalid {what} length {n}")
+    if n > limit:
+        raise ProtocolError(f"{what} length {n} is over the limit of {limit}")
+    return n
+
+
+class CommandReader:
+    """Splits a client's byte stream into commands (lists of arguments)."""
+
+    __slots__ = ("buf", "limits", "error")
+
+    def __init__(self, limits: Limits) -> None:
+        self.buf = bytearray()
+        self.limits = limits
+        self.error = ""  # what broke the stream: nothing after it is read
+
+    def feed(self, data: bytes) -> list[tuple[list[bytes], bytes]]:
+        """Every complete command now buffered, as (arguments, its RESP bytes; empty for an
+        inline command). Broken or oversized input sets `error`; the commands before it are
+        still returned."""
+        buf = self.buf
+        buf += data
+        out: list[tuple[list[bytes], bytes]] = []
+        pos = 0
+        while pos < len(buf):
+            array = buf[pos] == 0x2A  # '*'
+            try:
+                got = self._array(pos) if array else self._inline(pos)
+            except ProtocolError as exc:
+                self.error = str(exc)
+                buf.clear()
+                return out
+            if got is None:
+                break
+            args, end = got
+            if args:
+                out.append((args, bytes(buf[pos:end]) if array else b""))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _line_end(self, pos: int, limit: int, what: str) -> int:
+        end = self.buf.find(b"\r\n", pos, pos + limit + 2)
+        if end < 0 and len(self.buf) - pos > limit + 1:
+            raise ProtocolError(f"{what} longer than {limit} bytes")
+        return end
+
+    def _inline(self, pos: int) -> tuple[list[bytes], int] | None:
+        limit = self.limits.max_inline
+        end = self.buf.find(b"\n", pos, pos + limit + 1)
+        if end < 0:
+            if len(self.buf) - pos > limit:
+                raise ProtocolError(f"inline command longer than {limit} bytes")
+            return None
+        line = bytes(self.buf[pos:end]).rstrip(b"\r")
+        if b'"' in line or b"'" in line:
+            raise ProtocolError("quoted inline commands are not supported")
+        args = line.split()
+        if len(args) > self.limits.max_array:
+            raise ProtocolError(f"inline command of more than {self.limits.max_array} arguments")
+        return args, end + 1
+
+    def _array(self, pos: int) -> tuple[list[bytes], int] | None:
+        buf, limits = self.buf, self.limits
+        end = self._line_end(pos, 16, "array header")
+        if end < 0:
+            return None
+        n = _length(buf, pos + 1, end, "array", limits.max_array)
+        pos = end + 2
+        args: list[bytes] = []
+        for _ in range(n):
+            if pos >= len(buf):
+                return None
+            if buf[pos] != 0x24:  # '$'
+                raise ProtocolError(f"expected '$', got {bytes(buf[pos : pos + 1])!r}")
+            end = self._line_end(pos, 16, "bulk header")
+            if end < 0:
+                return None
+            size = _length(buf, pos + 1, end, "bulk", limits.max_bulk)
+            if size < 0:
+                raise ProtocolError("null bulk string in a command")
+            start = end + 2
+            if len(buf) < start + size + 2:
+                return None
+            if buf[start + size : start + size + 2] != b"\r\n":
+                raise ProtocolError("bulk string not followed by CRLF")
+            args.append(bytes(buf[start : start + size]))
+            pos = start + size + 2
+        return args, pos
+
+
+class ReplyReader:
+    """Splits a shard's byte stream into the raw bytes of each complete reply."""
+
+    __slots__ = ("buf", "limits")
+
+    def __init__(self, limits: Limits) -> None:
+        self.buf = bytearray()
+        self.limits = limits
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(buf):
+            end = self._skip(pos, 0)
+            if end < 0:
+                break
+            out.append(bytes(buf[pos:end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _skip(self, pos: int, depth: int) -> int:
+        """The end of the reply at `pos`, -1 when it is not all here yet."""
+        buf, limits = self.buf, self.limits
+        end = buf.find(b"\r\n", pos, pos + limits.max_inline + 2)
+        if end < 0:
+            if len(buf) - pos > limits.max_inline + 1:
+                raise ProtocolError("reply line too long")
+            return -1
+        kind = buf[pos]
+        if kind in b"+-:":
+            return end + 2
+        if kind == 0x24:  # '$'
+            size = _length(buf, pos + 1, end, "bulk", limits.max_bulk)
+            if size < 0:
+                return end + 2
+            stop = end + 2 + size + 2
+            if len(buf) < stop:
+                return -1
+            if buf[stop - 2 : stop] != b"\r\n":
+                raise ProtocolError("bulk reply not followed by CRLF")
+            return stop
+        if kind == 0x2A:  # '*'
+            if depth >= MAX_DEPTH:
+                raise ProtocolError(f"reply nested deeper than {MAX_DEPTH}")
+            n = _length(buf, pos + 1, end, "array", limits.max_array)
+            pos = end + 2
+            for _ in range(max(n, 0)):
+                if pos >= len(buf):
+                    return -1
+                pos = self._skip(pos, depth + 1)
+                if pos < 0:
+                    return -1
+            return pos
+        raise ProtocolError(f"unknown reply type {bytes(buf[pos : pos + 1])!r}")
+
+
+def elements(raw: bytes) -> list[bytes]:
+    """The raw elements of a complete array reply (one level)."""
+    reader = ReplyReader(Limits(max_bulk=len(raw), max_array=len(raw), max_inline=len(raw)))
+    reader.buf += raw
+    end = raw.index(b"\r\n")
+    n = int(raw[1:end])
+    out: list[bytes] = []
+    pos = end + 2
+    for _ in range(max(n, 0)):
+        stop = reader._skip(pos, 1)
+        out.append(raw[pos:stop])
+        pos = stop
+    return out
+
+
+def command(*args: bytes) -> bytes:
+    """One command as an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+def error(message: str) -> bytes:
+    return b"-" + message.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") + b"\r\n"
