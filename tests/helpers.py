@@ -125,7 +125,7 @@ GO_TOOLS = ROOT / ".cache" / "go" / "bin"  # scripts/setup builds the Go tools t
 
 
 def go_tool(name: str) -> Path:
-    """A Go tool (promtool, prometheus, kustomize) that scripts/setup builds from the Go module
+    """A Go tool (promtool, prometheus, kustomize, cosign) that scripts/setup builds from the Go module
     proxy. Missing, the test fails naming scripts/setup; it skips only on a machine with no Go
     to build it with, and never in CI (CI=true)."""
     path = GO_TOOLS / name

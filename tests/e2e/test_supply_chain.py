@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, SIDECARS, Images, docker
+from tests.e2e.conftest import PREFIX, ROOT, SIDECARS, Images, docker
+from tests.helpers import GO_TOOLS, free_port, go_tool, http_get
 from tests.registry_support import local_registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
-COSIGN = ROOT / ".cache" / "go" / "bin" / "cosign"
+COSIGN = GO_TOOLS / "cosign"
 PASSWORD = "test-password"
 
 
@@ -67,8 +68,7 @@ def refused(result: subprocess.CompletedProcess[str], why: str) -> None:
 def signed(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
     """The four sidecar images pushed by docker/push to a fresh registry, signed with a new
     key pair (COSIGN_KEY, COSIGN_PASSWORD)."""
-    if not COSIGN.is_file():
-        pytest.fail(f"no cosign at {COSIGN} (scripts/setup builds it)")
+    go_tool("cosign")
     work = tmp_path_factory.mktemp("supply-chain")
     public_key = key_pair(work / "keys")
     with local_registry(work) as address:
@@ -190,6 +190,38 @@ def test_sbom_lists_python_and_debian_packages(signed: Signed) -> None:
     interpreter = debian["python3.11-minimal"]
     assert interpreter["version"].startswith("3.11.")
     assert "distro=debian-12" in interpreter["purl"]
+
+
+def test_push_with_a_wrong_password_pushes_nothing(signed: Signed) -> None:
+    """A key that does not open with COSIGN_PASSWORD: exit 2 with one line, before any push."""
+    target = signed.target.replace("/hsign", "") + "/wrong-password"
+    result = subprocess.run(
+        [str(ROOT / "docker" / "push")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "REGISTRY": target,
+            "IMAGE_PREFIX": PREFIX,
+            "COSIGN_KEY": str(signed.work / "keys" / "cosign.key"),
+            "COSIGN_PASSWORD": "not-" + PASSWORD,
+        },
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"docker/push: cannot read the key COSIGN_KEY={signed.work / 'keys' / 'cosign.key'}"
+        " with COSIGN_PASSWORD"
+    ]
+    catalog = http_get(f"http://{signed.target.split('/')[0]}/v2/_catalog", timeout=5.0)[1]
+    assert b"wrong-password" not in catalog
+
+
+def test_unreachable_registry_is_not_a_missing_signature(signed: Signed) -> None:
+    """A registry that does not answer is reported as such, not as an unsigned image."""
+    result = verify(signed.public_key, f"127.0.0.1:{free_port()}/x/y:1")
+    refused(result, "cannot check the signature")
 
 
 def test_verify_usage_errors(tmp_path: Path) -> None:
