@@ -125,9 +125,9 @@ GO_TOOLS = ROOT / ".cache" / "go" / "bin"  # scripts/setup builds the Go tools t
 
 
 def go_tool(name: str) -> Path:
-    """A Go tool (promtool, prometheus, kustomize, cosign) that scripts/setup builds from the Go module
-    proxy. Missing, the test fails naming scripts/setup; it skips only on a machine with no Go
-    to build it with, and never in CI (CI=true)."""
+    """A Go tool (promtool, prometheus, kustomize, cosign) that scripts/setup builds from the Go
+    module proxy. Missing, the test fails naming scripts/setup; it skips only on a machine with
+    no Go to build it with, and never in CI (CI=true)."""
     path = GO_TOOLS / name
     if path.is_file():
         return path
