@@ -82,17 +82,19 @@ async def servers() -> AsyncIterator[list[EchoServer]]:
             await s.stop()
 
 
-async def test_tcp_relays_plain_bytes_over_tls_and_counts_handshakes(
+async def test_tcp_relays_plain_bytes_over_tls_and_resumes_sessions(
     tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
 ) -> None:
-    """The app's plain bytes reach a TLS member and come back; the handshake is counted."""
+    """The app's plain bytes reach a TLS member and come back; handshakes are counted and a
+    later connection resumes the session of an earlier one."""
     servers.append(await EchoServer(ca.issue_cert("127.0.0.1")).start())
     async with ambassador(tls_env(tmp_path, ca, servers[0].port)) as amb:
         assert await echo(amb.port, b"hello over tls\n") == b"hello over tls\n"
         big = os.urandom(2 * 1024 * 1024)  # beyond the splice threshold: stays in user space
         assert await echo(amb.port, big, within=30) == big
+        assert await echo(amb.port, b"again\n") == b"again\n"
         tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), servers[0].port)
-        assert tls["ok"] and tls["handshakes"] == 2
+        assert tls["ok"] and tls["handshakes"] == 3 and tls["resumed"] >= 1, tls
         text = await admin_get(amb.admin_port, "/metrics")
         assert metric_value(text, "ambassador_spliced_connections_total", listener="default") == 0
 
