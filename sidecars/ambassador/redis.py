@@ -156,7 +156,7 @@ class Shard(asyncio.Protocol):
         self.reader = resp.ReplyReader(listener.limits)
         self.progress = 0.0  # loop time of the last reply or of sending to an idle shard
         self.dead = False
-        self.task = spawn(f"connect to shard {member.key}", self._connect())
+        self.task = listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()

@@ -157,8 +157,10 @@ def test_help_lists_the_settings() -> None:
     assert done.returncode == 0 and "AMBASSADOR_UPSTREAMS" in done.stdout
 
 
-def test_process_relays_redis_under_uvloop() -> None:
-    """The real entry point runs on uvloop, whose transports differ from asyncio's."""
+@pytest.mark.parametrize("mode", ["tcp", "redis"])
+def test_process_relays_redis_under_uvloop(mode: str) -> None:
+    """The real entry point runs on uvloop, whose transports differ from asyncio's; in redis
+    mode the shard connection is made and kept without the process taking it for a crash."""
     import asyncio
 
     from tests.ambassador_support import RedisServer
@@ -168,6 +170,7 @@ def test_process_relays_redis_under_uvloop() -> None:
     try:
         asyncio.run(redis.ready())
         env = {
+            "AMBASSADOR_MODE": mode,
             "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{redis.port}",
             "AMBASSADOR_LISTEN": f"127.0.0.1:{listen}",
             "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",

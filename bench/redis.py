@@ -1,0 +1,126 @@
+"""Benchmark: the ambassador's redis mode side by side with twemproxy (nutcracker) on loopback.
+
+Three redis-server shards; `redis-benchmark -t set,get -r 100000` (random keys, so every shard
+gets its share) through the ambassador and through nutcracker with the same shards, md5 ketama
+and `{}` hash tags, without pipelining (-P 1) and with 16 commands per pipeline (-P 16), 50
+connections each. The proxy under test is pinned to CPU 0, redis-benchmark to CPU 1.
+Needs: redis-server, redis-benchmark, nutcracker, taskset (Debian packages; scripts/setup
+installs them). Run it under the shared bench lock:
+
+    flock /tmp/bench.lock .venv/bin/python bench/redis.py [--requests 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._record import Record, recording  # noqa: E402
+from bench.ambassador import LOAD_CPU, process, wait_port  # noqa: E402
+from support.process import background, free_port  # noqa: E402
+
+SHARDS = 3
+PIPELINES = (1, 16)
+
+
+@contextlib.contextmanager
+def shards(n: int) -> Iterator[list[int]]:
+    ports = [free_port() for _ in range(n)]
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            stack.enter_context(background([*cmd, "--appendonly", "no"]))
+        for port in ports:
+            wait_port(port)
+        yield ports
+
+
+@contextlib.contextmanager
+def ambassador(port: int, ports: list[int]) -> Iterator[None]:
+    admin = free_port()
+    env = {
+        "AMBASSADOR_MODE": "redis",
+        "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
+        "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{p}" for p in ports),
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_LOG_LEVEL": "warning",
+    }
+    with process([sys.executable, "-m", "sidecars.ambassador"], env) as proc:
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the ambassador did not become ready")
+            time.sleep(0.1)
+        yield
+
+
+@contextlib.contextmanager
+def nutcracker(tmp: Path, port: int, ports: list[int]) -> Iterator[None]:
+    servers = "".join(f"    - 127.0.0.1:{p}:1\n" for p in ports)
+    conf = tmp / "nutcracker.yml"
+    conf.write_text(
+        f"pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n"
+        f'  hash_tag: "{{}}"\n  redis: true\n  auto_eject_hosts: false\n  servers:\n{servers}'
+    )
+    binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+    stats = str(free_port())
+    with process([binary, "-c", str(conf), "-s", stats, "-a", "127.0.0.1", "-o", f"{tmp}/nc"]):
+        wait_port(port)
+        yield
+
+
+def benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
+    """Requests per second of SET and GET through 127.0.0.1:port."""
+    cmd = ["taskset", "-c", LOAD_CPU, "redis-benchmark", "-h", "127.0.0.1", "-p", str(port)]
+    cmd += ["-t", "set,get", "-n", str(requests), "-P", str(pipeline), "-r", "100000", "--csv"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [row for row in csv.reader(io.StringIO(out)) if row and row[0] in ("SET", "GET")]
+    if len(rows) != 2:
+        raise RuntimeError(f"redis-benchmark printed no SET/GET rates: {out[-300:]!r}")
+    return {row[0]: float(row[1]) for row in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200_000, help="per test and pipeline")
+    args = parser.parse_args()
+    with recording("redis") as record:
+        run(args.requests, record)
+
+
+def run(requests: int, record: Record) -> None:
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with shards(SHARDS) as ports, tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for name in ("ours", "nutcracker"):
+            port = free_port()
+            proxy = ambassador(port, ports) if name == "ours" else nutcracker(tmp, port, ports)
+            with proxy:
+                results[name] = {p: benchmark(port, requests, p) for p in PIPELINES}
+    print(f"{'figure':34} {'ours':>12} {'nutcracker':>12} {'ratio':>7}")
+    for pipeline in PIPELINES:
+        for test in ("SET", "GET"):
+            ours, anchor = results["ours"][pipeline][test], results["nutcracker"][pipeline][test]
+            label = f"redis {test} ops/s, -P {pipeline}"
+            record.ratio(label, ours / anchor, ours=ours, anchor=anchor)
+            print(f"{label:34} {ours:12.0f} {anchor:12.0f} {ours / anchor:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
