@@ -4,6 +4,7 @@ real TLS members (a Python echo server, redis-server, nginx) with certificates m
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -336,3 +337,46 @@ def test_config_file_listeners_have_their_own_tls(tmp_path: Path, ca: trustme.CA
     )
     with pytest.raises(ValueError, match=r"listeners\.secure\.tls_cert_file: set but .*tls is off"):
         from_settings(config)
+
+
+async def test_reload_changes_tls_for_new_connections_only(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer]
+) -> None:
+    """A config reload that changes a listener's TLS settings (here a server name the member's
+    certificate does not carry) applies to new connections; an open one keeps relaying."""
+    servers.append(await EchoServer(ca.issue_cert("127.0.0.1")).start())
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    port, conf = free_port(), tmp_path / "amb.json"
+    listener = {
+        "listen": f"127.0.0.1:{port}",
+        "upstreams": [f"127.0.0.1:{servers[0].port}"],
+        "tls": "true",
+        "tls_ca_file": str(tmp_path / "ca.pem"),
+        "health_check": "none",
+    }
+    conf.write_text(json.dumps({"listeners": {"echo": listener}}))
+    env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+    async with ambassador(env) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"before\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(7) == b"before\n"
+            listener["tls_server_name"] = "other.example"
+            conf.write_text(json.dumps({"listeners": {"echo": listener}}))
+            registry = amb.runtime.registry
+            await wait_for(
+                lambda: registry.get_sample_value(
+                    "ambassador_config_reloads_total", {"outcome": "success"}
+                ) == 1,
+                10,
+                "reload applied",
+            )  # fmt: skip
+            assert await echo(port, b"new\n") == b""
+            writer.write(b"after\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(6) == b"after\n"
+        finally:
+            writer.close()
+        member = amb.service.running["echo"].cluster.members[f"127.0.0.1:{servers[0].port}"]
+        assert member.tls_failures["wrong_name"] >= 1
