@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from tests.e2e.conftest import PREFIX, ROOT, SIDECARS, Images, docker
 from tests.helpers import GO_TOOLS, free_port, go_tool, http_get
@@ -166,12 +168,16 @@ def test_signature_without_sbom_is_refused(signed: Signed) -> None:
 
 
 def test_sbom_lists_python_and_debian_packages(signed: Signed) -> None:
-    """The verified SBOM lists the sidecar's Python packages at the pinned versions and the
-    Debian package of the interpreter (from the base's dpkg database), with purls."""
+    """The verified SBOM is valid CycloneDX 1.5 (the schema, strict) and lists the sidecar's
+    Python packages at the pinned versions and the Debian package of the interpreter (from the
+    base's dpkg database), with purls."""
     out = signed.work / "logshipper.cdx.json"
     result = verify(signed.public_key, "--sbom", str(out), f"{signed.target}/logshipper:latest")
     assert result.returncode == 0, result.stderr
-    bom = json.loads(out.read_text())
+    text = out.read_text()
+    error = JsonStrictValidator(SchemaVersion.V1_5).validate_str(text)
+    assert error is None, error
+    bom = json.loads(text)
     assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.5"
     assert bom["metadata"]["component"]["version"] == signed.version
     purls = {c["purl"] for c in bom["components"]}
