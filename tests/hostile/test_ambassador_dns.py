@@ -53,7 +53,7 @@ async def test_health_checks_of_a_huge_cluster_run_128_at_a_time(
     more than 128 at once (each check holds a socket)."""
     running = most = checked = 0
 
-    async def slow_probe(member: Member, check: str, limit: float) -> bool:
+    async def slow_probe(member: Member, check: str, limit: float, tls: object = None) -> bool:
         nonlocal running, most, checked
         running += 1
         most = max(most, running)
