@@ -103,7 +103,9 @@ def nginx_proxy_conf(tmp: Path, port: int, ports: list[int]) -> Path:
 
 
 @contextlib.contextmanager
-def ambassador(mode: str, port: int, ports: list[int]) -> Iterator[subprocess.Popen[bytes]]:
+def ambassador(
+    mode: str, port: int, ports: list[int], extra: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     admin = free_port()
     env = {
         "AMBASSADOR_MODE": mode,
@@ -113,6 +115,7 @@ def ambassador(mode: str, port: int, ports: list[int]) -> Iterator[subprocess.Po
         "AMBASSADOR_LOG_LEVEL": "warning",
         "AMBASSADOR_MAX_CONNECTIONS": "4000",
         "AMBASSADOR_MAX_PENDING": "4000",
+        **(extra or {}),
     }
     with process([sys.executable, "-m", "sidecars.ambassador"], env) as proc:
         deadline = time.monotonic() + 15
