@@ -59,6 +59,25 @@ def verify(public_key: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def push(target: str, key: Path, password: str) -> subprocess.CompletedProcess[str]:
+    """docker/push of the four sidecar images (not pause) to `target`, signed with `key`."""
+    return subprocess.run(
+        [str(ROOT / "docker" / "push")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "REGISTRY": target,
+            "IMAGE_PREFIX": PREFIX,
+            "PUSH_PAUSE": "0",
+            "COSIGN_KEY": str(key),
+            "COSIGN_PASSWORD": password,
+        },
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def refused(result: subprocess.CompletedProcess[str], why: str) -> None:
     """docker/verify exited 1 with one stderr line that says `why`."""
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
@@ -75,21 +94,7 @@ def signed(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     public_key = key_pair(work / "keys")
     with local_registry(work) as address:
         target = f"{address}/{images.prefix}"
-        result = subprocess.run(
-            [str(ROOT / "docker" / "push")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={
-                **os.environ,
-                "REGISTRY": target,
-                "IMAGE_PREFIX": images.prefix,
-                "PUSH_PAUSE": "0",
-                "COSIGN_KEY": str(work / "keys" / "cosign.key"),
-                "COSIGN_PASSWORD": PASSWORD,
-            },
-            stdin=subprocess.DEVNULL,
-        )
+        result = push(target, work / "keys" / "cosign.key", PASSWORD)
         try:
             assert result.returncode == 0, result.stderr
             for name in SIDECARS:
@@ -200,27 +205,14 @@ def test_sbom_lists_python_and_debian_packages(signed: Signed) -> None:
 
 def test_push_with_a_wrong_password_pushes_nothing(signed: Signed) -> None:
     """A key that does not open with COSIGN_PASSWORD: exit 2 with one line, before any push."""
-    target = signed.target.replace("/hsign", "") + "/wrong-password"
-    result = subprocess.run(
-        [str(ROOT / "docker" / "push")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "REGISTRY": target,
-            "IMAGE_PREFIX": PREFIX,
-            "COSIGN_KEY": str(signed.work / "keys" / "cosign.key"),
-            "COSIGN_PASSWORD": "not-" + PASSWORD,
-        },
-        stdin=subprocess.DEVNULL,
-    )
+    address = signed.target.split("/")[0]
+    key = signed.work / "keys" / "cosign.key"
+    result = push(f"{address}/wrong-password", key, "not-" + PASSWORD)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"docker/push: cannot read the key COSIGN_KEY={signed.work / 'keys' / 'cosign.key'}"
-        " with COSIGN_PASSWORD"
+        f"docker/push: cannot read the key COSIGN_KEY={key} with COSIGN_PASSWORD"
     ]
-    catalog = http_get(f"http://{signed.target.split('/')[0]}/v2/_catalog", timeout=5.0)[1]
+    catalog = http_get(f"http://{address}/v2/_catalog", timeout=5.0)[1]
     assert b"wrong-password" not in catalog
 
 
