@@ -14,6 +14,7 @@ POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
 _F32 = struct.Struct("f")
 _U32X4 = struct.Struct("<4I")
+_U32 = struct.Struct("<I")
 
 
 def _f32(x: float) -> float:
@@ -27,7 +28,7 @@ def server_name(host: str, port: int) -> str:
 
 def key_hash(key: bytes) -> int:
     """twemproxy's `hash: md5`: the digest's first four bytes, little-endian."""
-    return int.from_bytes(hashlib.md5(key).digest()[:4], "little")
+    return int(_U32.unpack_from(hashlib.md5(key).digest())[0])
 
 
 def hash_tagged(key: bytes, tag: bytes) -> bytes:

@@ -443,6 +443,8 @@ class RedisListener(Listener):
         self.dirty: set[Shard] = set()
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         self._rings: dict[tuple[Any, ...], tuple[Continuum, list[Member]]] = {}
+        self._order: list[Member] | None = None  # the member list the full ring is of
+        self._full = Continuum([])
         self._timeouts: asyncio.Task[None] | None = None
         cluster.on_change = self._members_changed
 
@@ -450,9 +452,11 @@ class RedisListener(Listener):
         super().reconfigure(settings)
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         self._rings.clear()
+        self._order = None
 
     def _members_changed(self, cluster: Cluster) -> None:
         self._rings.clear()
+        self._order = None
         for key in [k for k in self.shards if k not in cluster.members]:
             self.shards[key].close()
 
@@ -497,8 +501,11 @@ class RedisListener(Listener):
         """The shard for a key, or the error reply when it cannot be served now."""
         tag = self.settings.redis_hash_tag
         hashed = key_hash(hash_tagged(key, tag.encode()) if tag else key)
-        ring, members = self._ring(self.cluster.order)
-        index = ring.owner(hashed)
+        members = self.cluster.order
+        if members is not self._order:  # a new list whenever membership or a weight changes
+            self._full = Continuum([(server_name(m.host, m.port), m.weight) for m in members])
+            self._order = members
+        index = self._full.owner(hashed)
         if index < 0:
             return resp.error("ERR ambassador: no shards")
         member = members[index]

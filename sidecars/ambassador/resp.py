@@ -93,31 +93,42 @@ class CommandReader:
         return args, end + 1
 
     def _array(self, pos: int) -> tuple[list[bytes], int] | None:
+        # the hot path: a digits-only length is taken as is; anything else goes to _length,
+        # which names what is wrong
         buf, limits = self.buf, self.limits
+        size = len(buf)
         end = self._line_end(pos, 16, "array header")
         if end < 0:
             return None
         n = _length(buf, pos + 1, end, "array", limits.max_array)
         pos = end + 2
+        find, max_bulk = buf.find, limits.max_bulk
         args: list[bytes] = []
         for _ in range(n):
-            if pos >= len(buf):
+            if pos >= size:
                 return None
             if buf[pos] != 0x24:  # '$'
                 raise ProtocolError(f"expected '$', got {bytes(buf[pos : pos + 1])!r}")
-            end = self._line_end(pos, 16, "bulk header")
+            end = find(b"\r\n", pos, pos + 18)
             if end < 0:
+                if size - pos > 17:
+                    raise ProtocolError("bulk header longer than 16 bytes")
                 return None
-            size = _length(buf, pos + 1, end, "bulk", limits.max_bulk)
-            if size < 0:
-                raise ProtocolError("null bulk string in a command")
+            raw = buf[pos + 1 : end]
+            if end - pos > 12 or not raw.isdigit():
+                if _length(buf, pos + 1, end, "bulk", max_bulk) < 0:
+                    raise ProtocolError("null bulk string in a command")
+            length = int(raw)
+            if length > max_bulk:
+                raise ProtocolError(f"bulk length {length} is over the limit of {max_bulk}")
             start = end + 2
-            if len(buf) < start + size + 2:
+            stop = start + length
+            if size < stop + 2:
                 return None
-            if buf[start + size : start + size + 2] != b"\r\n":
+            if buf[stop] != 13 or buf[stop + 1] != 10:
                 raise ProtocolError("bulk string not followed by CRLF")
-            args.append(bytes(buf[start : start + size]))
-            pos = start + size + 2
+            args.append(bytes(buf[start:stop]))
+            pos = stop + 2
         return args, pos
 
 
