@@ -188,7 +188,9 @@ class Shard(asyncio.Protocol):
         self.member.active += 1
 
     def flush(self) -> None:
-        if self.transport is not None and self.out:
+        if self.dead:
+            self.out.clear()
+        elif self.transport is not None and self.out:
             self.transport.write(b"".join(self.out))
             self.out.clear()
 
@@ -291,9 +293,9 @@ class RedisClient(asyncio.Protocol):
             self.queue.append(Slot(self, resp.error(f"ERR Protocol error: {problem}")))
             self.closing = True
             listener.metrics.rejected.labels(listener.name, "protocol").inc()
-        for shard in listener.dirty:
-            shard.flush()
-        listener.dirty.clear()
+        if listener.dirty and not listener.flushing:
+            listener.flushing = True  # after every client read of this loop turn: fewer writes
+            listener.loop.call_soon(listener.flush_shards)
         self.flush()
         if len(self.queue) >= MAX_QUEUED and not self.paused:
             self.paused = True
@@ -441,6 +443,7 @@ class RedisListener(Listener):
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.shards: dict[str, Shard] = {}
         self.dirty: set[Shard] = set()
+        self.flushing = False
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         self._rings: dict[tuple[Any, ...], tuple[Continuum, list[Member]]] = {}
         self._order: list[Member] | None = None  # the member list the full ring is of
@@ -453,6 +456,12 @@ class RedisListener(Listener):
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         self._rings.clear()
         self._order = None
+
+    def flush_shards(self) -> None:
+        self.flushing = False
+        for shard in self.dirty:
+            shard.flush()
+        self.dirty.clear()
 
     def _members_changed(self, cluster: Cluster) -> None:
         self._rings.clear()
