@@ -224,8 +224,8 @@ class Shard(asyncio.Protocol):
             self.fail("protocol", "a reply to no command")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.dead:
-            self.fail("reset", "connection lost")
+        if not self.dead:  # a shard closing an idle connection is not a failure
+            self.fail("reset" if self.pending else "", "connection lost")
 
     def fail(self, kind: str, why: str) -> None:
         """Drop this connection: every command waiting on it gets an error reply."""
