@@ -19,7 +19,8 @@ import pytest
 import redis
 from redis.driver_info import DriverInfo
 
-from tests.ambassador_support import RedisServer, ambassador, metric_value
+from sidecars.ambassador.redis import RedisListener
+from tests.ambassador_support import RedisServer, ambassador, metric_value, wait_for
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -267,4 +268,21 @@ async def test_rehash_moves_keys_of_a_dead_shard_when_asked() -> None:
 
         await poll(all_set, 10.0, "every key set with one shard down")
         assert connect(servers[1].port).dbsize() == 50
+        client.close()
+
+
+async def test_a_shard_closing_an_idle_connection_is_not_a_failure() -> None:
+    """A shard that closes the ambassador's idle connection (a server `timeout`, CLIENT KILL)
+    is not ejected for it: the next command opens a new connection and is answered."""
+    settings = {"AMBASSADOR_EJECT_FAILURES": "1", "AMBASSADOR_HEALTH_CHECK": "none"}
+    async with shards(1) as servers, ambassador(env(servers, [1], **settings)) as amb:
+        client = connect(amb.port)
+        assert await asyncio.to_thread(client.set, "k", "v")
+        direct = connect(servers[0].port)
+        assert direct.execute_command("CLIENT", "KILL", "TYPE", "normal") >= 1
+        direct.close()
+        listener = next(iter(amb.service.running.values())).listener
+        assert isinstance(listener, RedisListener)
+        await wait_for(lambda: not listener.shards, 5.0, "the shard connection dropped")
+        assert await asyncio.to_thread(client.get, "k") == b"v"
         client.close()
