@@ -126,6 +126,15 @@ def test_pulled_image_verifies_by_its_digest(signed: Signed) -> None:
     assert digest in result.stdout
 
 
+def test_local_image_not_pulled_is_refused(signed: Signed) -> None:
+    """A local image is checked only by the digest it was pulled by: the built image's own
+    name (whose digests name other repositories) is refused, not matched to another's."""
+    refused(
+        verify(signed.public_key, f"{PREFIX}/logshipper:{signed.version}"),
+        "not pulled from a registry",
+    )
+
+
 def test_retagged_unsigned_image_is_refused(signed: Signed) -> None:
     """The signed image re-tagged into another repository, and a changed image (one label
     more) pushed under the signed repository, are refused: no signature for them."""
