@@ -109,6 +109,8 @@ def problems(settings: Config, named: Callable[[str], str]) -> list[str]:
             if getattr(settings, name)
         ]
         return [f"{named(name)}: set but {named('tls')} is off" for name in used]
+    if settings.mode not in ("tcp", "http"):
+        return [f"{named('tls')}: TLS to members is offered in tcp and http mode only"]
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         both = f"{named('tls_cert_file')} and {named('tls_key_file')}"
         return [f"{both}: give both (mTLS) or neither"]

@@ -219,8 +219,8 @@ async def test_http_mode_to_nginx_with_tls_resumes_sessions(tmp_path: Path, ca: 
 
 
 def test_impossible_tls_settings_are_config_errors(tmp_path: Path, ca: trustme.CA) -> None:
-    """A certificate without its key, TLS files with TLS off, or a file that is not PEM are
-    refused at start, each named."""
+    """A certificate without its key, TLS files with TLS off, a file that is not PEM, or TLS in
+    a mode that does not offer it are refused at start, each named."""
     crt, key = write_leaf(ca.issue_cert("app.example"), tmp_path, "app")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     base = {"AMBASSADOR_UPSTREAMS": "127.0.0.1:1"}
@@ -231,6 +231,7 @@ def test_impossible_tls_settings_are_config_errors(tmp_path: Path, ca: trustme.C
          "AMBASSADOR_TLS_CA_FILE"),
         ({"AMBASSADOR_TLS": "true", "AMBASSADOR_TLS_CERT_FILE": key,
           "AMBASSADOR_TLS_KEY_FILE": key}, "PEM"),
+        ({"AMBASSADOR_TLS": "true", "AMBASSADOR_MODE": "redis"}, "tcp and http mode only"),
     ]  # fmt: skip
     for env, named in cases:
         config = SIDECAR.load_config([], {**base, **env})
