@@ -20,7 +20,7 @@ bench-plot:      ## the history of the benchmarks' ratios as a PNG (build/bench/
 images:          ## build the four images (and the pause image)
 	docker/images
 
-push:            ## push the images: make push REGISTRY=registry.example.com/team
+push:            ## push and sign the images: make push REGISTRY=... COSIGN_KEY=... COSIGN_PASSWORD=...
 	REGISTRY=$(REGISTRY) docker/push
 
 lint:            ## ruff, mypy, import contracts and hadolint only
