@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
-from bench.ambassador import LOAD_CPU, process, wait_port  # noqa: E402
+from bench.ambassador import LOAD_CPU, ambassador, process, wait_port  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 SHARDS = 3
@@ -46,28 +44,6 @@ def shards(n: int) -> Iterator[list[int]]:
         for port in ports:
             wait_port(port)
         yield ports
-
-
-@contextlib.contextmanager
-def ambassador(port: int, ports: list[int]) -> Iterator[None]:
-    admin = free_port()
-    env = {
-        "AMBASSADOR_MODE": "redis",
-        "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
-        "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{p}" for p in ports),
-        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
-        "AMBASSADOR_LOG_LEVEL": "warning",
-    }
-    with process([sys.executable, "-m", "sidecars.ambassador"], env) as proc:
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the ambassador did not become ready")
-            time.sleep(0.1)
-        yield
 
 
 @contextlib.contextmanager
@@ -110,7 +86,9 @@ def run(requests: int, record: Record) -> None:
         tmp = Path(tmpdir)
         for name in ("ours", "nutcracker"):
             port = free_port()
-            proxy = ambassador(port, ports) if name == "ours" else nutcracker(tmp, port, ports)
+            proxy = (
+                ambassador("redis", port, ports) if name == "ours" else nutcracker(tmp, port, ports)
+            )
             with proxy:
                 results[name] = {p: benchmark(port, requests, p) for p in PIPELINES}
     print(f"{'figure':34} {'ours':>12} {'nutcracker':>12} {'ratio':>7}")
