@@ -202,9 +202,10 @@ class Shard(asyncio.Protocol):
             return
         if not replies:
             return
-        pending, touched = self.pending, set()
+        listener = self.listener
+        pending, touched = self.pending, listener.answered
         now = perf_counter()
-        latency = self.listener.latency
+        latency = listener.latency
         member = self.member
         extra = len(replies) - len(pending)
         if extra > 0:
@@ -217,9 +218,10 @@ class Shard(asyncio.Protocol):
                 touched.add(client)
         member.active -= len(replies)
         member.failures_in_row = 0
-        self.progress = self.listener.loop.time()
-        for client in touched:
-            client.flush()
+        self.progress = listener.loop.time()
+        if touched and not listener.answering:
+            listener.answering = True  # after every shard read of this loop turn: fewer writes
+            listener.loop.call_soon(listener.flush_clients)
         if extra > 0:
             self.fail("protocol", "a reply to no command")
 
@@ -444,6 +446,8 @@ class RedisListener(Listener):
         self.shards: dict[str, Shard] = {}
         self.dirty: set[Shard] = set()
         self.flushing = False
+        self.answered: set[RedisClient] = set()  # clients with replies come this loop turn
+        self.answering = False
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         self._rings: dict[tuple[Any, ...], tuple[Continuum, list[Member]]] = {}
         self._order: list[Member] | None = None  # the member list the full ring is of
@@ -462,6 +466,12 @@ class RedisListener(Listener):
         for shard in self.dirty:
             shard.flush()
         self.dirty.clear()
+
+    def flush_clients(self) -> None:
+        self.answering = False
+        answered, self.answered = self.answered, set()
+        for client in answered:
+            client.flush()
 
     def _members_changed(self, cluster: Cluster) -> None:
         self._rings.clear()
