@@ -184,9 +184,6 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
         problems.extend(tls.problems(settings, lambda key: f"AMBASSADOR_{key.upper()}"))
     elif not problems:
         problems.extend(tls.problems(settings, lambda key: f"{where}{key}"))
-    if settings.mode == "redis" and settings.tls:
-        name = "AMBASSADOR_TLS" if where == "AMBASSADOR_" else f"{where}tls"
-        problems.append(f"{name}=true: redis mode does not speak TLS to shards yet")
     label = f"{where}upstreams" if body else "AMBASSADOR_UPSTREAMS"
     sources: list[Source] = []
     for raw_source in settings.upstreams:
