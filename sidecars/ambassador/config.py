@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from sidecars.runtime import CommonConfig, setting
@@ -24,6 +25,17 @@ def hash_tag(raw: str) -> str:
     value = raw.strip()
     if value and (len(value) != 2 or not value.isascii()):
         raise ValueError("expected two characters such as {} or nothing")
+    return value
+
+
+def nameserver(raw: str) -> str:
+    """Empty, or an IP address and port (`10.0.0.10:53`, `[::1]:53`)."""
+    value = raw.strip()
+    if value:
+        try:
+            ipaddress.ip_address(host_port()(value)[0])
+        except ValueError:
+            raise ValueError("expected empty or ip:port such as 10.0.0.10:53") from None
     return value
 
 
@@ -57,7 +69,8 @@ class Config(CommonConfig):
     )
     upstreams: tuple[str, ...] = setting(
         "",
-        "comma-separated members: host:port[*weight], dns://name:port[*weight] or file://path",
+        "comma-separated members: host:port[*weight], dns://name:port[*weight],"
+        " srv://_service._proto.name or file://path",
         listing(str),
         metavar="MEMBERS",
     )
@@ -127,6 +140,12 @@ class Config(CommonConfig):
     dns_interval: float = setting("5s", "time between DNS re-resolutions", duration(0.01, 3600.0))
     dns_family: str = setting(
         "any", "address family kept from DNS answers", choice("any", "ipv4", "ipv6")
+    )
+    dns_server: str = setting(
+        "",
+        "nameserver (ip:port) asked for dns:// and srv:// members (empty: the system's)",
+        nameserver,
+        metavar="IP:PORT",
     )
     file_interval: float = setting(
         "1s", "time between checks of watched files for changes", duration(0.01, 3600.0)

@@ -54,6 +54,7 @@ class Running:
             self.spec.sources,
             dns_interval=s.dns_interval,
             dns_family=s.dns_family,
+            dns_server=s.dns_server,
             file_interval=s.file_interval,
             timeout=max(s.connect_timeout, 2.0),
             log=self.log,

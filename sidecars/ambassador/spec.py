@@ -18,6 +18,7 @@ _NAMES = [name for name, _ in specs(Config)]
 LISTENER_KEYS = _NAMES[_NAMES.index("listen") :]
 _SPECS = dict(specs(Config))
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_SRV_RE = re.compile(r"_[A-Za-z0-9-]{1,62}\._[A-Za-z0-9-]{1,62}(\.[A-Za-z0-9_-]{1,63}){1,40}\.?")
 _ADDR_RE = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})(?:\*(\d{1,4}))?")
 # Bounds on what a config or member file may ask of the parser and of the process.
 MAX_LISTENERS = 256
@@ -41,11 +42,13 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where members come from: `static` addresses, a `dns` name, or a watched `file`."""
+    """Where members come from: `static` addresses, a `dns` name, an `srv` name (SRV records)
+    or a watched `file`."""
 
     kind: str
     address: Address | None = None
     path: str = ""
+    name: str = ""  # srv
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,10 @@ def parse_source(raw: str) -> Source:
         return Source("file", path=raw[7:])
     if raw.startswith("dns://"):
         return Source("dns", address=parse_address(raw[6:]))
+    if raw.startswith("srv://"):
+        if not _SRV_RE.fullmatch(raw[6:]) or len(raw) > 6 + 253:
+            raise ValueError(f"{raw!r}: expected srv://_service._proto.name")
+        return Source("srv", name=raw[6:].rstrip("."))
     return Source("static", address=parse_address(raw))
 
 

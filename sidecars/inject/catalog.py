@@ -63,8 +63,8 @@ AMBASSADOR = Sidecar(
         "idle_timeout header_timeout max_header_size max_connections max_pending pool_size "
         "retries retry_budget health_check health_interval health_timeout health_fall "
         "health_rise eject_failures eject_time eject_max_time dns_interval dns_family "
-        "file_interval tls tls_server_name tls_ca_file tls_verify tls_cert_file tls_key_file "
-        "tls_min_version redis_hash_tag redis_rehash redis_max_bulk redis_max_array"
+        "dns_server file_interval tls tls_server_name tls_ca_file tls_verify tls_cert_file "
+        "tls_key_file tls_min_version redis_hash_tag redis_rehash redis_max_bulk redis_max_array"
     ),
     9182,
     "amb-admin",

@@ -56,6 +56,28 @@ def test_sources() -> None:
         parse_source("file://")
 
 
+def test_srv_sources() -> None:
+    """srv://_service._proto.name (a trailing dot allowed); anything else is named."""
+    source = parse_source("srv://_redis._tcp.redis.data.svc.cluster.local.")
+    assert (source.kind, source.name) == ("srv", "_redis._tcp.redis.data.svc.cluster.local")
+    for bad in [
+        "srv://",
+        "srv://redis.data",
+        "srv://_redis.data",
+        "srv://_a._tcp.x:80",
+        "srv://_a._tcp",
+    ]:
+        with pytest.raises(ValueError, match="srv://_service._proto.name"):
+            parse_source(bad)
+
+
+@pytest.mark.parametrize("raw", ["dns.local:53", "10.0.0.10", "10.0.0.10:99999"])
+def test_a_dns_server_is_an_ip_and_port(raw: str) -> None:
+    with pytest.raises(ConfigError, match="AMBASSADOR_DNS_SERVER"):
+        config(dns_server=raw)
+    assert config(dns_server="[::1]:5353").dns_server == "[::1]:5353"
+
+
 def test_member_file_syntax() -> None:
     text = "# members\n10.0.0.1:80\n\n10.0.0.2:80*2  # heavy\n"
     assert parse_member_file(text) == [Address("10.0.0.1", 80), Address("10.0.0.2", 80, 2)]
