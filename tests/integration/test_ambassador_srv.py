@@ -134,3 +134,14 @@ async def test_nxdomain_and_timeouts_keep_the_last_good_members(
                 await wait_for(lambda: count("error") >= errors + 2, 20, "lookups timing out")
             assert members(amb) == expected
             assert len(warned()) == 1 and "timeout" in warned()[0], warned()
+
+
+async def test_dns_names_are_asked_of_the_dns_server_when_set(dns: Dnsmasq) -> None:
+    """With AMBASSADOR_DNS_SERVER set, a dns:// name is resolved by that server too (a.test is
+    known only to dnsmasq), next to an srv:// member."""
+    async with backends(2) as bs:
+        b0, b1 = bs[0].port, bs[1].port
+        await dns.start(records(("b.test", b1, 1, 2)), NAME)
+        settings = {**env(dns.server), "AMBASSADOR_UPSTREAMS": f"dns://a.test:{b0},srv://{NAME}"}
+        async with ambassador(settings) as amb:
+            assert members(amb) == {f"127.0.0.1:{b0}": 1, f"127.0.0.1:{b1}": 2}
