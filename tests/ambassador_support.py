@@ -33,6 +33,7 @@ class Backend:
     seen: list[dict[str, Any]] = field(default_factory=list)
     healthy: bool = True
     fail_with: int = 0  # answer every request with this status when set
+    retry_after: str = ""  # sent with the fail_with answers when set
 
     @property
     def addr(self) -> str:
@@ -42,7 +43,8 @@ class Backend:
         async def hello(request: web.Request) -> web.StreamResponse:
             self.seen.append({"path": request.path, "headers": dict(request.headers)})
             if self.fail_with:
-                return web.Response(status=self.fail_with, text="failing\n")
+                extra = {"Retry-After": self.retry_after} if self.retry_after else {}
+                return web.Response(status=self.fail_with, text="failing\n", headers=extra)
             return web.Response(text=self.name)
 
         async def health(_: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from sidecars.ambassador.members import Member
 
 VNODES = 100  # ring points per unit of weight: keys move ~1/n when one of n members changes
 MAX_POINTS = 5000  # per member, so a weight of 1000 does not build a million-point ring
+RAMP_FLOOR = 0.1  # share of its weight a member gets as its slow start begins (Envoy's default)
 
 
 def _hash(data: bytes) -> int:
@@ -108,6 +109,21 @@ class Balancer:
         assert best is not None
         best.current_weight -= total
         return best
+
+    def ramped(self, candidates: Sequence[Member], key: bytes, now: float, span: float) -> Member:
+        """`choose` while some member is in its slow start: each weighs its weight times the
+        share of `span` since its ramp began (at least RAMP_FLOOR), drawn at random (round robin)
+        or as the less loaded of two such draws (least_conn, p2c). Hashing keeps its ring."""
+        if self.policy == "hash" or len(candidates) == 1:
+            return self.choose(candidates, key)
+        weights = [
+            m.weight * min(1.0, max(RAMP_FLOOR, (now - m.ramp_from) / span)) for m in candidates
+        ]
+        if self.policy == "round_robin":
+            return self.rng.choices(candidates, weights)[0]
+        i, j = self.rng.choices(range(len(candidates)), weights, k=2)
+        a, b = candidates[i], candidates[j]
+        return a if a.active * weights[j] <= b.active * weights[i] else b
 
     def _least(self, candidates: Sequence[Member]) -> Member:
         # Ties rotate so equal members share the load instead of the first one taking it all.

@@ -64,6 +64,26 @@ class Cluster:
         self.panics = 0
         self.retries = 0
         self.on_change = on_change
+        self.slow_start = 0.0  # seconds of a member's ramp; 0: none
+        self.member_limit = 0  # most `active` per member; 0: none
+        self.ramp_until = 0.0  # some member ramps until then (monotonic clock)
+        # `pick` takes its careful path (limits, ramps) before then: +inf with a limit
+        self.careful_until = 0.0
+        self.at_limit = 0  # picks refused because every member was at its limit
+
+    def set_load(self, slow_start: float, member_limit: int) -> None:
+        """Apply the slow start and per-member limit settings."""
+        self.slow_start, self.member_limit = slow_start, member_limit
+        if not slow_start:
+            self.ramp_until = 0.0
+        self.careful_until = float("inf") if member_limit else self.ramp_until
+
+    def warm(self, member: Member, start: float) -> None:
+        """`member` joins or comes back at `start`: its share grows from then on."""
+        if self.slow_start:
+            member.ramp_from = start
+            self.ramp_until = max(self.ramp_until, start + self.slow_start)
+            self.careful_until = max(self.careful_until, self.ramp_until)
 
     def set_source(self, source: str, addresses: Iterable[Address]) -> bool:
         """Replace what `source` contributes; True when the membership changed."""
@@ -75,10 +95,13 @@ class Cluster:
         old = self.members
         members: dict[str, Member] = {}
         changed = list(wanted) != list(old)
+        joined = time.monotonic() if old else 0.0  # the first members start at full share
         for key, (addr, label) in wanted.items():
             member = old.get(key)
             if member is None:
                 member = Member(addr.host, addr.port, addr.weight, source=label)
+                if joined:
+                    self.warm(member, joined)
             elif member.weight != addr.weight:  # a member kept is the same object: compare now
                 changed = True
             member.weight, member.source = addr.weight, label
@@ -103,6 +126,8 @@ class Cluster:
         """A member for one attempt, never one in `tried`. When no member is available (all
         down or ejected) every member is tried rather than failing everything (panic mode)."""
         now = time.monotonic()
+        if now < self.careful_until:
+            return self._pick_careful(key, tried, now)
         balancer = self.balancer
         if balancer.rotating and not tried:
             found = balancer.rotate(self.order, now)
@@ -127,9 +152,42 @@ class Cluster:
             self.panics += 1
         return balancer.choose(candidates, key)
 
+    def _pick_careful(self, key: bytes, tried: Iterable[Member], now: float) -> Member | None:
+        """`pick` while a member is at its limit or ramping: members at the limit are
+        skipped, ramping ones weigh their share of the ramp so far."""
+        skip = {id(m) for m in tried}
+        members = [m for m in self.members.values() if id(m) not in skip]
+        limit = self.member_limit
+        if limit:
+            members = [m for m in members if m.active < limit]
+            if not members:
+                if self.members:
+                    self.at_limit += 1
+                return None
+        candidates = [m for m in members if m.available(now)]
+        if not candidates:
+            if not members or any(m.available(now) for m in self.members.values()):
+                return None  # the available ones were tried already or are at the limit
+            candidates = members
+            self.panics += 1
+        if now < self.ramp_until:
+            return self.balancer.ramped(candidates, key, now, self.slow_start)
+        return self.balancer.choose(candidates, key)
+
     def failed(self, member: Member, kind: str) -> bool:
-        """Record a failure; True when it ejected the member."""
-        return member.record_failure(kind, self.eject)
+        """Record a failure; True when it ejected the member (its ramp starts at the end)."""
+        ejected = member.record_failure(kind, self.eject)
+        if ejected:
+            self.warm(member, member.ejected_until)
+        return ejected
+
+    def back_off(self, member: Member, seconds: float) -> None:
+        """The member asked (Retry-After) not to be sent anything for `seconds`."""
+        until = time.monotonic() + seconds
+        if until > member.ejected_until:
+            member.ejected_until = until
+            self.warm(member, until)
+        member.backoffs += 1
 
     def in_panic(self) -> bool:
         return bool(self.members) and not self.available()

@@ -114,6 +114,16 @@ class Config(CommonConfig):
     max_pending: int = setting(
         "1024", "http: most requests in flight at once; more get 503", integer(1, 1_000_000)
     )
+    member_max_connections: int = setting(
+        "0",
+        "most connections (tcp) or requests in flight (http) per member; 0: no limit",
+        integer(0, 1_000_000),
+    )
+    slow_start: float = setting(
+        "0s",
+        "a member that joins or comes back gets a share growing over this long; 0: at once",
+        duration(0.0, 3600.0),
+    )
     pool_size: int = setting(
         "64", "http: most idle keep-alive connections kept per member", integer(0, 10_000)
     )

@@ -10,6 +10,7 @@ from sidecars.ambassador import httpwire as wire
 from sidecars.ambassador.accepting import SHORTAGE
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import Upstream
+from sidecars.ambassador.retryafter import delay as retry_after
 from sidecars.runtime.http.body import Body, Chunked, Length, request_body
 from sidecars.runtime.http.head import head_end
 
@@ -26,12 +27,12 @@ DONE = Length(0)  # the body of a response forwarded whole
 
 def _plain(resp: wire.Head, status: int) -> bool:
     """A final answer the fast path may forward: Content-Length framed, kept alive, not one
-    that ejects or retries (5xx) and not one without a body (204, 304)."""
+    that ejects or retries (5xx), may back off (429) or has no body (204, 304)."""
     return (
         resp.length is not None
         and not resp.close
         and 200 <= status < 500
-        and status not in (204, 304)
+        and status not in (204, 304, 429)
     )
 
 
@@ -377,6 +378,10 @@ class Exchange:
         assert member is not None
         self.listener.awaiting.pop(self, None)
         self.listener.latency.observe(perf_counter() - self.sent)
+        if status in (429, 503):
+            wait = retry_after(resp.find("retry-after"))
+            if wait is not None:
+                self.listener.cluster.back_off(member, wait)
         if status in (502, 503, 504):
             self.listener.failed(member, f"http_{status}")
             if status != 504 and self.shape.retriable and not self._last_attempt():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
@@ -107,6 +108,8 @@ class HealthChecker:
         results = await asyncio.gather(*(check(m) for m in members))
         for member, ok in zip(members, results, strict=True):
             changed = member.record_check(ok, self.rise, self.fall)
+            if changed:
+                self.cluster.warm(member, time.monotonic())
             if changed is not None:
                 self.log.warning(
                     "member %s is %s",

@@ -42,6 +42,8 @@ class Member:
     tls_error: str = ""  # the last handshake's failure, "" once one passed
     tls_handshakes: int = 0
     tls_resumed: int = 0
+    ramp_from: float = 0.0  # slow start: when its share began to grow (monotonic clock)
+    backoffs: int = 0  # answers with Retry-After that kept it out
 
     @property
     def key(self) -> str:

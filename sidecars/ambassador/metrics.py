@@ -113,6 +113,16 @@ class MemberCollector(Collector):
         ejections = CounterMetricFamily(
             "ambassador_upstream_ejections", "Passive ejections of a member", labels=labels
         )
+        backoffs = CounterMetricFamily(
+            "ambassador_upstream_backoffs",
+            "http: 429 or 503 answers whose Retry-After kept a member out",
+            labels=labels,
+        )
+        at_limit = CounterMetricFamily(
+            "ambassador_member_limit_refusals",
+            "Picks refused because every member was at its connection limit",
+            labels=["listener"],
+        )
         healthy = GaugeMetricFamily(
             "ambassador_upstream_healthy",
             "1 when a member receives traffic (active check up and not ejected)",
@@ -148,6 +158,7 @@ class MemberCollector(Collector):
                 sent[mode].add_metric(key, m.requests)
                 open_[mode].add_metric(key, m.active)
                 ejections.add_metric(key, m.ejections)
+                backoffs.add_metric(key, m.backoffs)
                 healthy.add_metric(key, float(m.available(now)))
                 now_in = "down" if not m.healthy else "ejected" if m.ejected(now) else "up"
                 for name in MEMBER_STATES:
@@ -161,8 +172,9 @@ class MemberCollector(Collector):
                     tls_done.add_metric([*key, "false"], m.tls_handshakes - m.tls_resumed)
             panics.add_metric([cluster.name], cluster.panics)
             retries.add_metric([cluster.name], cluster.retries)
+            at_limit.add_metric([cluster.name], cluster.at_limit)
         yield from (*sent.values(), *open_.values(), errors, ejections, healthy, state)
-        yield from (panics, retries, tls_failures, tls_done)
+        yield from (panics, retries, tls_failures, tls_done, backoffs, at_limit)
 
 
 class Metrics:

@@ -37,6 +37,7 @@ class Running:
         self.spec, self.metrics, self.log, self.resolve = spec, metrics, log, resolve
         s = spec.settings
         self.cluster = Cluster(spec.name, s.policy, _eject(spec), RetryBudget(s.retry_budget))
+        self.cluster.set_load(s.slow_start, s.member_max_connections)
         kinds: dict[str, type[Listener]] = {"http": HttpListener, "redis": RedisListener}
         kind = kinds.get(s.mode, TcpListener)
         self.listener: Listener = kind(spec.name, s, self.cluster, metrics, log)
@@ -111,6 +112,7 @@ class Running:
             self.cluster.balancer.rebuild(list(self.cluster.members.values()))
         self.cluster.eject = _eject(spec)
         self.cluster.budget.set_ratio(s.retry_budget)
+        self.cluster.set_load(s.slow_start, s.member_max_connections)
         for label in old_labels - {source_label(src) for src in spec.sources}:
             self.cluster.drop_source(label)
         self.listener.reconfigure(s)

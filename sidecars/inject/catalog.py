@@ -60,11 +60,12 @@ AMBASSADOR = Sidecar(
     "ambassador",
     _settings(
         "config listen upstreams mode policy hash_header connect_timeout request_timeout "
-        "idle_timeout header_timeout max_header_size max_connections max_pending pool_size "
-        "retries retry_budget health_check health_interval health_timeout health_fall "
-        "health_rise eject_failures eject_time eject_max_time dns_interval dns_family "
-        "dns_server file_interval tls tls_server_name tls_ca_file tls_verify tls_cert_file "
-        "tls_key_file tls_min_version redis_hash_tag redis_rehash redis_max_bulk redis_max_array"
+        "idle_timeout header_timeout max_header_size max_connections max_pending "
+        "member_max_connections slow_start pool_size retries retry_budget health_check "
+        "health_interval health_timeout health_fall health_rise eject_failures eject_time "
+        "eject_max_time dns_interval dns_family dns_server file_interval tls tls_server_name "
+        "tls_ca_file tls_verify tls_cert_file tls_key_file tls_min_version redis_hash_tag "
+        "redis_rehash redis_max_bulk redis_max_array"
     ),
     9182,
     "amb-admin",
