@@ -1,0 +1,178 @@
+"""Slow start, the per-member connection limit and Retry-After back-off, against real members
+on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from sidecars.ambassador.cluster import Cluster
+from tests.ambassador_support import ambassador, backends, metric_value, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def cluster_of(amb) -> Cluster:  # type: ignore[no-untyped-def]
+    (running,) = amb.service.running.values()
+    cluster: Cluster = running.cluster
+    return cluster
+
+
+async def shares(session: aiohttp.ClientSession, url: str, seconds: float) -> Counter[str]:
+    """Requests one after the other for `seconds`: how many each member answered."""
+    got: Counter[str] = Counter()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        async with session.get(url) as resp:
+            got[await resp.text()] += 1
+    return got
+
+
+async def test_a_member_back_up_gets_a_share_that_grows_over_the_slow_start() -> None:
+    """With a 3 s slow start, a member whose active check passes again gets well under its
+    half of the requests in the first 0.6 s and about half once the 3 s are over."""
+    async with backends(2) as bs:
+        env = {
+            "AMBASSADOR_MODE": "http",
+            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
+            "AMBASSADOR_HEALTH_CHECK": "http:/health",
+            "AMBASSADOR_HEALTH_FALL": "1",
+            "AMBASSADOR_SLOW_START": "3s",
+        }
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            cluster = cluster_of(amb)
+            member = cluster.members[bs[1].addr]
+            bs[1].healthy = False
+            await wait_for(lambda: not member.healthy, 10.0, "b1 marked down")
+            assert (await shares(s, amb.url + "/", 0.3))["b1"] == 0
+            bs[1].healthy = True
+            await wait_for(lambda: member.healthy, 10.0, "b1 marked up")
+            up = time.monotonic()
+            early = await shares(s, amb.url + "/", 0.6)
+            await asyncio.sleep(max(0.0, up + 3.2 - time.monotonic()))
+            late = await shares(s, amb.url + "/", 1.0)
+            early_share = early["b1"] / early.total()
+            late_share = late["b1"] / late.total()
+            assert early.total() >= 20 and late.total() >= 20, (early, late)
+            assert early_share < 0.35, early
+            assert 0.35 < late_share < 0.65, late
+
+
+class CountingMember:
+    """A tcp member that counts its concurrent connections and holds each one until the
+    client closes it."""
+
+    def __init__(self) -> None:
+        self.open = self.most = self.total = 0
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.total += 1
+        self.most = max(self.most, self.open)
+        try:
+            writer.write(b"hello\n")
+            await writer.drain()
+            await reader.read()
+        except OSError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def counting_members(n: int) -> AsyncIterator[list[CountingMember]]:
+    members = [CountingMember() for _ in range(n)]
+    servers = []
+    for m in members:
+        server = await asyncio.start_server(m.handle, "127.0.0.1", 0)
+        m.port = server.sockets[0].getsockname()[1]
+        servers.append(server)
+    try:
+        yield members
+    finally:
+        for server in servers:
+            server.close()
+
+
+async def test_the_per_member_limit_is_never_exceeded_and_refuses_beyond_it() -> None:
+    """tcp with AMBASSADOR_MEMBER_MAX_CONNECTIONS=2 and two members: of 7 clients at once,
+    4 get a member (never more than 2 open on one) and the others are closed and counted;
+    once clients leave, a new one gets through again."""
+    async with counting_members(2) as ms:
+        env = {
+            "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{m.port}" for m in ms),
+            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "2",
+            "AMBASSADOR_HEALTH_CHECK": "none",
+        }
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            clients = []
+            greeted = refused = 0
+            for _ in range(7):
+                reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+                clients.append(writer)
+                async with asyncio.timeout(10):
+                    line = await reader.readline()
+                if line == b"hello\n":
+                    greeted += 1
+                else:
+                    refused += 1
+            assert (greeted, refused) == (4, 3)
+            assert [m.most for m in ms] == [2, 2] and [m.open for m in ms] == [2, 2]
+            async with s.get(f"http://127.0.0.1:{amb.admin_port}/metrics") as resp:
+                text = await resp.text()
+            assert (
+                metric_value(text, "ambassador_member_limit_refusals_total", listener="default")
+                == 3
+            )
+            for w in clients[:2]:
+                w.close()
+            await wait_for(lambda: sum(m.open for m in ms) <= 2, 10.0, "two clients gone")
+            reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+            async with asyncio.timeout(10):
+                assert await reader.readline() == b"hello\n"
+            clients.append(writer)
+            assert max(m.most for m in ms) == 2
+            for w in clients:
+                w.close()
+
+
+async def test_retry_after_backs_a_member_off_for_that_long() -> None:
+    """A member answering 429 with Retry-After: 2 passes its answer to the client, then gets
+    no request for about 2 s (the other member takes them all), then gets requests again;
+    the back-off is counted."""
+    async with backends(2) as bs:
+        bs[0].fail_with, bs[0].retry_after = 429, "2"
+        env = {
+            "AMBASSADOR_MODE": "http",
+            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
+            "AMBASSADOR_HEALTH_CHECK": "none",
+        }
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            statuses = []
+            for _ in range(2):
+                async with s.get(amb.url + "/") as resp:
+                    statuses.append(resp.status)
+            backed_off = time.monotonic()
+            assert sorted(statuses) == [200, 429]
+            bs[0].fail_with = 0
+            seen = len(bs[0].seen)
+            during = await shares(s, amb.url + "/", 1.5)
+            assert during["b0"] == 0 and during["b1"] >= 10, during
+            assert len(bs[0].seen) == seen
+            while not (await shares(s, amb.url + "/", 0.1))["b0"]:
+                assert time.monotonic() - backed_off < 10.0, "b0 never got traffic again"
+            assert time.monotonic() - backed_off >= 1.8
+            async with s.get(f"http://127.0.0.1:{amb.admin_port}/metrics") as resp:
+                text = await resp.text()
+            backoffs = metric_value(
+                text, "ambassador_upstream_backoffs_total", listener="default", member=bs[0].addr
+            )
+            assert backoffs == 1
