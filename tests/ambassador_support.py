@@ -7,9 +7,13 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -240,6 +244,96 @@ class RedisServer:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def nutcracker(members: list[tuple[int, int]], redis: bool = True) -> Iterator[int]:
+    """nutcracker with `members` (port, weight), md5 ketama and `{}` hash tags, for redis or
+    memcached servers; yields its port."""
+    binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+    port, stats = free_port(), free_port()
+    servers = "".join(f"    - 127.0.0.1:{p}:{w}\n" for p, w in members)
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp, "nutcracker.yml")
+        conf.write_text(
+            f"pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n"
+            f'  hash_tag: "{{}}"\n  redis: {str(redis).lower()}\n  auto_eject_hosts: false\n'
+            f"  servers:\n{servers}"
+        )
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-s", str(stats), "-a", "127.0.0.1", "-o", f"{tmp}/log"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise AssertionError("nutcracker did not start") from None
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+class MemcachedServer:
+    """Debian's memcached on a free loopback port, TCP only."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("memcached") or "/usr/bin/memcached"
+        self.port = port or free_port()
+        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:  # memcached refuses to run as root unless told whom to run as
+            args += ["-u", "root"]
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            with contextlib.suppress(OSError):
+                if (await mc_exchange(self.port, b"version\r\n")).startswith(b"VERSION"):
+                    return
+            if self.proc.poll() is not None or loop.time() > deadline:
+                raise AssertionError("memcached did not start")
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+async def mc_exchange(port: int, data: bytes, replies: int = 1, within: float = 10.0) -> bytes:
+    """Send memcached text commands on a fresh connection and read `replies` replies (a
+    line, or VALUE entries up to END)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        out = b""
+        async with asyncio.timeout(within):
+            while replies:
+                line = await reader.readline()
+                if not line:
+                    break
+                out += line
+                if line.startswith(b"VALUE "):
+                    out += await reader.readexactly(int(line.split()[3]) + 2)
+                else:
+                    replies -= 1
+        return out
+    finally:
+        writer.close()
 
 
 async def redis_command(port: int, *args: bytes) -> bytes:

@@ -76,8 +76,8 @@ class Config(CommonConfig):
     )
     mode: str = setting(
         "tcp",
-        "proxy raw TCP, HTTP/1.1, or Redis commands sharded by key (redis)",
-        choice("tcp", "http", "redis"),
+        "proxy raw TCP, HTTP/1.1, or Redis or memcached commands sharded by key",
+        choice("tcp", "http", "redis", "memcached"),
         metavar="MODE",
     )
     policy: str = setting(
@@ -189,13 +189,15 @@ class Config(CommonConfig):
     )
     redis_hash_tag: str = setting(
         "{}",
-        "redis: two characters around the part of a key that is hashed (empty: the whole key)",
+        "redis, memcached: two characters around the part of a key that is hashed "
+        "(empty: the whole key)",
         hash_tag,
         metavar="TAG",
     )
     redis_rehash: bool = setting(
         "false",
-        "redis: keys of a shard that is down go to the others (twemproxy's auto_eject_hosts)",
+        "redis, memcached: keys of a shard that is down go to the others "
+        "(twemproxy's auto_eject_hosts)",
         boolean,
     )
     redis_max_bulk: int = setting(
@@ -203,4 +205,7 @@ class Config(CommonConfig):
     )
     redis_max_array: int = setting(
         "65536", "redis: most arguments in a command or elements in a reply", integer(2, 1 << 24)
+    )
+    memcached_max_value: int = setting(
+        "1MiB", "memcached: largest data block in a command or reply", size(1024, 512 << 20)
     )

@@ -37,6 +37,10 @@ _FAMILIES = {
         "ambassador_redis_reply_seconds",
         "Time from sending a command to a shard to its reply (redis listeners)",
     ),
+    "memcached": (
+        "ambassador_memcached_reply_seconds",
+        "Time from sending a command to a shard to its reply (memcached listeners)",
+    ),
 }
 
 
@@ -89,6 +93,13 @@ _LOAD = {
     "redis": (
         ("ambassador_redis_commands", "Commands sent to a shard (redis listeners)"),
         ("ambassador_redis_in_flight", "Commands awaiting a shard's reply (redis listeners)"),
+    ),
+    "memcached": (
+        ("ambassador_memcached_commands", "Commands sent to a shard (memcached listeners)"),
+        (
+            "ambassador_memcached_in_flight",
+            "Commands awaiting a shard's reply (memcached listeners)",
+        ),
     ),
 }
 Clusters = Callable[[], Iterable[tuple[str, Cluster]]]  # (listener mode, its cluster)

@@ -12,6 +12,7 @@ from sidecars.ambassador.health import HealthChecker
 from sidecars.ambassador.http import HttpListener
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import EjectPolicy
+from sidecars.ambassador.memcached import MemcachedListener
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.redis import RedisListener
 from sidecars.ambassador.spec import ListenerSpec
@@ -38,7 +39,11 @@ class Running:
         s = spec.settings
         self.cluster = Cluster(spec.name, s.policy, _eject(spec), RetryBudget(s.retry_budget))
         self.cluster.set_load(s.slow_start, s.member_max_connections)
-        kinds: dict[str, type[Listener]] = {"http": HttpListener, "redis": RedisListener}
+        kinds: dict[str, type[Listener]] = {
+            "http": HttpListener,
+            "redis": RedisListener,
+            "memcached": MemcachedListener,
+        }
         kind = kinds.get(s.mode, TcpListener)
         self.listener: Listener = kind(spec.name, s, self.cluster, metrics, log)
         self.tasks: set[asyncio.Task[None]] = set()

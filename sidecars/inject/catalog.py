@@ -65,7 +65,8 @@ AMBASSADOR = Sidecar(
         "health_interval health_timeout health_fall health_rise eject_failures eject_time "
         "eject_max_time dns_interval dns_family dns_server file_interval tls tls_server_name "
         "tls_ca_file tls_verify tls_cert_file tls_key_file tls_min_version redis_hash_tag "
-        "redis_rehash redis_max_bulk redis_max_array"
+        "redis_rehash redis_max_bulk redis_max_array "
+        "memcached_max_value"
     ),
     9182,
     "amb-admin",

@@ -6,22 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
 from redis.driver_info import DriverInfo
 
 from sidecars.ambassador.redis import RedisListener
-from tests.ambassador_support import RedisServer, ambassador, metric_value, wait_for
-from tests.helpers import free_port
+from tests.ambassador_support import RedisServer, ambassador, metric_value, nutcracker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,41 +37,6 @@ async def shards(n: int) -> AsyncIterator[list[RedisServer]]:
     finally:
         for server in started:
             server.stop()
-
-
-@contextlib.contextmanager
-def nutcracker(members: list[tuple[int, int]]) -> Iterator[int]:
-    """nutcracker with `members` (port, weight), md5 ketama and `{}` hash tags; yields its port."""
-    binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
-    port, stats = free_port(), free_port()
-    servers = "".join(f"    - 127.0.0.1:{p}:{w}\n" for p, w in members)
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp, "nutcracker.yml")
-        conf.write_text(
-            f"pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n"
-            f'  hash_tag: "{{}}"\n  redis: true\n  auto_eject_hosts: false\n'
-            f"  servers:\n{servers}"
-        )
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf), "-s", str(stats), "-a", "127.0.0.1", "-o", f"{tmp}/log"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise AssertionError("nutcracker did not start") from None
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def connect(port: int) -> redis.Redis:

@@ -1,0 +1,201 @@
+"""memcached's text protocol, bounded: commands from clients (a line, and a data block for the
+storage commands) and the span of each reply from a shard. A key, a line and a data block are
+checked against their limits before anything is buffered for them."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MAX_KEY = 250  # memcached's own limit
+MAX_LINE = 64 << 10  # a command line (a get of many keys) or a reply line
+MAX_VALUES = 1 << 16  # VALUE entries in one get reply from a shard
+
+STORAGE = frozenset(b"set add replace append prepend cas".split())
+RETRIEVAL = frozenset((b"get", b"gets"))
+# the other keyed commands: the arguments after the key (without noreply)
+_KEYED = {b"delete": 0, b"incr": 1, b"decr": 1, b"touch": 1}
+META = frozenset(b"mg ms md ma mn me".split())
+
+
+class ProtocolError(ValueError):
+    """The peer broke the protocol or a limit; the message names what."""
+
+
+class Command(NamedTuple):
+    """A client's command: its words (noreply taken off), its data block with the CRLF after
+    it (storage commands), and whether it asked for no reply."""
+
+    words: list[bytes]
+    data: bytes
+    noreply: bool
+
+    def wire(self) -> bytes:
+        return b" ".join(self.words) + b"\r\n" + self.data
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) > MAX_KEY:
+        raise ProtocolError(f"key longer than {MAX_KEY} bytes")
+    if any(c <= 0x20 or c == 0x7F for c in key):
+        raise ProtocolError("control character in a key")
+
+
+def _number(raw: bytes, what: str, limit: int, signed: bool = False) -> int:
+    digits = raw[1:] if signed and raw[:1] == b"-" else raw
+    if not digits.isdigit() or len(digits) > 20 or int(digits) > limit:
+        raise ProtocolError(f"invalid {what} {raw[:24]!r}")
+    return int(raw)
+
+
+def _words(line: bytes) -> list[bytes]:
+    return [word for word in line.split(b" ") if word]
+
+
+class CommandReader:
+    """Splits a client's byte stream into commands."""
+
+    __slots__ = ("buf", "max_value", "error")
+
+    def __init__(self, max_value: int) -> None:
+        self.buf = bytearray()
+        self.max_value = max_value
+        self.error = ""  # what broke the stream: nothing after it is read
+
+    def feed(self, data: bytes) -> list[Command]:
+        """Every complete command now buffered. Broken or oversized input sets `error`; the
+        commands before it are still returned."""
+        buf = self.buf
+        buf += data
+        out: list[Command] = []
+        pos = 0
+        while pos < len(buf):
+            try:
+                got = self._command(pos)
+            except ProtocolError as exc:
+                self.error = str(exc)
+                buf.clear()
+                return out
+            if got is None:
+                break
+            command, pos = got
+            out.append(command)
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _command(self, pos: int) -> tuple[Command, int] | None:
+        buf = self.buf
+        end = buf.find(b"\n", pos, pos + MAX_LINE + 1)
+        if end < 0:
+            if len(buf) - pos > MAX_LINE:
+                raise ProtocolError(f"command line longer than {MAX_LINE} bytes")
+            return None
+        words = _words(bytes(buf[pos:end]).rstrip(b"\r"))
+        name = words[0] if words else b""
+        if name in RETRIEVAL:
+            if len(words) < 2:
+                raise ProtocolError(f"{name.decode()} without a key")
+            for key in words[1:]:
+                _check_key(key)
+            return Command(words, b"", False), end + 1
+        if name in STORAGE:
+            return self._storage(words, end + 1)
+        arity = _KEYED.get(name)
+        if arity is None:
+            if name in META:
+                raise ProtocolError("meta commands are not supported")
+            return Command(words, b"", False), end + 1  # answered by the listener
+        noreply = len(words) == arity + 3 and words[-1] == b"noreply"
+        if noreply:
+            words.pop()
+        if len(words) != arity + 2:
+            raise ProtocolError(f"bad command line format of {name.decode()}")
+        _check_key(words[1])
+        if name == b"touch":
+            _number(words[2], "exptime", 1 << 62, signed=True)
+        elif arity:
+            _number(words[2], "delta", (1 << 64) - 1)
+        return Command(words, b"", noreply), end + 1
+
+    def _storage(self, words: list[bytes], start: int) -> tuple[Command, int] | None:
+        name = words[0]
+        arity = 6 if name == b"cas" else 5
+        noreply = len(words) == arity + 1 and words[-1] == b"noreply"
+        if noreply:
+            words.pop()
+        if len(words) != arity:
+            raise ProtocolError(f"bad command line format of {name.decode()}")
+        _check_key(words[1])
+        _number(words[2], "flags", (1 << 32) - 1)
+        _number(words[3], "exptime", 1 << 62, signed=True)
+        size = _number(words[4], "data block size", 1 << 62)
+        if size > self.max_value:
+            raise ProtocolError(f"data block of {size} bytes is over the limit of {self.max_value}")
+        if name == b"cas":
+            _number(words[5], "cas unique", (1 << 64) - 1)
+        stop = start + size + 2
+        if len(self.buf) < stop:
+            return None
+        if self.buf[stop - 2 : stop] != b"\r\n":
+            raise ProtocolError("bad data chunk")
+        return Command(words, bytes(self.buf[start:stop]), noreply), stop
+
+
+class ReplyReader:
+    """Splits a shard's byte stream into the raw bytes of each complete reply: one line, or
+    VALUE entries with their data blocks up to the line that is not one (END)."""
+
+    __slots__ = ("buf", "max_value", "at", "values")
+
+    def __init__(self, max_value: int) -> None:
+        self.buf = bytearray()
+        self.max_value = max_value
+        self.at = 0  # where the scan of the reply at the head of buf goes on
+        self.values = 0  # VALUE entries of that reply so far
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        buf += data
+        out: list[bytes] = []
+        start = 0
+        while True:
+            end = buf.find(b"\r\n", self.at, self.at + MAX_LINE + 2)
+            if end < 0:
+                if len(buf) - self.at > MAX_LINE + 1:
+                    raise ProtocolError("reply line too long")
+                break
+            if buf.startswith(b"VALUE ", self.at):
+                words = _words(bytes(buf[self.at : end]))
+                if len(words) not in (4, 5):
+                    raise ProtocolError("bad VALUE line")
+                size = _number(words[3], "value size", self.max_value)
+                stop = end + 2 + size + 2
+                if len(buf) < stop:
+                    break
+                if buf[stop - 2 : stop] != b"\r\n":
+                    raise ProtocolError("value not followed by CRLF")
+                self.values += 1
+                if self.values > MAX_VALUES:
+                    raise ProtocolError(f"more than {MAX_VALUES} values in a reply")
+                self.at = stop
+                continue
+            out.append(bytes(buf[start : end + 2]))
+            start = self.at = end + 2
+            self.values = 0
+        if start:
+            del buf[:start]
+            self.at -= start
+        return out
+
+
+def entries(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, raw VALUE entry) of a complete get reply ending in END."""
+    out: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while raw.startswith(b"VALUE ", pos):
+        end = raw.index(b"\r\n", pos)
+        words = _words(raw[pos:end])
+        stop = end + 2 + int(words[3]) + 2
+        out.append((words[1], raw[pos:stop]))
+        pos = stop
+    return out
