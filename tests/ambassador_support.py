@@ -38,6 +38,8 @@ class Backend:
     healthy: bool = True
     fail_with: int = 0  # answer every request with this status when set
     retry_after: str = ""  # sent with the fail_with answers when set
+    slow_open: int = 0  # /slow requests being answered now
+    slow_most: int = 0  # the most /slow requests answered at once
 
     @property
     def addr(self) -> str:
@@ -71,7 +73,12 @@ class Backend:
             return web.Response(body=b"x" * n)
 
         async def slow(request: web.Request) -> web.Response:
-            await asyncio.sleep(float(request.query.get("s", "0.2")))
+            self.slow_open += 1
+            self.slow_most = max(self.slow_most, self.slow_open)
+            try:
+                await asyncio.sleep(float(request.query.get("s", "0.2")))
+            finally:
+                self.slow_open -= 1
             return web.Response(text=self.name)
 
         async def refuse_large(request: web.Request) -> web.StreamResponse | None:

@@ -69,7 +69,8 @@ class Cluster:
         self.ramp_until = 0.0  # some member ramps until then (monotonic clock)
         # `pick` takes its careful path (limits, ramps) before then: +inf with a limit
         self.careful_until = 0.0
-        self.at_limit = 0  # picks refused because every member was at its limit
+        self.at_limit = 0  # connections or requests refused: every member at its limit
+        self.full = False  # the last careful pick found every member at its limit
 
     def set_load(self, slow_start: float, member_limit: int) -> None:
         """Apply the slow start and per-member limit settings."""
@@ -158,11 +159,11 @@ class Cluster:
         skip = {id(m) for m in tried}
         members = [m for m in self.members.values() if id(m) not in skip]
         limit = self.member_limit
+        self.full = False
         if limit:
             members = [m for m in members if m.active < limit]
             if not members:
-                if self.members:
-                    self.at_limit += 1
+                self.full = bool(self.members)
                 return None
         candidates = [m for m in members if m.available(now)]
         if not candidates:

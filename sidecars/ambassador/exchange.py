@@ -67,7 +67,7 @@ class Exchange:
     __slots__ = (
         "side", "shape", "head", "early", "listener", "body", "key", "tried", "member", "up",
         "task", "error", "started", "sent", "rbuf", "resp", "resp_body", "close_after",
-        "finished", "tunnel",
+        "finished", "tunnel", "connecting",
     )  # fmt: skip
 
     def __init__(self, side: ClientSide, shape: Shape, early: bytes) -> None:
@@ -86,6 +86,7 @@ class Exchange:
         self.member: Member | None = None
         self.up: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
+        self.connecting: Member | None = None  # counted in its `active` until connected
         self.error = (503, "no member available")
         self.started = 0.0  # the loop's clock (deadlines)
         self.sent = 0.0  # perf_counter() (latency: the loop's clock may have 1 ms steps)
@@ -108,14 +109,45 @@ class Exchange:
             cluster.retries += 1
         member = cluster.pick(self.key, self.tried)
         if member is None:
+            if cluster.member_limit and cluster.full:  # wait for a member to free a slot
+                listener = self.listener
+                listener.waiting.add(self, listener.loop.time() + listener.settings.connect_timeout)
+                return None
             return self._give_up()
+        self._use(member)
+
+    def _use(self, member: Member) -> None:
         self.tried.append(member)
         now = self.listener.loop.time()
         up = self.listener.pool.take(member, now)
         if up is not None:
             self._send(member, up, now)
         else:
+            member.active += 1  # counts toward its limit while connecting
+            self.connecting = member
             self.task = self.listener.loop.create_task(self._connect(member))
+
+    def _not_connecting(self) -> None:
+        member, self.connecting = self.connecting, None
+        if member is not None:
+            member.active -= 1
+
+    def resume(self) -> bool:
+        """Waiting for a member under its limit: try again (True once it waits no more)."""
+        if self.finished:
+            return True
+        member = self.listener.cluster.pick(self.key, self.tried)
+        if member is None:
+            return False
+        self._use(member)
+        return True
+
+    def expire(self) -> None:
+        """No member freed a slot within the connect timeout."""
+        if not self.finished:
+            self.listener.cluster.at_limit += 1
+            self.error = (503, "every member at its connection limit")
+            self._give_up()
 
     def _last_attempt(self) -> bool:
         """No retry is left: as many attempts as allowed, or every member tried."""
@@ -127,6 +159,7 @@ class Exchange:
             up = await self.listener.pool.connect(member, self.listener.settings.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.task = None
+            self._not_connecting()
             if self.finished:
                 return
             if not isinstance(exc, TimeoutError) and exc.errno in SHORTAGE:
@@ -145,6 +178,7 @@ class Exchange:
             self.attempt()
             return
         self.task = None
+        self._not_connecting()
         if self.finished:
             up.close()
             return
@@ -255,6 +289,7 @@ class Exchange:
         """The client closed or reset: drop the member connection (not the member's fault)."""
         if self.task is not None:
             self.task.cancel()
+            self._not_connecting()
         self._release_up(reuse=False)
         if not self.finished:
             self.finished = True

@@ -12,6 +12,7 @@ from sidecars.ambassador.exchange import Exchange, Shape
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
+from sidecars.ambassador.waiting import Waiting
 from sidecars.runtime.http.head import bare_lf, head_end
 
 LINGER_SECONDS = 1.0  # after an error answer, input is read and dropped this long...
@@ -34,6 +35,7 @@ class HttpListener(Listener):
         self.awaiting: dict[Exchange, float] = self.timeouts.entries
         self.pool = Pool(self.settings.pool_size, self.settings.idle_timeout)
         self.pool.tls = self.tls
+        self.waiting = Waiting()  # requests waiting for a member under its connection limit
         # (client address, request head) -> what the head decides (see Shape)
         self.requests: dict[tuple[str, bytes], Shape] = {}
         self.generation = 0  # moves on reconfigure: heads kept by connections are stale
@@ -65,6 +67,7 @@ class HttpListener(Listener):
     async def close(self) -> None:
         await super().close()
         await self.timeouts.close()
+        await self.waiting.close()
         self.pool.close()
 
     def failed(self, member: Member, kind: str) -> None:

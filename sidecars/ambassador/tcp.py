@@ -107,6 +107,8 @@ class Relay:
             if self._dial(*address):
                 return
         if not self.closed:
+            if cluster.member_limit and cluster.full:
+                cluster.at_limit += 1
             listener.metrics.rejected.labels(listener.name, "no_member").inc()
             self._close(ConnectionRefusedError())
 

@@ -176,3 +176,41 @@ async def test_retry_after_backs_a_member_off_for_that_long() -> None:
                 text, "ambassador_upstream_backoffs_total", listener="default", member=bs[0].addr
             )
             assert backoffs == 1
+
+
+async def test_http_requests_wait_for_a_member_under_its_limit_within_the_connect_timeout() -> None:
+    """http with a limit of 1 request in flight per member and two members answering in 0.3 s:
+    6 requests at once all get their answer (they wait for a member to free up), a member
+    never has 2 at once; with a connect timeout shorter than an answer the ones that cannot
+    get a member in time get a 503, counted."""
+    async with backends(2) as bs:
+        env = {
+            "AMBASSADOR_MODE": "http",
+            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
+            "AMBASSADOR_HEALTH_CHECK": "none",
+            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
+            "AMBASSADOR_CONNECT_TIMEOUT": "5s",
+        }
+
+        async def get(s: aiohttp.ClientSession, url: str) -> int:
+            async with s.get(url + "/slow?s=0.3") as resp:
+                await resp.read()
+                return resp.status
+
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            async with asyncio.timeout(20):
+                statuses = await asyncio.gather(*(get(s, amb.url) for _ in range(6)))
+            assert statuses == [200] * 6
+            assert [b.slow_most for b in bs] == [1, 1]
+        env["AMBASSADOR_CONNECT_TIMEOUT"] = "100ms"
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            async with asyncio.timeout(20):
+                statuses = await asyncio.gather(*(get(s, amb.url) for _ in range(6)))
+            assert sorted(statuses) == [200, 200, 503, 503, 503, 503]
+            async with s.get(f"http://127.0.0.1:{amb.admin_port}/metrics") as resp:
+                text = await resp.text()
+            refused = metric_value(
+                text, "ambassador_member_limit_refusals_total", listener="default"
+            )
+            assert refused == 4
+            assert max(b.slow_most for b in bs) == 1

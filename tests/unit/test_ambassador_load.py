@@ -26,14 +26,14 @@ def cluster(n: int, policy: str = "round_robin") -> Cluster:
 
 def test_a_member_at_its_limit_is_skipped_and_all_at_it_refuse() -> None:
     """With a limit of 2, a member with 2 active is never picked; with every member at the
-    limit, pick gives None and counts it (no panic onto members that are down)."""
+    limit, pick gives None and says so (no panic onto members that are down)."""
     c = cluster(3)
     c.set_load(0.0, 2)
     a, b, d = c.order
     a.active = 2
     assert {id(c.pick()) for _ in range(30)} == {id(b), id(d)}
     b.active = d.active = 2
-    assert c.pick() is None and c.at_limit == 1 and c.panics == 0
+    assert c.pick() is None and c.full and c.panics == 0
     d.active = 1
     assert c.pick() is d
 
