@@ -88,7 +88,7 @@ _LOAD = {
     ),
     "tcp": (
         ("ambassador_upstream_connections", "Connections to a member attempted (tcp listeners)"),
-        ("ambassador_upstream_open_connections", "Open connections to a member (tcp listeners)"),
+        ("ambassador_upstream_open_connections", "Open or opening connections to a member (tcp)"),
     ),
     "redis": (
         ("ambassador_redis_commands", "Commands sent to a shard (redis listeners)"),
@@ -131,7 +131,7 @@ class MemberCollector(Collector):
         )
         at_limit = CounterMetricFamily(
             "ambassador_member_limit_refusals",
-            "Picks refused because every member was at its connection limit",
+            "Connections or requests refused because every member was at its connection limit",
             labels=["listener"],
         )
         healthy = GaugeMetricFamily(

@@ -97,6 +97,7 @@ class Relay:
             self.attempt += 1
             self.tried.append(member)
             member.requests += 1
+            member.active += 1  # from the connect on: a connecting one counts toward its limit
             self.member, self.started = member, listener.loop.time()
             self.dialed = perf_counter()
             listener.dialing.add(self, self.started + listener.settings.connect_timeout)
@@ -133,6 +134,8 @@ class Relay:
             up = Sock(family, _STREAM)
         except OSError as exc:  # out of descriptors here: not the member's fault
             self.listener.metrics.rejected.labels(self.listener.name, "no_descriptors").inc()
+            if self.member is not None:
+                self.member.active -= 1
             self.member = None
             self._close(exc)
             return True
@@ -167,6 +170,8 @@ class Relay:
     def _count_failure(self, kind: str) -> None:
         member, listener = self.member, self.listener
         self.member = None
+        if member is not None:
+            member.active -= 1
         if member is not None and listener.cluster.failed(member, kind):
             listener.log.warning(
                 "member %s ejected after failures",
@@ -180,7 +185,6 @@ class Relay:
         listener.dialing.discard(self)
         listener.latency.observe(perf_counter() - self.dialed)
         member.record_success()
-        member.active += 1
         self.connected = self.c2u.ready = True
 
     # --- relaying
@@ -336,7 +340,7 @@ class Relay:
             if sock is not None:
                 self.listener.hub.forget(sock.fileno())
                 sock.close()
-        if self.member is not None and self.connected:
+        if self.member is not None:  # counted from its connect on
             self.member.active -= 1
         self.listener.release(self)
 

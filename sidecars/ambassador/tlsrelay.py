@@ -93,10 +93,16 @@ class TlsRelay:
             tried.append(member)
             member.requests += 1
             started = perf_counter()
+            member.active += 1  # a connecting one counts toward its limit
             try:
-                transport, up = await self.tls.connect(
-                    lambda: _Side(self, upstream=True), member, listener.settings.connect_timeout
-                )
+                try:
+                    transport, up = await self.tls.connect(
+                        lambda: _Side(self, upstream=True),
+                        member,
+                        listener.settings.connect_timeout,
+                    )
+                finally:
+                    member.active -= 1
             except (OSError, TimeoutError) as exc:
                 if isinstance(exc, OSError) and exc.errno in SHORTAGE:
                     listener.metrics.rejected.labels(listener.name, "no_descriptors").inc()

@@ -214,3 +214,26 @@ async def test_http_requests_wait_for_a_member_under_its_limit_within_the_connec
             )
             assert refused == 4
             assert max(b.slow_most for b in bs) == 1
+
+
+async def test_tcp_clients_connecting_at_once_never_exceed_the_per_member_limit() -> None:
+    """20 tcp clients connecting at the same moment to two members with a limit of 3: no member
+    ever has more than 3 open, 6 clients are served and the rest closed."""
+    async with counting_members(2) as ms:
+        env = {
+            "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{m.port}" for m in ms),
+            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "3",
+            "AMBASSADOR_HEALTH_CHECK": "none",
+        }
+        async with ambassador(env) as amb:
+
+            async def client() -> tuple[bytes, asyncio.StreamWriter]:
+                reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+                async with asyncio.timeout(10):
+                    return await reader.readline(), writer
+
+            got = await asyncio.gather(*(client() for _ in range(20)))
+            assert sum(line == b"hello\n" for line, _ in got) == 6
+            assert [m.most for m in ms] == [3, 3]
+            for _, writer in got:
+                writer.close()
