@@ -14,7 +14,7 @@ def delay(value: bytes | None, now: float | None = None) -> float | None:
     if not value or len(value) > 64:
         return None
     text = value.decode("latin-1").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         seconds = float(int(text[:6]))
     else:
         try:

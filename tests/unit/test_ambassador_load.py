@@ -94,6 +94,8 @@ def test_an_ejected_member_ramps_from_the_end_of_its_ejection() -> None:
         (None, None),
         (b"Mon, 32 Foo 2026 99:00:00 GMT", None),
         (b"x" * 100, None),
+        (b"\xb2", None),  # a digit to str.isdigit once decoded, not to int()
+        (b"\xd9\xa3", None),
     ],
 )
 def test_retry_after_values(raw: bytes | None, expected: float | None) -> None:
