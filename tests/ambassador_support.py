@@ -211,6 +211,36 @@ async def raw_exchange(port: int, data: bytes, within: float = 30.0) -> bytes:
         writer.close()
 
 
+async def exchange_no_eof(port: int, data: bytes, within: float = 10.0) -> bytes:
+    """Send `data` and read until the ambassador closes, without half-closing first: the
+    close must come from the ambassador's verdict, not from our end of stream."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        async with asyncio.timeout(within):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def garbage_shard(answer: bytes) -> AsyncIterator[int]:
+    """A shard that reads a command, sends `answer`, and closes after the next read."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
 class RedisServer:
     """Debian's redis-server on a free loopback port, no persistence."""
 

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.ambassador_support import RedisServer, ambassador, raw_exchange, rss_bytes
+from tests.ambassador_support import (
+    RedisServer,
+    ambassador,
+    exchange_no_eof,
+    garbage_shard,
+    raw_exchange,
+    rss_bytes,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +40,6 @@ async def redis_mode(**more: str) -> AsyncIterator[int]:
             yield amb.port
     finally:
         server.stop()
-
-
-async def exchange_no_eof(port: int, data: bytes, within: float = 10.0) -> bytes:
-    """Send `data` and read until the ambassador closes, without half-closing first: the
-    close must come from the ambassador's verdict, not from our end of stream."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        async with asyncio.timeout(within):
-            return await reader.read(-1)
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -102,22 +97,6 @@ async def test_split_input_byte_by_byte_is_one_command() -> None:
         async with asyncio.timeout(10):
             assert await reader.readexactly(13) == b"+OK\r\n$2\r\nvv\r\n"
         writer.close()
-
-
-@contextlib.asynccontextmanager
-async def garbage_shard(answer: bytes) -> AsyncIterator[int]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(100)
-        writer.write(answer)
-        await writer.drain()
-        await reader.read(100)
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
 
 
 @pytest.mark.parametrize(
