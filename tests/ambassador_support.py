@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,9 +225,12 @@ async def exchange_no_eof(port: int, data: bytes, within: float = 10.0) -> bytes
         writer.close()
 
 
-@contextlib.asynccontextmanager
-async def garbage_shard(answer: bytes) -> AsyncIterator[int]:
-    """A shard that reads a command, sends `answer`, and closes after the next read."""
+async def through_garbage_shard(
+    answer: bytes, env: Mapping[str, str], command: bytes, probe: bytes
+) -> tuple[bytes, bytes]:
+    """Send `command` through a sharding listener whose one shard answers `answer` and then
+    `probe`, answered by the ambassador itself, on the same connection: the first line of
+    each answer."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(100)
@@ -235,8 +240,25 @@ async def garbage_shard(answer: bytes) -> AsyncIterator[int]:
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    shard_port = server.sockets[0].getsockname()[1]
+    full = {
+        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{shard_port}",
+        "AMBASSADOR_HEALTH_CHECK": "none",
+        "AMBASSADOR_REQUEST_TIMEOUT": "2s",
+        **env,
+    }
     try:
-        yield server.sockets[0].getsockname()[1]
+        async with ambassador(full) as amb:
+            reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
+            try:
+                writer.write(command)
+                async with asyncio.timeout(10):
+                    line = await reader.readline()
+                writer.write(probe)
+                async with asyncio.timeout(10):
+                    return line, await reader.readline()
+            finally:
+                writer.close()
     finally:
         server.close()
 
@@ -385,6 +407,19 @@ async def redis_command(port: int, *args: bytes) -> bytes:
             return await reader.readline()
     finally:
         writer.close()
+
+
+def admin_upstreams(admin_port: int) -> list[dict[str, object]]:
+    """Every listener's members as the admin server's /upstreams shows them (blocking)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/upstreams", timeout=5) as r:
+        body = json.load(r)
+    return [m for listener in body["listeners"] for m in listener["members"]]
+
+
+def admin_metrics(admin_port: int) -> str:
+    """The admin server's /metrics text (blocking)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
 
 
 def cpu_seconds(pid: int) -> float:

@@ -16,9 +16,9 @@ from tests.ambassador_support import (
     MemcachedServer,
     ambassador,
     exchange_no_eof,
-    garbage_shard,
     mc_exchange,
     rss_bytes,
+    through_garbage_shard,
 )
 
 pytestmark = pytest.mark.integration
@@ -117,24 +117,10 @@ async def test_split_input_byte_by_byte_is_one_command() -> None:
 async def test_a_shard_sending_garbage_fails_its_commands_with_an_error(answer: bytes) -> None:
     """A shard answering with broken, oversized or unrequested text gets its connection
     dropped; the client gets SERVER_ERROR naming the shard and keeps its connection."""
-    async with garbage_shard(answer) as shard_port:
-        env = {
-            "AMBASSADOR_MODE": "memcached",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{shard_port}",
-            "AMBASSADOR_HEALTH_CHECK": "none",
-            "AMBASSADOR_REQUEST_TIMEOUT": "2s",
-            **LIMIT,
-        }
-        async with ambassador(env) as amb:
-            reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
-            writer.write(b"get k\r\n")
-            async with asyncio.timeout(10):
-                line = await reader.readline()
-            if answer == b"STORED\r\nSTORED\r\n":
-                assert line == b"STORED\r\n"  # the first is an answer; the second is not
-            else:
-                assert line.startswith(b"SERVER_ERROR ambassador: shard 127.0.0.1:"), line
-            writer.write(b"version\r\n")
-            async with asyncio.timeout(10):
-                assert await reader.readline() == b"VERSION ambassador\r\n"
-            writer.close()
+    env = {"AMBASSADOR_MODE": "memcached", **LIMIT}
+    line, probe = await through_garbage_shard(answer, env, b"get k\r\n", b"version\r\n")
+    if answer == b"STORED\r\nSTORED\r\n":
+        assert line == b"STORED\r\n"  # the first is an answer; the second is not
+    else:
+        assert line.startswith(b"SERVER_ERROR ambassador: shard 127.0.0.1:"), line
+    assert probe == b"VERSION ambassador\r\n"

@@ -15,9 +15,9 @@ from tests.ambassador_support import (
     RedisServer,
     ambassador,
     exchange_no_eof,
-    garbage_shard,
     raw_exchange,
     rss_bytes,
+    through_garbage_shard,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,24 +105,10 @@ async def test_split_input_byte_by_byte_is_one_command() -> None:
 async def test_a_shard_sending_garbage_fails_its_commands_with_an_error(answer: bytes) -> None:
     """A shard answering with broken or unrequested RESP gets its connection dropped; the
     client gets an error reply naming the shard and keeps its connection."""
-    async with garbage_shard(answer) as shard_port:
-        env = {
-            "AMBASSADOR_MODE": "redis",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{shard_port}",
-            "AMBASSADOR_HEALTH_CHECK": "none",
-            "AMBASSADOR_REQUEST_TIMEOUT": "2s",
-            **LIMITS,
-        }
-        async with ambassador(env) as amb:
-            reader, writer = await asyncio.open_connection("127.0.0.1", amb.port)
-            writer.write(b"GET k\r\n")
-            async with asyncio.timeout(10):
-                line = await reader.readline()
-            if answer == b"+OK\r\n+OK\r\n":
-                assert line == b"+OK\r\n"  # the first is an answer; the second is not
-            else:
-                assert line.startswith(b"-ERR ambassador: shard 127.0.0.1:"), line
-            writer.write(b"PING\r\n")
-            async with asyncio.timeout(10):
-                assert await reader.readline() == b"+PONG\r\n"
-            writer.close()
+    env = {"AMBASSADOR_MODE": "redis", **LIMITS}
+    line, probe = await through_garbage_shard(answer, env, b"GET k\r\n", b"PING\r\n")
+    if answer == b"+OK\r\n+OK\r\n":
+        assert line == b"+OK\r\n"  # the first is an answer; the second is not
+    else:
+        assert line.startswith(b"-ERR ambassador: shard 127.0.0.1:"), line
+    assert probe == b"+PONG\r\n"

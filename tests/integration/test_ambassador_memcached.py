@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.ambassador_support import (
     MemcachedServer,
+    admin_metrics,
+    admin_upstreams,
     ambassador,
     mc_exchange,
     metric_value,
@@ -133,17 +133,6 @@ async def test_commands_that_span_shards_are_refused_by_name() -> None:
         assert lines[3:] == [b"ERROR", b"STORED", b"VALUE a 0 1", b"1", b"END", b""]
 
 
-def _upstreams(admin_port: int) -> list[dict[str, object]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/upstreams", timeout=5) as r:
-        body = json.load(r)
-    return [m for listener in body["listeners"] for m in listener["members"]]
-
-
-def _metrics(admin_port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-        return str(r.read().decode())
-
-
 async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
     """With a shard stopped its keys get SERVER_ERROR naming it (not moved), the other keys
     work, it is ejected within a second of failed commands, and once restarted on its port
@@ -171,7 +160,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
         ), lines
         got = await mc_exchange(amb.port, sets(live_keys[:20]), replies=20)
         assert got == b"STORED\r\n" * 20
-        members = await asyncio.to_thread(_upstreams, amb.admin_port)
+        members = await asyncio.to_thread(admin_upstreams, amb.admin_port)
         down = [m for m in members if m["address"] == f"127.0.0.1:{port}"]
         assert down[0]["ejected"] or not down[0]["healthy"]
         assert loop.time() - started < 1.0 + 0.5  # the exchanges themselves take some time
@@ -189,7 +178,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
             await asyncio.sleep(0.05)
         got = await mc_exchange(port, b"get %s\r\n" % dead_keys[0])
         assert got == b"VALUE %s 0 5\r\nagain\r\nEND\r\n" % dead_keys[0]
-        text = await asyncio.to_thread(_metrics, amb.admin_port)
+        text = await asyncio.to_thread(admin_metrics, amb.admin_port)
         shard = {"listener": "default", "member": f"127.0.0.1:{port}"}
         assert metric_value(text, "ambassador_memcached_commands_total", **shard) > 0
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -14,7 +12,15 @@ import redis
 from redis.driver_info import DriverInfo
 
 from sidecars.ambassador.redis import RedisListener
-from tests.ambassador_support import RedisServer, ambassador, metric_value, nutcracker, wait_for
+from tests.ambassador_support import (
+    RedisServer,
+    admin_metrics,
+    admin_upstreams,
+    ambassador,
+    metric_value,
+    nutcracker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,17 +153,6 @@ async def poll(check: Callable[[], bool], within: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def _upstreams(admin_port: int) -> list[dict[str, object]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/upstreams", timeout=5) as r:
-        body = json.load(r)
-    return [m for listener in body["listeners"] for m in listener["members"]]
-
-
-def _metrics(admin_port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-        return str(r.read().decode())
-
-
 async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
     """With a shard stopped, its keys get an error reply (not moved), the other keys work,
     the shard is ejected after failed commands, and once restarted on its port it serves its
@@ -189,7 +184,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
         started = loop.time()
         assert all(await asyncio.to_thread(lambda: [fails(k) for k in dead_keys[:5]]))
         assert not any(await asyncio.to_thread(lambda: [fails(k) for k in live_keys[:20]]))
-        members = await asyncio.to_thread(_upstreams, amb.admin_port)
+        members = await asyncio.to_thread(admin_upstreams, amb.admin_port)
         down = [m for m in members if m["address"] == f"127.0.0.1:{port}"]
         assert down[0]["ejected"] or not down[0]["healthy"]
         assert loop.time() - started < 5
@@ -205,7 +200,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
 
         await poll(back, 10.0, "the restarted shard serves its keys")
         assert connect(port).get(dead_keys[0]) == b"again"
-        text = await asyncio.to_thread(_metrics, amb.admin_port)
+        text = await asyncio.to_thread(admin_metrics, amb.admin_port)
         shard = {"listener": "default", "member": f"127.0.0.1:{port}"}
         assert metric_value(text, "ambassador_redis_commands_total", **shard) > 0
         client.close()
