@@ -13,10 +13,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -261,6 +261,28 @@ async def through_garbage_shard(
                 writer.close()
     finally:
         server.close()
+
+
+class CacheServer(Protocol):
+    def ready(self) -> Awaitable[None]: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=CacheServer)
+
+
+@contextlib.asynccontextmanager
+async def started(make: Callable[[], S], n: int) -> AsyncIterator[list[S]]:
+    """`n` servers made by `make` (RedisServer, MemcachedServer), ready; stopped after."""
+    servers = [make() for _ in range(n)]
+    try:
+        for server in servers:
+            await server.ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 class RedisServer:

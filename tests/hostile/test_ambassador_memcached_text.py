@@ -18,6 +18,7 @@ from tests.ambassador_support import (
     exchange_no_eof,
     mc_exchange,
     rss_bytes,
+    started,
     through_garbage_shard,
 )
 
@@ -28,18 +29,14 @@ LIMIT = {"AMBASSADOR_MEMCACHED_MAX_VALUE": "1MiB"}
 
 @contextlib.asynccontextmanager
 async def memcached_mode() -> AsyncIterator[int]:
-    server = MemcachedServer()
-    try:
-        await server.ready()
+    async with started(MemcachedServer, 1) as servers:
         env = {
             "AMBASSADOR_MODE": "memcached",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{server.port}",
+            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{servers[0].port}",
             **LIMIT,
         }
         async with ambassador(env) as amb:
             yield amb.port
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from tests.ambassador_support import (
     exchange_no_eof,
     raw_exchange,
     rss_bytes,
+    started,
     through_garbage_shard,
 )
 
@@ -27,19 +28,15 @@ LIMITS = {"AMBASSADOR_REDIS_MAX_BULK": "1MiB", "AMBASSADOR_REDIS_MAX_ARRAY": "10
 
 @contextlib.asynccontextmanager
 async def redis_mode(**more: str) -> AsyncIterator[int]:
-    server = RedisServer()
-    try:
-        await server.ready()
+    async with started(RedisServer, 1) as servers:
         env = {
             "AMBASSADOR_MODE": "redis",
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{server.port}",
+            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{servers[0].port}",
             **LIMITS,
             **more,
         }
         async with ambassador(env) as amb:
             yield amb.port
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(

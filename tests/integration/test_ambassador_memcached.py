@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,6 +16,7 @@ from tests.ambassador_support import (
     mc_exchange,
     metric_value,
     nutcracker,
+    started,
     wait_for,
 )
 
@@ -25,16 +25,8 @@ pytestmark = pytest.mark.integration
 KEYS = [f"key:{i}".encode() for i in range(300)] + [b"{user:7}:name", b"{user:7}:mail", b"x{}y"]
 
 
-@contextlib.asynccontextmanager
-async def shards(n: int) -> AsyncIterator[list[MemcachedServer]]:
-    started = [MemcachedServer() for _ in range(n)]
-    try:
-        for server in started:
-            await server.ready()
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+def shards(n: int) -> contextlib.AbstractAsyncContextManager[list[MemcachedServer]]:
+    return started(MemcachedServer, n)
 
 
 def env(servers: list[MemcachedServer], weights: list[int], **more: str) -> dict[str, str]:

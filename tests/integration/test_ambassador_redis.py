@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -19,6 +19,7 @@ from tests.ambassador_support import (
     ambassador,
     metric_value,
     nutcracker,
+    started,
     wait_for,
 )
 
@@ -33,16 +34,8 @@ KEYS = [f"key:{i}".encode() for i in range(300)] + [
 ]
 
 
-@contextlib.asynccontextmanager
-async def shards(n: int) -> AsyncIterator[list[RedisServer]]:
-    started = [RedisServer() for _ in range(n)]
-    try:
-        for server in started:
-            await server.ready()
-        yield started
-    finally:
-        for server in started:
-            server.stop()
+def shards(n: int) -> contextlib.AbstractAsyncContextManager[list[RedisServer]]:
+    return started(RedisServer, n)
 
 
 def connect(port: int) -> redis.Redis:
