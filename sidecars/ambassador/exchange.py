@@ -67,7 +67,7 @@ class Exchange:
     __slots__ = (
         "side", "shape", "head", "early", "listener", "body", "key", "tried", "member", "up",
         "task", "error", "started", "sent", "rbuf", "resp", "resp_body", "close_after",
-        "finished", "tunnel", "connecting",
+        "finished", "tunnel",
     )  # fmt: skip
 
     def __init__(self, side: ClientSide, shape: Shape, early: bytes) -> None:
@@ -86,7 +86,6 @@ class Exchange:
         self.member: Member | None = None
         self.up: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
-        self.connecting: Member | None = None  # counted in its `active` until connected
         self.error = (503, "no member available")
         self.started = 0.0  # the loop's clock (deadlines)
         self.sent = 0.0  # perf_counter() (latency: the loop's clock may have 1 ms steps)
@@ -114,7 +113,15 @@ class Exchange:
                 listener.waiting.add(self, listener.loop.time() + listener.settings.connect_timeout)
                 return None
             return self._give_up()
-        self._use(member)
+        # what _use does, inline: one call less per request
+        self.tried.append(member)
+        now = self.listener.loop.time()
+        up = self.listener.pool.take(member, now)
+        if up is not None:
+            self._send(member, up, now)
+        else:
+            member.active += 1  # counts toward its limit while connecting (the task's)
+            self.task = self.listener.loop.create_task(self._connect(member))
 
     def _use(self, member: Member) -> None:
         self.tried.append(member)
@@ -123,14 +130,8 @@ class Exchange:
         if up is not None:
             self._send(member, up, now)
         else:
-            member.active += 1  # counts toward its limit while connecting
-            self.connecting = member
+            member.active += 1  # counts toward its limit while connecting (the task's)
             self.task = self.listener.loop.create_task(self._connect(member))
-
-    def _not_connecting(self) -> None:
-        member, self.connecting = self.connecting, None
-        if member is not None:
-            member.active -= 1
 
     def resume(self) -> bool:
         """Waiting for a member under its limit: try again (True once it waits no more)."""
@@ -159,7 +160,7 @@ class Exchange:
             up = await self.listener.pool.connect(member, self.listener.settings.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.task = None
-            self._not_connecting()
+            member.active -= 1
             if self.finished:
                 return
             if not isinstance(exc, TimeoutError) and exc.errno in SHORTAGE:
@@ -178,7 +179,7 @@ class Exchange:
             self.attempt()
             return
         self.task = None
-        self._not_connecting()
+        member.active -= 1
         if self.finished:
             up.close()
             return
@@ -287,9 +288,10 @@ class Exchange:
 
     def client_lost(self) -> None:
         """The client closed or reset: drop the member connection (not the member's fault)."""
-        if self.task is not None:
+        if self.task is not None:  # connecting to the last member tried
             self.task.cancel()
-            self._not_connecting()
+            self.task = None
+            self.tried[-1].active -= 1
         self._release_up(reuse=False)
         if not self.finished:
             self.finished = True
