@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from sidecars.ambassador.framing import Framing
+
 MAX_KEY = 250  # memcached's own limit
 MAX_LINE = 64 << 10  # a command line (a get of many keys) or a reply line
 MAX_VALUES = 1 << 16  # VALUE entries in one get reply from a shard
@@ -51,39 +53,16 @@ def _words(line: bytes) -> list[bytes]:
     return [word for word in line.split(b" ") if word]
 
 
-class CommandReader:
+class CommandReader(Framing[Command]):
     """Splits a client's byte stream into commands."""
 
-    __slots__ = ("buf", "max_value", "error")
+    __slots__ = ("max_value",)
 
     def __init__(self, max_value: int) -> None:
-        self.buf = bytearray()
+        super().__init__()
         self.max_value = max_value
-        self.error = ""  # what broke the stream: nothing after it is read
 
-    def feed(self, data: bytes) -> list[Command]:
-        """Every complete command now buffered. Broken or oversized input sets `error`; the
-        commands before it are still returned."""
-        buf = self.buf
-        buf += data
-        out: list[Command] = []
-        pos = 0
-        while pos < len(buf):
-            try:
-                got = self._command(pos)
-            except ProtocolError as exc:
-                self.error = str(exc)
-                buf.clear()
-                return out
-            if got is None:
-                break
-            command, pos = got
-            out.append(command)
-        if pos:
-            del buf[:pos]
-        return out
-
-    def _command(self, pos: int) -> tuple[Command, int] | None:
+    def _next(self, pos: int) -> tuple[Command | None, int] | None:
         buf = self.buf
         end = buf.find(b"\n", pos, pos + MAX_LINE + 1)
         if end < 0:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidecars.ambassador.framing import Framing
+
 MAX_DEPTH = 16  # nesting of arrays in a shard's reply
 
 
@@ -35,41 +37,27 @@ def _length(buf: bytearray, start: int, end: int, what: str, limit: int) -> int:
     return n
 
 
-class CommandReader:
+Command = tuple[list[bytes], bytes]  # arguments, its RESP bytes (empty for an inline command)
+
+
+class CommandReader(Framing[Command]):
     """Splits a client's byte stream into commands (lists of arguments)."""
 
-    __slots__ = ("buf", "limits", "error")
+    __slots__ = ("limits",)
 
     def __init__(self, limits: Limits) -> None:
-        self.buf = bytearray()
+        super().__init__()
         self.limits = limits
-        self.error = ""  # what broke the stream: nothing after it is read
 
-    def feed(self, data: bytes) -> list[tuple[list[bytes], bytes]]:
-        """Every complete command now buffered, as (arguments, its RESP bytes; empty for an
-        inline command). Broken or oversized input sets `error`; the commands before it are
-        still returned."""
-        buf = self.buf
-        buf += data
-        out: list[tuple[list[bytes], bytes]] = []
-        pos = 0
-        while pos < len(buf):
-            array = buf[pos] == 0x2A  # '*'
-            try:
-                got = self._array(pos) if array else self._inline(pos)
-            except ProtocolError as exc:
-                self.error = str(exc)
-                buf.clear()
-                return out
-            if got is None:
-                break
-            args, end = got
-            if args:
-                out.append((args, bytes(buf[pos:end]) if array else b""))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
+    def _next(self, pos: int) -> tuple[Command | None, int] | None:
+        array = self.buf[pos] == 0x2A  # '*'
+        got = self._array(pos) if array else self._inline(pos)
+        if got is None:
+            return None
+        args, end = got
+        if not args:
+            return None, end
+        return (args, bytes(self.buf[pos:end]) if array else b""), end
 
     def _line_end(self, pos: int, limit: int, what: str) -> int:
         end = self.buf.find(b"\r\n", pos, pos + limit + 2)
