@@ -98,22 +98,29 @@ class Exchange:
 
     # -- attempts -----------------------------------------------------------------------------
 
-    def attempt(self) -> None:
-        """Send the request to a member: the first attempt, or a retry while any are left."""
-        cluster, retries = self.listener.cluster, self.listener.settings.retries
-        attempt = len(self.tried)
-        if attempt > retries or (attempt and not cluster.budget.try_spend()):
-            return self._give_up()
-        if attempt:
-            cluster.retries += 1
+    def attempt(self, waited: bool = False) -> bool:
+        """Send the request to a member: the first attempt, or a retry while any are left, or
+        (`waited`) one waiting for a member under its limit again; False only then, when every
+        member is still at its limit."""
+        cluster = self.listener.cluster
+        if not waited:
+            retries = self.listener.settings.retries
+            attempt = len(self.tried)
+            if attempt > retries or (attempt and not cluster.budget.try_spend()):
+                self._give_up()
+                return True
+            if attempt:
+                cluster.retries += 1
         member = cluster.pick(self.key, self.tried)
         if member is None:
             if cluster.member_limit and cluster.full:  # wait for a member to free a slot
+                if waited:
+                    return False
                 listener = self.listener
                 listener.waiting.add(self, listener.loop.time() + listener.settings.connect_timeout)
-                return None
-            return self._give_up()
-        # what _use does, inline: one call less per request
+                return True
+            self._give_up()
+            return True
         self.tried.append(member)
         now = self.listener.loop.time()
         up = self.listener.pool.take(member, now)
@@ -122,26 +129,11 @@ class Exchange:
         else:
             member.active += 1  # counts toward its limit while connecting (the task's)
             self.task = self.listener.loop.create_task(self._connect(member))
-
-    def _use(self, member: Member) -> None:
-        self.tried.append(member)
-        now = self.listener.loop.time()
-        up = self.listener.pool.take(member, now)
-        if up is not None:
-            self._send(member, up, now)
-        else:
-            member.active += 1  # counts toward its limit while connecting (the task's)
-            self.task = self.listener.loop.create_task(self._connect(member))
+        return True
 
     def resume(self) -> bool:
         """Waiting for a member under its limit: try again (True once it waits no more)."""
-        if self.finished:
-            return True
-        member = self.listener.cluster.pick(self.key, self.tried)
-        if member is None:
-            return False
-        self._use(member)
-        return True
+        return self.finished or self.attempt(waited=True)
 
     def expire(self) -> None:
         """No member freed a slot within the connect timeout."""
@@ -424,7 +416,8 @@ class Exchange:
             if status != 504 and self.shape.retriable and not self._last_attempt():
                 self._release_up(reuse=False)
                 self.error = (status, f"member answered {status}")
-                return self.attempt()
+                self.attempt()
+                return
         else:
             member.failures_in_row = 0  # record_success(), inlined on the hot path
         head, side = self.head, self.side
