@@ -12,6 +12,7 @@ import pytest
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.retryafter import MAX_BACKOFF
 from tests.ambassador_support import ambassador, backends
+from tests.integration.test_ambassador_http import http_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +34,7 @@ pytestmark = pytest.mark.integration
 async def test_retry_after_values_are_bounded_or_ignored(value: str, kept_out: bool) -> None:
     async with backends(2) as bs:
         bs[0].fail_with, bs[0].retry_after = 429, value
-        env = {
-            "AMBASSADOR_MODE": "http",
-            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
-            "AMBASSADOR_HEALTH_CHECK": "none",
-        }
+        env = http_env(bs, health_check="none")
         async with ambassador(env) as amb, aiohttp.ClientSession() as s:
             (running,) = amb.service.running.values()
             cluster: Cluster = running.cluster

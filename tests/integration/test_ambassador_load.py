@@ -14,6 +14,7 @@ import pytest
 
 from sidecars.ambassador.cluster import Cluster
 from tests.ambassador_support import ambassador, backends, metric_value, wait_for
+from tests.integration.test_ambassador_http import http_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,7 @@ async def test_a_member_back_up_gets_a_share_that_grows_over_the_slow_start() ->
     """With a 3 s slow start, a member whose active check passes again gets well under its
     half of the requests in the first 0.6 s and about half once the 3 s are over."""
     async with backends(2) as bs:
-        env = {
-            "AMBASSADOR_MODE": "http",
-            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
-            "AMBASSADOR_HEALTH_CHECK": "http:/health",
-            "AMBASSADOR_HEALTH_FALL": "1",
-            "AMBASSADOR_SLOW_START": "3s",
-        }
+        env = http_env(bs, health_check="http:/health", health_fall="1", slow_start="3s")
         async with ambassador(env) as amb, aiohttp.ClientSession() as s:
             cluster = cluster_of(amb)
             member = cluster.members[bs[1].addr]
@@ -150,11 +145,7 @@ async def test_retry_after_backs_a_member_off_for_that_long() -> None:
     the back-off is counted."""
     async with backends(2) as bs:
         bs[0].fail_with, bs[0].retry_after = 429, "2"
-        env = {
-            "AMBASSADOR_MODE": "http",
-            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
-            "AMBASSADOR_HEALTH_CHECK": "none",
-        }
+        env = http_env(bs, health_check="none")
         async with ambassador(env) as amb, aiohttp.ClientSession() as s:
             statuses = []
             for _ in range(2):
@@ -184,13 +175,7 @@ async def test_http_requests_wait_for_a_member_under_its_limit_within_the_connec
     never has 2 at once; with a connect timeout shorter than an answer the ones that cannot
     get a member in time get a 503, counted."""
     async with backends(2) as bs:
-        env = {
-            "AMBASSADOR_MODE": "http",
-            "AMBASSADOR_UPSTREAMS": ",".join(b.addr for b in bs),
-            "AMBASSADOR_HEALTH_CHECK": "none",
-            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
-            "AMBASSADOR_CONNECT_TIMEOUT": "5s",
-        }
+        env = http_env(bs, health_check="none", member_max_connections="1", connect_timeout="5s")
 
         async def get(s: aiohttp.ClientSession, url: str) -> int:
             async with s.get(url + "/slow?s=0.3") as resp:
