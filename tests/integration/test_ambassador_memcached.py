@@ -190,3 +190,34 @@ async def test_rehash_moves_keys_of_a_dead_shard_when_asked() -> None:
         assert got.count(b"VALUE") == 50
         listener = next(iter(amb.service.running.values())).listener
         await wait_for(lambda: len(listener.conns) == 0, 5.0, "clients gone")
+
+
+async def test_a_real_client_works_through_the_ambassador() -> None:
+    """pymemcache (its sets are noreply by default) stores, reads back in one get_many over
+    three shards, counts, checks and sets, deletes and touches as against one memcached."""
+    from pymemcache.client.base import Client
+
+    async with shards(3) as servers, ambassador(env(servers, [1, 1, 1])) as amb:
+
+        def run() -> None:
+            client = Client(("127.0.0.1", amb.port), timeout=10, connect_timeout=10)
+            values = {f"c:{i}": str(i).encode() for i in range(100)}
+            assert client.set_many(values) == []
+            assert client.get_many(list(values)) == values
+            assert client.add("c:1", b"x", noreply=False) is False
+            assert client.set("n", b"10", noreply=False) is True
+            assert client.incr("n", 5) == 15 and client.decr("n", 20) == 0
+            value, token = client.gets("c:2")
+            assert value == b"2"
+            assert client.cas("c:2", b"two", token, noreply=False) is True
+            assert client.cas("c:2", b"again", token, noreply=False) is False
+            assert client.get("c:2") == b"two"
+            assert client.touch("c:3", 100, noreply=False) is True
+            assert client.delete("c:3", noreply=False) is True
+            assert client.get("c:3") is None
+            assert client.version() == b"ambassador"
+            client.close()
+
+        await asyncio.to_thread(run)
+        held = [await mc_exchange(s.port, b"get c:10 c:20 c:30 c:40 c:50\r\n") for s in servers]
+        assert sum(h.count(b"VALUE") for h in held) == 5
