@@ -8,13 +8,16 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from sidecars.ambassador.cluster import Cluster
 from tests.ambassador_support import ambassador, backends, metric_value, wait_for
+from tests.helpers import free_port
 from tests.integration.test_ambassador_http import http_env
+from tests.integration.test_ambassador_reload import write_config
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +225,26 @@ async def test_tcp_clients_connecting_at_once_never_exceed_the_per_member_limit(
             assert [m.most for m in ms] == [3, 3]
             for _, writer in got:
                 writer.close()
+
+
+async def test_a_reload_applies_the_load_settings_and_a_member_it_adds_ramps(
+    tmp_path: Path,
+) -> None:
+    """A config file reload that lifts the member limit and sets a slow start applies both to
+    the running listener, and the member the reload adds starts its ramp (the first one not)."""
+    async with backends(2) as bs:
+        conf = tmp_path / "ambassador.json"
+        port = free_port()
+        api = {"listen": f"127.0.0.1:{port}", "mode": "http", "health_check": "none"}
+        write_config(conf, {"api": {**api, "upstreams": [bs[0].addr], "member_max_connections": 1}})
+        env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+        async with ambassador(env) as amb:
+            cluster = cluster_of(amb)
+            assert (cluster.member_limit, cluster.slow_start) == (1, 0.0)
+            upstreams = [bs[0].addr, bs[1].addr]
+            write_config(conf, {"api": {**api, "upstreams": upstreams, "slow_start": "2s"}})
+            await wait_for(lambda: len(cluster.members) == 2, 10.0, "reload applied")
+            assert (cluster.member_limit, cluster.slow_start) == (0, 2.0)
+            assert cluster.members[bs[0].addr].ramp_from == 0.0
+            assert cluster.members[bs[1].addr].ramp_from > 0.0
+            assert cluster.ramp_until > time.monotonic()
