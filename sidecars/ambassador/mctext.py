@@ -4,6 +4,7 @@ checked against their limits before anything is buffered for them."""
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from sidecars.ambassador.framing import Framing
@@ -17,6 +18,7 @@ RETRIEVAL = frozenset((b"get", b"gets"))
 # the other keyed commands: the arguments after the key (without noreply)
 _KEYED = {b"delete": 0, b"incr": 1, b"decr": 1, b"touch": 1}
 META = frozenset(b"mg ms md ma mn me".split())
+_CONTROL = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class ProtocolError(ValueError):
@@ -38,7 +40,7 @@ class Command(NamedTuple):
 def _check_key(key: bytes) -> None:
     if len(key) > MAX_KEY:
         raise ProtocolError(f"key longer than {MAX_KEY} bytes")
-    if any(c <= 0x20 or c == 0x7F for c in key):
+    if _CONTROL.search(key):
         raise ProtocolError("control character in a key")
 
 
