@@ -263,6 +263,15 @@ async def through_garbage_shard(
         server.close()
 
 
+# a shard ejected after two failed commands, checked every 0.1 s, back after 0.5 s
+FAST_EJECTION = {
+    "AMBASSADOR_EJECT_FAILURES": "2",
+    "AMBASSADOR_EJECT_TIME": "0.5s",
+    "AMBASSADOR_HEALTH_INTERVAL": "0.1s",
+    "AMBASSADOR_HEALTH_FALL": "1",
+}
+
+
 class CacheServer(Protocol):
     def ready(self) -> Awaitable[None]: ...
 

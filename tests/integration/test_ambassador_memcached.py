@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from tests.ambassador_support import (
+    FAST_EJECTION,
     MemcachedServer,
     admin_metrics,
     admin_upstreams,
@@ -129,13 +130,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
     """With a shard stopped its keys get SERVER_ERROR naming it (not moved), the other keys
     work, it is ejected within a second of failed commands, and once restarted on its port
     it serves its keys again; per-shard counters are exported."""
-    settings = {
-        "AMBASSADOR_EJECT_FAILURES": "2",
-        "AMBASSADOR_EJECT_TIME": "0.5s",
-        "AMBASSADOR_HEALTH_INTERVAL": "0.1s",
-        "AMBASSADOR_HEALTH_FALL": "1",
-    }
-    async with shards(2) as servers, ambassador(env(servers, [1, 1], **settings)) as amb:
+    async with shards(2) as servers, ambassador(env(servers, [1, 1], **FAST_EJECTION)) as amb:
         await mc_exchange(amb.port, sets(KEYS), replies=len(KEYS))
         where = await placement(servers)
         dead_keys = [k for k, i in where.items() if i == 0]

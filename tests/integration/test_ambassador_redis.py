@@ -13,6 +13,7 @@ from redis.driver_info import DriverInfo
 
 from sidecars.ambassador.redis import RedisListener
 from tests.ambassador_support import (
+    FAST_EJECTION,
     RedisServer,
     admin_metrics,
     admin_upstreams,
@@ -150,13 +151,7 @@ async def test_dead_shard_is_ejected_errors_its_keys_and_comes_back() -> None:
     """With a shard stopped, its keys get an error reply (not moved), the other keys work,
     the shard is ejected after failed commands, and once restarted on its port it serves its
     keys again; per-shard counters are exported."""
-    settings = {
-        "AMBASSADOR_EJECT_FAILURES": "2",
-        "AMBASSADOR_EJECT_TIME": "0.5s",
-        "AMBASSADOR_HEALTH_INTERVAL": "0.1s",
-        "AMBASSADOR_HEALTH_FALL": "1",
-    }
-    async with shards(2) as servers, ambassador(env(servers, [1, 1], **settings)) as amb:
+    async with shards(2) as servers, ambassador(env(servers, [1, 1], **FAST_EJECTION)) as amb:
         client = connect(amb.port)
         await asyncio.to_thread(lambda: [client.set(k, b"v") for k in KEYS])
         where = placement(servers)
