@@ -297,7 +297,7 @@ async def started(make: Callable[[], S], n: int) -> AsyncIterator[list[S]]:
 class RedisServer:
     """Debian's redis-server on a free loopback port, no persistence."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *more: str) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.port = port or free_port()
         self.proc = subprocess.Popen(
@@ -311,6 +311,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *more,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -2,17 +2,22 @@
 (twemproxy's ketama with md5 and hash tags). Replies go back in request order however the
 shards interleave; multi-key commands are split per shard and merged. A shard that fails is
 ejected by the cluster's passive ejection and its keys get an error reply (or, with
-redis_rehash, go to the remaining shards) until it is back."""
+redis_rehash, go to the remaining shards) until it is back. A client that says HELLO 3 speaks
+RESP3: its commands go on shard connections of their own that said HELLO 3 too."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
-from sidecars.ambassador import resp
+from sidecars.ambassador import resp, resp3
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
+from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.redisconn import Connection
 from sidecars.ambassador.sharding import Gather, Part, Shard, ShardedClient, ShardedListener, Slot
 
 # Commands whose first argument is the one key (twemproxy's single-key set, RESP2).
@@ -33,17 +38,19 @@ _SPLIT = {b"MGET": "array", b"DEL": "sum", b"UNLINK": "sum", b"EXISTS": "sum", b
 # Refused with the reason: they span shards, hold a connection's state, or block it.
 _REFUSED = {
     **dict.fromkeys(
-        b"KEYS SCAN RANDOMKEY DBSIZE FLUSHALL FLUSHDB INFO CONFIG SAVE BGSAVE SHUTDOWN".split(),
+        b"KEYS SCAN RANDOMKEY DBSIZE FLUSHALL FLUSHDB INFO CONFIG SAVE BGSAVE SHUTDOWN".split()
+        + [b"SCRIPT", b"FUNCTION"],
         "spans every shard",
     ),
     **dict.fromkeys(
-        b"MULTI EXEC DISCARD WATCH UNWATCH EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL".split(),
+        b"MULTI EXEC DISCARD WATCH UNWATCH".split(),
         "needs one server for several keys",
     ),
     **dict.fromkeys(
-        b"SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE PUBLISH MONITOR".split(),
-        "is not sharded by key",
+        b"SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE MONITOR".split(),
+        "sends push messages that no shared shard connection can route",
     ),
+    b"PUBLISH": "is not sharded by key",
     **dict.fromkeys(
         b"BLPOP BRPOP BLMOVE BRPOPLPUSH BZPOPMIN BZPOPMAX BLMPOP BZMPOP WAIT".split(),
         "blocks a shared shard connection",
@@ -61,9 +68,14 @@ def wrong_arity(name: bytes) -> bytes:
     return resp.error(f"ERR wrong number of arguments for '{name.decode('latin-1').lower()}'")
 
 
+# Scripts and functions: routed by the keys they declare (numkeys), all on one shard.
+_SCRIPTS = frozenset(b"EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO".split())
+HELLO3 = resp.command(b"HELLO", b"3")
+
+
 def _first_error(parts: list[bytes]) -> bytes | None:
     for part in parts:
-        if part[:1] == b"-":
+        if part[:1] in b"-!":  # an error, a RESP3 bulk error
             return part
     return None
 
@@ -80,14 +92,16 @@ def _merge_ok(parts: list[bytes]) -> bytes:
     return failed if failed is not None else b"+OK\r\n"
 
 
-def _merge_array(positions: list[list[int]], total: int) -> Callable[[list[bytes]], bytes]:
+def _merge_array(
+    positions: list[list[int]], total: int, elements: Callable[[bytes], list[bytes]]
+) -> Callable[[list[bytes]], bytes]:
     def merge(parts: list[bytes]) -> bytes:
         failed = _first_error(parts)
         if failed is not None:
             return failed
         out = [b""] * total
         for part, places in zip(parts, positions, strict=True):
-            for place, element in zip(places, resp.elements(part), strict=False):
+            for place, element in zip(places, elements(part), strict=False):
                 out[place] = element
         return b"*%d\r\n" % total + b"".join(out)
 
@@ -95,11 +109,16 @@ def _merge_array(positions: list[list[int]], total: int) -> Callable[[list[bytes
 
 
 class RedisClient(ShardedClient):
-    """One app connection speaking RESP2."""
+    """One app connection speaking RESP2, or RESP3 after HELLO 3."""
+
+    listener: RedisListener
 
     def __init__(self, listener: RedisListener) -> None:
         super().__init__(listener)
         self.reader = resp.CommandReader(listener.limits)
+        listener.clients_made += 1
+        self.conn = Connection(listener.clients_made)
+        self.table: dict[str, Shard] | None = None  # RESP3: the listener's RESP3 shards
 
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
@@ -118,7 +137,7 @@ class RedisClient(ShardedClient):
             if len(args) < 2:
                 self.queue.append(Slot(self, wrong_arity(name)))
                 return
-            target = listener.route(args[1])
+            target = listener.route(args[1], self.table)
             if isinstance(target, bytes):
                 self.queue.append(Slot(self, target))
                 return
@@ -130,7 +149,57 @@ class RedisClient(ShardedClient):
         if merge is not None or name == b"MSET":
             self._split(name, args)
             return
+        if name in _SCRIPTS:
+            target = self._script_shard(name, args)
+            if isinstance(target, bytes):
+                self.queue.append(Slot(self, target))
+                return
+            slot = Slot(self)
+            self.queue.append(slot)
+            self.send(target, raw or resp.command(*args), slot)
+            return
         self.queue.append(Slot(self, self._local(name, args)))
+
+    def _script_shard(self, name: bytes, args: list[bytes]) -> Shard | bytes:
+        """The one shard holding every key a script or function declares, or the error."""
+        if len(args) < 3:
+            return wrong_arity(name)
+        raw = args[2]
+        digits = raw[1:] if raw[:1] == b"-" else raw
+        if not digits.isdigit() or len(digits) > 18:
+            return resp.error("ERR value is not an integer or out of range")
+        numkeys = int(raw)
+        if numkeys < 0:
+            return resp.error("ERR Number of keys can't be negative")
+        if numkeys > len(args) - 3:
+            return resp.error("ERR Number of keys can't be greater than number of args")
+        shown = name.decode()
+        if not numkeys:
+            return resp.error(
+                f"ERR ambassador: {shown} without keys (numkeys 0) has no shard to run on and is "
+                "refused in redis mode; declare the keys it uses"
+            )
+        keys = args[3 : 3 + numkeys]
+        first = self.listener.route(keys[0], self.table)
+        if isinstance(first, bytes):
+            return first
+        for key in keys[1:]:
+            target = self.listener.route(key, self.table)
+            if isinstance(target, bytes):
+                return target
+            if target is not first:
+                return resp.error(
+                    f"ERR ambassador: {shown} keys '{keys[0][:64].decode('latin-1')}' and "
+                    f"'{key[:64].decode('latin-1')}' are on different shards "
+                    f"({first.member.key}, {target.member.key}); {self._tag_advice()}"
+                )
+        return first
+
+    def _tag_advice(self) -> str:
+        tag = self.listener.settings.redis_hash_tag
+        if not tag:
+            return "set AMBASSADOR_REDIS_HASH_TAG and give its keys one hash tag"
+        return f"give its keys one hash tag ({tag[0]}same{tag[1]} in each) to keep them together"
 
     def _local(self, name: bytes, args: list[bytes]) -> bytes:
         if name == b"PING":
@@ -150,8 +219,14 @@ class RedisClient(ShardedClient):
             if args[1] == b"0":
                 return b"+OK\r\n"
             return resp.error("ERR ambassador: SELECT of a database other than 0 is refused")
-        if name == b"HELLO":  # clients fall back to RESP2 on NOPROTO
-            return b"-NOPROTO ambassador: redis mode speaks RESP2 only\r\n"
+        if name == b"HELLO":
+            reply = self.conn.hello(args)
+            self.table = self.listener.shards3 if self.conn.proto == 3 else None
+            return reply
+        if name == b"AUTH":
+            return self.conn.auth(args)
+        if name == b"CLIENT":
+            return self.conn.client(args)
         shown = name.decode("latin-1")[:64]
         why = _REFUSED.get(name)
         if why is not None:
@@ -166,7 +241,7 @@ class RedisClient(ShardedClient):
         listener = self.listener
         groups: dict[int, tuple[Shard, list[bytes], list[int]]] = {}
         for place, at in enumerate(range(1, len(args), step)):
-            target = listener.route(args[at])
+            target = listener.route(args[at], self.table)
             if isinstance(target, bytes):
                 self.queue.append(Slot(self, target))
                 return
@@ -180,12 +255,73 @@ class RedisClient(ShardedClient):
         kind = _SPLIT.get(name, "ok")
         positions = [places for _, _, places in groups.values()]
         if kind == "array":
-            merge = _merge_array(positions, len(args) - 1)
+            elements = resp.elements if self.table is None else resp3.elements
+            merge = _merge_array(positions, len(args) - 1, elements)
         else:
             merge = _merge_sum if kind == "sum" else _merge_ok
         gather = Gather(slot, len(groups), merge)
         for index, (shard, part_args, _) in enumerate(groups.values()):
             self.send(shard, resp.command(*part_args), Part(gather, index))
+
+
+class Resp3Shard(Shard):
+    """A shard connection for RESP3 clients: it says HELLO 3 before any command goes on it
+    (the commands wait), so RESP2 and RESP3 replies never share a connection. A push message
+    from the shard (nothing here asks for one) is dropped with a warning: on a connection
+    shared by many clients nothing says whose it is."""
+
+    def __init__(self, listener: RedisListener, member: Member, table: dict[str, Shard]) -> None:
+        super().__init__(listener, member, table)
+        self.reader: resp3.ReplyReader = resp3.ReplyReader(listener.limits)
+        self.greeting: asyncio.Transport | None = None  # until HELLO 3 is answered
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        made = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport
+        if self.dead:
+            made.abort()
+            return
+        self.greeting = made
+        made.write(HELLO3)
+
+    def data_received(self, data: bytes) -> None:
+        if self.greeting is None:
+            super().data_received(data)
+            if self.reader.pushes:
+                self._drop_pushes()
+            return
+        try:
+            replies = self.reader.feed(data)
+        except ValueError as exc:
+            self.fail("protocol", f"bad reply to HELLO 3: {exc}")
+            return
+        if not replies:
+            return
+        answer = replies[0]
+        if len(replies) > 1 or self.reader.pushes or answer[:1] != b"%":
+            # a server that cannot speak RESP3 is not failing: it is not counted to eject it
+            line = answer.split(b"\r\n", 1)[0][:100].decode("ascii", "replace")
+            self.fail("" if answer[:1] in b"-!" else "protocol", f"HELLO 3 answered: {line}")
+            return
+        self.transport, self.greeting = self.greeting, None
+        if self.out:
+            self.transport.write(b"".join(self.out))
+            self.out.clear()
+
+    def _drop_pushes(self) -> None:
+        listener = self.listener
+        listener.log.warning(
+            "shard %s sent %d push messages; nothing routes them on a shared connection: dropped",
+            self.member.key,
+            self.reader.pushes,
+            extra={"listener": listener.name, "member": self.member.key},
+        )
+        self.reader.pushes = 0
+
+    def fail(self, kind: str, why: str) -> None:
+        greeting, self.greeting = self.greeting, None
+        if greeting is not None and not self.dead:
+            greeting.abort()
+        super().fail(kind, why)
 
 
 class RedisListener(ShardedListener):
@@ -198,6 +334,14 @@ class RedisListener(ShardedListener):
     ) -> None:
         self.limits = resp.Limits(settings.redis_max_bulk, settings.redis_max_array)
         super().__init__(name, settings, cluster, metrics, log)
+        self.shards3: dict[str, Shard] = {}  # the connections of RESP3 clients
+        self.tables.append(self.shards3)
+        self.clients_made = 0
+
+    def connect(self, member: Member, table: dict[str, Shard]) -> Shard:
+        if table is self.shards3:
+            return Resp3Shard(self, member, table)
+        return super().connect(member, table)
 
     def reply_reader(self) -> resp.ReplyReader:
         return resp.ReplyReader(self.limits)

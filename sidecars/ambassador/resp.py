@@ -180,9 +180,9 @@ class ReplyReader:
         raise ProtocolError(f"unknown reply type {bytes(buf[pos : pos + 1])!r}")
 
 
-def elements(raw: bytes) -> list[bytes]:
-    """The raw elements of a complete array reply (one level)."""
-    reader = ReplyReader(Limits(max_bulk=len(raw), max_array=len(raw), max_inline=len(raw)))
+def elements(raw: bytes, reader_type: type[ReplyReader] = ReplyReader) -> list[bytes]:
+    """The raw elements of a complete array reply (one level), split by `reader_type`."""
+    reader = reader_type(Limits(max_bulk=len(raw), max_array=len(raw), max_inline=len(raw)))
     reader.buf += raw
     end = raw.index(b"\r\n")
     n = int(raw[1:end])

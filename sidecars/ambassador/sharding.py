@@ -76,8 +76,11 @@ class Shard(asyncio.Protocol):
     """The listener's one connection to a member: commands of every client pipelined on it,
     each reply handed to the oldest slot waiting."""
 
-    def __init__(self, listener: ShardedListener, member: Member) -> None:
+    def __init__(
+        self, listener: ShardedListener, member: Member, table: dict[str, Shard] | None = None
+    ) -> None:
         self.listener, self.member = listener, member
+        self.table = listener.shards if table is None else table  # where the listener keeps it
         self.transport: asyncio.Transport | None = None
         self.pending: deque[Slot] = deque()
         self.out: list[bytes] = []
@@ -163,8 +166,8 @@ class Shard(asyncio.Protocol):
             return
         self.dead = True
         listener, member = self.listener, self.member
-        if listener.shards.get(member.key) is self:
-            del listener.shards[member.key]
+        if self.table.get(member.key) is self:
+            del self.table[member.key]
         if self.transport is not None:
             self.transport.abort()
         self.task.cancel()
@@ -302,6 +305,7 @@ class ShardedListener(Listener):
         super().__init__(name, settings, cluster, metrics, log)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.shards: dict[str, Shard] = {}
+        self.tables = [self.shards]  # a mode may keep more (redis: RESP3 connections apart)
         self.dirty: set[Shard] = set()
         self.flushing = False
         self.answered: set[ShardedClient] = set()  # clients with replies come this loop turn
@@ -339,8 +343,9 @@ class ShardedListener(Listener):
     def _members_changed(self, cluster: Cluster) -> None:
         self._rings.clear()
         self._order = None
-        for key in [k for k in self.shards if k not in cluster.members]:
-            self.shards[key].close()
+        for table in self.tables:
+            for key in [k for k in table if k not in cluster.members]:
+                table[key].close()
 
     async def _serve(self) -> asyncio.Server:
         host, port = self.settings.listen
@@ -357,17 +362,19 @@ class ShardedListener(Listener):
         if self._timeouts is not None:
             self._timeouts.cancel()
             await asyncio.gather(self._timeouts, return_exceptions=True)
-        for shard in list(self.shards.values()):
-            shard.close()
+        for table in self.tables:
+            for shard in list(table.values()):
+                shard.close()
         await super().close()
 
     async def _watch_timeouts(self) -> None:
         while True:
             await asyncio.sleep(TIMEOUT_SCAN)
             now, limit = self.loop.time(), self.settings.request_timeout
-            for shard in list(self.shards.values()):
-                if shard.pending and now - shard.progress > limit:
-                    shard.fail("timeout", f"no reply within {limit:g}s")
+            for table in self.tables:
+                for shard in list(table.values()):
+                    if shard.pending and now - shard.progress > limit:
+                        shard.fail("timeout", f"no reply within {limit:g}s")
 
     def _ring(self, members: list[Member]) -> tuple[Continuum, list[Member]]:
         key = tuple(id(m) for m in members)
@@ -379,8 +386,13 @@ class ShardedListener(Listener):
             found = self._rings[key] = (Continuum(servers), members)
         return found
 
-    def route(self, key: bytes) -> Shard | bytes:
-        """The shard for a key, or the error reply when it cannot be served now."""
+    def connect(self, member: Member, table: dict[str, Shard]) -> Shard:
+        """A new connection to `member`, kept in `table`."""
+        return Shard(self, member, table)
+
+    def route(self, key: bytes, table: dict[str, Shard] | None = None) -> Shard | bytes:
+        """The shard for a key (its connection kept in `table`, by default `shards`), or the
+        error reply when it cannot be served now."""
         tag = self.settings.redis_hash_tag
         hashed = key_hash(hash_tagged(key, tag.encode()) if tag else key)
         members = self.cluster.order
@@ -401,7 +413,8 @@ class ShardedListener(Listener):
                 return self.error("ambassador: every shard is down")
             ring, members = self._ring(live)
             member = members[ring.owner(hashed)]
-        shard = self.shards.get(member.key)
+        shards = self.shards if table is None else table
+        shard = shards.get(member.key)
         if shard is None:
-            shard = self.shards[member.key] = Shard(self, member)
+            shard = shards[member.key] = self.connect(member, shards)
         return shard
