@@ -10,11 +10,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-
 from sidecars.runtime import admin
 from sidecars.runtime.admin import Readiness
 from sidecars.runtime.lifecycle import Runtime
+from sidecars.runtime.metrics import Registry
 from sidecars.warloader.service import SIDECAR, Loader
 
 
@@ -44,7 +43,7 @@ class Captured(logging.Handler):
 class Run:
     code: int
     logs: Captured
-    registry: CollectorRegistry
+    registry: Registry
     ready: bool
 
     def errors(self) -> list[str]:
@@ -61,7 +60,7 @@ class Run:
 _counter = 0
 
 
-def build(env: Mapping[str, str]) -> tuple[Loader, Captured, CollectorRegistry, Readiness]:
+def build(env: Mapping[str, str]) -> tuple[Loader, Captured, Registry, Readiness]:
     """A Loader as the runtime would build it, with its own logger and registry."""
     global _counter
     _counter += 1
@@ -71,7 +70,7 @@ def build(env: Mapping[str, str]) -> tuple[Loader, Captured, CollectorRegistry, 
     log.setLevel(logging.DEBUG)
     captured = Captured()
     log.handlers[:] = [captured]
-    registry = CollectorRegistry()
+    registry = Registry()
     readiness = Readiness()
     rt = Runtime("warloader", log, registry, readiness, admin.build_app(readiness, registry))
     return Loader(config, rt), captured, registry, readiness

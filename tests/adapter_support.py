@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
 
+from sidecars.runtime.metrics import Registry
 from tests.helpers import ROOT, free_port, http_get, stop_process, wait_until
 
 # ---- driving the app from tests --------------------------------------------------------------
@@ -91,7 +91,7 @@ async def adapter_in_process(env: Mapping[str, str]) -> AsyncIterator[tuple[str,
         **env,
     }
     config = SIDECAR.load_config([], full)
-    registry = CollectorRegistry()
+    registry = Registry()
     readiness = admin.Readiness()
     rt = Runtime(
         "adapter",

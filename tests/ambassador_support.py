@@ -21,11 +21,11 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
-from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador.discovery import Resolver, system_resolve
 from sidecars.ambassador.service import SIDECAR, Ambassador
 from sidecars.runtime import Runtime, admin
+from sidecars.runtime.metrics import Registry
 from tests.helpers import free_port
 
 
@@ -169,7 +169,7 @@ async def ambassador(
     }
     config = SIDECAR.load_config([], full)
     readiness = admin.Readiness()
-    registry = CollectorRegistry()
+    registry = Registry()
     log = logging.getLogger("sidecars.ambassador.test")
     rt = Runtime("ambassador", log, registry, readiness, admin.build_app(readiness, registry))
     service = Ambassador(config, rt, resolve=resolve)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from sidecars.runtime.metrics import Counter, Family, Histogram, Registry
 
 
-class Tally(Collector):
+class Tally:
     """Request counts kept as plain ints on the hot path (a Counter's inc() takes a lock and
     several calls) and folded into the Counter when the registry is read. Register it before
     the Counter: it yields nothing, it only brings the Counter up to date."""
@@ -26,7 +24,7 @@ class Tally(Collector):
             self.counter.labels(route, code)  # the series shows up at 0 from the start
         return cell
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         for (route, code), cell in self._cells.items():
             if cell[0]:
                 count, cell[0] = cell[0], 0
@@ -37,7 +35,7 @@ class Tally(Collector):
 class AdapterMetrics:
     """Scrapes of the target, their failures by reason, rule outcomes, requests served."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.scrapes = Counter(
             "adapter_scrapes_total",
             "Reads of the target, by result (ok or the reason it failed)",

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from sidecars.adapter.appclient import AppClient
 from sidecars.adapter.fetch import FetchError, fetch
 from sidecars.adapter.metrics import AdapterMetrics
+from sidecars.runtime.metrics import Family, GaugeFamily
 
 ACCEPT = "application/health+json, application/json;q=0.9, */*;q=0.1"
 # The states, one series each (1 for the state it is in, 0 for the others), worst known last.
@@ -129,7 +128,7 @@ class HealthProbe:
         return Probe(True, got.seconds, got.status, *read)
 
 
-class ProbeCollector(Collector):
+class ProbeCollector:
     """Turns the latest Probe into gauges at collect() time (const metrics, no state). A
     state is one series per possible state, 1 for the one it is in (as kube-state-metrics
     does), so that an alert on `{state="failing"} == 1` or `{state="ok"} == 0` misses none."""
@@ -138,14 +137,14 @@ class ProbeCollector(Collector):
         self.prefix = prefix
         self.latest: Probe | None = None
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         probe, p = self.latest, self.prefix
         if probe is None:
             return
         yield _gauge(f"{p}_up", "1 if the health endpoint answered a JSON status", probe.up)
         yield _gauge(f"{p}_response_seconds", "Time the health endpoint took", probe.seconds)
         yield _gauge(f"{p}_http_status", "HTTP status of the health endpoint", probe.http_status)
-        overall = GaugeMetricFamily(
+        overall = GaugeFamily(
             f"{p}_state",
             "Overall health, 1 for the state it is in: ok, degraded, failing, unknown (or unread)",
             labels=["state"],
@@ -153,7 +152,7 @@ class ProbeCollector(Collector):
         for state in STATES:
             overall.add_metric([state], float(state == probe.status))
         yield overall
-        checks = GaugeMetricFamily(
+        checks = GaugeFamily(
             f"{p}_check_state",
             "Health per check, 1 for the state it is in: ok, degraded, failing, unknown",
             labels=["check", "state"],
@@ -164,5 +163,5 @@ class ProbeCollector(Collector):
         yield checks
 
 
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=float(value))
+def _gauge(name: str, doc: str, value: float) -> GaugeFamily:
+    return GaugeFamily(name, doc, value=float(value))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
-
 from sidecars.adapter.forward import Forwarder, ForwardError
 from sidecars.adapter.health import CONTENT_TYPE, Answer
 from sidecars.adapter.metrics import AdapterMetrics
@@ -18,6 +16,7 @@ from sidecars.runtime.http.server import (
     date_line,
     response_head,
 )
+from sidecars.runtime.metrics import Registry
 
 _MAX_WIRES = 16
 
@@ -71,7 +70,7 @@ class MetricsRoute:
         self, flight: SingleFlight[Probe], collector: ProbeCollector, metrics: AdapterMetrics
     ) -> None:
         self.flight, self.collector = flight, collector
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = Registry()
         self.registry.register(collector)
         self.count = metrics.tally.cell("metrics", "200")
         self._probe: Probe | None = None
@@ -86,7 +85,7 @@ class MetricsRoute:
         if wire is None:
             if len(self._wires) >= _MAX_WIRES:  # the headers come from clients: keep it bounded
                 self._wires.clear()
-            body, headers = render(self.registry, *key)
+            body, headers = render(self.registry.collect(), *key)
             wire = self._wires[key] = _Wire(200, headers, body)
         return wire
 

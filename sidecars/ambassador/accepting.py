@@ -10,9 +10,8 @@ import errno
 import logging
 import time
 
-from prometheus_client import Counter
-
 from sidecars.runtime import Backoff
+from sidecars.runtime.metrics import Counter
 
 # errno -> metric label; any other accept error pauses too, as "other"
 REASONS = {

@@ -6,18 +6,18 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
-
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.tls import REASONS
+from sidecars.runtime.metrics import (
+    Counter,
+    CounterFamily,
+    Family,
+    Gauge,
+    GaugeFamily,
+    HistogramFamily,
+    Registry,
+    go_float,
+)
 
 # From 25 us: a member on the same node or network answers in well under a millisecond, and a
 # proxy's own share of latency is measured in tens of microseconds.
@@ -58,18 +58,18 @@ class Latency:
         self.total += seconds
 
 
-class LatencyCollector(Collector):
+class LatencyCollector:
     """Every listener's Latency, under its mode's name (both families always shown)."""
 
     def __init__(self) -> None:
         self.by_listener: dict[tuple[str, str], Latency] = {}  # by (mode, listener name)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         families = {
-            mode: HistogramMetricFamily(name, doc, labels=["listener"])
+            mode: HistogramFamily(name, doc, labels=["listener"])
             for mode, (name, doc) in _FAMILIES.items()
         }
-        bounds = [*map(floatToGoString, _BUCKETS), "+Inf"]
+        bounds = [*map(go_float, _BUCKETS), "+Inf"]
         for (mode, name), latency in self.by_listener.items():
             cumulative, running = [], 0
             for bound, n in zip(bounds, latency.counts, strict=True):
@@ -105,59 +105,59 @@ _LOAD = {
 Clusters = Callable[[], Iterable[tuple[str, Cluster]]]  # (listener mode, its cluster)
 
 
-class MemberCollector(Collector):
+class MemberCollector:
     """Per member state straight from the clusters on each scrape: members that leave simply
     disappear from the output instead of leaving stale series behind."""
 
     def __init__(self, clusters: Clusters) -> None:
         self.clusters = clusters
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         labels = ["listener", "member"]
-        sent = {m: CounterMetricFamily(*_LOAD[m][0], labels=labels) for m in _LOAD}
-        open_ = {m: GaugeMetricFamily(*_LOAD[m][1], labels=labels) for m in _LOAD}
-        errors = CounterMetricFamily(
+        sent = {m: CounterFamily(*_LOAD[m][0], labels=labels) for m in _LOAD}
+        open_ = {m: GaugeFamily(*_LOAD[m][1], labels=labels) for m in _LOAD}
+        errors = CounterFamily(
             "ambassador_upstream_errors",
             "Failures talking to a member, by kind",
             labels=[*labels, "kind"],
         )
-        ejections = CounterMetricFamily(
+        ejections = CounterFamily(
             "ambassador_upstream_ejections", "Passive ejections of a member", labels=labels
         )
-        backoffs = CounterMetricFamily(
+        backoffs = CounterFamily(
             "ambassador_upstream_backoffs",
             "http: 429 or 503 answers whose Retry-After kept a member out",
             labels=labels,
         )
-        at_limit = CounterMetricFamily(
+        at_limit = CounterFamily(
             "ambassador_member_limit_refusals",
             "Connections or requests refused because every member was at its connection limit",
             labels=["listener"],
         )
-        healthy = GaugeMetricFamily(
+        healthy = GaugeFamily(
             "ambassador_upstream_healthy",
             "1 when a member receives traffic (active check up and not ejected)",
             labels=labels,
         )
-        state = GaugeMetricFamily(
+        state = GaugeFamily(
             "ambassador_upstream_state",
             "1 for the state a member is in: up, down (active check failing) or ejected",
             labels=[*labels, "state"],
         )
-        panics = CounterMetricFamily(
+        panics = CounterFamily(
             "ambassador_panic_picks",
             "Picks made with every member down or ejected (all members tried)",
             labels=["listener"],
         )
-        retries = CounterMetricFamily(
+        retries = CounterFamily(
             "ambassador_retries", "Attempts retried on another member", labels=["listener"]
         )
-        tls_failures = CounterMetricFamily(
+        tls_failures = CounterFamily(
             "ambassador_upstream_tls_handshake_failures",
             "TLS handshakes with a member that failed, by reason: " + ", ".join(REASONS),
             labels=[*labels, "reason"],
         )
-        tls_done = CounterMetricFamily(
+        tls_done = CounterFamily(
             "ambassador_upstream_tls_handshakes",
             "TLS handshakes with a member that passed, by whether a session was resumed",
             labels=[*labels, "resumed"],
@@ -191,7 +191,7 @@ class MemberCollector(Collector):
 class Metrics:
     """Every ambassador metric, registered on the sidecar's own registry."""
 
-    def __init__(self, registry: CollectorRegistry, clusters: Clusters) -> None:
+    def __init__(self, registry: Registry, clusters: Clusters) -> None:
         registry.register(MemberCollector(clusters))
         self.latencies = LatencyCollector()
         registry.register(self.latencies)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from sidecars.runtime.metrics import Counter, Family, Gauge, GaugeFamily, Histogram, Registry
 
 LagSource = Callable[[], Iterable[tuple[str, int]]]
 MAX_REASONS = 64  # distinct reason labels an answer from Elasticsearch can make; then "other"
 
 
-class _LagCollector(Collector):
+class _LagCollector:
     """Per file, bytes not yet delivered (size minus checkpoint), read at scrape time."""
 
     def __init__(self, source: LagSource) -> None:
         self.source = source
 
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
+    def collect(self) -> Iterator[Family]:
+        family = GaugeFamily(
             "logshipper_file_lag_bytes",
             "Bytes of a file not yet acknowledged by Elasticsearch (size minus checkpoint)",
             labels=["path"],
@@ -32,7 +30,7 @@ class _LagCollector(Collector):
 class Metrics:
     """Every metric the logshipper exports."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         r = registry
         self._reasons: set[str] = set()
         self.lines_read = Counter("logshipper_lines_read", "Lines read from files", registry=r)
@@ -116,5 +114,5 @@ class Metrics:
         self._reasons.add(value)
         return value
 
-    def lag_source(self, registry: CollectorRegistry, source: LagSource) -> None:
+    def lag_source(self, registry: Registry, source: LagSource) -> None:
         registry.register(_LagCollector(source))

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry
 
 from sidecars.runtime.exposition import render
 from sidecars.runtime.http.server import Request, Route, Server, Writer, date_line, response_head
+from sidecars.runtime.metrics import Registry
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -61,11 +61,11 @@ class _Page:
 class _MetricsPage:
     """The registry in the format and encoding the scraper asks for, rendered per request."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
     def _page(self, request: Request) -> tuple[bytes, list[tuple[str, str]]]:
-        body, headers = render(self.registry, request.accept, request.accept_encoding)
+        body, headers = render(self.registry.collect(), request.accept, request.accept_encoding)
         return body, [*headers, ("Cache-Control", "no-store")]
 
     def immediate(self, request: Request) -> bytes | None:
@@ -91,7 +91,7 @@ class AdminApp:
 
 def build_app(
     readiness: Readiness,
-    registry: CollectorRegistry,
+    registry: Registry,
     stalled: Callable[[], str | None] = lambda: None,
 ) -> AdminApp:
     """/healthz is 503 naming the loop while `stalled()` gives a reason, /readyz follows

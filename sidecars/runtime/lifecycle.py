@@ -11,16 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
-from prometheus_client import (
-    CollectorRegistry,
-    Gauge,
-    ProcessCollector,
-    disable_created_metrics,
-    enable_created_metrics,
-)
-
 from sidecars import __version__
 from sidecars.runtime import admin, checks, logs, tasks
+from sidecars.runtime.metrics import Gauge, ProcessCollector, Registry
 from sidecars.runtime.settings import (
     EXIT_CONFIG,
     ConfigError,
@@ -84,7 +77,7 @@ class Runtime:
 
     name: str
     log: logging.Logger
-    registry: CollectorRegistry
+    registry: Registry
     readiness: admin.Readiness
     admin_app: admin.AdminApp
 
@@ -176,13 +169,8 @@ def _run_loop(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) 
 
 
 async def _serve(sidecar: Sidecar[Any], config: CommonConfig, log: logging.Logger) -> int:
-    # prometheus_client keeps this switch per process, and a process is one sidecar
-    if config.metrics_created:
-        enable_created_metrics()  # type: ignore[no-untyped-call]
-    else:
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
+    registry = Registry(created=config.metrics_created)
+    registry.register(ProcessCollector())
     info = Gauge(
         f"{sidecar.name}_build_info", "Version of this sidecar", ["version"], registry=registry
     )

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
+from sidecars.runtime.metrics import Counter, Gauge, Histogram, Registry
 from sidecars.warloader.copier import Progress
 
 OUTCOMES = (
@@ -25,7 +24,7 @@ OUTCOMES = (
 class Metrics:
     """Every warloader metric, on the sidecar's own registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.artifacts = Counter(
             "warloader_artifacts_total",
             "Sources processed, by outcome (installed, unchanged, or the failure kind)",

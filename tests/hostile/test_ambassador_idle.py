@@ -9,13 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from sidecars.ambassador.cluster import Cluster, RetryBudget
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import EjectPolicy
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.service import SIDECAR
+from sidecars.runtime.metrics import Registry
 from tests.ambassador_support import ambassador, wait_for
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ async def test_at_the_limit_the_oldest_idle_connection_makes_room(mode: str) -> 
             assert loop.time() < deadline, "a new client was never let in"
             await asyncio.sleep(0.1)
         rejected = amb.service.metrics.rejected.labels("default", "idle_evicted")
-        assert rejected._value.get() == 1
+        assert rejected.value == 1
         assert await closed_by_ambassador(held[0]), "the oldest idle connection was not cut"
         assert await exchange(held[1], mode), "a younger idle connection was cut"
         assert await exchange(held[2], mode), "the youngest idle connection was cut"
@@ -137,7 +137,7 @@ async def test_busy_connections_are_not_cut_for_a_newcomer() -> None:
             await asyncio.sleep(0.2)
         stop.set()
         assert all(await asyncio.gather(*chatting))
-        assert refused._value.get() >= 5
+        assert refused.value >= 5
         for _, writer in held:
             writer.close()
 
@@ -210,7 +210,7 @@ class _Conn:
 def _listener(limit: int) -> Listener:
     config = SIDECAR.load_config([], {"AMBASSADOR_MAX_CONNECTIONS": str(limit)})
     cluster = Cluster("t", "round_robin", EjectPolicy(), RetryBudget(0.2))
-    metrics = Metrics(CollectorRegistry(), lambda: [])
+    metrics = Metrics(Registry(), lambda: [])
     return Listener("t", config, cluster, metrics, logging.getLogger("test"))
 
 

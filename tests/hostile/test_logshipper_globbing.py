@@ -100,13 +100,12 @@ def test_events_for_files_beyond_max_files_do_not_ask_for_a_rescan_each(tmp_path
     a walk of the whole volume."""
     import logging
 
-    from prometheus_client import CollectorRegistry
-
     from sidecars.logshipper.batching import Budget, Pipeline
     from sidecars.logshipper.documents import DocumentBuilder
     from sidecars.logshipper.files import Reader
     from sidecars.logshipper.metrics import Metrics
     from sidecars.logshipper.tailer import Tailer
+    from sidecars.runtime.metrics import Registry
 
     for i in range(3):
         (tmp_path / f"f{i}.log").write_text("x\n")
@@ -116,7 +115,7 @@ def test_events_for_files_beyond_max_files_do_not_ask_for_a_rescan_each(tmp_path
         [f"{tmp_path}/*.log"],
         [],
         reader,
-        Metrics(CollectorRegistry()),
+        Metrics(Registry()),
         logging.getLogger("test"),
         max_line=1024,
         max_open=4,

@@ -151,7 +151,7 @@ async def test_no_member_reachable_closes_the_client() -> None:
             assert exc.errno == errno.ENOTCONN
         listener = amb.service.running["default"].listener
         await wait_for(lambda: not listener.conns, 5, "client released")
-        assert listener.metrics.rejected.labels("default", "no_member")._value.get() == 1
+        assert listener.metrics.rejected.labels("default", "no_member").value == 1
 
 
 async def test_max_connections_refuses_extra_clients(

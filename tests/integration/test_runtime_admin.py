@@ -8,9 +8,9 @@ import sys
 import textwrap
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
 
 from sidecars.runtime import admin
+from sidecars.runtime.metrics import Counter, Registry
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def get(path: str, method: str = "GET") -> bytes:
 
 
 async def test_admin_routes_readiness_metrics_and_own_routes() -> None:
-    registry = CollectorRegistry()
+    registry = Registry()
     Counter("demo_things_total", "things", registry=registry).inc(3)
     readiness = admin.Readiness()
     app = admin.build_app(readiness, registry)
@@ -64,7 +64,7 @@ async def test_admin_routes_readiness_metrics_and_own_routes() -> None:
 
 
 async def test_admin_address_in_use_raises_for_a_clear_error() -> None:
-    app = admin.build_app(admin.Readiness(), CollectorRegistry())
+    app = admin.build_app(admin.Readiness(), Registry())
     port = free_port()
     first = await admin.start(app, "127.0.0.1", port)
     try:

@@ -7,24 +7,25 @@ from __future__ import annotations
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecars.ambassador.cluster import Cluster, RetryBudget
 from sidecars.ambassador.members import EjectPolicy
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.spec import Address
+from sidecars.runtime import exposition
+from sidecars.runtime.metrics import Registry
 
 pytestmark = pytest.mark.unit
 
 
 def test_latency_histogram_is_cumulative_per_listener() -> None:
-    registry = CollectorRegistry()
+    registry = Registry()
     metrics = Metrics(registry, lambda: [])
     latency = metrics.latency("api", "http")
     for seconds in (0.00004, 0.0004, 0.001, 0.02, 100.0):
         latency.observe(seconds)
     assert metrics.latency("api", "http") is latency  # one histogram per listener name
-    text = generate_latest(registry).decode()
+    text = exposition.text(registry.collect()).decode()
     name = "ambassador_upstream_request_seconds"
     assert f'{name}_bucket{{le="2.5e-05",listener="api"}} 0.0' in text
     assert f'{name}_bucket{{le="5e-05",listener="api"}} 1.0' in text
@@ -38,10 +39,10 @@ def test_latency_histogram_is_cumulative_per_listener() -> None:
 
 
 def test_tcp_listeners_time_connects_under_their_own_name() -> None:
-    registry = CollectorRegistry()
+    registry = Registry()
     metrics = Metrics(registry, lambda: [])
     metrics.latency("redis", "tcp").observe(0.00007)
-    text = generate_latest(registry).decode()
+    text = exposition.text(registry.collect()).decode()
     assert 'ambassador_upstream_connect_seconds_bucket{le="0.0001",listener="redis"} 1.0' in text
     assert 'ambassador_upstream_request_seconds_count{listener="redis"}' not in text
     assert "# TYPE ambassador_upstream_request_seconds histogram" in text  # shown, empty
@@ -55,7 +56,7 @@ def test_member_state_is_one_series_per_state() -> None:
     up, down, ejected = cluster.members.values()
     down.healthy = False
     ejected.ejected_until = time.monotonic() + 60
-    registry = CollectorRegistry()
+    registry = Registry()
     Metrics(registry, lambda: [("tcp", cluster)])
     page = {
         (s.labels["member"], s.labels["state"]): s.value

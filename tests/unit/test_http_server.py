@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 from sidecars.adapter.metrics import AdapterMetrics
+from sidecars.runtime import exposition
 from sidecars.runtime.http import server
+from sidecars.runtime.metrics import Registry
 
 pytestmark = pytest.mark.unit
 
@@ -39,12 +40,16 @@ def test_the_cache_stays_bounded() -> None:
     assert server.parse_head(long).path == "/x" and long not in server._parsed
 
 
+def page(registry: Registry) -> bytes:
+    return exposition.text(registry.collect())
+
+
 def test_tallied_requests_are_in_the_counter_when_scraped() -> None:
-    registry = CollectorRegistry()
+    registry = Registry()
     metrics = AdapterMetrics(registry)
     cell = metrics.tally.cell("forward", "200")
-    assert b'adapter_requests_total{code="200",route="forward"} 0.0' in generate_latest(registry)
+    assert b'adapter_requests_total{code="200",route="forward"} 0.0' in page(registry)
     cell[0] += 3
-    assert b'adapter_requests_total{code="200",route="forward"} 3.0' in generate_latest(registry)
+    assert b'adapter_requests_total{code="200",route="forward"} 3.0' in page(registry)
     cell[0] += 1
-    assert b'adapter_requests_total{code="200",route="forward"} 4.0' in generate_latest(registry)
+    assert b'adapter_requests_total{code="200",route="forward"} 4.0' in page(registry)

@@ -1,6 +1,7 @@
 """The trial's demo programs, one per role: `logs` (an app writing a log file), `metrics` (an app
 with a Prometheus /metrics page whose error rate can be switched), `poller` (a monitoring system
-that only understands /health). Standard library + aiohttp + prometheus-client only."""
+that only understands /health). Standard library, aiohttp and the sidecars' own metrics
+modules only (the demo runs in the logshipper image)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,9 @@ import urllib.request
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+
+from sidecars.runtime.exposition import TEXT_1_0_0, text
+from sidecars.runtime.metrics import Counter, Gauge, Registry
 
 log = logging.getLogger("demo")
 
@@ -43,7 +40,7 @@ def write_logs(path: Path, lines: int, rate: float) -> None:
 
 def metrics_app() -> web.Application:
     """/metrics with request and error counters; POST /errors?ratio=R sets the error share."""
-    registry = CollectorRegistry()
+    registry = Registry()
     requests = Counter("http_requests", "Requests served", registry=registry)
     errors = Counter("http_requests_errors", "Requests that failed", registry=registry)
     depth = Gauge("work_queue_depth", "Jobs waiting", registry=registry)
@@ -58,9 +55,7 @@ def metrics_app() -> web.Application:
             await asyncio.sleep(0.5)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=text(registry.collect()), headers={"Content-Type": TEXT_1_0_0})
 
     async def set_errors(request: web.Request) -> web.Response:
         state["ratio"] = float(request.query.get("ratio", "0"))
