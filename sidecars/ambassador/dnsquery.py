@@ -1,16 +1,18 @@
 """DNS queries made by the ambassador itself (SRV records, and A/AAAA when a nameserver is set):
-dnspython's asyncio resolver, bounded in time by its lifetime and in count by the caller."""
+dnspython's asyncio resolver, bounded in time by its lifetime and in count by the caller.
+dnspython is imported by the first resolver made: a listener that never queries DNS itself
+(static members, names left to the system resolver) does not carry its 3.5 MiB of memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from sidecars.runtime.settings import host_port
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.exception
 
 _TYPES = {"any": ("A", "AAAA"), "ipv4": ("A",), "ipv6": ("AAAA",)}
 
@@ -25,6 +27,8 @@ class SrvRecord:
 
 def make_resolver(server: str, timeout: float) -> dns.asyncresolver.Resolver:
     """The system's resolver configuration, or only `server` (ip:port) when one is given."""
+    import dns.asyncresolver
+
     if not server:
         resolver = dns.asyncresolver.Resolver()
     else:
@@ -40,6 +44,9 @@ def make_resolver(server: str, timeout: float) -> dns.asyncresolver.Resolver:
 
 async def srv_records(resolver: dns.asyncresolver.Resolver, name: str) -> list[SrvRecord]:
     """The SRV records of `name`; OSError naming the failure (NXDOMAIN, no answer, timeout)."""
+    import dns.exception
+    import dns.rdatatype
+
     try:
         answer = await resolver.resolve(name, "SRV", search=True)
     except dns.exception.DNSException as exc:
@@ -53,6 +60,9 @@ async def srv_records(resolver: dns.asyncresolver.Resolver, name: str) -> list[S
 
 async def addresses(resolver: dns.asyncresolver.Resolver, name: str, family: str) -> list[str]:
     """The A and/or AAAA addresses of `name` (sorted, deduplicated); OSError when none."""
+    import dns.exception
+    import dns.resolver
+
     found: set[str] = set()
     why = "no addresses"
     for rdtype in _TYPES[family]:
@@ -70,6 +80,9 @@ async def addresses(resolver: dns.asyncresolver.Resolver, name: str, family: str
 
 
 def _why(exc: dns.exception.DNSException) -> str:
+    import dns.exception
+    import dns.resolver
+
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return "no such name (NXDOMAIN)"
     if isinstance(exc, dns.resolver.NoAnswer):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from email.utils import parsedate_to_datetime
 
 MAX_BACKOFF = 60.0  # a member cannot keep itself out longer than this per answer
 
@@ -17,6 +16,8 @@ def delay(value: bytes | None, now: float | None = None) -> float | None:
     if text.isascii() and text.isdigit():
         seconds = float(int(text[:6]))
     else:
+        from email.utils import parsedate_to_datetime  # rare: the email package on demand
+
         try:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
@@ -96,12 +95,26 @@ def _parse_head(raw: bytes) -> tuple[str, str, str, str, bool, bool, bool]:
 _date: tuple[int, bytes] = (0, b"")
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: int) -> str:
+    """An IMF-fixdate (RFC 9110 5.6.7), as email.utils.formatdate(usegmt=True) writes it
+    (without importing the email package: 0.5 MiB of memory for this one line)."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
 def date_line() -> bytes:
     """`Date: ...\\r\\n`, formatted once per second."""
     global _date
     now = int(time.time())
     if _date[0] != now:
-        _date = (now, f"Date: {formatdate(now, usegmt=True)}\r\n".encode())
+        _date = (now, f"Date: {http_date(now)}\r\n".encode())
     return _date[1]
 
 
