@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import hashlib
 import random
 from collections.abc import Sequence
 
@@ -15,6 +14,8 @@ RAMP_FLOOR = 0.1  # share of its weight a member gets as its slow start begins (
 
 
 def _hash(data: bytes) -> int:
+    import hashlib  # here: a listener that never hashes is spared its 0.7 MiB of memory
+
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 

@@ -5,7 +5,6 @@ pick for the same servers (`host:port`, or `host` alone for port 11211), weights
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import struct
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ def server_name(host: str, port: int) -> str:
 
 def key_hash(key: bytes) -> int:
     """twemproxy's `hash: md5`: the digest's first four bytes, little-endian."""
+    import hashlib  # here, as for the balancer's ring: only listeners that hash load it
+
     return int(_U32.unpack_from(hashlib.md5(key).digest())[0])
 
 
@@ -48,6 +49,8 @@ class Continuum:
     """The ring of points of some servers, each (name, weight); `owner` gives an index."""
 
     def __init__(self, servers: Sequence[tuple[str, int]]) -> None:
+        import hashlib
+
         total = sum(weight for _, weight in servers)
         points: list[tuple[int, int]] = []
         for index, (name, weight) in enumerate(servers):

@@ -11,7 +11,8 @@ from sidecars import __version__
 from sidecars.inject.catalog import DEFAULT_REGISTRY, SIDECARS
 from sidecars.inject.errors import InjectError
 from sidecars.inject.request import Flags, parse_add, parse_set
-from sidecars.runtime.settings import EXIT_CONFIG, _OneLineParser
+from sidecars.runtime.flags import OneLineParser
+from sidecars.runtime.settings import EXIT_CONFIG
 
 MAX_INPUT = 32 * 1024 * 1024
 NATIVE_SINCE = (1, 29)  # native sidecars: init containers with restartPolicy: Always
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The `sidecars` console script: `sidecars inject ...`."""
-    parser = _OneLineParser(prog="sidecars", description="Tools for the sidecar images.")
+    parser = OneLineParser(prog="sidecars", description="Tools for the sidecar images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     inject = sub.add_parser(
         "inject",
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def inject_main(argv: Sequence[str] | None = None) -> None:
     """`python -m sidecars.inject ...`: the same as `sidecars inject ...`."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="sidecars inject",
         description=SUMMARY,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import argparse
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -175,18 +176,15 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports misuse in one line, without the multi-line usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message} (see --help)\n")
-        raise SystemExit(EXIT_CONFIG)
-
-
 def build_parser(
     cls: type[Any], prog: str, prefix: str, summary: str, defaults: Mapping[str, str]
 ) -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    """The flags (argparse is imported for a command line only)."""
+    import argparse
+
+    from sidecars.runtime.flags import OneLineParser
+
+    parser = OneLineParser(
         prog=prog,
         description=summary
         + "\n\nEvery setting is a flag and an environment variable; the flag wins.",
@@ -218,8 +216,9 @@ def load(
 ) -> C:
     """Build `cls` from flags (winning) and env; every bad value is reported, then ConfigError."""
     defaults = defaults or {}
-    parser = build_parser(cls, prefix.lower(), prefix, "", defaults)
-    flags = vars(parser.parse_args(list(argv)))
+    flags: dict[str, Any] = {}
+    if argv:  # the images take their settings from the environment
+        flags = vars(build_parser(cls, prefix.lower(), prefix, "", defaults).parse_args(list(argv)))
     values: dict[str, Any] = {}
     problems: list[str] = []
     for name, spec in specs(cls):
