@@ -1,10 +1,14 @@
 """memcached's text protocol, bounded: commands from clients (a line, and a data block for the
-storage commands) and the span of each reply from a shard. A key, a line and a data block are
-checked against their limits before anything is buffered for them."""
+storage commands and `ms`) and the span of each reply from a shard. A key, a line and a data
+block are checked against their limits before anything is buffered for them. Meta commands in
+quiet mode (flag `q`) are sent followed by `mn`: the shard's answers up to its `MN` are the
+reply, empty when the shard kept quiet."""
 
 from __future__ import annotations
 
+import binascii
 import re
+from collections import deque
 from typing import NamedTuple
 
 from sidecars.ambassador.framing import Framing
@@ -18,6 +22,7 @@ RETRIEVAL = frozenset((b"get", b"gets"))
 # the other keyed commands: the arguments after the key (without noreply)
 _KEYED = {b"delete": 0, b"incr": 1, b"decr": 1, b"touch": 1}
 META = frozenset(b"mg ms md ma mn me".split())
+NOOP = b"mn\r\n"
 _CONTROL = re.compile(rb"[\x00-\x20\x7f]")
 
 
@@ -27,11 +32,14 @@ class ProtocolError(ValueError):
 
 class Command(NamedTuple):
     """A client's command: its words (noreply taken off), its data block with the CRLF after
-    it (storage commands), and whether it asked for no reply."""
+    it (storage commands), and whether it asked for no reply; for a meta command, the key it
+    is placed by (base64 decoded) and whether it is quiet."""
 
     words: list[bytes]
     data: bytes
     noreply: bool
+    key: bytes = b""
+    quiet: bool = False
 
     def wire(self) -> bytes:
         return b" ".join(self.words) + b"\r\n" + self.data
@@ -42,6 +50,16 @@ def _check_key(key: bytes) -> None:
         raise ProtocolError(f"key longer than {MAX_KEY} bytes")
     if _CONTROL.search(key):
         raise ProtocolError("control character in a key")
+
+
+def _base64_key(key: bytes) -> bytes:
+    try:
+        decoded = binascii.a2b_base64(key, strict_mode=True)
+    except binascii.Error:
+        raise ProtocolError("key is not base64") from None
+    if not decoded or len(decoded) > MAX_KEY:
+        raise ProtocolError(f"decoded key empty or longer than {MAX_KEY} bytes")
+    return decoded
 
 
 def _number(raw: bytes, what: str, limit: int, signed: bool = False) -> int:
@@ -84,7 +102,7 @@ class CommandReader(Framing[Command]):
         arity = _KEYED.get(name)
         if arity is None:
             if name in META:
-                raise ProtocolError("meta commands are not supported")
+                return self._meta(words, end + 1)
             return Command(words, b"", False), end + 1  # answered by the listener
         noreply = len(words) == arity + 3 and words[-1] == b"noreply"
         if noreply:
@@ -109,33 +127,67 @@ class CommandReader(Framing[Command]):
         _check_key(words[1])
         _number(words[2], "flags", (1 << 32) - 1)
         _number(words[3], "exptime", 1 << 62, signed=True)
-        size = _number(words[4], "data block size", 1 << 62)
-        if size > self.max_value:
-            raise ProtocolError(f"data block of {size} bytes is over the limit of {self.max_value}")
+        size = self._size(words[4])
         if name == b"cas":
             _number(words[5], "cas unique", (1 << 64) - 1)
         stop = start + size + 2
+        data = self._block(start, stop)
+        return None if data is None else (Command(words, data, noreply), stop)
+
+    def _size(self, raw: bytes) -> int:
+        size = _number(raw, "data block size", 1 << 62)
+        if size > self.max_value:
+            raise ProtocolError(f"data block of {size} bytes is over the limit of {self.max_value}")
+        return size
+
+    def _block(self, start: int, stop: int) -> bytes | None:
+        """The data block and its CRLF in buf[start:stop], None until all here."""
         if len(self.buf) < stop:
             return None
         if self.buf[stop - 2 : stop] != b"\r\n":
             raise ProtocolError("bad data chunk")
-        return Command(words, bytes(self.buf[start:stop]), noreply), stop
+        return bytes(self.buf[start:stop])
+
+    def _meta(self, words: list[bytes], start: int) -> tuple[Command, int] | None:
+        """mg, md, ma, me <key> <flags>*; ms <key> <datalen> <flags>* and its data block; mn.
+        Flags are left for the shard to judge but for b (base64 key) and q (quiet)."""
+        name = words[0]
+        if name == b"mn":
+            return Command(words[:1], b"", False), start
+        if len(words) < 2:
+            raise ProtocolError(f"{name.decode()} without a key")
+        flags = words[3:] if name == b"ms" else words[2:]
+        key = _base64_key(words[1]) if b"b" in flags else words[1]
+        _check_key(key)
+        quiet = b"q" in flags
+        if name != b"ms":
+            return Command(words, b"", False, key, quiet), start
+        if len(words) < 3:
+            raise ProtocolError("bad command line format of ms")
+        stop = start + self._size(words[2]) + 2
+        data = self._block(start, stop)
+        return None if data is None else (Command(words, data, False, key, quiet), stop)
 
 
 class ReplyReader:
-    """Splits a shard's byte stream into the raw bytes of each complete reply: one line, or
-    VALUE entries with their data blocks up to the line that is not one (END)."""
+    """Splits a shard's byte stream into the raw bytes of each complete reply: one line, a
+    meta VA line with its data block, or VALUE entries with their data blocks up to the line
+    that is not one (END). The reply of a quiet meta command is what comes before the `MN`
+    sent after it (nothing, or one reply)."""
 
-    __slots__ = ("buf", "max_value", "at", "values")
+    __slots__ = ("buf", "max_value", "at", "values", "emitted", "quiet", "held")
 
     def __init__(self, max_value: int) -> None:
         self.buf = bytearray()
         self.max_value = max_value
         self.at = 0  # where the scan of the reply at the head of buf goes on
         self.values = 0  # VALUE entries of that reply so far
+        self.emitted = 0  # replies returned so far
+        self.quiet: deque[int] = deque()  # the places of quiet commands' replies, in order
+        self.held = b""  # the answer of the quiet command at the head, before its MN
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf
+        buf, quiet = self.buf, self.quiet
         buf += data
         out: list[bytes] = []
         start = 0
@@ -160,13 +212,39 @@ class ReplyReader:
                     raise ProtocolError(f"more than {MAX_VALUES} values in a reply")
                 self.at = stop
                 continue
-            out.append(bytes(buf[start : end + 2]))
+            if buf.startswith(b"VA ", self.at):
+                words = _words(bytes(buf[self.at : end]))
+                if len(words) < 2:
+                    raise ProtocolError("bad VA line")
+                size = _number(words[1], "value size", self.max_value)
+                if len(buf) < end + 2 + size + 2:
+                    break
+                end += 2 + size
+                if buf[end : end + 2] != b"\r\n":
+                    raise ProtocolError("value not followed by CRLF")
+            reply = bytes(buf[start : end + 2])
             start = self.at = end + 2
             self.values = 0
+            if quiet and self.emitted + len(out) == quiet[0]:
+                if reply == b"MN\r\n":
+                    out.append(self.held)
+                    self.held = b""
+                    quiet.popleft()
+                elif self.held:
+                    raise ProtocolError("more than one answer to a quiet meta command")
+                else:
+                    self.held = reply
+                continue
+            out.append(reply)
         if start:
             del buf[:start]
             self.at -= start
+        self.emitted += len(out)
         return out
+
+    def expect_quiet(self, owed: int) -> None:
+        """The next command sent is quiet and followed by `mn`; `owed` replies come first."""
+        self.quiet.append(self.emitted + owed)
 
 
 def entries(raw: bytes) -> list[tuple[bytes, bytes]]:

@@ -1,10 +1,12 @@
 """memcached mode: the app talks to one memcached (text protocol); each command goes to the
 shard owning its key, placed as twemproxy places it. A get of keys on several shards is split
-and merged in the order asked; the rest is redis mode's machinery (sharding.py)."""
+and merged in the order asked; meta commands go to their key's shard (`mn` is answered here,
+after the answers before it); the rest is redis mode's machinery (sharding.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from sidecars.ambassador import mctext
 from sidecars.ambassador.sharding import Gather, Part, Shard, ShardedClient, ShardedListener, Slot
@@ -83,7 +85,9 @@ class MemcachedClient(ShardedClient):
                 self.queue.append(slot)
             self.send(target, command.wire(), slot)  # noreply: the shard's answer is dropped
             return
-        if name == b"version":
+        if name in mctext.META:
+            self._meta(command)
+        elif name == b"version":
             self.queue.append(Slot(self, b"VERSION ambassador\r\n"))
         elif name == b"quit":
             self.closing = True
@@ -95,6 +99,23 @@ class MemcachedClient(ShardedClient):
             )
         else:
             self.queue.append(Slot(self, b"ERROR\r\n"))
+
+    def _meta(self, command: mctext.Command) -> None:
+        if command.words[0] == b"mn":
+            self.queue.append(Slot(self, b"MN\r\n"))
+            return
+        target = self.listener.route(command.key)
+        if isinstance(target, bytes):
+            self.queue.append(Slot(self, target))
+            return
+        slot = Slot(self)
+        self.queue.append(slot)
+        if not command.quiet:
+            self.send(target, command.wire(), slot)
+            return
+        # a quiet command's answer may be none: the mn after it marks where it ends
+        cast(mctext.ReplyReader, target.reader).expect_quiet(len(target.pending))
+        self.send(target, command.wire() + mctext.NOOP, slot)
 
     def _get(self, name: bytes, keys: list[bytes]) -> None:
         listener = self.listener

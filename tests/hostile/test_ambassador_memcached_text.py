@@ -6,6 +6,7 @@ shard sending garbage fails only the commands waiting on it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -56,7 +57,15 @@ async def memcached_mode() -> AsyncIterator[int]:
         (b"incr k -1\r\n", b"invalid delta"),
         (b"touch k\r\n", b"bad command line format of touch"),
         (b"get\r\n", b"get without a key"),
-        (b"ms k 2\r\nxx\r\n", b"meta commands are not supported"),
+        (b"ms k 2000000 T0\r\n" + b"x" * 1000, b"data block of 2000000 bytes is over the limit"),
+        (b"ms k x\r\nxx\r\n", b"invalid data block size"),
+        (b"ms k\r\n", b"bad command line format of ms"),
+        (b"ms k 2 q\r\nxyz\r\n", b"bad data chunk"),
+        (b"mg\r\n", b"mg without a key"),
+        (b"md " + b"k" * 251 + b" q\r\n", b"key longer than 250 bytes"),
+        (b"ma a\x01b\r\n", b"control character in a key"),
+        (b"mg !!!! b v\r\n", b"key is not base64"),
+        (b"mg " + base64.b64encode(b"k" * 251) + b" b v\r\n", b"decoded key empty or longer"),
         (b"g" * 70000, b"command line longer than 65536 bytes"),
     ],
 )
@@ -109,6 +118,8 @@ async def test_split_input_byte_by_byte_is_one_command() -> None:
         b"VALUE k\r\n",
         b"x" * 70000,
         b"STORED\r\nSTORED\r\n",
+        b"VA 99999999999\r\n",
+        b"VA 2\r\nxyz\r\n",
     ],
 )
 async def test_a_shard_sending_garbage_fails_its_commands_with_an_error(answer: bytes) -> None:
@@ -121,3 +132,23 @@ async def test_a_shard_sending_garbage_fails_its_commands_with_an_error(answer: 
     else:
         assert line.startswith(b"SERVER_ERROR ambassador: shard 127.0.0.1:"), line
     assert probe == b"VERSION ambassador\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "line", "then"),
+    [
+        (b"MN\r\n", b"MN\r\n", b"MN\r\n"),  # kept quiet: nothing, then mn's own MN
+        (b"VA 1\r\nx\r\nMN\r\n", b"VA 1\r\n", b"x\r\n"),
+        (b"HD\r\nHD\r\nMN\r\n", b"SERVER_ERROR ambassador: shard 127.0.0.1:", b"MN\r\n"),
+    ],
+)
+async def test_a_quiet_meta_command_is_answered_by_what_comes_before_its_mn(
+    answer: bytes, line: bytes, then: bytes
+) -> None:
+    """A quiet meta command is sent with an mn after it: nothing or one answer before the
+    shard's MN is its reply, the client's own mn answered after it; two answers are broken
+    text that fails the shard's commands."""
+    env = {"AMBASSADOR_MODE": "memcached", **LIMIT}
+    got, more = await through_garbage_shard(answer, env, b"mg k v q\r\nmn\r\n", b"mn\r\n")
+    assert got.startswith(line), got
+    assert more == then
