@@ -1,8 +1,8 @@
 """What a client's own connection holds in redis mode, answered by the ambassador itself since
 shard connections are shared: the protocol (`HELLO 2` or `HELLO 3`), the client's name and id
-(`HELLO ... SETNAME`, `CLIENT SETNAME/GETNAME/ID`), and `AUTH`, answered as a Redis whose
-default user has no password answers it (the ambassador asks none; members get no client's
-credentials). Error texts are Redis 7's."""
+(`HELLO ... SETNAME`, `CLIENT SETNAME/GETNAME/ID`; `CLIENT SETINFO` is taken and forgotten),
+and `AUTH`, answered as a Redis whose default user has no password answers it (the ambassador
+asks none; members get no client's credentials). Error texts are Redis 7's."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Connection:
         return resp.error("ERR syntax error")
 
     def client(self, args: list[bytes]) -> bytes:
-        """CLIENT SETNAME/GETNAME/ID; the rest holds a server's state or sends push messages
+        """CLIENT SETNAME/GETNAME/ID/SETINFO; the rest holds a server's state or sends push messages
         and is refused by name."""
         if len(args) < 2:
             return resp.error("ERR wrong number of arguments for 'client' command")
@@ -99,6 +99,8 @@ class Connection:
             return b"$%d\r\n%s\r\n" % (len(self.name), self.name)
         if sub == b"ID" and len(args) == 2:
             return b":%d\r\n" % self.id
+        if sub == b"SETINFO" and len(args) == 4 and args[2].upper() in (b"LIB-NAME", b"LIB-VER"):
+            return b"+OK\r\n"  # a client library saying what it is: nothing to keep
         if sub in (b"SETNAME", b"GETNAME", b"ID"):
             return resp.error(f"ERR wrong number of arguments for 'client|{sub.lower().decode()}'")
         shown = sub[:32].decode("latin-1")

@@ -147,5 +147,6 @@ def test_auth_and_names_as_a_redis_without_password() -> None:
     assert conn.client([b"CLIENT", b"SETNAME", b""]) == b"+OK\r\n"
     assert conn.client([b"CLIENT", b"GETNAME"]) == b"_\r\n"  # RESP3 null
     assert conn.client([b"CLIENT", b"ID"]) == b":3\r\n"
+    assert conn.client([b"CLIENT", b"SETINFO", b"lib-name", b"redis-py"]) == b"+OK\r\n"
     assert b"push messages" in conn.client([b"CLIENT", b"TRACKING", b"on"])
     assert b"CLIENT KILL" in conn.client([b"CLIENT", b"KILL", b"x"])
