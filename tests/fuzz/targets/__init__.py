@@ -31,6 +31,8 @@ TARGETS = (
     "admin_request_head",
     "chunked_body",
     "inject_yaml",
+    "resp_stream",
+    "memcached_text",
 )
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
