@@ -132,33 +132,25 @@ class RedisClient(ShardedClient):
 
     def dispatch(self, args: list[bytes], raw: bytes) -> None:
         name = args[0].upper()
-        listener = self.listener
         if name in _KEYED:
             if len(args) < 2:
                 self.queue.append(Slot(self, wrong_arity(name)))
                 return
-            target = listener.route(args[1], self.table)
-            if isinstance(target, bytes):
-                self.queue.append(Slot(self, target))
-                return
-            slot = Slot(self)
-            self.queue.append(slot)
-            self.send(target, raw or resp.command(*args), slot)
-            return
-        merge = _SPLIT.get(name)
-        if merge is not None or name == b"MSET":
-            self._split(name, args)
-            return
-        if name in _SCRIPTS:
+            target = self.listener.route(args[1], self.table)
+        elif name in _SCRIPTS:
             target = self._script_shard(name, args)
-            if isinstance(target, bytes):
-                self.queue.append(Slot(self, target))
-                return
-            slot = Slot(self)
-            self.queue.append(slot)
-            self.send(target, raw or resp.command(*args), slot)
+        else:
+            if name in _SPLIT or name == b"MSET":
+                self._split(name, args)
+            else:
+                self.queue.append(Slot(self, self._local(name, args)))
             return
-        self.queue.append(Slot(self, self._local(name, args)))
+        if isinstance(target, bytes):
+            self.queue.append(Slot(self, target))
+            return
+        slot = Slot(self)
+        self.queue.append(slot)
+        self.send(target, raw or resp.command(*args), slot)
 
     def _script_shard(self, name: bytes, args: list[bytes]) -> Shard | bytes:
         """The one shard holding every key a script or function declares, or the error."""

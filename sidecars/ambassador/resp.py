@@ -169,15 +169,19 @@ class ReplyReader:
             if depth >= MAX_DEPTH:
                 raise ProtocolError(f"reply nested deeper than {MAX_DEPTH}")
             n = _length(buf, pos + 1, end, "array", limits.max_array)
-            pos = end + 2
-            for _ in range(max(n, 0)):
-                if pos >= len(buf):
-                    return -1
-                pos = self._skip(pos, depth + 1)
-                if pos < 0:
-                    return -1
-            return pos
+            return self._elements(end + 2, max(n, 0), depth + 1)
         raise ProtocolError(f"unknown reply type {bytes(buf[pos : pos + 1])!r}")
+
+    def _elements(self, pos: int, count: int, depth: int) -> int:
+        """The end of `count` values from `pos`, -1 when they are not all here yet."""
+        buf = self.buf
+        for _ in range(count):
+            if pos >= len(buf):
+                return -1
+            pos = self._skip(pos, depth)
+            if pos < 0:
+                return -1
+        return pos
 
 
 def elements(raw: bytes, reader_type: type[ReplyReader] = ReplyReader) -> list[bytes]:

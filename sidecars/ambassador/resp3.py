@@ -11,8 +11,8 @@ from sidecars import __version__
 from sidecars.ambassador import resp
 from sidecars.ambassador.resp import MAX_DEPTH, Limits, ProtocolError, _length
 
-_LINE = frozenset(b"+-:,(")  # a line and nothing more: simple string, error, integer, double, big
-_AGGREGATE = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}  # * ~ > % |: elements per entry
+_RESP2 = frozenset(b"+-:$*")  # read as RESP2 reads them (their elements as RESP3)
+_AGGREGATE = {0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}  # ~ > % |: elements per entry
 _PUSH = 0x3E  # '>'
 
 
@@ -27,35 +27,26 @@ class ReplyReader(resp.ReplyReader):
         self.pushes = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self.buf
-        buf += data
-        out: list[bytes] = []
-        pos = 0
-        while pos < len(buf):
-            end = self._skip(pos, 0)
-            if end < 0:
-                break
-            if buf[pos] == _PUSH:
-                self.pushes += 1
-            else:
-                out.append(bytes(buf[pos:end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
+        replies = super().feed(data)
+        kept = [reply for reply in replies if reply[0] != _PUSH]
+        self.pushes += len(replies) - len(kept)
+        return kept
 
     def _skip(self, pos: int, depth: int) -> int:
         """The end of the value at `pos`, -1 when it is not all here yet."""
-        buf, limits = self.buf, self.limits
-        end = buf.find(b"\r\n", pos, pos + limits.max_inline + 2)
+        buf = self.buf
+        kind = buf[pos]
+        if kind in _RESP2:
+            return super()._skip(pos, depth)
+        limit = self.limits.max_inline
+        end = buf.find(b"\r\n", pos, pos + limit + 2)
         if end < 0:
-            if len(buf) - pos > limits.max_inline + 1:
+            if len(buf) - pos > limit + 1:
                 raise ProtocolError("reply line too long")
             return -1
-        kind = buf[pos]
-        if kind in _LINE:
+        if kind == 0x2C or kind == 0x28:  # ',' double, '(' big number: a line
             return end + 2
-        if kind == 0x24 or kind == 0x21 or kind == 0x3D:  # $ bulk, ! bulk error, = verbatim
+        if kind == 0x21 or kind == 0x3D:  # '!' bulk error, '=' verbatim string
             return self._bulk(kind, pos, end)
         if kind == 0x5F:  # '_' null
             if end != pos + 1:
@@ -72,27 +63,17 @@ class ReplyReader(resp.ReplyReader):
             raise ProtocolError(f"reply nested deeper than {MAX_DEPTH}")
         if kind == _PUSH and depth:
             raise ProtocolError("push message inside a reply")
-        what = "array" if kind == 0x2A else "aggregate"
-        n = _length(buf, pos + 1, end, what, limits.max_array // per)
-        if n < 0 and kind != 0x2A:
-            raise ProtocolError(f"invalid {what} length {n}")
-        pos = end + 2
+        n = _length(buf, pos + 1, end, "aggregate", self.limits.max_array // per)
+        if n < 0:
+            raise ProtocolError(f"invalid aggregate length {n}")
         # an attribute annotates the value after it: that value is part of the same reply
-        for _ in range(n * per + (kind == 0x7C)):
-            if pos >= len(buf):
-                return -1
-            pos = self._skip(pos, depth + 1)
-            if pos < 0:
-                return -1
-        return pos
+        return self._elements(end + 2, n * per + (kind == 0x7C), depth + 1)
 
     def _bulk(self, kind: int, pos: int, end: int) -> int:
         buf = self.buf
         size = _length(buf, pos + 1, end, "bulk", self.limits.max_bulk)
         if size < 0:
-            if kind != 0x24:
-                raise ProtocolError(f"invalid bulk length {size}")
-            return end + 2
+            raise ProtocolError(f"invalid bulk length {size}")
         stop = end + 2 + size + 2
         if len(buf) < stop:
             return -1

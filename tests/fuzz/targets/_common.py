@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,3 +34,18 @@ def parsed(
     except errors as exc:
         assert 400 <= getattr(exc, "status", 400) <= 505, exc
         return None
+
+
+def fed(
+    feed: Callable[[bytes], list[T]], reads: Iterable[bytes], error: type[Exception]
+) -> tuple[list[T], bool]:
+    """Everything `feed` returns over `reads`, and whether it raised `error` (with a message;
+    the reads stop there)."""
+    out: list[T] = []
+    for chunk in reads:
+        try:
+            out += feed(chunk)
+        except error as exc:
+            assert str(exc)
+            return out, True
+    return out, False

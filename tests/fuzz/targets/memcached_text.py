@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sidecars.ambassador import mctext
 
-from ._common import pieces, split
+from ._common import fed, pieces, split
 
 MAX_LEN = 4096
 
@@ -27,14 +27,7 @@ def _replies(reads: list[bytes], max_value: int, quiet: list[int]) -> tuple[list
     reader = mctext.ReplyReader(max_value)
     for place in quiet:
         reader.expect_quiet(place)
-    out: list[bytes] = []
-    for chunk in reads:
-        try:
-            out += reader.feed(chunk)
-        except mctext.ProtocolError as exc:
-            assert str(exc)
-            return out, True
-    return out, False
+    return fed(reader.feed, reads, mctext.ProtocolError)
 
 
 def fuzz(data: bytes) -> None:

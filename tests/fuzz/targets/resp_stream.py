@@ -8,21 +8,9 @@ from __future__ import annotations
 
 from sidecars.ambassador import resp, resp3
 
-from ._common import pieces, split
+from ._common import fed, pieces, split
 
 MAX_LEN = 4096
-
-
-def _read(reader: resp.ReplyReader, reads: list[bytes]) -> tuple[list[bytes], bool]:
-    """The replies, and whether the stream broke."""
-    out: list[bytes] = []
-    for chunk in reads:
-        try:
-            out += reader.feed(chunk)
-        except resp.ProtocolError as exc:
-            assert str(exc)
-            return out, True
-    return out, False
 
 
 def fuzz(data: bytes) -> None:
@@ -31,8 +19,8 @@ def fuzz(data: bytes) -> None:
     results = []
     for kind in (resp.ReplyReader, resp3.ReplyReader):
         reader, cut_reader = kind(limits), kind(limits)
-        whole, broke = _read(reader, [stream])
-        cut, cut_broke = _read(cut_reader, pieces(stream, seed))
+        whole, broke = fed(reader.feed, [stream], resp.ProtocolError)
+        cut, cut_broke = fed(cut_reader.feed, pieces(stream, seed), resp.ProtocolError)
         assert broke == cut_broke, (kind, broke)
         assert cut[: len(whole)] == whole if broke else cut == whole
         pushes = getattr(reader, "pushes", 0)
