@@ -143,7 +143,8 @@ class Reader:
         plain = f.framer.frame_plain(data, f.offset) if f.joiner is None else None
         if plain is not None and not (flush and plain[2] < len(data)):
             lines, starts, used = plain
-            items = self.builder.items(f.uid, f.path_json, now, lines, starts, data[:used])
+            text = memoryview(data)[:used]
+            items = self.builder.items(f.uid, f.path_json, now, lines, starts, text)
             self.pipeline.extend(f.progress, starts[1:], items)
             f.emitted_end = starts[-1]
             count = len(lines)

@@ -66,10 +66,12 @@ class Framer:
         last = data.rfind(b"\n")
         if self.skipping or last < 0 or len(data) - last - 1 > self.max_line:
             return None
-        parts = data[:last].split(b"\n")
-        if max(map(len, parts)) > self.max_line:
+        parts = data.split(b"\n")
+        parts.pop()  # what follows the last newline (not a slice of `data` split again)
+        lengths = list(map(len, parts))
+        if max(lengths) > self.max_line:
             return None
         # start of line i = offset + (lengths of the lines before it) + i newlines; the last
         # value is the end of the last line, its newline included
-        starts = list(map(add, accumulate(map(len, parts), initial=0), count(offset)))
+        starts = list(map(add, accumulate(lengths, initial=0), count(offset)))
         return parts, starts, last + 1

@@ -160,12 +160,16 @@ class StreamNode(BaseAsyncNode):
         )
         return NodeApiResponse(meta, data)
 
-    def _request(self, method: str, target: str, head: HttpHeaders, body: bytes) -> bytes:
+    def _request(
+        self, method: str, target: str, head: HttpHeaders, body: bytes
+    ) -> tuple[bytes, bytes]:
+        """The request's head and its body, written one after the other: a bulk body of a
+        MiB is not copied once more behind its head."""
         lines = [f"{method} {self.path_prefix}{target} HTTP/1.1", f"host: {self._host_header}"]
         lines += [f"{k}: {v}" for k, v in head.items()]
         if body or method in ("POST", "PUT"):
             lines.append(f"content-length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body
 
     async def close(self) -> None:  # type: ignore[override]
         await self._client.close()

@@ -57,6 +57,8 @@ def test_frame_plain_declines_skipping_and_long_tails() -> None:
         b'a "quoted" line\nback\\slash\n',
         b"tab\there\nctrl \x01\n",
         b"bad \xff utf-8\nok\n",
+        b'one quote " and one newline\n',  # as long escaped as one newline more would be
+        b"del \x7f, line separator \xe2\x80\xa8, nul \x00\n",
     ],
 )
 def test_chunk_items_equal_the_per_line_items(text: bytes) -> None:

@@ -15,6 +15,8 @@ from sidecars.runtime.http.head import HttpError, head_end, parse_response
 MAX_HEAD = 65536  # an answer's status line and headers
 HIGH_WATER = 262144  # stop reading from the peer while this much is buffered and unread
 CLOSE_WAIT = 1.0  # longest wait for pooled connections to close (a TLS close is an exchange)
+# a request as bytes, or as pieces written one after the other (a head, then a large body)
+Wire = bytes | tuple[bytes, ...]
 
 
 class ClientError(Exception):
@@ -187,10 +189,11 @@ class Client:
         if conns:
             await asyncio.wait([conn.gone for conn in conns], timeout=CLOSE_WAIT)
 
-    async def request(self, method: bytes, wire: bytes, retry_stale: bool = True) -> Answer:
-        """Send `wire` (a whole request) and read the answer's head. A pooled connection that
-        turns out closed before any byte of an answer is given up and, when `retry_stale`,
-        the request is sent again on another or a new one (the peer never read it)."""
+    async def request(self, method: bytes, wire: Wire, retry_stale: bool = True) -> Answer:
+        """Send `wire` (a whole request, or its pieces) and read the answer's head. A pooled
+        connection that turns out closed before any byte of an answer is given up and, when
+        `retry_stale`, the request is sent again on another or a new one (the peer never read
+        it)."""
         while (conn := self._pooled()) is not None:
             self._send(conn, wire)
             try:
@@ -210,7 +213,7 @@ class Client:
             conn.close()
             raise
 
-    def send_pooled(self, wire: bytes) -> Conn | None:
+    def send_pooled(self, wire: Wire) -> Conn | None:
         """Send `wire` on an idle pooled connection, without waiting; None when there is none.
         Read the answer from the connection's buffer or with `resume`."""
         conn = self._pooled()
@@ -227,7 +230,7 @@ class Client:
             conn.close()
         return None
 
-    async def resume(self, conn: Conn, method: bytes, wire: bytes) -> Answer:
+    async def resume(self, conn: Conn, method: bytes, wire: Wire) -> Answer:
         """The answer to what `send_pooled` sent (sent again on a fresh connection if the
         pooled one turns out closed)."""
         try:
@@ -240,10 +243,13 @@ class Client:
             raise
 
     @staticmethod
-    def _send(conn: Conn, wire: bytes) -> None:
+    def _send(conn: Conn, wire: Wire) -> None:
         assert conn.transport is not None
         conn.settled = False
-        conn.transport.write(wire)
+        if isinstance(wire, bytes):
+            conn.transport.write(wire)
+        else:
+            conn.transport.writelines(wire)  # a large body is not copied behind its head
 
     async def _connect(self) -> Conn:
         loop = asyncio.get_running_loop()

@@ -38,7 +38,8 @@ def fuzz(data: bytes) -> None:
     assert isinstance(doc.get("@timestamp"), str), doc
     assert isinstance(doc.get("log"), dict), doc
     lines = record.split(b"\n")
-    items = builder.items("uid-", _PATH, now, lines, list(range(len(lines))), record)
+    # the chunk `items` takes is its lines, each followed by its newline
+    items = builder.items("uid-", _PATH, now, lines, list(range(len(lines))), record + b"\n")
     assert len(items) == len(lines)
     for item in items:
         first, second, end = item.split(b"\n")
