@@ -1,17 +1,19 @@
 """Benchmark: logshipper vs rsyslog (imfile -> omelasticsearch) vs syslog-ng (file ->
-elasticsearch-http), side by side in one run: one file of N lines of ~200 bytes shipped to a
-local bulk sink (a separate process answering like Elasticsearch) and to a real node.
+elasticsearch-http) vs Fluent Bit (tail -> es), side by side in one run: one file of N lines of
+~200 bytes shipped to a local bulk sink (a separate process answering like Elasticsearch) and to
+a real node.
 
-    flock /tmp/bench.lock .venv/bin/python bench/logshipper.py \
-        [--lines 1000000] [--es http://127.0.0.1:9250 --es-lines 200000 --es-rounds 3] [--outage 60]
+    flock /tmp/bench.lock .venv/bin/python bench/logshipper.py [--lines 1000000] [--pin 1] \
+        [--es http://127.0.0.1:9250 --es-lines 200000 --es-rounds 3] [--outage 60]
 
 Figures per shipper and target: lines/s (wall time from start until the target holds every
 line), CPU seconds per million lines (user+system of the shipper process), peak RSS (VmHWM).
 Then logshipper's peak RSS while the sink is down for `--outage` seconds with 1 GiB written
 meanwhile, through the sink's return. `scripts/setup --bench` installs the anchors: rsyslog
 from Debian (rsyslog, rsyslog-elasticsearch); syslog-ng's package conflicts with rsyslog's, so
-its .debs are unpacked into the user's cache (see `syslog_ng_root`).
-Missing anchors are skipped. Not part of the tests.
+its .debs are unpacked into the user's cache (see `syslog_ng_root`). Fluent Bit is in no
+package source here: build it from its sources and name the binary in FLUENT_BIT (see
+`fluent_bit`). Missing anchors are skipped. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -324,8 +326,61 @@ log {{ source(s_file); destination(d_es); flags(flow-control); }};
     )
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+def fluent_bit(work: Path, log: Path, url: str, index: str) -> Spec | None:
+    """Fluent Bit's fastest configuration measured here: memory buffering, no offset
+    database, flushed every 0.2 s (its rate is capped near the buffer limit / Flush), a
+    document of the same fields as the other anchors' (@timestamp, message, log.file.path)."""
+    exe = os.environ.get("FLUENT_BIT", "")
+    if not exe or not os.access(exe, os.X_OK):
+        return None
+    d = work / "fluent-bit"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    conf = d / "fluent-bit.conf"
+    conf.write_text(
+        f"""
+[SERVICE]
+    Flush        0.2
+    Grace        1
+    Log_Level    warn
+[INPUT]
+    Name              tail
+    Path              {log}
+    Path_Key          log.file.path
+    Key               message
+    Read_from_Head    On
+    Refresh_Interval  1
+    Buffer_Chunk_Size 1M
+    Buffer_Max_Size   1M
+    Mem_Buf_Limit     64M
+[OUTPUT]
+    Name               es
+    Match              *
+    Host               {host}
+    Port               {port}
+    Index              {index}
+    Suppress_Type_Name On
+    Buffer_Size        False
+    Retry_Limit        no_limits
+"""
+    )
+    return [exe, "-c", str(conf)], dict(os.environ)
+
+
+def pinned(argv: list[str], cpus: str) -> list[str]:
+    """`argv` run on the CPUs `cpus` (a taskset list) when given and taskset is there."""
+    return ["taskset", "-c", cpus, *argv] if cpus and shutil.which("taskset") else argv
+
+
+def other_cpus(cpu: str) -> str:
+    """Every CPU of this process but `cpu` (the sink's, when the shippers get `cpu`)."""
+    rest = sorted(os.sched_getaffinity(0) - {int(cpu)}) if cpu else []
+    return ",".join(map(str, rest))
+
+
+def start_sink(port: int, cpus: str = "") -> subprocess.Popen[bytes]:
+    sink = subprocess.Popen(pinned([sys.executable, "-c", SINK, str(port)], cpus))
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -376,13 +431,25 @@ def outage_rss(work: Path, seconds: float, gib: float = 1.0) -> tuple[float, flo
         log.unlink()
 
 
-SHIPPERS = (("logshipper", ours), ("rsyslog", rsyslog), ("syslog-ng", syslog_ng))
+SHIPPERS = (
+    ("logshipper", ours),
+    ("rsyslog", rsyslog),
+    ("syslog-ng", syslog_ng),
+    ("fluent-bit", fluent_bit),
+)
+MISSING = {"fluent-bit": "set FLUENT_BIT to a fluent-bit binary built from its sources"}
 
 
 def es_run(
-    es: str, work: Path, head: Path, name: str, make: Callable[..., Spec | None], lines: int
+    es: str,
+    work: Path,
+    head: Path,
+    name: str,
+    make: Callable[..., Spec | None],
+    lines: int,
+    pin: str = "",
 ) -> dict[str, float] | None:
-    """One shipper's run to a fresh index on the node."""
+    """One shipper's run to a fresh index on the node (on CPU `pin` when given)."""
     index = f"bench-{name}"
     # logshipper's index template (created at its start) maps its ECS fields; the bench
     # creates the index beforehand (one node, no replicas, refresh 5 s), so it creates it
@@ -392,6 +459,7 @@ def es_run(
     spec = make(work, head, es, index)
     if spec is None:
         return None
+    spec = pinned(spec[0], pin), spec[1]
     result = None
     try:
         result = run(name, spec, es_counter(es, index), lines, every=0.1)
@@ -455,6 +523,9 @@ def run_all(record: Record) -> None:
     )
     parser.add_argument("--outage", type=float, default=60.0, help="sink outage (0: skip)")
     parser.add_argument("--only", default="", help="comma-separated shippers to run")
+    parser.add_argument(
+        "--pin", default="", help="a CPU to run each shipper on (the sink gets the others)"
+    )
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shippers = [(n, m) for n, m in SHIPPERS if not only or n in only]
@@ -466,13 +537,16 @@ def run_all(record: Record) -> None:
         write_log(log, args.lines)
         lines = sum(1 for _ in log.open("rb"))
         port = free_port()
-        sink = start_sink(port)
+        sink = start_sink(port, other_cpus(args.pin))
         sink_results: dict[str, dict[str, float]] = {}
         try:
             for name, make in shippers:
                 spec = make(work, log, f"http://127.0.0.1:{port}", "bench")
+                if spec is not None:
+                    spec = pinned(spec[0], args.pin), spec[1]
                 if spec is None:
-                    print(f"# {name}: not installed, skipped", file=sys.stderr)
+                    why = MISSING.get(name, "not installed")
+                    print(f"# {name}: skipped ({why})", file=sys.stderr)
                     continue
                 sink_results[name] = run(name, spec, sink_counter(port), lines)
         finally:
@@ -492,7 +566,7 @@ def run_all(record: Record) -> None:
             rounds: dict[str, list[dict[str, float]]] = {}
             for n in range(args.es_rounds):  # shippers alternate, so drift hits each alike
                 for name, make in shippers:
-                    result = es_run(args.es, work, head, name, make, args.es_lines)
+                    result = es_run(args.es, work, head, name, make, args.es_lines, args.pin)
                     if result is not None:
                         print(f"# node round {n + 1}, {name}: {result}", file=sys.stderr)
                         rounds.setdefault(name, []).append(result)
