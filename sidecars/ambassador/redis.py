@@ -70,6 +70,16 @@ def wrong_arity(name: bytes) -> bytes:
 
 # Scripts and functions: routed by the keys they declare (numkeys), all on one shard.
 _SCRIPTS = frozenset(b"EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO".split())
+# Sent to every shard, so that scripts and functions run wherever their keys are: how the
+# answers are merged ("same": one answer when all agree; "all": SCRIPT EXISTS's flags).
+_EVERY = {
+    (b"SCRIPT", b"LOAD"): "same",
+    (b"SCRIPT", b"EXISTS"): "all",
+    (b"SCRIPT", b"FLUSH"): "same",
+    (b"FUNCTION", b"LOAD"): "same",
+    (b"FUNCTION", b"DELETE"): "same",
+    (b"FUNCTION", b"FLUSH"): "same",
+}
 HELLO3 = resp.command(b"HELLO", b"3")
 
 
@@ -85,6 +95,33 @@ def _merge_sum(parts: list[bytes]) -> bytes:
     if failed is not None:
         return failed
     return b":%d\r\n" % sum(int(part[1:-2]) for part in parts)
+
+
+def _merge_same(name: str) -> Callable[[list[bytes]], bytes]:
+    def merge(parts: list[bytes]) -> bytes:
+        failed = _first_error(parts)
+        if failed is not None:
+            return failed
+        if any(part != parts[0] for part in parts):
+            return resp.error(f"ERR ambassador: the shards answered {name} differently")
+        return parts[0]
+
+    return merge
+
+
+def _merge_all(elements: Callable[[bytes], list[bytes]]) -> Callable[[list[bytes]], bytes]:
+    """SCRIPT EXISTS: a script exists where every shard has it."""
+
+    def merge(parts: list[bytes]) -> bytes:
+        failed = _first_error(parts)
+        if failed is not None:
+            return failed
+        flags = [elements(part) for part in parts]
+        if any(len(each) != len(flags[0]) for each in flags):
+            return resp.error("ERR ambassador: the shards answered SCRIPT EXISTS differently")
+        return b"*%d\r\n" % len(flags[0]) + b"".join(map(min, zip(*flags, strict=True)))
+
+    return merge
 
 
 def _merge_ok(parts: list[bytes]) -> bytes:
@@ -142,6 +179,8 @@ class RedisClient(ShardedClient):
         else:
             if name in _SPLIT or name == b"MSET":
                 self._split(name, args)
+            elif len(args) > 1 and (name, args[1].upper()) in _EVERY:
+                self._everywhere(name, args)
             else:
                 self.queue.append(Slot(self, self._local(name, args)))
             return
@@ -224,6 +263,23 @@ class RedisClient(ShardedClient):
         if why is not None:
             return resp.error(f"ERR ambassador: {shown} {why} and is refused in redis mode")
         return resp.error(f"ERR ambassador: unknown or unsupported command '{shown}'")
+
+    def _everywhere(self, name: bytes, args: list[bytes]) -> None:
+        shards = self.listener.every_shard(self.table)
+        if isinstance(shards, bytes):
+            self.queue.append(Slot(self, shards))
+            return
+        shown = f"{name.decode()} {args[1].upper().decode()}"
+        if _EVERY[name, args[1].upper()] == "all":
+            merge = _merge_all(resp.elements if self.table is None else resp3.elements)
+        else:
+            merge = _merge_same(shown)
+        slot = Slot(self)
+        self.queue.append(slot)
+        gather = Gather(slot, len(shards), merge)
+        data = resp.command(*args)
+        for index, shard in enumerate(shards):
+            self.send(shard, data, Part(gather, index))
 
     def _split(self, name: bytes, args: list[bytes]) -> None:
         step = 2 if name == b"MSET" else 1

@@ -418,3 +418,21 @@ class ShardedListener(Listener):
         if shard is None:
             shard = shards[member.key] = self.connect(member, shards)
         return shard
+
+    def every_shard(self, table: dict[str, Shard] | None = None) -> list[Shard] | bytes:
+        """Every shard, for a command each must run (loading a script), or the error reply
+        when one is out (with rehash, the live ones: one that comes back lacks what was
+        sent meanwhile, as it lacks the keys)."""
+        now, shards = self.loop.time(), self.shards if table is None else table
+        out = []
+        for member in self.cluster.order:
+            if not member.available(now):
+                if self.settings.redis_rehash:
+                    continue
+                state = "down" if not member.healthy else "ejected"
+                return self.error(f"ambassador: shard {member.key} is {state}")
+            shard = shards.get(member.key)
+            if shard is None:
+                shard = shards[member.key] = self.connect(member, shards)
+            out.append(shard)
+        return out or self.error("ambassador: every shard is down")

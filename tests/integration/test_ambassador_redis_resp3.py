@@ -163,26 +163,28 @@ async def test_the_resp3_reader_splits_what_a_real_redis_sends() -> None:
 
 
 async def test_scripts_go_to_the_shard_of_their_keys() -> None:
-    """EVAL, EVALSHA, FCALL and their _RO forms run on the shard owning their declared keys
-    (hash-tagged keys together); keys on several shards are refused naming the command and
-    advising a hash tag, nothing run; no declared key is refused; in RESP3 too."""
+    """SCRIPT LOAD and FUNCTION LOAD through the ambassador load on every shard (one answer);
+    EVAL, EVALSHA (redis-py's registered scripts too), FCALL and their _RO forms run on the
+    shard owning their declared keys (hash-tagged keys together); keys on several shards are
+    refused naming the command and advising a hash tag, nothing run; no declared key is
+    refused; in RESP3 too."""
     library = "#!lua name=lib\nredis.register_function('put', function(k, a) "
     library += "return redis.call('SET', k[1], a[1]) end)\n"
     library += "redis.register_function{function_name='peek', callback=function(k) "
     library += "return redis.call('GET', k[1]) end, flags={'no-writes'}}"
     script = "return redis.call('SET', KEYS[1], ARGV[1])"
     async with started(RedisServer, 3) as servers, ambassador(env(servers)) as amb:
-        sha = ""
-        for server in servers:
-            plain = direct(server.port)
-            sha = plain.script_load(script)
-            plain.function_load(library)
-            plain.close()
 
         def run(proto: int) -> None:
             client = redis.Redis(
                 port=amb.port, protocol=proto, socket_timeout=10, driver_info=NO_INFO
             )
+            sha = client.script_load(script)
+            assert client.script_exists(sha, "0" * 40) == [True, False]
+            assert client.function_load(library, replace=True) == b"lib"
+            registered = client.register_script("return redis.call('INCR', KEYS[1])")
+            client.script_flush()
+            assert registered(keys=[f"counter{proto}"]) == 1  # NOSCRIPT, loaded, run again
             tagged = [f"{{user{proto}}}:{i}" for i in range(20)]
             assert client.eval(script, 1, tagged[0], "a") in (True, b"OK")
             assert client.eval("return redis.call('MGET', KEYS[1], KEYS[2])", 2, *tagged[:2]) == [
@@ -203,11 +205,32 @@ async def test_scripts_go_to_the_shard_of_their_keys() -> None:
                 client.eval("return 1", 0)
             with pytest.raises(redis.ResponseError, match="EVALSHA without keys"):
                 client.evalsha(sha, 0)
-            with pytest.raises(redis.ResponseError, match="SCRIPT spans every shard"):
-                client.script_load(script)
             client.close()
 
         await asyncio.to_thread(run, 2)
         await asyncio.to_thread(run, 3)
         held = [direct(s.port).dbsize() for s in servers]
-        assert sum(held) == 6, held  # 3 keys per protocol, the refused scripts wrote none
+        assert sum(held) == 8, held  # 4 keys per protocol, the refused scripts wrote none
+        for server in servers:
+            assert b"lib" in direct(server.port).function_list()[0]  # a flat list in RESP2
+
+
+async def test_loading_a_script_needs_every_shard() -> None:
+    """With a shard down, SCRIPT LOAD is refused naming it (it could not run there later)."""
+    async with started(RedisServer, 2) as servers, ambassador(env(servers)) as amb:
+        servers[1].stop()
+        client = redis.Redis(port=amb.port, protocol=3, socket_timeout=10, driver_info=NO_INFO)
+
+        def refused() -> bool:
+            try:
+                client.script_load("return 1")
+            except redis.ResponseError as exc:
+                return f"127.0.0.1:{servers[1].port}" in str(exc)
+            return False
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await asyncio.to_thread(refused):
+            assert loop.time() < deadline, "SCRIPT LOAD still answered with a shard down"
+            await asyncio.sleep(0.05)
+        client.close()
