@@ -13,6 +13,7 @@ Needs: nginx, haproxy, wrk, taskset (Debian packages: scripts/setup --bench inst
 under the shared bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/ambassador.py [--seconds 5]
+    flock /tmp/bench.lock .venv/bin/python bench/ambassador.py --only conns [--rounds 5]
 """
 
 from __future__ import annotations
@@ -201,7 +202,11 @@ def rss_with_idle_conns(pid: int, port: int, n: int = 1000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--only", choices=("http", "tcp"), help="run one half of the bench")
+    parser.add_argument(
+        "--only",
+        choices=("http", "tcp", "conns"),
+        help="run one half of the bench, or only the new tcp connections (conns)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=3, help="http peak runs per target, in alternation"
     )
@@ -236,9 +241,12 @@ def run(args: argparse.Namespace, record: Record) -> None:
         with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], pin=False):
             for p in ports:
                 wait_port(p)
-            if args.only != "tcp":
+            if args.only == "conns":
+                conns = measure_conns_only(tmp, ports, secs, max(args.rounds, CONN_ROUNDS))
+                rows += conns_rows(conns, record)
+            if args.only in (None, "http"):
                 rows += http_rows(measure_http(tmp, ports, secs, args.rounds), record)
-            if args.only != "http":
+            if args.only in (None, "tcp"):
                 rows += tcp_rows(measure_tcp(tmp, ports, secs), record)
     load_after = os.getloadavg()
     print(
@@ -449,25 +457,78 @@ def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, f
         with process(spliced):
             wait_port(sport)
             out["haproxy"]["bulk_splice"] = bulk_mbs(sport)
-        # New connections per second: both proxies up (an idle one costs nothing), measured
-        # in alternation, the median of CONN_ROUNDS each; a shared machine drifts between runs.
-        urls = {name: f"http://127.0.0.1:{port}/" for name, (port, _) in targets.items()}
-        urls["direct"] = direct
-        rates: dict[str, list[float]] = {name: [] for name in urls}
-        cpu: dict[str, list[float]] = {name: [] for name in targets}
-        for url in urls.values():
-            wrk(url, 16, 1, close=True)  # warm-up
-        for _ in range(CONN_ROUNDS):
-            for name, url in urls.items():
-                pid = targets[name][1] if name in targets else 0
-                before = cpu_seconds(pid) if pid else 0.0
-                rates[name].append(wrk(url, 16, secs, close=True)[0])
-                if pid:
-                    cpu[name].append((cpu_seconds(pid) - before) / (rates[name][-1] * secs))
-        for name, runs in rates.items():
-            out[name]["conns"] = statistics.median(runs)
-            out[name]["cpu"] = statistics.median(cpu[name]) * 1e6 if name in cpu else 0.0
+        for name, figures in measure_conns(targets, direct, secs, CONN_ROUNDS).items():
+            out[name].update(figures)
     return out
+
+
+def measure_conns(
+    targets: dict[str, tuple[int, int]], direct: str, secs: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """New connections per second (wrk, 16 connections, `Connection: close`) and the proxy's CPU
+    time per connection, for each of `targets` (name: (port, pid)) and for `direct` (an URL).
+    Every proxy is up the whole time (an idle one costs nothing) and they are measured in
+    alternation, the median of `rounds` each: a shared machine drifts between runs."""
+    urls = {name: f"http://127.0.0.1:{port}/" for name, (port, _) in targets.items()}
+    urls["direct"] = direct
+    rates: dict[str, list[float]] = {name: [] for name in urls}
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
+    for url in urls.values():
+        wrk(url, 16, 1, close=True)  # warm-up
+    for _ in range(rounds):
+        for name, url in urls.items():
+            pid = targets[name][1] if name in targets else 0
+            before = cpu_seconds(pid) if pid else 0.0
+            rates[name].append(wrk(url, 16, secs, close=True)[0])
+            if pid:
+                cpu[name].append((cpu_seconds(pid) - before) / (rates[name][-1] * secs))
+    return {
+        name: {
+            "conns": statistics.median(runs),
+            "cpu": statistics.median(cpu[name]) * 1e6 if name in cpu else 0.0,
+        }
+        for name, runs in rates.items()
+    }
+
+
+def measure_conns_only(
+    tmp: Path, ports: list[int], secs: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """`measure_conns` alone (`--only conns`): HAProxy and the ambassador in tcp mode."""
+    hport, aport = free_port(), free_port()
+    haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, "tcp", hport, ports))]
+    with process(haproxy) as h, ambassador("tcp", aport, ports) as a:
+        wait_port(hport)
+        targets = {"haproxy": (hport, h.pid), "ambassador": (aport, a.pid)}
+        return measure_conns(targets, f"http://127.0.0.1:{ports[0]}/", secs, rounds)
+
+
+def conns_rows(conns: dict[str, dict[str, float]], record: Record) -> list[tuple[str, ...]]:
+    a, h, d = (conns[x] for x in ("ambassador", "haproxy", "direct"))
+    record.ratio(
+        "tcp new connections/s", a["conns"] / h["conns"], ours=a["conns"], anchor=h["conns"]
+    )
+    record.ratio(
+        "tcp proxy CPU/connection, anchor/ours", h["cpu"] / a["cpu"], ours=a["cpu"], anchor=h["cpu"]
+    )
+    return [
+        (
+            "tcp new connections/s",
+            f"{a['conns']:.0f}",
+            f"{h['conns']:.0f}",
+            "n/a",
+            f"{d['conns']:.0f}",
+            f"{ratio(a['conns'], h['conns'])}, {ratio(a['conns'], d['conns'])} direct",
+        ),
+        (
+            "  proxy CPU us/connection",
+            f"{a['cpu']:.1f}",
+            f"{h['cpu']:.1f}",
+            "n/a",
+            "",
+            f"{h['cpu'] / a['cpu']:.2f}x (anchor/ours)",
+        ),
+    ]
 
 
 CONN_ROUNDS = 3

@@ -1,13 +1,17 @@
-"""Instructions per request of the http ambassador, counted by callgrind: a figure that a shared
-machine does not disturb, for comparing two commits of the hot path.
+"""Instructions per request of the http ambassador, or per new connection of the tcp one, counted
+by callgrind: a figure that a shared machine does not disturb, for comparing two commits of the
+hot path.
 
 Three nginx backends; the ambassador runs under `valgrind --tool=callgrind` with counting off;
 after a warm-up, counting is switched on for a fixed number of keep-alive GET requests sent by
 `h2load --h1` (16 connections by default), then the counts are dumped and divided by the number
-of requests. Health checks are off so that only request work is counted.
+of requests. With `--tcp-connections N` the ambassador is in tcp mode and the load is N short
+connections (connect, one GET with `Connection: close`, read to the end, close), `--conns` of
+them open at a time. Health checks are off so that only request work is counted.
 Needs: valgrind, nginx, h2load (Debian packages).
 
     .venv/bin/python bench/instructions.py [--requests 20000] [--conns 16] [--annotate]
+    .venv/bin/python bench/instructions.py --tcp-connections 5000
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import selectors
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,12 +52,14 @@ def backends(tmp: Path, ports: list[int]) -> list[str]:
 
 
 @contextlib.contextmanager
-def ambassador(tmp: Path, port: int, ports: list[int]) -> Iterator[tuple[int, Path]]:
+def ambassador(
+    tmp: Path, port: int, ports: list[int], mode: str = "http"
+) -> Iterator[tuple[int, Path]]:
     """The ambassador under callgrind, counting off; yields (pid, dump file prefix)."""
     admin = free_port()
     out = tmp / "callgrind.out"
     env = {
-        "AMBASSADOR_MODE": "http",
+        "AMBASSADOR_MODE": mode,
         "AMBASSADOR_LISTEN": f"127.0.0.1:{port}",
         "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{p}" for p in ports),
         "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
@@ -85,6 +94,53 @@ def load(port: int, requests: int, conns: int) -> None:
         sys.exit(f"h2load: not every request succeeded:\n{out}")
 
 
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+def short_connections(port: int, total: int, conns: int, timeout: float = 600.0) -> None:
+    """`total` connections, `conns` open at a time: each sends one GET with `Connection: close`
+    and reads until the end of the stream; exits naming what failed (a short answer, a reset)."""
+    sel = selectors.DefaultSelector()
+    started = done = 0
+    deadline = time.monotonic() + timeout
+
+    def start() -> None:
+        nonlocal started
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        sel.register(sock, selectors.EVENT_WRITE, bytearray())
+        started += 1
+
+    for _ in range(min(conns, total)):
+        start()
+    while done < total:
+        if time.monotonic() > deadline:
+            sys.exit(f"short connections: {done} of {total} done within {timeout:.0f}s")
+        for key, mask in sel.select(1.0):
+            sock, got = key.fileobj, key.data
+            assert isinstance(sock, socket.socket)
+            if mask & selectors.EVENT_WRITE:
+                sock.send(REQUEST)  # small: fits a fresh socket's buffer
+                sel.modify(sock, selectors.EVENT_READ, got)
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError as exc:
+                sys.exit(f"short connections: connection {done + 1} failed: {exc}")
+            if data:
+                got += data
+                continue
+            if not got.startswith(b"HTTP/1.1 200"):
+                sys.exit(f"short connections: a bad answer: {bytes(got[:80])!r}")
+            sel.unregister(sock)
+            sock.close()
+            done += 1
+            if started < total:
+                start()
+    sel.close()
+
+
 def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True)
 
@@ -93,6 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--conns", type=int, default=16)
+    parser.add_argument(
+        "--tcp-connections",
+        type=int,
+        metavar="N",
+        help="count per new connection of tcp mode over N short connections",
+    )
     parser.add_argument("--annotate", action="store_true", help="print callgrind_annotate")
     parser.add_argument("--keep", type=Path, metavar="FILE", help="copy the callgrind dump here")
     args = parser.parse_args()
@@ -103,10 +165,21 @@ def main() -> None:
         tmp = Path(name)
         ports = [free_port() for _ in range(3)]
         port = free_port()
-        with background(backends(tmp, ports)), ambassador(tmp, port, ports) as (pid, out):
-            load(port, 2000, args.conns)  # warm-up: connections pooled, heads cached
-            control(pid, "--instr=on")
-            load(port, args.requests, args.conns)
+        mode = "tcp" if args.tcp_connections else "http"
+        with (
+            background(backends(tmp, ports)),
+            ambassador(tmp, port, ports, mode) as (pid, out),
+        ):
+            if args.tcp_connections:
+                count, what = args.tcp_connections, "new connection"
+                short_connections(port, 500, args.conns)  # warm-up: code paths taken once
+                control(pid, "--instr=on")
+                short_connections(port, count, args.conns)
+            else:
+                count, what = args.requests, "request"
+                load(port, 2000, args.conns)  # warm-up: connections pooled, heads cached
+                control(pid, "--instr=on")
+                load(port, count, args.conns)
             control(pid, "--dump")
             dump = tmp / "callgrind.out.1"  # callgrind_control returns once it is written
             text = dump.read_text(errors="replace")
@@ -116,10 +189,10 @@ def main() -> None:
         if m is None:
             sys.exit("callgrind: no totals in the dump")
         total = int(m.group(1))
-        per = total / args.requests
-        record.figure(f"http instructions per request, {args.conns} conns", per)
-        print(f"{per:,.0f} instructions per request ({total:,} for "
-              f"{args.requests:,} requests, {args.conns} connections)")  # fmt: skip
+        per = total / count
+        record.figure(f"{mode} instructions per {what}, {args.conns} conns", per)
+        print(f"{per:,.0f} instructions per {what} ({total:,} for "
+              f"{count:,}, {args.conns} connections at a time)")  # fmt: skip
         if args.annotate:
             print(subprocess.run(
                 ["callgrind_annotate", "--inclusive=yes", str(dump)],
