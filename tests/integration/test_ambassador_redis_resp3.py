@@ -4,6 +4,7 @@ and redis-py speaking RESP3."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -79,6 +80,10 @@ async def test_redis_py_speaks_resp3_through_the_ambassador() -> None:
             assert got[:-1] == [x for k in keys for x in (1, k.encode())]
             assert got[-1] == {b"x": b"1", b"y": b"2"}
             assert three.delete(*keys) == 30
+            for refused in (["SUBSCRIBE", "c"], ["CLIENT", "TRACKING", "on"], ["MONITOR"]):
+                with pytest.raises(redis.ResponseError, match=f"{refused[0]}.*push messages"):
+                    three.execute_command(*refused)
+            assert three.get("k0") is None  # the connection goes on
             assert two.hgetall("h") == {b"x": b"1", b"y": b"2"}  # redis-py folds the array
             assert two.incr("n:k0") == 2
             for server in servers:
@@ -215,22 +220,38 @@ async def test_scripts_go_to_the_shard_of_their_keys() -> None:
             assert b"lib" in direct(server.port).function_list()[0]  # a flat list in RESP2
 
 
-async def test_loading_a_script_needs_every_shard() -> None:
-    """With a shard down, SCRIPT LOAD is refused naming it (it could not run there later)."""
-    async with started(RedisServer, 2) as servers, ambassador(env(servers)) as amb:
-        servers[1].stop()
-        client = redis.Redis(port=amb.port, protocol=3, socket_timeout=10, driver_info=NO_INFO)
+@pytest.mark.parametrize("rehash", [False, True])
+async def test_loading_a_script_needs_every_shard(rehash: bool) -> None:
+    """With a shard down, SCRIPT LOAD is refused naming it (it could not run there later);
+    with redis_rehash, where that shard's keys go to the others, it loads on the live ones."""
+    async with started(RedisServer, 2) as servers:
+        settings = {**env(servers), "AMBASSADOR_REDIS_REHASH": str(rehash).lower()}
+        async with ambassador(settings) as amb:
+            servers[1].stop()
+            client = redis.Redis(port=amb.port, protocol=3, socket_timeout=10, driver_info=NO_INFO)
+            await until_true(lambda: loads(client, servers[1].port, rehash), "the shard out")
+            client.close()
+        if rehash:
+            assert direct(servers[0].port).script_exists(SHA1_RETURN_1) == [True]
 
-        def refused() -> bool:
-            try:
-                client.script_load("return 1")
-            except redis.ResponseError as exc:
-                return f"127.0.0.1:{servers[1].port}" in str(exc)
-            return False
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not await asyncio.to_thread(refused):
-            assert loop.time() < deadline, "SCRIPT LOAD still answered with a shard down"
-            await asyncio.sleep(0.05)
-        client.close()
+SHA1_RETURN_1 = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # of "return 1"
+
+
+def loads(client: redis.Redis, down: int, rehash: bool) -> bool:
+    """Whether SCRIPT LOAD does what it should with the shard on port `down` out: refused
+    naming it, or (rehash) loaded on the live shard alone."""
+    try:
+        sha = client.script_load("return 1")
+    except redis.ResponseError as exc:
+        return not rehash and f"127.0.0.1:{down}" in str(exc)
+    return rehash and sha == SHA1_RETURN_1 and client.eval("return 1", 1, "k") == 1
+
+
+async def until_true(check: Callable[[], bool], what: str) -> None:
+    """Run a blocking `check` in a thread until it is true, within 10 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not await asyncio.to_thread(check):
+        assert loop.time() < deadline, f"{what}: not within 10 s"
+        await asyncio.sleep(0.05)
