@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 
@@ -18,6 +17,8 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(self.cap, self.base * (2.0 ** min(self.attempt, 62)))
         self.attempt += 1
+        import random  # here: a sidecar that never retries does not load it
+
         return random.uniform(0.0, delay)
 
     def reset(self) -> None:

@@ -7,7 +7,7 @@ names as it does."""
 
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Callable, Iterable
 
 from sidecars.runtime.metrics import Family, Sample, go_float
@@ -147,6 +147,6 @@ def render(
     body = encode(families)
     headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
     if gzip_accepted(accept_encoding):
-        body = gzip.compress(body)
+        body = zlib.compress(body, 9, wbits=31)  # a gzip member, as gzip.compress writes one
         headers.append(("Content-Encoding", "gzip"))
     return body, headers
