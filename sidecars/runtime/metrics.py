@@ -47,8 +47,10 @@ class Family:
         )
 
 
-class GaugeFamily(Family):
-    """Gauge values read at scrape time: one `add_metric` per series (or `value` alone)."""
+class _ValueFamily(Family):
+    """One value per series, read at scrape time: one `add_metric` each (or `value` alone)."""
+
+    kind, suffix = "", ""
 
     def __init__(
         self,
@@ -57,30 +59,22 @@ class GaugeFamily(Family):
         value: float | None = None,
         labels: Sequence[str] = (),
     ) -> None:
-        super().__init__(name, documentation, "gauge", labels)
+        super().__init__(name.removesuffix(self.suffix), documentation, self.kind, labels)
         if value is not None:
             self.add_metric((), value)
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.sample("", labels, float(value))
+        self.sample(self.suffix, labels, float(value))
 
 
-class CounterFamily(Family):
-    """Counter totals read at scrape time; the `_total` suffix is added to the samples."""
+class GaugeFamily(_ValueFamily):
+    kind = "gauge"
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        value: float | None = None,
-        labels: Sequence[str] = (),
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, "counter", labels)
-        if value is not None:
-            self.add_metric((), value)
 
-    def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.sample("_total", labels, float(value))
+class CounterFamily(_ValueFamily):
+    """Counter totals; the `_total` suffix is the samples' (taken off the name if given)."""
+
+    kind, suffix = "counter", "_total"
 
 
 class HistogramFamily(Family):
@@ -214,9 +208,10 @@ class HistogramChild:
 
 
 class Metric:
-    """A metric with children per label values; without labels it is its own one child."""
+    """A metric with children per label values; without labels it is its own one child.
+    `suffix`: what the samples add to the name (and what is taken off a name given with it)."""
 
-    kind = ""
+    suffix = ""
 
     def __init__(
         self,
@@ -225,7 +220,7 @@ class Metric:
         labelnames: Sequence[str] = (),
         registry: Registry | None = None,
     ) -> None:
-        self.name, self.documentation = name, documentation
+        self.name, self.documentation = name.removesuffix(self.suffix), documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[object, ...], _Child | HistogramChild] = {}
         if not self.labelnames:
@@ -259,16 +254,9 @@ class Metric:
 
 
 class Counter(Metric):
-    """Counts that only go up; the name's `_total` suffix is the samples' own."""
+    """Counts that only go up."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        registry: Registry | None = None,
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
+    suffix = "_total"
 
     def _child(self) -> CounterChild:
         return CounterChild()
