@@ -10,7 +10,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ class Modes:
 
 def temp_name(name: str, kind: str) -> str:
     """A fresh hidden name next to `name`, so a rename into place stays on one filesystem."""
-    return f".{name}.warloader-{kind}-{secrets.token_hex(6)}"
+    return f".{name}.warloader-{kind}-{os.urandom(6).hex()}"  # as secrets.token_hex(6)
 
 
 def marker_name(name: str) -> str:
