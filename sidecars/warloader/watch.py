@@ -21,7 +21,10 @@ async def run(loader: Loader, installer: Installer, stopping: asyncio.Event) -> 
     """Until `stopping`: watch files' directories (not recursive), directories (recursive),
     and poll URLs; each change re-runs that source's install, a no-op when nothing differs."""
     paths = [s for s in loader.sources if not s.is_url]
-    is_dir = await asyncio.to_thread(lambda: [os.path.isdir(s.location) for s in paths])
+    # no thread (and its memory) for a loader that polls URL sources only
+    is_dir = (
+        await asyncio.to_thread(lambda: [os.path.isdir(s.location) for s in paths]) if paths else []
+    )
     files = [s for s, d in zip(paths, is_dir, strict=True) if not d]
     dirs = [s for s, d in zip(paths, is_dir, strict=True) if d]
     urls = [s for s in loader.sources if s.is_url]
