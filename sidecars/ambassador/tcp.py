@@ -26,11 +26,17 @@ ACCEPT_BATCH = 64  # connections accepted per wake-up at most
 
 _ERR, _IN, _OUT = select.EPOLLERR | select.EPOLLHUP, select.EPOLLIN, select.EPOLLOUT
 _RDHUP = select.EPOLLRDHUP
-_NB = socket.MSG_DONTWAIT  # every call is non-blocking: no fcntl per accepted socket
-_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_NB = int(socket.MSG_DONTWAIT)  # every call is non-blocking: no fcntl per accepted socket
+_STREAM = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+_PLAIN = int(socket.SOCK_STREAM)  # plain ints: no enum member to convert per call
+_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 # Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
 # __init__, the enum conversions of accept()) cost more per connection than the system calls.
 Sock = _socket.socket
+# One read buffer for every relay: a read is written or copied before the next one (a fresh
+# 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
+_SCRATCH = bytearray(CHUNK)
+_VIEW = memoryview(_SCRATCH)
 
 
 class _Way:
@@ -139,7 +145,7 @@ class Relay:
             self.member = None
             self._close(exc)
             return True
-        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up.setsockopt(_TCP, _NODELAY, 1)
         err = up.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS):
             up.close()
@@ -224,26 +230,29 @@ class Relay:
         if buf and way.ready and not self._send(way, buf):
             return
         while way.readable and len(buf) < HIGH_WATER:
-            want = min(CHUNK, HIGH_WATER - len(buf))  # never more than HIGH_WATER held
+            want = HIGH_WATER - len(buf)  # never more than HIGH_WATER held
+            if want > CHUNK:  # (not min(): a builtin call costs more than the compare)
+                want = CHUNK
             try:
-                data = way.src.recv(want, _NB)  # type: ignore[union-attr]
+                n = way.src.recv_into(_SCRATCH, want, _NB)  # type: ignore[union-attr]
             except BlockingIOError:
                 way.readable = False
                 break
             except OSError as exc:
                 self._fail(exc, way.src is self.up)
                 return
-            if not data:
+            if not n:
                 way.readable, way.eof = False, True
                 break
-            self.nbytes += len(data)
+            data = _VIEW[:n]  # held (copied) or written before the next read reuses it
+            self.nbytes += n
             if buf or not way.ready:
                 buf += data
             elif not self._send(way, data):
                 return
             elif not buf and self.nbytes >= SPLICE_AFTER and self._to_splice():
                 return  # written whole: the moment nothing may be held
-            if len(data) < want:
+            if n < want:
                 # A short read emptied the socket: the next bytes come with a new edge. After
                 # the peer's FIN (seen in the same or an earlier event) nothing more will come.
                 way.readable, way.eof = False, way.rdhup
@@ -253,7 +262,7 @@ class Relay:
         elif self.nbytes >= SPLICE_AFTER:
             self._to_splice()
 
-    def _send(self, way: _Way, data: bytes | bytearray) -> bool:
+    def _send(self, way: _Way, data: bytearray | memoryview) -> bool:
         """Write `data` to `dst`, holding what does not fit; False when the relay ended."""
         try:
             n = way.dst.send(data, _NB)  # type: ignore[union-attr]
@@ -265,7 +274,7 @@ class Relay:
         if data is way.buf:
             del way.buf[:n]
         elif n < len(data):
-            way.buf += memoryview(data)[n:]
+            way.buf += data[n:]  # a view: copied once, into the buffer
         return True
 
     def _pass_eof(self, way: _Way) -> None:
@@ -397,7 +406,7 @@ class _Acceptor:
                 self._accept_tls(fd, family, peer, listener.tls)
                 continue
             try:  # a blocking socket: every call on it passes MSG_DONTWAIT
-                client = Sock(family, socket.SOCK_STREAM, 0, fd)
+                client = Sock(family, _PLAIN, 0, fd)
             except OSError:
                 os.close(fd)
                 continue
