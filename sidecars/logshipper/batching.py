@@ -6,17 +6,23 @@ import asyncio
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable, Sequence
 from itertools import accumulate
+
+# one bulk item (action line and document line, each with its newline), or a run of several
+# items one after the other: a view into the bytes a whole chunk was formatted into
+Piece = bytes | memoryview
 
 
 class Batch:
-    """Serialized (action, source) pairs bound for one bulk request, and the files whose
-    progress waits on it."""
+    """Serialized (action, source) pairs bound for one bulk request, `docs` of them in
+    `items` (single items and runs), and the files whose progress waits on it."""
 
-    __slots__ = ("items", "nbytes", "progresses", "done", "created")
+    __slots__ = ("items", "docs", "nbytes", "progresses", "done", "created")
 
     def __init__(self) -> None:
-        self.items: list[bytes] = []
+        self.items: list[Piece] = []
+        self.docs = 0
         self.nbytes = 0
         self.progresses: list[Progress] = []
         self.done = False
@@ -25,6 +31,7 @@ class Batch:
     def add(self, item: bytes) -> None:
         """`item` is the action line and the document line, each ending with a newline."""
         self.items.append(item)
+        self.docs += 1
         self.nbytes += len(item)
 
     def resolve(self) -> None:
@@ -142,7 +149,7 @@ class Pipeline:
         self.budget.take(len(item))
         if (
             batch.nbytes >= self.max_bytes
-            or len(batch.items) >= self.max_docs
+            or batch.docs >= self.max_docs
             or self.budget.full  # reading stops now: the open batch must not wait for its age
         ):
             self.seal()
@@ -151,7 +158,22 @@ class Pipeline:
         """`add` for the records of one chunk: the same batches, with the per-batch work
         done once per batch (the sizes are summed in C, the cut found by bisection)."""
         sums = list(accumulate(map(len, items)))
-        i, n = 0, len(items)
+        self._extend(progress, ends, sums, lambda i, k, start, end: items[i:k])
+
+    def extend_run(self, progress: Progress, ends: list[int], run: bytes, sums: list[int]) -> None:
+        """`extend` for the items of one chunk formatted into one bytes, `run`, item i
+        ending at `sums[i]` in it: each batch gets a view of its part, not a copy."""
+        view = memoryview(run)
+        self._extend(progress, ends, sums, lambda i, k, start, end: [view[start:end]])
+
+    def _extend(
+        self,
+        progress: Progress,
+        ends: list[int],
+        sums: list[int],
+        pieces: Callable[[int, int, int, int], Sequence[Piece]],
+    ) -> None:
+        i, n = 0, len(sums)
         while i < n:
             batch = self.current
             if batch is None:
@@ -159,13 +181,14 @@ class Pipeline:
             before = sums[i - 1] if i else 0
             # first k whose item brings the batch to max_bytes, like `add` would seal there
             full = bisect_left(sums, before + self.max_bytes - batch.nbytes, i) + 1
-            k = min(n, i + self.max_docs - len(batch.items), full)
+            k = min(n, i + self.max_docs - batch.docs, full)
             size = batch.nbytes + sums[k - 1] - before
-            batch.items.extend(items[i:k])
+            batch.items.extend(pieces(i, k, before, sums[k - 1]))
+            batch.docs += k - i
             self.budget.take(size - batch.nbytes)
             batch.nbytes = size
             progress.add(batch, ends[k - 1])
-            if size >= self.max_bytes or len(batch.items) >= self.max_docs or self.budget.full:
+            if size >= self.max_bytes or batch.docs >= self.max_docs or self.budget.full:
                 self.seal()
             i = k
 

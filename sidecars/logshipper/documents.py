@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from itertools import chain, count
+from operator import add
 from typing import Any
 
 import orjson
@@ -27,6 +30,26 @@ def _verbatim(text: bytes | memoryview, newlines: int) -> bool:
     except UnicodeDecodeError:
         return False
     return len(orjson.dumps(string)) == len(text) + newlines + 2
+
+
+def _run_ends(base: int, starts: list[int], n: int) -> list[int]:
+    """Where each of the first `n` items formatted from the lines at `starts` ends in their
+    run. An item is `base` bytes for offset 0 (one hex and one decimal digit) and an empty
+    line, plus its line (`starts[i + 1] - starts[i] - 1` bytes) and the digits its offset
+    has beyond one, in hex (the id) and in decimal (log.offset): offsets only grow, so
+    those change at the powers of 16 and of 10 the chunk crosses, if any."""
+    first, last = starts[0], starts[n - 1]
+    step = base - 3 + len(b"%x" % first) + len(b"%d" % first)  # the line's newline: -1
+    ends = list(map(add, starts[1 : n + 1], count(step - first, step)))
+    for radix in (16, 10):
+        power = radix
+        while power <= last:
+            if power > first:  # from the first item at or past it on, one digit more each
+                past = bisect_left(starts, power, 0, n)
+                for i in range(past, n):
+                    ends[i] += i - past + 1
+            power *= radix
+    return ends
 
 
 def iso_utc(ts: float) -> str:
@@ -219,6 +242,30 @@ class DocumentBuilder:
             return list(map(template.__mod__, zip(starts, lines, starts, strict=False)))
         item = self.item_maker(uid, path_json, now)
         return [item(start, line, False) for start, line in zip(starts, lines, strict=False)]
+
+    def run(
+        self,
+        uid: str,
+        path_json: bytes,
+        now: float,
+        lines: list[bytes],
+        starts: list[int],
+        text: bytes | memoryview,
+    ) -> tuple[bytes, list[int]] | None:
+        """What `items` gives, as one bytes (the run) and where each item ends in it: the
+        whole chunk in one bytes formatting, with neither an object nor an allocation per
+        item. None when the chunk is not verbatim (see `items`)."""
+        plain = not (self.json_lines or self.timestamp_rx is not None)
+        if not lines or not plain or not _verbatim(text, len(lines)):
+            return None
+        template = self._template(uid, path_json, now, b'"%b"')
+        n = len(lines)
+        args = chain.from_iterable(zip(starts, lines, starts, strict=False))  # starts: n + 1
+        body = (template * n) % tuple(args)
+        ends = _run_ends(len(template % (0, b"", 0)), starts, n)
+        if ends[-1] != len(body):  # not expected; the items themselves are always right
+            return None
+        return body, ends
 
     def _action(self, index: bytes, uid: str, offset: int) -> bytes:
         return b"".join((self._op, index, b'","_id":"', f"{uid}{offset:x}".encode(), b'"}}'))

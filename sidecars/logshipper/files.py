@@ -144,8 +144,12 @@ class Reader:
         if plain is not None and not (flush and plain[2] < len(data)):
             lines, starts, used = plain
             text = memoryview(data)[:used]
-            items = self.builder.items(f.uid, f.path_json, now, lines, starts, text)
-            self.pipeline.extend(f.progress, starts[1:], items)
+            run = self.builder.run(f.uid, f.path_json, now, lines, starts, text)
+            if run is not None:
+                self.pipeline.extend_run(f.progress, starts[1:], *run)
+            else:
+                items = self.builder.items(f.uid, f.path_json, now, lines, starts, text)
+                self.pipeline.extend(f.progress, starts[1:], items)
             f.emitted_end = starts[-1]
             count = len(lines)
         else:

@@ -301,7 +301,7 @@ class Shipper:
         await self._template_done.wait()
         while True:
             batch = await self.pipeline.queue.get()
-            await sender.deliver(batch.items)
+            await sender.deliver(batch.items, batch.docs)
             self.pipeline.resolved(batch)
             self._checkpoint_due.set()
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from sidecars.logshipper.batching import Piece
 from sidecars.logshipper.bulk import (
     BadResponse,
     Outcome,
@@ -86,13 +87,18 @@ class Sender:
         self._failures = 0
         self._last_report = 0.0
 
-    async def deliver(self, items: list[Item]) -> None:
+    async def deliver(self, items: list[Piece], docs: int | None = None) -> None:
+        """`items` holds `docs` items (all of them single items when None): runs of several
+        are sent as they are, and taken apart into single items only when something other
+        than the usual all-acknowledged answer comes back."""
         backoff = Backoff(0.05, self.max_backoff)
         pending = items
+        count = len(items) if docs is None else docs
         while pending:
             try:
-                pending = await self._attempt(pending)
+                pending = await self._attempt(pending, count)
             except _TooLarge:
+                pending = _each(pending, count)
                 if len(pending) == 1:
                     await self._drop([("request_too_large", {"status": 413}, *_split(pending[0]))])
                     return
@@ -100,6 +106,7 @@ class Sender:
                 await self.deliver(pending[:mid])
                 await self.deliver(pending[mid:])
                 return
+            count = len(pending)
             if pending:
                 await self._pause(backoff.next_delay())
 
@@ -111,20 +118,20 @@ class Sender:
             async with asyncio.timeout(delay):
                 await answered.wait()
 
-    async def _attempt(self, items: list[Item]) -> list[Item]:
-        """One bulk request; returns the items to send again."""
-        body = b"".join(items)
+    async def _attempt(self, pieces: list[Piece], count: int) -> list[Piece]:
+        """One bulk request of `count` items; returns the items to send again."""
+        body = b"".join(pieces)
         started = time.monotonic()
         try:
             resp = await self.transport.perform_request(
                 "POST", _TARGET, headers=_HEADERS, body=body
             )
         except TlsError as exc:
-            return self._retry_all(items, "tls", exc)
+            return self._retry_all(pieces, count, "tls", exc)
         except ConnectionTimeout as exc:
-            return self._retry_all(items, "timeout", exc)
+            return self._retry_all(pieces, count, "timeout", exc)
         except (TransportError, SerializationError) as exc:
-            return self._retry_all(items, _transport_reason(exc), exc)
+            return self._retry_all(pieces, count, _transport_reason(exc), exc)
         status = resp.meta.status
         if not 200 <= status < 300:
             self.metrics.bulk_seconds.observe(time.monotonic() - started)
@@ -137,27 +144,29 @@ class Sender:
                 reason = f"http_{status}"
                 self.metrics.bulk_errors.labels(reason).inc()
                 error = _error_of(status, resp.body)
+                items = _each(pieces, count)
                 await self._drop([(reason, error, *_split(item)) for item in items])
                 return []
-            return self._retry_all(items, f"http_{status}", _HttpError(status, resp.body))
+            error = _HttpError(status, resp.body)
+            return self._retry_all(pieces, count, f"http_{status}", error)
         if resp.meta.headers.get("x-elastic-product") != "Elasticsearch":
-            return self._retry_all(items, "not_elasticsearch", _NOT_ES)
+            return self._retry_all(pieces, count, "not_elasticsearch", _NOT_ES)
         self.metrics.bulk_seconds.observe(time.monotonic() - started)
-        if all_ok(resp.body, len(items)):
+        if all_ok(resp.body, count):
             self.on_answer()
             self._recovered()
-            self.metrics.delivered.inc(len(items))
+            self.metrics.delivered.inc(count)
             return []
         try:
-            results = classify_response(resp.body, len(items), self.create)
+            results = classify_response(resp.body, count, self.create)
         except BadResponse as exc:
-            return self._retry_all(items, "bad_response", exc)
+            return self._retry_all(pieces, count, "bad_response", exc)
         self.on_answer()
         self._recovered()
-        retry: list[Item] = []
+        retry: list[Piece] = []
         drops: list[tuple[str, Any, bytes, bytes]] = []
         delivered = 0
-        for item, result in zip(items, results, strict=True):
+        for item, result in zip(_each(pieces, count), results, strict=True):
             if result.outcome is Outcome.OK:
                 delivered += 1
             elif result.outcome is Outcome.RETRY:
@@ -170,9 +179,11 @@ class Sender:
             await self._drop(drops)
         return retry
 
-    def _retry_all(self, items: list[Item], reason: str, exc: BaseException) -> list[Item]:
+    def _retry_all(
+        self, pieces: list[Piece], count: int, reason: str, exc: BaseException
+    ) -> list[Piece]:
         self.metrics.bulk_errors.labels(reason).inc()
-        self.metrics.retried.labels(reason).inc(len(items))
+        self.metrics.retried.labels(reason).inc(count)
         now = time.monotonic()
         self._failures += 1
         if self._failing_since is None:
@@ -185,10 +196,10 @@ class Sender:
                     "reason": reason,
                     "error": _describe(exc),
                     "failures": self._failures,
-                    "documents": len(items),
+                    "documents": count,
                 },
             )
-        return items
+        return _each(pieces, count)
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
@@ -238,9 +249,23 @@ class Sender:
         )
 
 
-def _split(item: Item) -> tuple[bytes, bytes]:
+def _each(pieces: list[Piece], count: int) -> list[Piece]:
+    """The `count` single items of `pieces` (items and runs of items), each as bytes. JSON
+    never holds a raw newline, so an item is two lines, whichever piece it is in."""
+    if len(pieces) == count and all(isinstance(piece, bytes) for piece in pieces):
+        return pieces
+    items: list[Piece] = []
+    for piece in pieces:
+        lines = bytes(piece).split(b"\n")  # ends with the empty rest after the last newline
+        items += map(b"%b\n%b\n".__mod__, zip(lines[0:-1:2], lines[1:-1:2], strict=True))
+    if len(items) != count:
+        raise ValueError(f"{len(items)} bulk items where {count} were counted")
+    return items
+
+
+def _split(item: Piece) -> tuple[bytes, bytes]:
     """(action, document) of an item; JSON never holds a raw newline, so the first splits."""
-    action, _, source = item.rstrip(b"\n").partition(b"\n")
+    action, _, source = bytes(item).rstrip(b"\n").partition(b"\n")
     return action, source
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from itertools import accumulate
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from sidecars.logshipper.batching import Budget, Pipeline, Progress
 from sidecars.logshipper.bulk import Outcome, all_ok, classify_response, parse_body
 from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.framing import Framer
+from sidecars.logshipper.shipping import _each
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +120,71 @@ def test_a_resolved_batch_lets_go_of_its_documents() -> None:
     assert second.items == [] and progress.acked == 0  # the first still holds the checkpoint
     pipe.resolved(first)
     assert progress.acked == 40 and pipe.budget.used == 0
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [0, 3, 9, 15, 250, 4090, 99_990, 16**5 - 90, 10**9 - 120, 2**40 + 7],
+    ids=lambda o: f"offset {o}",
+)
+def test_a_run_is_the_items_joined_and_knows_where_each_ends(offset: int) -> None:
+    """A chunk formatted at once gives the bytes of its items one after the other, and the
+    end of each item in them, also where the offsets gain a hex or a decimal digit."""
+    rng = random.Random(offset)
+    text = _chunk(rng, b"abc %", 60)
+    builder = DocumentBuilder("logs-a-b", create=True, metadata={"k": {"v": "100%"}})
+    parts, starts, used = Framer(1000).frame_plain(text, offset) or ([], [], 0)
+    items = builder.items(UID, PATH, 1.5e9, parts, starts, text[:used])
+    run = builder.run(UID, PATH, 1.5e9, parts, starts, memoryview(text)[:used])
+    assert run is not None
+    body, ends = run
+    assert body == b"".join(items)
+    assert ends == list(accumulate(map(len, items)))
+
+
+def test_no_run_for_a_chunk_that_needs_escapes_or_parsing() -> None:
+    """Chunks JSON must escape, and JSON-line or record-time builders, take the item path."""
+    text = b'a "quoted" line\n'
+    parts, starts, _ = Framer(100).frame_plain(text, 0) or ([], [], 0)
+    assert DocumentBuilder("x").run(UID, PATH, 0.0, parts, starts, text) is None
+    plain = b"plain line\n"
+    parts, starts, _ = Framer(100).frame_plain(plain, 0) or ([], [], 0)
+    json_lines = DocumentBuilder("x", json_lines=True)
+    assert json_lines.run(UID, PATH, 0.0, parts, starts, plain) is None
+
+
+def test_extend_run_fills_the_same_batches_as_adding_each_item() -> None:
+    """A run cut into batches holds the same bytes, documents and checkpoints per batch as
+    its items added one by one (sizes and counts at the same cuts)."""
+    text = _chunk(random.Random(7), b"abcdef ", 300)
+    builder = DocumentBuilder("logs-a-b", create=True)
+    parts, starts, used = Framer(1000).frame_plain(text, 5) or ([], [], 0)
+    items = builder.items(UID, PATH, 0.0, parts, starts, text[:used])
+    run = builder.run(UID, PATH, 0.0, parts, starts, text[:used])
+    assert run is not None
+    one, many = Pipeline(2000, 7, Budget(1 << 20)), Pipeline(2000, 7, Budget(1 << 20))
+    p1, p2 = Progress(0), Progress(0)
+    for end, item in zip(starts[1:], items, strict=True):
+        one.add(p1, end, item)
+    many.extend_run(p2, starts[1:], *run)
+    one.seal()
+    many.seal()
+    assert one.queue.qsize() == many.queue.qsize() > 10
+    while not one.queue.empty():
+        a, b = one.queue.get_nowait(), many.queue.get_nowait()
+        assert (b"".join(a.items), a.nbytes, a.docs) == (b"".join(b.items), b.nbytes, b.docs)
+        one.resolved(a)
+        many.resolved(b)
+        assert p1.acked == p2.acked
+    assert one.budget.used == many.budget.used == 0
+
+
+def test_runs_are_taken_apart_into_their_items() -> None:
+    """After anything but the all-acknowledged answer, a request's runs become the single
+    items the per-item handling (retry, dead letter, halving on 413) works on."""
+    items = [b'{"index":{}}\n{"n":%d}\n' % i for i in range(5)]
+    run = memoryview(b"".join(items[1:4]))
+    assert _each([items[0], run, items[4]], 5) == items
+    assert _each(items, 5) is items
+    with pytest.raises(ValueError, match="4 bulk items where 5"):
+        _each(items[:4], 5)
