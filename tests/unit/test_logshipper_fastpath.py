@@ -97,14 +97,20 @@ def test_all_ok_recognises_only_a_complete_success() -> None:
     assert parse_body(b"<html>") == "<html>"
 
 
-def test_no_elasticsearch_package_and_no_aiohttp_at_run_time() -> None:
+def test_no_elasticsearch_package_and_no_aiohttp_or_requests_at_run_time() -> None:
+    """The shipper imports neither the elasticsearch package nor the HTTP libraries of the
+    transport's node classes it does not use (memory, start time), and both stay importable
+    for others afterwards."""
     code = (
-        "import sys, sidecars.runtime\n"
-        "before = 'aiohttp' in sys.modules\n"
+        "import sys, importlib.util, sidecars.runtime\n"
+        "before = {'aiohttp', 'requests'} & set(sys.modules)\n"
         "import sidecars.logshipper.service\n"
         "assert 'elasticsearch' not in sys.modules, 'elasticsearch imported'\n"
         "assert before or 'aiohttp' not in sys.modules, 'aiohttp imported'\n"
+        "assert before or 'requests' not in sys.modules, 'requests imported'\n"
         "import aiohttp  # still importable by others afterwards\n"
+        "if importlib.util.find_spec('requests'):\n"
+        "    import requests\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
