@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from support import compiled
 
 # The real Elasticsearch node (and its TLS proxy) for every suite that ships logs, and the
 # logshipper tests' shared fixtures.
@@ -23,6 +26,14 @@ _NODE_FIXTURES = {
     "elasticsearch_recent_url",
 }
 _NODE_TIMEOUT = 600
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compiled modules older than a source under sidecars/ would run stale code: rebuilt first."""
+    if os.environ.get("SIDECARS_PURE") == "1" or not compiled.outputs() or compiled.up_to_date():
+        return
+    if compiled.build() != 0:
+        pytest.exit("the compiled modules are stale and scripts/compile failed", returncode=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

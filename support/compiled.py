@@ -1,0 +1,157 @@
+"""The modules compiled with mypyc: build them in place, next to their sources, or remove them.
+
+    python -m support.compiled            # compile what pyproject.toml lists, unless up to date
+    python -m support.compiled --clean    # remove the compiled modules (the sources run)
+    python -m support.compiled --list     # the compiled files, one path a line
+
+The list is `[tool.sidecars] compiled` in pyproject.toml. Python's import prefers an extension
+module (`head.cpython-311-x86_64-linux-gnu.so`) to the `.py` beside it, so the compiled modules
+run wherever they exist; `SIDECARS_PURE=1` hides them (sidecars/__init__.py). The build is
+recorded in build/mypyc/stamp: a digest of every source under sidecars/ (mypyc compiles a module
+with the types of all it imports), the list, mypy's and the interpreter's versions. Without a C
+compiler or the interpreter's headers it says so in one line and leaves the sources to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "mypyc"
+STAMP = BUILD / "stamp"
+GROUP = "sidecars._compiled"  # mypyc's shared library: sidecars/_compiled__mypyc.*.so
+SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def modules() -> list[str]:
+    """The dotted names of the modules to compile."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return list(meta["tool"]["sidecars"]["compiled"])
+
+
+def source(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
+def outputs() -> list[Path]:
+    """Every compiled file now in the tree (this interpreter's suffix or another's)."""
+    return sorted(p for p in (ROOT / "sidecars").rglob("*.so") if p.is_file())
+
+
+def can_compile() -> str:
+    """Empty when a C compiler and this interpreter's headers are here, else what is missing."""
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+    if shutil.which(cc) is None:
+        return f"no C compiler ({cc})"
+    if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
+        return f"no Python headers (Python.h in {sysconfig.get_paths()['include']})"
+    try:
+        import mypyc  # noqa: F401
+    except ImportError:
+        return "no mypyc (mypy)"
+    return ""
+
+
+def digest() -> str:
+    import mypy.version
+
+    h = hashlib.sha256()
+    h.update(f"{sys.version}|{SUFFIX}|{mypy.version.__version__}|{modules()}".encode())
+    for path in sorted((ROOT / "sidecars").rglob("*.py")):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def expected() -> list[Path]:
+    """The files a build of the list makes."""
+    return [ROOT / (GROUP.replace(".", "/") + "__mypyc" + SUFFIX)] + [
+        ROOT / (m.replace(".", "/") + SUFFIX) for m in modules()
+    ]
+
+
+def up_to_date() -> bool:
+    return (
+        STAMP.exists()
+        and STAMP.read_text().strip() == digest()
+        and set(outputs()) == set(expected())
+    )
+
+
+def clean() -> None:
+    for path in outputs():
+        path.unlink()
+    STAMP.unlink(missing_ok=True)
+
+
+def build() -> int:
+    """Compile the list in place unless up to date; 0 when the tree is ready to run."""
+    missing = can_compile()
+    if missing:
+        clean()
+        print(f"compile: {missing}: the sidecars run as pure Python (slower)", file=sys.stderr)
+        return 0
+    if up_to_date():
+        return 0
+    clean()
+    BUILD.mkdir(parents=True, exist_ok=True)
+    paths = [str(source(m).relative_to(ROOT)) for m in modules()]
+    print(f"compile: mypyc on {len(paths)} modules", file=sys.stderr)
+    setup = (
+        "import sys\n"
+        "from setuptools import Distribution\n"
+        "from mypyc.build import mypycify\n"
+        f"exts = mypycify({paths!r}, group_name={GROUP!r}, target_dir={str(BUILD)!r},\n"
+        "                opt_level='3', debug_level='1')\n"
+        "dist = Distribution({'name': 'sidecars-compiled', 'ext_modules': exts,\n"
+        "                     'script_name': 'compile'})\n"
+        f"dist.script_args = ['build_ext', '--inplace', '--build-temp', {str(BUILD)!r},\n"
+        f"                    '--build-lib', {str(BUILD / 'lib')!r},\n"
+        f"                    '-j', str({os.cpu_count() or 1})]\n"
+        "dist.parse_command_line()\n"
+        "dist.run_commands()\n"
+    )
+    # From ROOT, for --inplace; a bare Distribution reads no pyproject.toml or setup.cfg.
+    done = subprocess.run(
+        [sys.executable, "-c", setup],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
+        print("compile: mypyc failed (above)", file=sys.stderr)
+        clean()
+        return 1
+    made = set(outputs())
+    if made != set(expected()):
+        print(f"compile: expected {sorted(map(str, expected()))}, made {sorted(map(str, made))}")
+        clean()
+        return 1
+    STAMP.write_text(digest() + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--clean"]:
+        clean()
+        return 0
+    if argv == ["--list"]:
+        print("\n".join(str(p.relative_to(ROOT)) for p in outputs()))
+        return 0
+    if argv:
+        print(f"compile: unknown arguments {argv} (expected none, --clean or --list)")
+        return 2
+    return build()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
