@@ -33,6 +33,7 @@ _TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 # Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
 # __init__, the enum conversions of accept()) cost more per connection than the system calls.
 Sock = _socket.socket
+_NO_SPLICE = not splice.AVAILABLE
 # One read buffer for every relay: a read is written or copied before the next one (a fresh
 # 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
 _SCRATCH = bytearray(CHUNK)
@@ -69,7 +70,7 @@ class Relay:
         self.up: Sock | None = None
         self.member: Member | None = None
         self.connected = self.closed = False
-        self.tried: list[Member] = []
+        self.tried: tuple[Member, ...] = ()  # a retry is rare: no list made per connection
         self.attempt = 0
         self.task: asyncio.Task[None] | None = None
         self.started = 0.0  # the loop's clock (the connect deadline)
@@ -77,14 +78,12 @@ class Relay:
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.c2u, self.u2c = _Way(client, None), _Way(None, client)
         self.splicer: splice.Splicer | None = None
-        self.no_splice = not splice.AVAILABLE
+        self.no_splice = _NO_SPLICE
         self.seen = listener.hub.now  # the last event on either socket
 
     # --- choosing and connecting a member
 
     def _key(self) -> bytes:
-        if self.listener.cluster.balancer.policy != "hash":
-            return b""
         return str(self.peer[0]).encode() if isinstance(self.peer, tuple) else b""
 
     def connect_next(self) -> None:
@@ -95,13 +94,14 @@ class Relay:
         while self.attempt <= listener.settings.retries and not self.closed:
             if self.attempt and not cluster.budget.try_spend():
                 break
-            member = cluster.pick(self._key(), self.tried)
+            hashed = cluster.balancer.policy == "hash"
+            member = cluster.pick(self._key() if hashed else b"", self.tried)
             if member is None:
                 break
             if self.attempt:
                 cluster.retries += 1
             self.attempt += 1
-            self.tried.append(member)
+            self.tried += (member,)
             member.requests += 1
             member.active += 1  # from the connect on: a connecting one counts toward its limit
             self.member, self.started = member, listener.loop.time()
@@ -185,14 +185,6 @@ class Relay:
                 extra={"listener": listener.name, "member": member.key},
             )
 
-    def _connected(self) -> None:
-        listener, member = self.listener, self.member
-        assert member is not None
-        listener.dialing.discard(self)
-        listener.latency.observe(perf_counter() - self.dialed)
-        member.record_success()
-        self.connected = self.c2u.ready = True
-
     # --- relaying
 
     def on_client(self, events: int) -> None:
@@ -214,7 +206,12 @@ class Relay:
                 return
             if not events & _OUT:
                 return
-            self._connected()
+            listener, member = self.listener, self.member
+            assert member is not None
+            listener.dialing.discard(self)
+            listener.latency.observe(perf_counter() - self.dialed)
+            member.record_success()
+            self.connected = self.c2u.ready = True
         if events & _RDHUP:
             self.u2c.rdhup = True
         if events & (_IN | _ERR):
@@ -345,10 +342,12 @@ class Relay:
             self.listener.dialing.discard(self)
         if self.task is not None:
             self.task.cancel()
-        for sock in (self.client, self.up):
-            if sock is not None:
-                self.listener.hub.forget(sock.fileno())
-                sock.close()
+        hub, client, up = self.listener.hub, self.client, self.up
+        hub.forget(client.fileno())
+        client.close()
+        if up is not None:
+            hub.forget(up.fileno())
+            up.close()
         if self.member is not None:  # counted from its connect on
             self.member.active -= 1
         self.listener.release(self)
@@ -415,7 +414,7 @@ class _Acceptor:
                 relay.closed = True
                 client.close()
                 continue
-            listener.hub.add(client.fileno(), relay.on_client)
+            listener.hub.add(fd, relay.on_client)
             relay.connect_next()
 
     def _accept_tls(self, fd: int, family: int, peer: object, tls: Origination) -> None:
