@@ -10,6 +10,8 @@ from collections import Counter
 
 import pytest
 
+from sidecars.ambassador.balancer import Ring
+from sidecars.ambassador.members import Member
 from tests.ambassador_support import (
     RedisServer,
     ambassador,
@@ -138,6 +140,26 @@ async def test_refused_member_is_retried_and_ejected(redises: list[RedisServer])
             assert await redis_command(amb.port, b"PING") == b"+PONG\r\n"
         member = amb.service.running["default"].cluster.members[closed]
         assert member.errors["connect"] == 2 and member.ejections == 1
+
+
+async def test_retry_goes_to_a_member_not_tried_yet(redises: list[RedisServer]) -> None:
+    """Hashing by client address, a client whose member refuses is retried on the other member,
+    never on the refusing one again (the hash alone would pick it again): every connection is
+    served and the refusing member is tried once per connection."""
+    good = f"127.0.0.1:{redises[0].port}"
+    for _ in range(100):  # a refusing member that the client's address hashes to
+        closed = f"127.0.0.1:{free_port()}"
+        members = [Member("127.0.0.1", int(a.rsplit(":", 1)[1])) for a in (closed, good)]
+        if Ring(members).lookup(b"127.0.0.1", {id(m) for m in members}) is members[0]:
+            break
+    else:
+        pytest.fail("no free port hashes 127.0.0.1 to the refusing member")
+    env = tcp_env(closed, good, policy="hash", health_check="none", eject_failures="100")
+    async with ambassador(env) as amb:
+        for _ in range(3):
+            assert await redis_command(amb.port, b"PING") == b"+PONG\r\n"
+        member = amb.service.running["default"].cluster.members[closed]
+        assert member.errors["connect"] == 3
 
 
 async def test_no_member_reachable_closes_the_client() -> None:
