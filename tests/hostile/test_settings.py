@@ -55,6 +55,18 @@ def test_admin_host_that_does_not_resolve_exits_2(name: str) -> None:
     _one_line_exit_2(name, {var: f"{NO_NAME}:9999"}, var, "expected a host name or address")
 
 
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"], ids=["empty-label", "long-label"])
+def test_admin_host_no_resolver_can_read_exits_2(host: str) -> None:
+    """A listen host with an empty or over-long label (which Python's idna codec refuses with a
+    UnicodeError) is one line and exit 2 like any name that does not resolve, no traceback."""
+    _one_line_exit_2(
+        "warloader",
+        {"WARLOADER_ADMIN_ADDR": f"{host}:9999"},
+        "WARLOADER_ADMIN_ADDR",
+        "expected a host name or address",
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "var", "extra"),
     [

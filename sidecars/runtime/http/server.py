@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
+from sidecars.runtime.checks import host_bytes
 from sidecars.runtime.http.head import HttpError, bare_lf, head_end, parse_request
 from sidecars.runtime.tasks import spawn
 
@@ -226,8 +227,9 @@ class Server:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        hosts: Any = [host_bytes(host)]  # the loops take bytes too; typeshed says str only
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
+            lambda: Connection(self), hosts, port, reuse_address=True, backlog=1024
         )
         self._sweeper = spawn(f"idle sweep of the {self.name} server", self._sweep())
 
