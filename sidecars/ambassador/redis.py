@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import cast
 
 from sidecars.ambassador import resp, resp3
@@ -33,6 +34,7 @@ _KEYED = frozenset(
     ZPOPMIN ZPOPMAX ZRANDMEMBER PFADD GEOADD GEODIST GEOHASH GEOPOS GEOSEARCH XADD XLEN XRANGE
     XREVRANGE XDEL XTRIM""".split()
 )
+_KEYED_CASED = _KEYED | frozenset(name.lower() for name in _KEYED)  # as clients send them
 # Multi-key commands split per shard: how their parts are merged.
 _SPLIT = {b"MGET": "array", b"DEL": "sum", b"UNLINK": "sum", b"EXISTS": "sum", b"TOUCH": "sum"}
 # Refused with the reason: they span shards, hold a connection's state, or block it.
@@ -160,10 +162,33 @@ class RedisClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
+        listener, queue = self.listener, self.queue
+        route, dirty, fast = listener.route, listener.dirty, self.table is None
+        now, sent = listener.loop.time(), perf_counter()
         for args, raw in commands:
+            if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
+                # the common command, handled inline (what dispatch and Shard.queue do)
+                target = route(args[1], None, now)
+                if type(target) is bytes:
+                    queue.append(Slot(self, target))
+                    continue
+                slot = Slot(self)
+                slot.sent = sent
+                queue.append(slot)
+                pending = target.pending  # type: ignore[union-attr]
+                if not pending:
+                    target.progress = now  # type: ignore[union-attr]
+                pending.append(slot)
+                target.out.append(raw)  # type: ignore[union-attr]
+                member = target.member  # type: ignore[union-attr]
+                member.requests += 1
+                member.active += 1
+                dirty.add(target)  # type: ignore[arg-type]
+                continue
             self.dispatch(args, raw)
             if self.closing:
                 break
+            fast = self.table is None  # HELLO may have changed it
         if problem and not self.closing:
             self.reject(resp.error(f"ERR Protocol error: {problem}"))
 

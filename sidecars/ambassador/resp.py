@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sidecars.ambassador.framing import Framing
 
 MAX_DEPTH = 16  # nesting of arrays in a shard's reply
+FAST_CARRY = 64 << 10  # a longer partial command stays with the general reader
 
 
 class ProtocolError(ValueError):
@@ -48,6 +49,56 @@ class CommandReader(Framing[Command]):
     def __init__(self, limits: Limits) -> None:
         super().__init__()
         self.limits = limits
+
+    def feed(self, data: bytes) -> list[Command]:
+        """Every complete command now buffered. The common shape (arrays of bulk strings with
+        plain lengths under the limits) is read here in one pass over immutable bytes; the
+        first command of any other shape, and any command not all here yet, goes to the
+        general reader (`_next`), which names what is wrong."""
+        buf = self.buf
+        if buf:
+            if len(buf) > FAST_CARRY:  # a big command arriving piecemeal: no copy of it per read
+                return super().feed(data)
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        limits = self.limits
+        max_array, max_bulk = limits.max_array, limits.max_bulk
+        find = data.find
+        size = len(data)
+        out: list[Command] = []
+        append = out.append
+        pos = 0
+        while pos < size:
+            if data[pos] != 0x2A:  # '*'
+                break
+            end = find(b"\r\n", pos, pos + 18)
+            raw = data[pos + 1 : end]
+            if end < 0 or not raw.isdigit() or not 0 < int(raw) <= max_array:
+                break
+            at = end + 2
+            args: list[bytes] = []
+            for _ in range(int(raw)):
+                if data[at : at + 1] != b"$":
+                    break
+                end = find(b"\r\n", at, at + 14)
+                raw = data[at + 1 : end]
+                if end < 0 or not raw.isdigit():
+                    break
+                length = int(raw)
+                at = end + 2 + length
+                if length > max_bulk or data[at : at + 2] != b"\r\n":
+                    break
+                args.append(data[end + 2 : at])
+                at += 2
+            else:
+                append((args, data[pos:at]))
+                pos = at
+                continue
+            break
+        if pos < size:
+            return out + super().feed(data[pos:])
+        return out
 
     def _next(self, pos: int) -> tuple[Command | None, int] | None:
         array = self.buf[pos] == 0x2A  # '*'
@@ -130,6 +181,49 @@ class ReplyReader:
         self.limits = limits
 
     def feed(self, data: bytes) -> list[bytes]:
+        """Every complete reply now buffered. Simple replies and bulk strings are read here in
+        one pass over immutable bytes; the first of any other shape (arrays), and a reply not
+        all here yet, go to the general reader (`_skip`)."""
+        buf = self.buf
+        if buf:
+            if len(buf) > FAST_CARRY:
+                return self._buffered(data)
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        find, size, max_bulk = data.find, len(data), self.limits.max_bulk
+        out: list[bytes] = []
+        append = out.append
+        pos = 0
+        while pos < size:
+            kind = data[pos]
+            if kind == 0x24:  # '$'
+                end = find(b"\r\n", pos, pos + 14)
+                raw = data[pos + 1 : end]
+                if end < 0:
+                    break
+                if raw.isdigit():
+                    stop = end + 4 + int(raw)
+                    if int(raw) > max_bulk or data[stop - 2 : stop] != b"\r\n":
+                        break
+                elif raw == b"-1":
+                    stop = end + 2
+                else:
+                    break
+            elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # '+', ':', '-'
+                end = find(b"\r\n", pos, pos + 1026)
+                if end < 0:
+                    break
+                stop = end + 2
+            else:
+                break
+            append(data[pos:stop])
+            pos = stop
+        if pos < size:
+            out += self._buffered(data[pos:])
+        return out
+
+    def _buffered(self, data: bytes) -> list[bytes]:
         buf = self.buf
         buf += data
         out: list[bytes] = []

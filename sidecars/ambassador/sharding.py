@@ -10,12 +10,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from struct import Struct
 from time import perf_counter
 from typing import Any, Protocol, cast
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
-from sidecars.ambassador.ketama import Continuum, hash_tagged, key_hash, server_name
+from sidecars.ambassador.ketama import Continuum, hash_tagged, server_name
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
@@ -23,6 +24,7 @@ from sidecars.runtime.tasks import spawn
 
 MAX_QUEUED = 1024  # commands awaiting replies per client before its reading pauses
 TIMEOUT_SCAN = 0.1  # seconds between checks for shards that stopped answering
+_U32 = Struct("<I")  # twemproxy's md5 key hash: the digest's first four bytes
 
 
 class ReplyReader(Protocol):
@@ -141,12 +143,18 @@ class Shard(asyncio.Protocol):
         extra = len(replies) - len(pending)
         if extra > 0:
             replies = replies[:-extra]
+        observe, popleft, add, last = latency.observe, pending.popleft, touched.add, None
         for raw in replies:
-            slot = pending.popleft()
-            latency.observe(now - slot.sent)
-            client = slot.fill(raw)
-            if client is not None:
-                touched.add(client)
+            slot = popleft()
+            observe(now - slot.sent)
+            if type(slot) is Slot:
+                slot.reply = raw
+                client = slot.client
+            else:
+                client = slot.fill(raw)
+            if client is not last and client is not None:
+                add(client)
+                last = client
         member.active -= len(replies)
         member.failures_in_row = 0
         self.progress = listener.loop.time()
@@ -313,6 +321,11 @@ class ShardedListener(Listener):
         self._rings: dict[tuple[Any, ...], tuple[Continuum, list[Member]]] = {}
         self._order: list[Member] | None = None  # the member list the full ring is of
         self._full = Continuum([])
+        self._placed: list[Shard | None] = []  # by index in `_order`: the connection last used
+        self._tag = settings.redis_hash_tag.encode()
+        import hashlib  # here: only listeners that hash load it
+
+        self._md5 = hashlib.md5
         self._timeouts: asyncio.Task[None] | None = None
         cluster.on_change = self._members_changed
 
@@ -327,6 +340,7 @@ class ShardedListener(Listener):
         super().reconfigure(settings)
         self._rings.clear()
         self._order = None
+        self._tag = settings.redis_hash_tag.encode()
 
     def flush_shards(self) -> None:
         self.flushing = False
@@ -390,33 +404,46 @@ class ShardedListener(Listener):
         """A new connection to `member`, kept in `table`."""
         return Shard(self, member, table)
 
-    def route(self, key: bytes, table: dict[str, Shard] | None = None) -> Shard | bytes:
+    def route(
+        self, key: bytes, table: dict[str, Shard] | None = None, now: float = 0.0
+    ) -> Shard | bytes:
         """The shard for a key (its connection kept in `table`, by default `shards`), or the
-        error reply when it cannot be served now."""
-        tag = self.settings.redis_hash_tag
-        hashed = key_hash(hash_tagged(key, tag.encode()) if tag else key)
+        error reply when it cannot be served now (`now`: the loop's time, read when 0)."""
+        tag = self._tag
+        if tag and tag[0] in key:
+            key = hash_tagged(key, tag)
+        hashed = _U32.unpack_from(self._md5(key).digest())[0]
         members = self.cluster.order
         if members is not self._order:  # a new list whenever membership or a weight changes
             self._full = Continuum([(server_name(m.host, m.port), m.weight) for m in members])
             self._order = members
+            self._placed = [None] * len(members)
         index = self._full.owner(hashed)
         if index < 0:
             return self.error("ambassador: no shards")
         member = members[index]
-        if not (member.healthy and member.ejected_until <= self.loop.time()):
-            if not self.settings.redis_rehash:
-                state = "down" if not member.healthy else "ejected"
-                return self.error(f"ambassador: shard {member.key} is {state}")
+        if not now:
             now = self.loop.time()
+        if member.healthy and member.ejected_until <= now:
+            if table is None:  # the common case: the connection found last time, still up
+                shard = self._placed[index]
+                if shard is not None and not shard.dead:
+                    return shard
+        elif not self.settings.redis_rehash:
+            state = "down" if not member.healthy else "ejected"
+            return self.error(f"ambassador: shard {member.key} is {state}")
+        else:
             live = [m for m in self.cluster.order if m.available(now)]
             if not live:
                 return self.error("ambassador: every shard is down")
-            ring, members = self._ring(live)
-            member = members[ring.owner(hashed)]
+            ring, live = self._ring(live)
+            member = live[ring.owner(hashed)]
         shards = self.shards if table is None else table
         shard = shards.get(member.key)
         if shard is None:
             shard = shards[member.key] = self.connect(member, shards)
+        if shards is self.shards and member is members[index]:
+            self._placed[index] = shard
         return shard
 
     def every_shard(self, table: dict[str, Shard] | None = None) -> list[Shard] | bytes:
