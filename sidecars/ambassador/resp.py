@@ -191,7 +191,8 @@ class ReplyReader:
             buf += data
             data = bytes(buf)
             buf.clear()
-        find, size, max_bulk = data.find, len(data), self.limits.max_bulk
+        find, size, limits = data.find, len(data), self.limits
+        max_bulk, max_line = limits.max_bulk, limits.max_inline + 2
         out: list[bytes] = []
         append = out.append
         pos = 0
@@ -211,7 +212,7 @@ class ReplyReader:
                 else:
                     break
             elif kind == 0x2B or kind == 0x3A or kind == 0x2D:  # '+', ':', '-'
-                end = find(b"\r\n", pos, pos + 1026)
+                end = find(b"\r\n", pos, pos + max_line)
                 if end < 0:
                     break
                 stop = end + 2
