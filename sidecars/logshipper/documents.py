@@ -223,23 +223,11 @@ class DocumentBuilder:
         return item
 
     def items(
-        self,
-        uid: str,
-        path_json: bytes,
-        now: float,
-        lines: list[bytes],
-        starts: list[int],
-        text: bytes | memoryview,
+        self, uid: str, path_json: bytes, now: float, lines: list[bytes], starts: list[int]
     ) -> list[bytes]:
         """Bulk items for the complete, uncut `lines` of one chunk (`starts`: their offsets)
-        taken from `text`: the lines, each followed by its newline. When `text` is valid UTF-8
-        with nothing JSON must escape (the usual log chunk), every line is its own JSON
-        string body: one bytes formatting per line, driven from C, without decoding or
-        serializing each line."""
-        plain = not (self.json_lines or self.timestamp_rx is not None)
-        if plain and _verbatim(text, len(lines)):
-            template = self._template(uid, path_json, now, b'"%b"')
-            return list(map(template.__mod__, zip(starts, lines, starts, strict=False)))
+        that `run` cannot take as they are: one decode, one orjson call and one bytes
+        formatting per plain line."""
         item = self.item_maker(uid, path_json, now)
         return [item(start, line, False) for start, line in zip(starts, lines, strict=False)]
 
@@ -252,9 +240,12 @@ class DocumentBuilder:
         starts: list[int],
         text: bytes | memoryview,
     ) -> tuple[bytes, list[int]] | None:
-        """What `items` gives, as one bytes (the run) and where each item ends in it: the
-        whole chunk in one bytes formatting, with neither an object nor an allocation per
-        item. None when the chunk is not verbatim (see `items`)."""
+        """What `items` gives, as one bytes (the run) and where each item ends in it, when
+        `text` (the lines, each followed by its newline) is valid UTF-8 with nothing JSON
+        must escape (the usual log chunk): every line is its own JSON string body, copied
+        into the chunk's bulk-item template without being decoded or serialized, the whole
+        chunk in one bytes formatting driven from C, with no object per item. None for
+        other chunks (then `items`)."""
         plain = not (self.json_lines or self.timestamp_rx is not None)
         if not lines or not plain or not _verbatim(text, len(lines)):
             return None

@@ -148,7 +148,7 @@ class Reader:
             if run is not None:
                 self.pipeline.extend_run(f.progress, starts[1:], *run)
             else:
-                items = self.builder.items(f.uid, f.path_json, now, lines, starts, text)
+                items = self.builder.items(f.uid, f.path_json, now, lines, starts)
                 self.pipeline.extend(f.progress, starts[1:], items)
             f.emitted_end = starts[-1]
             count = len(lines)

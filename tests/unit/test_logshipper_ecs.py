@@ -75,8 +75,9 @@ def test_every_document_path_carries_the_static_fields() -> None:
     meta = static_fields(dataset="app", namespace="default", agent="a", hostname="h")
     b = DocumentBuilder("logs-app-default", create=True, metadata=meta, json_lines=True)
     fast = DocumentBuilder("logs-app-default", create=True, metadata=meta)
-    items = fast.items("0123456789abcdef", b'"/l/a.log"', 0.0, [b"one"], [0], b"one\n")
-    action, doc = (orjson.loads(x) for x in items[0].splitlines())
+    run = fast.run("0123456789abcdef", b'"/l/a.log"', 0.0, [b"one"], [0, 4], b"one\n")
+    assert run is not None
+    action, doc = (orjson.loads(x) for x in run[0].splitlines())
     assert action == {"create": {"_index": "logs-app-default", "_id": "0123456789abcdef0"}}
     for key, value in meta.items():
         assert doc[key] == value

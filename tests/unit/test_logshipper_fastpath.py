@@ -66,7 +66,8 @@ def test_frame_plain_declines_skipping_and_long_tails() -> None:
 def test_chunk_items_equal_the_per_line_items(text: bytes) -> None:
     builder = DocumentBuilder("logs-%Y.%m", metadata={"kubernetes": {"pod": {"name": "p%s"}}})
     parts, starts, _ = Framer(1000).frame_plain(text, 77) or ([], [], 0)
-    fast = builder.items(UID, PATH, 1.5e9, parts, starts, text)
+    run = builder.run(UID, PATH, 1.5e9, parts, starts, text)
+    fast = _each([run[0]], len(parts)) if run else builder.items(UID, PATH, 1.5e9, parts, starts)
     item = builder.item_maker(UID, PATH, 1.5e9)
     slow = [item(s, p, False) for s, p in zip(starts, parts, strict=False)]
     assert [[orjson.loads(x) for x in i.splitlines()] for i in fast] == [
@@ -140,7 +141,7 @@ def test_a_run_is_the_items_joined_and_knows_where_each_ends(offset: int) -> Non
     text = _chunk(rng, b"abc %", 60)
     builder = DocumentBuilder("logs-a-b", create=True, metadata={"k": {"v": "100%"}})
     parts, starts, used = Framer(1000).frame_plain(text, offset) or ([], [], 0)
-    items = builder.items(UID, PATH, 1.5e9, parts, starts, text[:used])
+    items = builder.items(UID, PATH, 1.5e9, parts, starts)
     run = builder.run(UID, PATH, 1.5e9, parts, starts, memoryview(text)[:used])
     assert run is not None
     body, ends = run
@@ -165,7 +166,7 @@ def test_extend_run_fills_the_same_batches_as_adding_each_item() -> None:
     text = _chunk(random.Random(7), b"abcdef ", 300)
     builder = DocumentBuilder("logs-a-b", create=True)
     parts, starts, used = Framer(1000).frame_plain(text, 5) or ([], [], 0)
-    items = builder.items(UID, PATH, 0.0, parts, starts, text[:used])
+    items = builder.items(UID, PATH, 0.0, parts, starts)
     run = builder.run(UID, PATH, 0.0, parts, starts, text[:used])
     assert run is not None
     one, many = Pipeline(2000, 7, Budget(1 << 20)), Pipeline(2000, 7, Budget(1 << 20))

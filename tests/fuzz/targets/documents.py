@@ -3,6 +3,8 @@ and a document that are both one valid JSON object on one line; nothing raises."
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import orjson
 
 from sidecars.logshipper.documents import DocumentBuilder
@@ -38,11 +40,15 @@ def fuzz(data: bytes) -> None:
     assert isinstance(doc.get("@timestamp"), str), doc
     assert isinstance(doc.get("log"), dict), doc
     lines = record.split(b"\n")
-    # the chunk `items` takes is its lines, each followed by its newline
-    items = builder.items("uid-", _PATH, now, lines, list(range(len(lines))), record + b"\n")
+    starts = list(accumulate((len(line) + 1 for line in lines), initial=0))
+    items = builder.items("uid-", _PATH, now, lines, starts)
     assert len(items) == len(lines)
     for item in items:
         first, second, end = item.split(b"\n")
         assert end == b"", item
         _one_json_line(first)
         _one_json_line(second)
+    # the whole-chunk path, when it takes the chunk, gives the same bytes and item ends
+    run = builder.run("uid-", _PATH, now, lines, starts, record + b"\n")
+    if run is not None:
+        assert run == (b"".join(items), list(accumulate(map(len, items)))), record
