@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+import logging
+from typing import cast
 
 from sidecars.ambassador import httpwire as wire
+from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.exchange import Exchange, Shape
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
 from sidecars.ambassador.waiting import Waiting
 from sidecars.runtime.http.head import bare_lf, head_end
@@ -27,8 +30,11 @@ HEAD_CACHE_BYTES = 2048
 class HttpListener(Listener):
     """An http mode listener."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, name: str, settings: Config, cluster: Cluster, metrics: Metrics, log: logging.Logger
+    ) -> None:
+        # the parameters spelt out, not *args: mypyc passes *args to a compiled parent as one tuple
+        super().__init__(name, settings, cluster, metrics, log)
         self.pending = 0
         # requests sent, no response head yet; the hot path sets and pops `awaiting` directly
         self.timeouts = Deadlines(lambda: self.settings.request_timeout, Exchange.timed_out)
