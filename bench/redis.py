@@ -47,12 +47,14 @@ def shards(n: int) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def nutcracker(tmp: Path, port: int, ports: list[int]) -> Iterator[None]:
+def nutcracker(tmp: Path, port: int, ports: list[int], redis: bool = True) -> Iterator[None]:
+    """nutcracker on `port` over redis (or memcached) shards, md5 ketama, `{}` hash tags."""
     servers = "".join(f"    - 127.0.0.1:{p}:1\n" for p in ports)
     conf = tmp / "nutcracker.yml"
     conf.write_text(
         f"pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n"
-        f'  hash_tag: "{{}}"\n  redis: true\n  auto_eject_hosts: false\n  servers:\n{servers}'
+        f'  hash_tag: "{{}}"\n  redis: {str(redis).lower()}\n  auto_eject_hosts: false\n'
+        f"  servers:\n{servers}"
     )
     binary = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
     stats = str(free_port())
