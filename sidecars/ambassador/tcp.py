@@ -9,6 +9,7 @@ import os
 import select
 import socket
 from time import perf_counter
+from typing import Final
 
 from sidecars.ambassador import splice
 from sidecars.ambassador.accepting import PASSING, AcceptErrors
@@ -19,25 +20,30 @@ from sidecars.ambassador.members import Member
 from sidecars.ambassador.tls import Origination
 from sidecars.ambassador.tlsrelay import TlsRelay
 
-HIGH_WATER = 256 * 1024  # bytes held toward a slow side before the other side is not read
-SPLICE_AFTER = 512 * 1024  # a connection that relayed this much moves to splice(2)
-CHUNK = 64 * 1024  # largest single read
-ACCEPT_BATCH = 64  # connections accepted per wake-up at most
+# Final: mypyc makes these constants of the compiled module instead of a lookup in the module's
+# dict at each use (dozens per connection on the relay path).
+HIGH_WATER: Final = 256 * 1024  # bytes held toward a slow side before the other side is not read
+SPLICE_AFTER: Final = 512 * 1024  # a connection that relayed this much moves to splice(2)
+CHUNK: Final = 64 * 1024  # largest single read
+ACCEPT_BATCH: Final = 64  # connections accepted per wake-up at most
 
-_ERR, _IN, _OUT = select.EPOLLERR | select.EPOLLHUP, select.EPOLLIN, select.EPOLLOUT
-_RDHUP = select.EPOLLRDHUP
-_NB = int(socket.MSG_DONTWAIT)  # every call is non-blocking: no fcntl per accepted socket
-_STREAM = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-_PLAIN = int(socket.SOCK_STREAM)  # plain ints: no enum member to convert per call
-_TCP, _NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+_ERR: Final = select.EPOLLERR | select.EPOLLHUP
+_IN: Final = select.EPOLLIN
+_OUT: Final = select.EPOLLOUT
+_RDHUP: Final = select.EPOLLRDHUP
+_NB: Final = int(socket.MSG_DONTWAIT)  # every call is non-blocking: no fcntl per accepted socket
+_STREAM: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+_PLAIN: Final = int(socket.SOCK_STREAM)  # plain ints: no enum member to convert per call
+_TCP: Final = socket.IPPROTO_TCP
+_NODELAY: Final = socket.TCP_NODELAY
 # Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
 # __init__, the enum conversions of accept()) cost more per connection than the system calls.
 Sock = _socket.socket
-_NO_SPLICE = not splice.AVAILABLE
+_NO_SPLICE: Final = not splice.AVAILABLE
 # One read buffer for every relay: a read is written or copied before the next one (a fresh
 # 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
-_SCRATCH = bytearray(CHUNK)
-_VIEW = memoryview(_SCRATCH)
+_SCRATCH: Final = bytearray(CHUNK)
+_VIEW: Final = memoryview(_SCRATCH)
 
 
 class _Way:
