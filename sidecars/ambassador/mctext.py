@@ -187,6 +187,38 @@ class ReplyReader:
         self.held = b""  # the answer of the quiet command at the head, before its MN
 
     def feed(self, data: bytes) -> list[bytes]:
+        """Every complete reply now buffered. With nothing carried over and no quiet command
+        waiting, one-line replies and gets of one value are read here in one pass over the
+        bytes; the first reply of any other shape, or not all here, goes to `_buffered`."""
+        if self.buf or self.quiet:
+            return self._buffered(data)
+        find, size, max_value = data.find, len(data), self.max_value
+        out: list[bytes] = []
+        append = out.append
+        pos = 0
+        while pos < size:
+            end = find(b"\r\n", pos, pos + MAX_LINE + 2)
+            if end < 0:
+                break
+            if data.startswith(b"VALUE ", pos):
+                words = data[pos:end].split(b" ")
+                raw = words[3] if len(words) in (4, 5) else b""
+                if not raw.isdigit() or len(raw) > 20 or int(raw) > max_value:
+                    break
+                stop = end + 4 + int(raw)
+                if data[stop - 2 : stop] != b"\r\n" or not data.startswith(b"END\r\n", stop):
+                    break
+                end = stop + 3
+            elif data.startswith(b"VA ", pos):
+                break
+            append(data[pos : end + 2])
+            pos = end + 2
+        self.emitted += len(out)
+        if pos < size:
+            out += self._buffered(data[pos:])
+        return out
+
+    def _buffered(self, data: bytes) -> list[bytes]:
         buf, quiet = self.buf, self.quiet
         buf += data
         out: list[bytes] = []

@@ -6,6 +6,7 @@ after the answers before it); the rest is redis mode's machinery (sharding.py)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import cast
 
 from sidecars.ambassador import mctext
@@ -61,7 +62,16 @@ class MemcachedClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
+        listener, forward = self.listener, self.forward
+        now, sent = listener.loop.time(), perf_counter()
         for command in commands:
+            words = command.words
+            name = words[0] if words else b""
+            if (name == b"get" and len(words) == 2) or (
+                name in mctext.STORAGE and not command.noreply
+            ):
+                forward(words[1], b" ".join(words) + b"\r\n" + command.data, sent, now)
+                continue
             self.dispatch(command)
             if self.closing:
                 return

@@ -162,28 +162,12 @@ class RedisClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
-        listener, queue = self.listener, self.queue
-        route, dirty, fast = listener.route, listener.dirty, self.table is None
+        listener = self.listener
+        forward, fast = self.forward, self.table is None
         now, sent = listener.loop.time(), perf_counter()
         for args, raw in commands:
             if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
-                # the common command, handled inline (what dispatch and Shard.queue do)
-                target = route(args[1], None, now)
-                if type(target) is bytes:
-                    queue.append(Slot(self, target))
-                    continue
-                slot = Slot(self)
-                slot.sent = sent
-                queue.append(slot)
-                pending = target.pending  # type: ignore[union-attr]
-                if not pending:
-                    target.progress = now  # type: ignore[union-attr]
-                pending.append(slot)
-                target.out.append(raw)  # type: ignore[union-attr]
-                member = target.member  # type: ignore[union-attr]
-                member.requests += 1
-                member.active += 1
-                dirty.add(target)  # type: ignore[arg-type]
+                forward(args[1], raw, sent, now)
                 continue
             self.dispatch(args, raw)
             if self.closing:

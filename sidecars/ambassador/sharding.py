@@ -111,11 +111,13 @@ class Shard(asyncio.Protocol):
             transport.write(b"".join(self.out))
             self.out.clear()
 
-    def queue(self, data: bytes, slot: Slot) -> None:
+    def queue(self, data: bytes, slot: Slot, sent: float = 0.0, now: float = 0.0) -> None:
+        """Send `data` with the next flush, its reply for `slot` (`sent`: perf_counter, `now`:
+        the loop's time, read when 0)."""
         if not self.pending:
-            self.progress = self.listener.loop.time()
+            self.progress = now or self.listener.loop.time()
         self.pending.append(slot)
-        slot.sent = perf_counter()
+        slot.sent = sent or perf_counter()
         self.out.append(data)
         self.member.requests += 1
         self.member.active += 1
@@ -221,6 +223,18 @@ class ShardedClient(asyncio.Protocol):
         self.queue.append(Slot(self, reply))
         self.closing = True
         listener.metrics.rejected.labels(listener.name, "protocol").inc()
+
+    def forward(self, key: bytes, data: bytes, sent: float, now: float) -> None:
+        """The common command: `data` to the shard of `key`, its reply owed in turn (`sent`:
+        perf_counter, `now`: the loop's time, both read once per read)."""
+        target = self.listener.route(key, None, now)
+        if type(target) is bytes:
+            self.queue.append(Slot(self, target))
+            return
+        slot = Slot(self)
+        self.queue.append(slot)
+        target.queue(data, slot, sent, now)  # type: ignore[union-attr]
+        self.listener.dirty.add(target)  # type: ignore[arg-type]
 
     def send(self, shard: Shard, data: bytes, slot: Slot) -> None:
         shard.queue(data, slot)
