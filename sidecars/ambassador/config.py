@@ -187,6 +187,37 @@ class Config(CommonConfig):
     tls_min_version: str = setting(
         "1.2", "TLS: lowest protocol version accepted", choice("1.2", "1.3"), metavar="VERSION"
     )
+    listen_tls_cert_file: str = setting(
+        "",
+        "TLS on the listener: server certificate (PEM chain) shown to the app; set with its key"
+        " to terminate TLS",
+        metavar="PATH",
+        check=readable_file,
+    )
+    listen_tls_key_file: str = setting(
+        "",
+        "TLS on the listener: private key (PEM) of the server certificate",
+        metavar="PATH",
+        check=readable_file,
+    )
+    listen_tls_client_ca_file: str = setting(
+        "",
+        "TLS on the listener: PEM bundle of the CAs the app's client certificates must come"
+        " from (mTLS; empty: none asked)",
+        metavar="PATH",
+        check=readable_file,
+    )
+    listen_tls_min_version: str = setting(
+        "1.2",
+        "TLS on the listener: lowest protocol version accepted from the app",
+        choice("1.2", "1.3"),
+        metavar="VERSION",
+    )
+    listen_tls_handshake_timeout: float = setting(
+        "5s",
+        "TLS on the listener: longest time a client may take to finish its handshake",
+        duration(0.01, 600.0),
+    )
     redis_hash_tag: str = setting(
         "{}",
         "redis, memcached: two characters around the part of a key that is hashed "

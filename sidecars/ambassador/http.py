@@ -15,6 +15,7 @@ from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
+from sidecars.ambassador.termination import Holding, Termination
 from sidecars.ambassador.waiting import Waiting
 from sidecars.runtime.http.head import bare_lf, head_end
 
@@ -105,20 +106,42 @@ class ClientSide(asyncio.Protocol):
         self.last_head = b""
         self.last_shape: Shape | None = None
         self.generation = listener.generation
+        self.handshaking = False  # a TLS listener's client before its handshake passed
+        self.task: asyncio.Task[None] | None = None  # its handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
         self.transport = t = cast(asyncio.Transport, transport)
+        if self.handshaking:  # the TLS transport, once the handshake passed (see _handshake)
+            self.handshaking = False
+            self._ready(t)
+            return
         self.lingering = -1
+        term = self.listener.term
         if not self.listener.admit(self):
-            t.write(wire.error_response(503, "too many client connections"))
+            if term is None:
+                t.write(wire.error_response(503, "too many client connections"))
             t.close()
             self.closed = True
             return
-        t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.idle_at = self.listener.loop.time()
         peer = t.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
+        if term is not None:
+            hold = Holding()  # the raw bytes go to the TLS layer
+            t.set_protocol(hold)
+            hold.connection_made(t)
+            self.handshaking = True
+            self.task = self.listener.loop.create_task(self._handshake(term, t, hold))
+            return
+        self._ready(t)
+
+    def _ready(self, t: asyncio.Transport) -> None:
+        t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.idle_at = self.listener.loop.time()
+
+    async def _handshake(self, term: Termination, raw: asyncio.Transport, hold: Holding) -> None:
+        if await term.accept(raw, hold, lambda: self) is None and not self.closed:
+            self.connection_lost(None)  # the raw transport's end did not come here
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += 1
@@ -322,7 +345,8 @@ class ClientSide(asyncio.Protocol):
         return self.ex is None or not self.ex.awaiting_head()  # a request timeout covers that
 
     def idle_since(self) -> float | None:
-        # between requests, a partial head included (a slow sender is not owed a place)
-        if self.ex is not None or self.lingering >= 0 or self.closed:
+        # between requests, a partial head included (a slow sender is not owed a place); a
+        # handshake has its own deadline
+        if self.ex is not None or self.lingering >= 0 or self.closed or self.handshaking:
             return None
         return self.idle_at

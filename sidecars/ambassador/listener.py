@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.metrics import Metrics
+from sidecars.ambassador.termination import Termination, terminates, termination_settings
 from sidecars.ambassador.tls import Origination, tls_settings
 from sidecars.runtime.tasks import spawn
 
@@ -70,6 +71,7 @@ class Listener:
         self._victims: list[tuple[Conn, float]] = []  # idle at the last scan, oldest last
         self._next_scan = 0.0
         self.tls = Origination(settings, log, name) if settings.tls else None
+        self.term = Termination(settings, log, name, metrics) if terminates(settings) else None
 
     async def start(self) -> None:
         self.server = await self._serve()
@@ -83,6 +85,12 @@ class Listener:
         if tls_settings(settings) != tls_settings(self.settings):
             try:  # checked when the config was read; a file broken since then keeps the old
                 self.tls = Origination(settings, self.log, self.name) if settings.tls else None
+            except (OSError, ValueError) as exc:
+                self.log.warning("TLS files cannot be used, the previous ones stay: %s", exc)
+        if termination_settings(settings) != termination_settings(self.settings):
+            try:
+                on = terminates(settings)
+                self.term = Termination(settings, self.log, self.name, self.metrics) if on else None
             except (OSError, ValueError) as exc:
                 self.log.warning("TLS files cannot be used, the previous ones stay: %s", exc)
         self.settings = settings

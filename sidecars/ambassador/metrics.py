@@ -219,6 +219,19 @@ class Metrics:
             ["listener"],
             registry=registry,
         )
+        self.client_tls_failures = Counter(
+            "ambassador_listener_tls_handshake_failures",
+            "TLS handshakes of clients on a listener that failed, by reason: timeout, closed,"
+            " protocol, client_refused, no_certificate, verify_failed, expired, other",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.client_tls_handshakes = Counter(
+            "ambassador_listener_tls_handshakes",
+            "TLS handshakes of clients on a listener that passed",
+            ["listener"],
+            registry=registry,
+        )
         self.discovery = Counter(
             "ambassador_discovery",
             "DNS resolutions and member file reads, by outcome",

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecars.ambassador import tls
+from sidecars.ambassador import termination, tls
 from sidecars.ambassador.config import Config
 from sidecars.runtime.documents import parse_document, read_bounded
 from sidecars.runtime.settings import specs
@@ -189,8 +189,10 @@ def _build(name: str, base: Config, body: Any, where: str) -> ListenerSpec:
     settings = dataclasses.replace(base, **values)
     if where == "AMBASSADOR_":
         problems.extend(tls.problems(settings, lambda key: f"AMBASSADOR_{key.upper()}"))
+        problems.extend(termination.problems(settings, lambda key: f"AMBASSADOR_{key.upper()}"))
     elif not problems:
         problems.extend(tls.problems(settings, lambda key: f"{where}{key}"))
+        problems.extend(termination.problems(settings, lambda key: f"{where}{key}"))
     label = f"{where}upstreams" if body else "AMBASSADOR_UPSTREAMS"
     sources: list[Source] = []
     for raw_source in settings.upstreams:

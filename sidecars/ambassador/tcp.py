@@ -17,7 +17,6 @@ from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.hub import Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
-from sidecars.ambassador.tls import Origination
 from sidecars.ambassador.tlsrelay import TlsRelay
 
 # Final: mypyc makes these constants of the compiled module instead of a lookup in the module's
@@ -407,8 +406,8 @@ class _Acceptor:
             if self.recovering:
                 self.recovering = False
                 self.errors.recovered()
-            if listener.tls is not None:
-                self._accept_tls(fd, family, peer, listener.tls)
+            if listener.tls is not None or listener.term is not None:
+                self._accept_tls(fd, family, peer)
                 continue
             try:  # a blocking socket: every call on it passes MSG_DONTWAIT
                 client = Sock(family, _PLAIN, 0, fd)
@@ -423,7 +422,7 @@ class _Acceptor:
             listener.hub.add(fd, relay.on_client)
             relay.connect_next()
 
-    def _accept_tls(self, fd: int, family: int, peer: object, tls: Origination) -> None:
+    def _accept_tls(self, fd: int, family: int, peer: object) -> None:
         listener = self.listener
         try:
             client = socket.socket(family, socket.SOCK_STREAM, 0, fd)
@@ -432,7 +431,7 @@ class _Acceptor:
             return
         hashed = listener.cluster.balancer.policy == "hash" and isinstance(peer, tuple)
         key = str(peer[0]).encode() if hashed else b""  # type: ignore[index]
-        relay = TlsRelay(listener, client, key, tls)
+        relay = TlsRelay(listener, client, key, listener.tls, listener.term)
         if not listener.admit(relay):
             client.close()
             return

@@ -9,7 +9,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.members import Member
@@ -26,6 +26,7 @@ _SETTINGS = (
 MAX_SESSIONS = 4096  # kept for resumption, by server name; emptied when full
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+T = TypeVar("T")
 
 
 class HandshakeError(ConnectionError):
@@ -138,29 +139,34 @@ def _stamp(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-class Origination:
-    """TLS to the members of one listener. The files are looked at (stat) at most once per
-    `file_interval`, on a new connection; when they changed, the context is rebuilt and new
-    connections use it (open ones keep theirs). A rebuild that fails keeps the previous context
-    and is logged once per change."""
+class Watched(Generic[T]):
+    """What `build` makes of some files, made again when they change. The files are looked at
+    (stat) at most once per `interval`, when `current()` is asked; a rebuild that fails keeps the
+    previous value and is logged once per change. Origination and termination both use it."""
 
-    def __init__(self, settings: Config, log: logging.Logger, name: str) -> None:
-        self.settings, self.log, self.name = settings, log, name
-        files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+    def __init__(
+        self,
+        files: tuple[str, ...],
+        build: Callable[[], T],
+        interval: float,
+        log: logging.Logger,
+        name: str,
+    ) -> None:
         self.files = tuple(path for path in files if path)
+        self.build, self.interval, self.log, self.name = build, interval, log, name
         self.stamp = _stamp(self.files)
-        self.context = build(settings)
+        self.value = build()
         self.checked = time.monotonic()
 
-    def current(self) -> _Context:
+    def current(self) -> T:
         now = time.monotonic()
-        if self.files and now - self.checked >= self.settings.file_interval:
+        if self.files and now - self.checked >= self.interval:
             self.checked = now
             stamp = _stamp(self.files)
             if stamp != self.stamp:
                 self.stamp = stamp  # a half-written pair is tried again at the next change
                 try:
-                    self.context = build(self.settings)
+                    self.value = self.build()
                     self.log.info("TLS files re-read", extra={"listener": self.name})
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     self.log.warning(
@@ -168,7 +174,20 @@ class Origination:
                         detail_of(exc),
                         extra={"listener": self.name},
                     )
-        return self.context
+        return self.value
+
+
+class Origination:
+    """TLS to the members of one listener; new connections use the files as they are now
+    (see Watched), open ones keep theirs."""
+
+    def __init__(self, settings: Config, log: logging.Logger, name: str) -> None:
+        self.settings = settings
+        files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
+        self.watched = Watched(files, lambda: build(settings), settings.file_interval, log, name)
+
+    def current(self) -> _Context:
+        return self.watched.current()
 
     def server_name(self, member: Member) -> str:
         return self.settings.tls_server_name or member.host
@@ -185,7 +204,7 @@ class Origination:
         async with asyncio.timeout_at(deadline):
             raw, _ = await loop.create_connection(asyncio.Protocol, member.host, member.port)
         ctx, name = self.current(), self.server_name(member)
-        early = _Early()
+        early = Early()
         try:
             async with asyncio.timeout_at(deadline):
                 transport = await loop.start_tls(raw, early, ctx, server_hostname=name)
@@ -199,14 +218,20 @@ class Origination:
             raise
         assert transport is not None
         passed(member, transport, name)
-        proto = factory()
-        proto.connection_made(transport)
-        transport.set_protocol(proto)
-        early.hand_over(proto)
-        return transport, proto
+        return transport, adopt(transport, early, factory)
 
 
-class _Early(asyncio.Protocol):
+def adopt(transport: asyncio.Transport, early: Early, factory: Callable[[], P]) -> P:
+    """Give a transport fresh from its handshake to `factory`'s protocol, with what came
+    after the handshake."""
+    proto = factory()
+    proto.connection_made(transport)
+    transport.set_protocol(proto)
+    early.hand_over(proto)
+    return proto
+
+
+class Early(asyncio.Protocol):
     """What a member sends between the end of the handshake and the hand-over to the real
     protocol (the loop may deliver it before the awaiting coroutine runs), passed on in order."""
 

@@ -1,6 +1,6 @@
-"""tcp mode to TLS members: the client's plain bytes relayed over a TLS connection. Both sides
-are event-loop transports (the TLS records are made by the loop's SSL protocol), so these
-connections never move to splice(2)."""
+"""tcp mode with TLS on either side: the client's bytes relayed to a member when the client,
+the member or both speak TLS. Both sides are event-loop transports (the TLS records are made
+by the loop's SSL protocol), so these connections never move to splice(2)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 from sidecars.ambassador.accepting import SHORTAGE
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.termination import Holding, Termination
 from sidecars.ambassador.tls import HandshakeError, Origination, remember_transport
 
 if TYPE_CHECKING:
@@ -54,12 +55,18 @@ class _Side(asyncio.Protocol):
 
 
 class TlsRelay:
-    """A client connection and its TLS connection to a member."""
+    """A client connection and its connection to a member, TLS on one side or both."""
 
     def __init__(
-        self, listener: TcpListener, client: socket.socket, key: bytes, tls: Origination
+        self,
+        listener: TcpListener,
+        client: socket.socket,
+        key: bytes,
+        tls: Origination | None,
+        term: Termination | None,
     ) -> None:
-        self.listener, self.sock, self.key, self.tls = listener, client, key, tls
+        self.listener, self.sock, self.key, self.tls, self.term = listener, client, key, tls, term
+        self.raw: asyncio.Transport | None = None  # the client's transport under TLS
         self.client = _Side(self, upstream=False)
         self.up: _Side | None = None
         self.member: Member | None = None
@@ -76,7 +83,14 @@ class TlsRelay:
         listener, cluster = self.listener, self.listener.cluster
         loop = listener.loop
         try:
-            await loop.connect_accepted_socket(lambda: self.client, sock=self.sock)
+            if self.term is None:
+                await loop.connect_accepted_socket(lambda: self.client, sock=self.sock)
+            else:
+                hold = Holding()
+                self.raw, _ = await loop.connect_accepted_socket(lambda: hold, sock=self.sock)
+                if await self.term.accept(self.raw, hold, lambda: self.client) is None:
+                    self.end(None, upstream=False)  # counted by accept
+                    return
         except OSError as exc:
             self.end(exc, upstream=False)
             return
@@ -96,11 +110,7 @@ class TlsRelay:
             member.active += 1  # a connecting one counts toward its limit
             try:
                 try:
-                    transport, up = await self.tls.connect(
-                        lambda: _Side(self, upstream=True),
-                        member,
-                        listener.settings.connect_timeout,
-                    )
+                    transport, up = await self._connect(member)
                 finally:
                     member.active -= 1
             except (OSError, TimeoutError) as exc:
@@ -136,6 +146,16 @@ class TlsRelay:
             listener.metrics.rejected.labels(listener.name, "no_member").inc()
             self.end(ConnectionRefusedError(), upstream=False)
 
+    async def _connect(self, member: Member) -> tuple[asyncio.Transport, _Side]:
+        limit = self.listener.settings.connect_timeout
+        if self.tls is not None:
+            return await self.tls.connect(lambda: _Side(self, upstream=True), member, limit)
+        async with asyncio.timeout(limit):
+            transport, up = await self.listener.loop.create_connection(
+                lambda: _Side(self, upstream=True), member.host, member.port
+            )
+        return transport, up
+
     def relay(self, side: _Side, data: bytes) -> None:
         other = self.up if side is self.client else self.client
         self.seen = self.listener.loop.time()
@@ -168,8 +188,11 @@ class TlsRelay:
                     side.transport.close()  # what is buffered is sent first
                 else:
                     side.transport.abort()
-        if self.client.transport is None and not self.sock._closed:  # type: ignore[attr-defined]
-            self.sock.close()  # never handed to a transport
+        if self.client.transport is None and self.raw is None:
+            if not self.sock._closed:  # type: ignore[attr-defined]
+                self.sock.close()  # never handed to a transport
+        elif self.client.transport is None and self.raw is not None:
+            self.raw.abort()  # in its handshake
         if self.member is not None and self.connected:
             self.member.active -= 1
         self.listener.release(self)

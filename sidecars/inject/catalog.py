@@ -64,7 +64,9 @@ AMBASSADOR = Sidecar(
         "member_max_connections slow_start pool_size retries retry_budget health_check "
         "health_interval health_timeout health_fall health_rise eject_failures eject_time "
         "eject_max_time dns_interval dns_family dns_server file_interval tls tls_server_name "
-        "tls_ca_file tls_verify tls_cert_file tls_key_file tls_min_version redis_hash_tag "
+        "tls_ca_file tls_verify tls_cert_file tls_key_file tls_min_version listen_tls_cert_file "
+        "listen_tls_key_file listen_tls_client_ca_file listen_tls_min_version "
+        "listen_tls_handshake_timeout redis_hash_tag "
         "redis_rehash redis_max_bulk redis_max_array "
         "memcached_max_value"
     ),
