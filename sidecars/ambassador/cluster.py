@@ -70,6 +70,7 @@ class Cluster:
         # `pick` takes its careful path (limits, ramps) before then: +inf with a limit
         self.careful_until = 0.0
         self.at_limit = 0  # connections or requests refused: every member at its limit
+        self.waits = 0  # connections or requests that waited for a member under its limit
         self.full = False  # the last careful pick found every member at its limit
 
     def set_load(self, slow_start: float, member_limit: int) -> None:

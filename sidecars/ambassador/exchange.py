@@ -117,6 +117,7 @@ class Exchange:
                 if waited:
                     return False
                 listener = self.listener
+                cluster.waits += 1
                 listener.waiting.add(self, listener.loop.time() + listener.settings.connect_timeout)
                 return True
             self._give_up()

@@ -134,6 +134,12 @@ class MemberCollector:
             "Connections or requests refused because every member was at its connection limit",
             labels=["listener"],
         )
+        waits = CounterFamily(
+            "ambassador_member_limit_waits",
+            "Connections (tcp) or requests (http) that found every member at its connection limit"
+            " and waited for one to free up",
+            labels=["listener"],
+        )
         healthy = GaugeFamily(
             "ambassador_upstream_healthy",
             "1 when a member receives traffic (active check up and not ejected)",
@@ -184,8 +190,9 @@ class MemberCollector:
             panics.add_metric([cluster.name], cluster.panics)
             retries.add_metric([cluster.name], cluster.retries)
             at_limit.add_metric([cluster.name], cluster.at_limit)
+            waits.add_metric([cluster.name], cluster.waits)
         yield from (*sent.values(), *open_.values(), errors, ejections, healthy, state)
-        yield from (panics, retries, tls_failures, tls_done, backoffs, at_limit)
+        yield from (panics, retries, tls_failures, tls_done, backoffs, at_limit, waits)
 
 
 class Metrics:

@@ -18,6 +18,7 @@ from sidecars.ambassador.hub import Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.tlsrelay import TlsRelay
+from sidecars.ambassador.waiting import Waiting
 
 # Final: mypyc makes these constants of the compiled module instead of a lookup in the module's
 # dict at each use (dozens per connection on the relay path).
@@ -92,7 +93,8 @@ class Relay:
         return str(self.peer[0]).encode() if isinstance(self.peer, tuple) else b""
 
     def connect_next(self) -> None:
-        """Connect to the next member to try, or cut the client when none is left."""
+        """Connect to the next member to try; at the per-member limit wait for a member to
+        free up (listener.waiting); cut the client when none is left."""
         listener, cluster = self.listener, self.listener.cluster
         if not self.attempt:
             cluster.budget.record_request()
@@ -102,27 +104,58 @@ class Relay:
             hashed = cluster.balancer.policy == "hash"
             member = cluster.pick(self._key() if hashed else b"", self.tried)
             if member is None:
+                if cluster.member_limit and cluster.full:
+                    cluster.waits += 1
+                    deadline = listener.loop.time() + listener.settings.connect_timeout
+                    listener.waiting.add(self, deadline)
+                    return
                 break
             if self.attempt:
                 cluster.retries += 1
-            self.attempt += 1
-            self.tried += (member,)
-            member.requests += 1
-            member.active += 1  # from the connect on: a connecting one counts toward its limit
-            self.member, self.started = member, listener.loop.time()
-            self.dialed = perf_counter()
-            listener.dialing.add(self, self.started + listener.settings.connect_timeout)
-            address = listener.address(member.host, member.port)
-            if address is None:  # a name: resolved by the loop, as a task
-                self.task = listener.loop.create_task(self._resolve_then_dial(member))
-                return
-            if self._dial(*address):
+            if self._start(member):
                 return
         if not self.closed:
-            if cluster.member_limit and cluster.full:
-                cluster.at_limit += 1
             listener.metrics.rejected.labels(listener.name, "no_member").inc()
             self._close(ConnectionRefusedError())
+
+    def resume(self) -> bool:
+        """Waiting for a member under its limit: True once it has one or waits no more."""
+        if self.closed:
+            return True
+        cluster = self.listener.cluster
+        hashed = cluster.balancer.policy == "hash"
+        member = cluster.pick(self._key() if hashed else b"", self.tried)
+        if member is None:
+            if cluster.member_limit and cluster.full:
+                return False
+            self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
+            self._close(ConnectionRefusedError())
+        elif not self._start(member):
+            self.connect_next()
+        return True
+
+    def expire(self) -> None:
+        """No member freed a slot within the connect timeout."""
+        if not self.closed:
+            self.listener.cluster.at_limit += 1
+            self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
+            self._close(ConnectionRefusedError())
+
+    def _start(self, member: Member) -> bool:
+        """Start connecting to `member`; False (the failure counted) when it failed at once."""
+        listener = self.listener
+        self.attempt += 1
+        self.tried += (member,)
+        member.requests += 1
+        member.active += 1  # from the connect on: a connecting one counts toward its limit
+        self.member, self.started = member, listener.loop.time()
+        self.dialed = perf_counter()
+        listener.dialing.add(self, self.started + listener.settings.connect_timeout)
+        address = listener.address(member.host, member.port)
+        if address is None:  # a name: resolved by the loop, as a task
+            self.task = listener.loop.create_task(self._resolve_then_dial(member))
+            return True
+        return self._dial(*address)
 
     async def _resolve_then_dial(self, member: Member) -> None:
         try:
@@ -490,6 +523,7 @@ class TcpListener(Listener):
             lambda: self.settings.connect_timeout, Relay.connect_timed_out
         )
         self.dialing.start(f"connect timeouts of listener {self.name}")
+        self.waiting = Waiting()  # connections waiting for a member under its limit
         self.addresses: dict[tuple[str, int], tuple[int, tuple[object, ...]] | None] = {}
         return _Acceptor(self, socks)
 
@@ -507,6 +541,7 @@ class TcpListener(Listener):
         if hasattr(self, "hub"):
             self.hub.close()
             await self.dialing.close()
+            await self.waiting.close()
 
 
 def _literal(host: str, port: int) -> tuple[int, tuple[object, ...]] | None:

@@ -54,6 +54,28 @@ class _Side(asyncio.Protocol):
         self.relay.flow(self, paused=False)
 
 
+class _Waiter:
+    """A TlsRelay waiting for a member under its limit (see waiting.py)."""
+
+    def __init__(self, relay: TlsRelay, tried: list[Member], got: asyncio.Future[Member | None]):
+        self.relay, self.tried, self.got = relay, tried, got
+
+    def resume(self) -> bool:
+        if self.got.done():
+            return True
+        cluster = self.relay.listener.cluster
+        member = cluster.pick(self.relay.key, self.tried)
+        if member is None and cluster.member_limit and cluster.full:
+            return False
+        self.got.set_result(member)
+        return True
+
+    def expire(self) -> None:
+        if not self.got.done():
+            self.relay.listener.cluster.at_limit += 1
+            self.got.set_result(None)
+
+
 class TlsRelay:
     """A client connection and its connection to a member, TLS on one side or both."""
 
@@ -100,6 +122,8 @@ class TlsRelay:
             if tried and not cluster.budget.try_spend():
                 break
             member = cluster.pick(self.key, tried)
+            if member is None and cluster.member_limit and cluster.full:
+                member = await self._wait(tried)
             if member is None:
                 break
             if tried:
@@ -145,6 +169,17 @@ class TlsRelay:
         if not self.closed:
             listener.metrics.rejected.labels(listener.name, "no_member").inc()
             self.end(ConnectionRefusedError(), upstream=False)
+
+    async def _wait(self, tried: list[Member]) -> Member | None:
+        """Every member is at its limit: wait for one to free up (None: not in time)."""
+        listener = self.listener
+        listener.cluster.waits += 1
+        waiter = _Waiter(self, tried, listener.loop.create_future())
+        listener.waiting.add(waiter, listener.loop.time() + listener.settings.connect_timeout)
+        try:
+            return await waiter.got
+        finally:
+            waiter.got.cancel()  # gone with the connection: the queue drops it at its next look
 
     async def _connect(self, member: Member) -> tuple[asyncio.Transport, _Side]:
         limit = self.listener.settings.connect_timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import trustme
 
 from sidecars.ambassador.cluster import Cluster
 from tests.ambassador_support import ambassador, backends, metric_value, wait_for
 from tests.helpers import free_port
 from tests.integration.test_ambassador_http import http_env
 from tests.integration.test_ambassador_reload import write_config
+from tests.tls_support import write_leaf
 
 pytestmark = pytest.mark.integration
 
@@ -102,13 +105,14 @@ async def counting_members(n: int) -> AsyncIterator[list[CountingMember]]:
 
 async def test_the_per_member_limit_is_never_exceeded_and_refuses_beyond_it() -> None:
     """tcp with AMBASSADOR_MEMBER_MAX_CONNECTIONS=2 and two members: of 7 clients at once,
-    4 get a member (never more than 2 open on one) and the others are closed and counted;
-    once clients leave, a new one gets through again."""
+    4 get a member (never more than 2 open on one) and the others wait the connect timeout,
+    are closed and counted; once clients leave, a new one gets through again."""
     async with counting_members(2) as ms:
         env = {
             "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{m.port}" for m in ms),
             "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "2",
             "AMBASSADOR_HEALTH_CHECK": "none",
+            "AMBASSADOR_CONNECT_TIMEOUT": "0.2s",
         }
         async with ambassador(env) as amb, aiohttp.ClientSession() as s:
             clients = []
@@ -139,6 +143,61 @@ async def test_the_per_member_limit_is_never_exceeded_and_refuses_beyond_it() ->
             clients.append(writer)
             assert max(m.most for m in ms) == 2
             for w in clients:
+                w.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_tcp_client_at_the_limit_waits_for_a_member_to_free_up(
+    tmp_path: Path, tls: bool
+) -> None:
+    """tcp, one member, a limit of 1: a second client waits (counted in
+    ambassador_member_limit_waits_total) and is relayed as soon as the first leaves, within the
+    connect timeout; a third one that no member frees up for is closed after the connect
+    timeout and counted as a refusal. The same with TLS on the listener."""
+    async with counting_members(1) as (m,):
+        env = {
+            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{m.port}",
+            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
+            "AMBASSADOR_HEALTH_CHECK": "none",
+            "AMBASSADOR_CONNECT_TIMEOUT": "3s",
+        }
+        ctx: ssl.SSLContext | None = None
+        if tls:
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            crt, key = write_leaf(cert, tmp_path, "server")
+            env["AMBASSADOR_LISTEN_TLS_CERT_FILE"] = crt
+            env["AMBASSADOR_LISTEN_TLS_KEY_FILE"] = key
+            ctx = ssl.create_default_context()
+            ca.configure_trust(ctx)
+        async with ambassador(env) as amb:
+            cluster = next(iter(amb.service.running.values())).cluster
+            r1, w1 = await asyncio.open_connection("127.0.0.1", amb.port, ssl=ctx)
+            async with asyncio.timeout(10):
+                assert await r1.readline() == b"hello\n"
+            r2, w2 = await asyncio.open_connection("127.0.0.1", amb.port, ssl=ctx)
+            await wait_for(lambda: cluster.waits == 1, 10.0, "the second client waits")
+            w1.close()
+            async with asyncio.timeout(10):
+                assert await r2.readline() == b"hello\n"  # relayed once the first left
+            assert m.most == 1 and cluster.at_limit == 0
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            r3, w3 = await asyncio.open_connection("127.0.0.1", amb.port, ssl=ctx)
+            async with asyncio.timeout(10):
+                try:
+                    assert await r3.read() == b""  # closed, never relayed
+                except (ConnectionResetError, ssl.SSLError):
+                    pass
+            assert 2.5 < loop.time() - started < 8
+            assert cluster.waits == 2 and cluster.at_limit == 1 and m.total == 2
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"http://127.0.0.1:{amb.admin_port}/metrics") as resp:
+                    text = await resp.text()
+            assert (
+                metric_value(text, "ambassador_member_limit_waits_total", listener="default") == 2
+            )
+            for w in (w2, w3):
                 w.close()
 
 
@@ -206,12 +265,13 @@ async def test_http_requests_wait_for_a_member_under_its_limit_within_the_connec
 
 async def test_tcp_clients_connecting_at_once_never_exceed_the_per_member_limit() -> None:
     """20 tcp clients connecting at the same moment to two members with a limit of 3: no member
-    ever has more than 3 open, 6 clients are served and the rest closed."""
+    ever has more than 3 open, 6 clients are served and the rest closed after their wait."""
     async with counting_members(2) as ms:
         env = {
             "AMBASSADOR_UPSTREAMS": ",".join(f"127.0.0.1:{m.port}" for m in ms),
             "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "3",
             "AMBASSADOR_HEALTH_CHECK": "none",
+            "AMBASSADOR_CONNECT_TIMEOUT": "0.2s",
         }
         async with ambassador(env) as amb:
 
