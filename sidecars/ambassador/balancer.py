@@ -6,11 +6,10 @@ import bisect
 import random
 from collections.abc import Sequence
 
-from sidecars.ambassador.members import Member
+from sidecars.ambassador.members import Member, ramp_share
 
 VNODES = 100  # ring points per unit of weight: keys move ~1/n when one of n members changes
 MAX_POINTS = 5000  # per member, so a weight of 1000 does not build a million-point ring
-RAMP_FLOOR = 0.1  # share of its weight a member gets as its slow start begins (Envoy's default)
 
 
 def _hash(data: bytes) -> int:
@@ -117,9 +116,7 @@ class Balancer:
         or as the less loaded of two such draws (least_conn, p2c). Hashing keeps its ring."""
         if self.policy == "hash" or len(candidates) == 1:
             return self.choose(candidates, key)
-        weights = [
-            m.weight * min(1.0, max(RAMP_FLOOR, (now - m.ramp_from) / span)) for m in candidates
-        ]
+        weights = [m.weight * ramp_share(m, now, span) for m in candidates]
         if self.policy == "round_robin":
             return self.rng.choices(candidates, weights)[0]
         i, j = self.rng.choices(range(len(candidates)), weights, k=2)

@@ -70,6 +70,7 @@ class Cluster:
         # `pick` takes its careful path (limits, ramps) before then: +inf with a limit
         self.careful_until = 0.0
         self.at_limit = 0  # connections or requests refused: every member at its limit
+        self.primed = False  # the first pass over the sources is done: new members ramp
         self.waits = 0  # connections or requests that waited for a member under its limit
         self.full = False  # the last careful pick found every member at its limit
 
@@ -97,7 +98,8 @@ class Cluster:
         old = self.members
         members: dict[str, Member] = {}
         changed = list(wanted) != list(old)
-        joined = time.monotonic() if old else 0.0  # the first members start at full share
+        # the members of the first pass over the sources start at full share
+        joined = time.monotonic() if self.primed else 0.0
         for key, (addr, label) in wanted.items():
             member = old.get(key)
             if member is None:
@@ -186,6 +188,7 @@ class Cluster:
     def back_off(self, member: Member, seconds: float) -> None:
         """The member asked (Retry-After) not to be sent anything for `seconds`."""
         until = time.monotonic() + seconds
+        member.backoff_until = max(member.backoff_until, until)
         if until > member.ejected_until:
             member.ejected_until = until
             self.warm(member, until)
@@ -199,5 +202,5 @@ class Cluster:
         return {
             "policy": self.balancer.policy,
             "panic": self.in_panic(),
-            "members": [m.snapshot(now) for m in self.members.values()],
+            "members": [m.snapshot(now, self.slow_start) for m in self.members.values()],
         }

@@ -78,6 +78,7 @@ class Discovery:
                 await self._resolve_once(source, None)
             else:
                 self._read_file(source, None)
+        self.cluster.primed = True
 
     async def run(self) -> None:
         """Keep the dynamic sources fresh (after `prime`)."""

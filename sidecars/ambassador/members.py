@@ -5,7 +5,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+RAMP_FLOOR = 0.1  # share of its weight a member gets as its slow start begins (Envoy's default)
+
+
+def ramp_share(member: Member, now: float, span: float) -> float:
+    """The share of its weight a member in its slow start of `span` seconds gets at `now`."""
+    return min(1.0, max(RAMP_FLOOR, (now - member.ramp_from) / span))
+
+
+def _wall(at: float, now: float) -> str:
+    """A monotonic-clock time `at` as UTC wall-clock time (ISO 8601, milliseconds)."""
+    when = datetime.fromtimestamp(time.time() + (at - now), UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -44,6 +58,7 @@ class Member:
     tls_resumed: int = 0
     ramp_from: float = 0.0  # slow start: when its share began to grow (monotonic clock)
     backoffs: int = 0  # answers with Retry-After that kept it out
+    backoff_until: float = 0.0  # the last Retry-After keeps it out until then (monotonic clock)
 
     @property
     def key(self) -> str:
@@ -93,8 +108,9 @@ class Member:
                 return False
         return None
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """The member's state for /upstreams."""
+    def snapshot(self, now: float, slow_start: float = 0.0) -> dict[str, Any]:
+        """The member's state for /upstreams (`slow_start`: the cluster's ramp length)."""
+        ramping = slow_start > 0 and now < self.ramp_from + slow_start
         return {
             "address": self.key,
             "weight": self.weight,
@@ -106,6 +122,10 @@ class Member:
             "active": self.active,
             "requests": self.requests,
             "errors": dict(self.errors),
+            "ramp_share": round(ramp_share(self, now, slow_start), 3) if ramping else 1.0,
+            "ramp_until": _wall(self.ramp_from + slow_start, now) if ramping else None,
+            "backoffs": self.backoffs,
+            "backoff_until": _wall(self.backoff_until, now) if self.backoff_until > now else None,
             **({"tls": self._tls()} if self.tls_handshakes or self.tls_failures else {}),
         }
 

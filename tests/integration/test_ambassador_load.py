@@ -9,7 +9,9 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -199,6 +201,47 @@ async def test_a_tcp_client_at_the_limit_waits_for_a_member_to_free_up(
             )
             for w in (w2, w3):
                 w.close()
+
+
+async def test_upstreams_shows_each_members_ramp_and_back_off() -> None:
+    """/upstreams gives each member's current slow-start share and when its ramp ends (a member
+    back up ramps, the other is at 1.0 with no end), and how long a Retry-After keeps a member
+    out (until when, as UTC wall-clock time) with the count of such answers."""
+    async with backends(2) as bs:
+        env = http_env(bs, health_check="http:/health", health_fall="1", slow_start="4s")
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+
+            async def members() -> dict[str, dict[str, Any]]:
+                async with s.get(f"http://127.0.0.1:{amb.admin_port}/upstreams") as resp:
+                    body = await resp.json()
+                return {m["address"]: m for m in body["listeners"][0]["members"]}
+
+            def wall(text: str) -> float:
+                return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+            cluster = cluster_of(amb)
+            b0, b1 = bs
+            assert {m["ramp_share"] for m in (await members()).values()} == {1.0}
+            b1.healthy = False
+            await wait_for(lambda: not cluster.members[b1.addr].healthy, 10.0, "b1 down")
+            b1.healthy = True
+            await wait_for(lambda: cluster.members[b1.addr].healthy, 10.0, "b1 up")
+            got = await members()
+            assert 0.1 <= got[b1.addr]["ramp_share"] < 0.9, got[b1.addr]
+            assert time.time() < wall(got[b1.addr]["ramp_until"]) < time.time() + 4.5
+            assert got[b0.addr]["ramp_share"] == 1.0 and got[b0.addr]["ramp_until"] is None
+            assert got[b0.addr]["backoff_until"] is None and got[b0.addr]["backoffs"] == 0
+            b0.fail_with, b0.retry_after = 429, "3"
+            for _ in range(20):
+                async with s.get(amb.url + "/") as resp:
+                    if resp.status == 429:
+                        break
+            else:
+                raise AssertionError("no request reached b0")
+            got = await members()
+            assert got[b0.addr]["backoffs"] == 1
+            assert time.time() + 1.5 < wall(got[b0.addr]["backoff_until"]) < time.time() + 3.5
+            assert got[b1.addr]["backoff_until"] is None
 
 
 async def test_retry_after_backs_a_member_off_for_that_long() -> None:

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.unit
 def cluster(n: int, policy: str = "round_robin") -> Cluster:
     c = Cluster("c", policy, EjectPolicy(), RetryBudget(1.0))
     c.set_source("static", [Address("127.0.0.1", 1000 + i, 1) for i in range(n)])
+    c.primed = True  # as discovery's first pass leaves it: members added from now on ramp
     return c
 
 
