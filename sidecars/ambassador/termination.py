@@ -137,11 +137,10 @@ class Termination:
                 ssl_handshake_timeout=limit + 1.0,  # ours comes first, as a TimeoutError
             )
         )
-        if hold.held:
-            # uvloop reads before connection_made can pause: what it read goes to the TLS layer
-            # once start_tls has put it in place, before anything read later (see _feed)
-            loop.call_soon(loop.call_soon, _feed, raw, bytes(hold.held))
-            hold.held.clear()
+        # uvloop may start reading after connection_made, whose pause then does nothing: what
+        # reached `hold` before start_tls took the transport over goes to the TLS layer first
+        # (see _feed: it runs once start_tls's own first callbacks have)
+        loop.call_soon(loop.call_soon, _feed, raw, hold)
         try:
             async with asyncio.timeout(limit):
                 transport = await shake
@@ -192,11 +191,12 @@ class Holding(asyncio.Protocol):
         self.lost = True
 
 
-def _feed(raw: asyncio.Transport, data: bytes) -> None:
-    """Give `data` to the protocol now reading `raw` (the loop's TLS layer, a buffered
-    protocol in both asyncio and uvloop). Runs right after start_tls's own first callbacks,
-    before the loop polls for more input."""
-    if raw.is_closing():
+def _feed(raw: asyncio.Transport, hold: Holding) -> None:
+    """Give what `hold` read to the protocol now reading `raw` (the loop's TLS layer, a
+    buffered protocol in both asyncio and uvloop). Runs right after start_tls's own first
+    callbacks, before the loop polls for more input."""
+    data, hold.held = bytes(hold.held), bytearray()
+    if not data or raw.is_closing() or raw.get_protocol() is hold:
         return
     proto: Any = raw.get_protocol()
     if hasattr(proto, "get_buffer"):  # uvloop's does not subclass asyncio.BufferedProtocol
