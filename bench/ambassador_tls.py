@@ -1,14 +1,17 @@
-"""Benchmark: TLS origination, the ambassador side by side with HAProxy on the same certificates.
+"""Benchmark: TLS origination and termination, the ambassador beside HAProxy, same certificates.
 
-One nginx member speaks only TLS (a certificate made here by trustme, TLS session cache on);
-each proxy takes plain tcp from the load generator and speaks TLS to it, verifying the chain
-and the name. wrk with `Connection: close` measures new connections per second (each one a
+Origination: one nginx member speaks only TLS (a certificate made here by trustme, TLS session
+cache on); each proxy takes plain tcp from the load generator and speaks TLS to it, verifying
+the chain and the name. wrk with `Connection: close` measures new connections per second (each one a
 TLS handshake to the member, resumed when the proxy offers its last session: both do), three
 rounds in alternation, the median of each; the lean receiver of bench/ambassador.py pulls
-1 GiB through each (best of three) for bulk MB/s. Proxies pinned to CPU 0, load to CPU 1.
-Needs: nginx, haproxy, wrk, taskset. Run it under the shared bench lock:
+1 GiB through each (best of three) for bulk MB/s. Termination: each proxy takes TLS from the
+load generator (the same certificate and key; wrk over https with `Connection: close`, a full
+handshake per connection, and a Python TLS receiver pulling 1 GiB) and speaks plain tcp to a
+plain nginx member. Proxies pinned to CPU 0, load to CPU 1. Needs: nginx, haproxy, wrk,
+taskset. Run it under the shared bench lock:
 
-    flock /tmp/bench.lock .venv/bin/python bench/ambassador_tls.py [--seconds 5]
+    flock /tmp/bench.lock .venv/bin/python bench/ambassador_tls.py [--seconds 5] [--only term]
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import trustme
@@ -27,14 +34,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
-from bench.ambassador import ambassador, bulk_mbs, process, wait_port, wrk  # noqa: E402
+from bench.ambassador import (  # noqa: E402
+    LOAD_CPU,
+    ambassador,
+    bulk_mbs,
+    process,
+    wait_port,
+    wrk,
+)
 from support.process import free_port  # noqa: E402
 
 ROUNDS = 3
 
 
-def nginx_conf(tmp: Path, port: int, big: Path) -> Path:
+def nginx_conf(tmp: Path, port: int, big: Path, plain: int = 0) -> Path:
     conf = tmp / "nginx-tls.conf"
+    also = (
+        f"  server {{\n    listen 127.0.0.1:{plain};\n"
+        '    location = / { return 200 "ok\\n"; }\n'
+        f"    location = /big {{ alias {big}; }}\n  }}\n"
+    ) if plain else ""  # fmt: skip
     temp = " ".join(f"{k}_temp_path {tmp};" for k in ("client_body", "proxy", "fastcgi"))
     conf.write_text(
         f"daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\n"
@@ -44,7 +63,7 @@ def nginx_conf(tmp: Path, port: int, big: Path) -> Path:
         f"    ssl_certificate {tmp}/member.crt;\n    ssl_certificate_key {tmp}/member.key;\n"
         "    ssl_session_cache shared:tls:10m;\n"
         '    location = / { return 200 "ok\\n"; }\n'
-        f"    location = /big {{ alias {big}; }}\n  }}\n}}\n"
+        f"    location = /big {{ alias {big}; }}\n  }}\n{also}}}\n"
     )
     return conf
 
@@ -61,15 +80,65 @@ def haproxy_conf(tmp: Path, port: int, member: int) -> Path:
     return conf
 
 
+def haproxy_term_conf(tmp: Path, port: int, member: int) -> Path:
+    conf = tmp / "haproxy-term.cfg"
+    conf.write_text(
+        "global\n  maxconn 4000\n  nbthread 1\n"
+        "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n"
+        f"  timeout server 60s\nlisten p\n  bind 127.0.0.1:{port} ssl crt {tmp}/listen.pem\n"
+        f"  server s1 127.0.0.1:{member}\n"
+    )
+    return conf
+
+
+def receive_tls(port: int) -> None:
+    """The bulk receiver over TLS (run pinned on the load CPU): GET /big, print MB/s."""
+    ctx = ssl.create_default_context(cafile=os.environ["BENCH_CA"])
+    buf = bytearray(128 << 10)
+    total = 0
+    started = time.perf_counter()
+    with ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"
+    ) as s:
+        s.sendall(b"GET /big HTTP/1.0\r\nHost: bench\r\n\r\n")
+        try:
+            while n := s.recv_into(buf):
+                total += n
+        except ssl.SSLEOFError:
+            pass  # a proxy relaying the member's close may not send close_notify
+    elapsed = time.perf_counter() - started
+    if total < 1 << 30:
+        sys.exit(f"receiver: short stream, {total} bytes")
+    print(f"{total / elapsed / 1e6:.1f}")
+
+
+def bulk_tls_mbs(port: int, ca: Path, runs: int = 3) -> float:
+    cmd = ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--receive-tls", str(port)]
+    env = {**os.environ, "BENCH_CA": str(ca)}
+    return max(
+        float(
+            subprocess.run(
+                cmd, capture_output=True, text=True, check=True, timeout=300, env=env
+            ).stdout
+        )
+        for _ in range(runs)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", choices=("orig", "term"), help="origination or termination")
+    parser.add_argument("--receive-tls", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.receive_tls:
+        receive_tls(args.receive_tls)
+        return
     with recording("ambassador_tls") as record:
-        run(args.seconds, record)
+        run(args.seconds, record, args.only)
 
 
-def run(secs: int, record: Record) -> None:
+def run(secs: int, record: Record, only: str | None = None) -> None:
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
@@ -85,34 +154,20 @@ def run(secs: int, record: Record) -> None:
         big = tmp / "big"
         with big.open("wb") as f:
             f.truncate(1 << 30)  # 1 GiB, sparse: served from the page cache
-        member, hport, aport = free_port(), free_port(), free_port()
-        tls = {
-            "AMBASSADOR_TLS": "true",
-            "AMBASSADOR_TLS_CA_FILE": str(tmp / "ca.pem"),
-            "AMBASSADOR_TLS_SERVER_NAME": "localhost",
-        }
-        haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, hport, member))]
-        with (
-            process(["nginx", "-c", str(nginx_conf(tmp, member, big))], pin=False),
-            process(haproxy),
-            ambassador("tcp", aport, [member], tls),
-        ):
-            for port in (member, hport):
+        (tmp / "listen.pem").write_bytes(
+            b"".join(b.bytes() for b in leaf.cert_chain_pems) + leaf.private_key_pem.bytes()
+        )
+        member, plain, hport, aport = free_port(), free_port(), free_port(), free_port()
+        results: list[tuple[str, str, dict[str, float]]] = []
+        with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], pin=False):
+            for port in (member, plain):
                 wait_port(port)
-            ports = {"ambassador": aport, "haproxy": hport}
-            rates: dict[str, list[float]] = {name: [] for name in ports}
-            for port in ports.values():
-                wrk(f"http://127.0.0.1:{port}/", 16, 1, close=True)  # warm-up
-            for _ in range(ROUNDS):
-                for name, port in ports.items():
-                    rates[name].append(wrk(f"http://127.0.0.1:{port}/", 16, secs, close=True)[0])
-            conns = {name: statistics.median(r) for name, r in rates.items()}
-            bulk = {name: bulk_mbs(port) for name, port in ports.items()}
+            if only != "term":
+                results += originate(tmp, secs, member, hport, aport)
+            if only != "orig":
+                results += terminate(tmp, secs, plain, free_port(), free_port())
     rows = [("figure", "ambassador", "haproxy (anchor)", "ratio ours/anchor")]
-    for label, key, figures in (
-        ("new connections/s (a TLS handshake each)", "tls new connections", conns),
-        ("bulk MB/s over TLS", "tls bulk", bulk),
-    ):
+    for label, key, figures in results:
         ours, anchor = figures["ambassador"], figures["haproxy"]
         record.ratio(key, ours / anchor, ours=ours, anchor=anchor)
         rows.append((label, f"{ours:.0f}", f"{anchor:.0f}", f"{ours / anchor:.2f}x"))
@@ -124,6 +179,57 @@ def run(secs: int, record: Record) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def originate(
+    tmp: Path, secs: int, member: int, hport: int, aport: int
+) -> list[tuple[str, str, dict[str, float]]]:
+    tls = {
+        "AMBASSADOR_TLS": "true",
+        "AMBASSADOR_TLS_CA_FILE": str(tmp / "ca.pem"),
+        "AMBASSADOR_TLS_SERVER_NAME": "localhost",
+    }
+    haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, hport, member))]
+    with process(haproxy), ambassador("tcp", aport, [member], tls):
+        wait_port(hport)
+        ports = {"ambassador": aport, "haproxy": hport}
+        conns = _rates({n: f"http://127.0.0.1:{p}/" for n, p in ports.items()}, secs)
+        bulk = {name: bulk_mbs(port) for name, port in ports.items()}
+    return [
+        ("new connections/s (a TLS handshake each to the member)", "tls new connections", conns),
+        ("bulk MB/s over TLS to the member", "tls bulk", bulk),
+    ]
+
+
+def terminate(
+    tmp: Path, secs: int, member: int, hport: int, aport: int
+) -> list[tuple[str, str, dict[str, float]]]:
+    term = {
+        "AMBASSADOR_LISTEN_TLS_CERT_FILE": str(tmp / "member.crt"),
+        "AMBASSADOR_LISTEN_TLS_KEY_FILE": str(tmp / "member.key"),
+    }
+    haproxy = ["haproxy", "-db", "-f", str(haproxy_term_conf(tmp, hport, member))]
+    with process(haproxy), ambassador("tcp", aport, [member], term):
+        wait_port(hport)
+        ports = {"ambassador": aport, "haproxy": hport}
+        conns = _rates({n: f"https://127.0.0.1:{p}/" for n, p in ports.items()}, secs)
+        bulk = {name: bulk_tls_mbs(port, tmp / "ca.pem") for name, port in ports.items()}
+    return [
+        ("new connections/s (a TLS handshake each from the client)", "tls term new connections",
+         conns),
+        ("bulk MB/s over TLS from the client", "tls term bulk", bulk),
+    ]  # fmt: skip
+
+
+def _rates(urls: dict[str, str], secs: int) -> dict[str, float]:
+    """Median new connections a second of each proxy (`Connection: close`), in alternation."""
+    rates: dict[str, list[float]] = {name: [] for name in urls}
+    for url in urls.values():
+        wrk(url, 16, 1, close=True)  # warm-up
+    for _ in range(ROUNDS):
+        for name, url in urls.items():
+            rates[name].append(wrk(url, 16, secs, close=True)[0])
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 if __name__ == "__main__":
