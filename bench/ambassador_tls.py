@@ -68,25 +68,18 @@ def nginx_conf(tmp: Path, port: int, big: Path, plain: int = 0) -> Path:
     return conf
 
 
-def haproxy_conf(tmp: Path, port: int, member: int) -> Path:
-    conf = tmp / "haproxy-tls.cfg"
+def haproxy_conf(tmp: Path, port: int, member: int, terminate: bool = False) -> Path:
+    """HAProxy in tcp mode: TLS to the member (origination) or from the client (termination)."""
+    conf = tmp / f"haproxy-{'term' if terminate else 'tls'}.cfg"
+    bind = f" ssl crt {tmp}/listen.pem" if terminate else ""
+    server = "" if terminate else (
+        f" ssl verify required ca-file {tmp}/ca.pem sni str(localhost) verifyhost localhost"
+    )  # fmt: skip
     conf.write_text(
         "global\n  maxconn 4000\n  nbthread 1\n"
         "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n"
-        f"  timeout server 60s\nlisten p\n  bind 127.0.0.1:{port}\n"
-        f"  server s1 127.0.0.1:{member} ssl verify required ca-file {tmp}/ca.pem"
-        " sni str(localhost) verifyhost localhost\n"
-    )
-    return conf
-
-
-def haproxy_term_conf(tmp: Path, port: int, member: int) -> Path:
-    conf = tmp / "haproxy-term.cfg"
-    conf.write_text(
-        "global\n  maxconn 4000\n  nbthread 1\n"
-        "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n"
-        f"  timeout server 60s\nlisten p\n  bind 127.0.0.1:{port} ssl crt {tmp}/listen.pem\n"
-        f"  server s1 127.0.0.1:{member}\n"
+        f"  timeout server 60s\nlisten p\n  bind 127.0.0.1:{port}{bind}\n"
+        f"  server s1 127.0.0.1:{member}{server}\n"
     )
     return conf
 
@@ -208,7 +201,7 @@ def terminate(
         "AMBASSADOR_LISTEN_TLS_CERT_FILE": str(tmp / "member.crt"),
         "AMBASSADOR_LISTEN_TLS_KEY_FILE": str(tmp / "member.key"),
     }
-    haproxy = ["haproxy", "-db", "-f", str(haproxy_term_conf(tmp, hport, member))]
+    haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, hport, member, terminate=True))]
     with process(haproxy), ambassador("tcp", aport, [member], term):
         wait_port(hport)
         ports = {"ambassador": aport, "haproxy": hport}

@@ -189,6 +189,26 @@ async def ambassador(
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def echo_member() -> AsyncIterator[int]:
+    """A plain tcp member on 127.0.0.1 that echoes bytes and answers an HTTP GET with a small
+    200 (keep-alive); yields its port."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(ok if data.startswith(b"GET ") else data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
 async def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
     """Poll `check` on the event loop until it is true, failing after `timeout` seconds."""
     loop = asyncio.get_running_loop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,32 +15,13 @@ from sidecars.ambassador.members import EjectPolicy
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.service import SIDECAR
 from sidecars.runtime.metrics import Registry
-from tests.ambassador_support import ambassador, wait_for
+from tests.ambassador_support import ambassador, echo_member, wait_for
 
 pytestmark = pytest.mark.integration
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 REQUEST = {"tcp": b"ping", "http": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"}
 ANSWER = {"tcp": b"ping", "http": b"HTTP/1.1 200 OK\r\n"}
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-@contextlib.asynccontextmanager
-async def echo_member() -> AsyncIterator[int]:
-    """Echoes bytes; answers an HTTP GET with a small 200 (keep-alive)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(OK if data.startswith(b"GET ") else data)
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
 
 
 async def exchange(conn: Conn, mode: str) -> bool:

@@ -16,7 +16,7 @@ import trustme
 
 from sidecars.ambassador.service import SIDECAR
 from sidecars.ambassador.spec import from_settings
-from tests.ambassador_support import ambassador, backends, metric_value, wait_for
+from tests.ambassador_support import ambassador, backends, echo_member, metric_value, wait_for
 from tests.helpers import SidecarProcess, free_port, run_sidecar
 from tests.tls_support import expired, write_leaf
 
@@ -32,22 +32,8 @@ def ca() -> trustme.CA:
 @pytest.fixture
 async def echo_port() -> AsyncIterator[int]:
     """A plain echo server (the member)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
+    async with echo_member() as port:
+        yield port
 
 
 def term_env(tmp_path: Path, cert: trustme.LeafCert, member: int, **extra: str) -> dict[str, str]:
