@@ -4,6 +4,7 @@ with certificates made here (trustme); members are plain echo and HTTP servers."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import ssl
@@ -311,3 +312,41 @@ async def test_process_terminates_tls_on_its_loop_and_exits_2_on_a_lone_key(
         code, _ = await run("curl", "-s", "--cacert", str(other), f"https://127.0.0.1:{port}/")
         assert code == 60
         await wait_for_count(admin, "client_refused", 1)
+
+
+async def test_a_reload_turns_tls_on_the_listener_on_for_new_connections_only(
+    tmp_path: Path, ca: trustme.CA, echo_port: int
+) -> None:
+    """A config file reload that gives a plain listener a certificate and key makes new
+    connections speak TLS; a plain connection opened before keeps relaying."""
+    crt, key = write_leaf(ca.issue_cert("127.0.0.1"), tmp_path, "server")
+    port, conf = free_port(), tmp_path / "amb.json"
+    listener = {
+        "listen": f"127.0.0.1:{port}",
+        "upstreams": [f"127.0.0.1:{echo_port}"],
+        "health_check": "none",
+    }
+    conf.write_text(json.dumps({"listeners": {"echo": listener}}))
+    env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+    async with ambassador(env) as amb:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"plain\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(6) == b"plain\n"
+            listener.update(listen_tls_cert_file=crt, listen_tls_key_file=key)
+            conf.write_text(json.dumps({"listeners": {"echo": listener}}))
+            registry = amb.runtime.registry
+            await wait_for(
+                lambda: registry.get_sample_value(
+                    "ambassador_config_reloads_total", {"outcome": "success"}
+                ) == 1,
+                10,
+                "config reloaded",
+            )  # fmt: skip
+            assert await tls_echo(port, client_ctx(ca), b"tls now\n") == b"tls now\n"
+            writer.write(b"still plain\n")
+            async with asyncio.timeout(10):
+                assert await reader.readexactly(12) == b"still plain\n"
+        finally:
+            writer.close()
