@@ -59,7 +59,7 @@ def outputs() -> list[Path]:
 
 def can_compile() -> str:
     """Empty when a C compiler and this interpreter's headers are here, else what is missing."""
-    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[0]
     if shutil.which(cc) is None:
         return f"no C compiler ({cc})"
     if not Path(sysconfig.get_paths()["include"], "Python.h").exists():

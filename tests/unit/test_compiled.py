@@ -56,7 +56,7 @@ def test_without_sidecars_pure_the_compiled_modules_run() -> None:
     if compiled.can_compile():
         pytest.skip(f"nothing compiled here: {compiled.can_compile()}")
     files = loaded_from(pure=False)
-    # by name only: mypyc sets the __file__ of a module its shared library (sidecars/) imports
-    # first as if that library were at the top of the tree (sidecars/sidecars/...).
+    # by name only: mypyc sets the __file__ of a module its package's library imports first as
+    # if that library were at the top of the tree (sidecars/ambassador/sidecars/ambassador/...).
     names = [os.path.basename(f) for f in files]
     assert names == [compiled.source(m).stem + compiled.SUFFIX for m in compiled.modules()]
