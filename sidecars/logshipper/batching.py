@@ -8,6 +8,10 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
 
 # one bulk item (action line and document line, each with its newline), or a run of several
 # items one after the other: a view into the bytes a whole chunk was formatted into
@@ -160,7 +164,9 @@ class Pipeline:
         sums = list(accumulate(map(len, items)))
         self._extend(progress, ends, sums, lambda i, k, start, end: items[i:k])
 
-    def extend_run(self, progress: Progress, ends: list[int], run: bytes, sums: list[int]) -> None:
+    def extend_run(
+        self, progress: Progress, ends: list[int], run: bytes, sums: SupportsLenAndGetItem[int]
+    ) -> None:
         """`extend` for the items of one chunk formatted into one bytes, `run`, item i
         ending at `sums[i]` in it: each batch gets a view of its part, not a copy."""
         view = memoryview(run)
@@ -170,7 +176,7 @@ class Pipeline:
         self,
         progress: Progress,
         ends: list[int],
-        sums: list[int],
+        sums: SupportsLenAndGetItem[int],
         pieces: Callable[[int, int, int, int], Sequence[Piece]],
     ) -> None:
         i, n = 0, len(sums)

@@ -6,8 +6,6 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from itertools import chain, count
-from operator import add
 from typing import Any
 
 import orjson
@@ -32,24 +30,43 @@ def _verbatim(text: bytes | memoryview, newlines: int) -> bool:
     return len(orjson.dumps(string)) == len(text) + newlines + 2
 
 
-def _run_ends(base: int, starts: list[int], n: int) -> list[int]:
+class RunEnds:
     """Where each of the first `n` items formatted from the lines at `starts` ends in their
-    run. An item is `base` bytes for offset 0 (one hex and one decimal digit) and an empty
-    line, plus its line (`starts[i + 1] - starts[i] - 1` bytes) and the digits its offset
-    has beyond one, in hex (the id) and in decimal (log.offset): offsets only grow, so
-    those change at the powers of 16 and of 10 the chunk crosses, if any."""
-    first, last = starts[0], starts[n - 1]
-    step = base - 3 + len(b"%x" % first) + len(b"%d" % first)  # the line's newline: -1
-    ends = list(map(add, starts[1 : n + 1], count(step - first, step)))
-    for radix in (16, 10):
-        power = radix
-        while power <= last:
-            if power > first:  # from the first item at or past it on, one digit more each
-                past = bisect_left(starts, power, 0, n)
-                for i in range(past, n):
-                    ends[i] += i - past + 1
-            power *= radix
-    return ends
+    run, worked out when asked: a batch boundary looks up a few of them by bisection, so no
+    list of one int per line is built. An item is `base` bytes for offset 0 (one hex and one
+    decimal digit) and an empty line, plus its line (`starts[i + 1] - starts[i] - 1` bytes)
+    and the digits its offset has beyond one, in hex (the id) and in decimal (log.offset):
+    offsets only grow, so those change at the powers of 16 and of 10 the chunk crosses, if
+    any (`_past`: the first item at or past each one, which has one digit more from there on)."""
+
+    __slots__ = ("_starts", "_n", "_step", "_shift", "_past")
+
+    def __init__(self, base: int, starts: list[int], n: int) -> None:
+        first, last = starts[0], starts[n - 1]
+        self._starts, self._n = starts, n
+        self._step = base - 3 + len(b"%x" % first) + len(b"%d" % first)  # the newline: -1
+        self._shift = self._step - first
+        self._past: list[int] = []
+        for radix in (16, 10):
+            power = radix
+            while power <= last:
+                if power > first:
+                    self._past.append(bisect_left(starts, power, 0, n))
+                power *= radix
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> int:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("item index out of range")
+        end = self._starts[i + 1] + self._shift + i * self._step
+        for past in self._past:
+            if i >= past:
+                end += i - past + 1
+        return end
 
 
 def iso_utc(ts: float) -> str:
@@ -239,7 +256,7 @@ class DocumentBuilder:
         lines: list[bytes],
         starts: list[int],
         text: bytes | memoryview,
-    ) -> tuple[bytes, list[int]] | None:
+    ) -> tuple[bytes, RunEnds] | None:
         """What `items` gives, as one bytes (the run) and where each item ends in it, when
         `text` (the lines, each followed by its newline) is valid UTF-8 with nothing JSON
         must escape (the usual log chunk): every line is its own JSON string body, copied
@@ -251,9 +268,12 @@ class DocumentBuilder:
             return None
         template = self._template(uid, path_json, now, b'"%b"')
         n = len(lines)
-        args = chain.from_iterable(zip(starts, lines, starts, strict=False))  # starts: n + 1
+        # (start, line, start) per item, laid out by slice assignment: no tuple per line
+        args: list[object] = [None] * (3 * n)
+        args[0::3] = args[2::3] = starts[:n]
+        args[1::3] = lines
         body = (template * n) % tuple(args)
-        ends = _run_ends(len(template % (0, b"", 0)), starts, n)
+        ends = RunEnds(len(template % (0, b"", 0)), starts, n)
         if ends[-1] != len(body):  # not expected; the items themselves are always right
             return None
         return body, ends

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from itertools import accumulate, count
+from itertools import accumulate, repeat
 from operator import add
 
 # One line: where it starts, where the next one starts, its bytes (no newline), and whether
@@ -71,7 +71,7 @@ class Framer:
         lengths = list(map(len, parts))
         if max(lengths) > self.max_line:
             return None
-        # start of line i = offset + (lengths of the lines before it) + i newlines; the last
-        # value is the end of the last line, its newline included
-        starts = list(map(add, accumulate(lengths, initial=0), count(offset)))
+        # start of line i = offset + (lengths of the lines before it, each with its newline);
+        # the last value is the end of the last line, its newline included
+        starts = list(accumulate(map(add, lengths, repeat(1)), initial=offset))
         return parts, starts, last + 1
