@@ -1,17 +1,24 @@
-"""Instructions per request of the http ambassador, or per new connection of the tcp one, counted
-by callgrind: a figure that a shared machine does not disturb, for comparing two commits of the
-hot path.
+"""Instructions per request, new connection or sharded command of the ambassador, by callgrind.
+
+Per request of the http ambassador, per new connection of the tcp one, or per command of the
+redis or memcached mode, counted by callgrind: a figure that a shared machine does not disturb,
+for comparing two commits of the hot path.
 
 Three nginx backends; the ambassador runs under `valgrind --tool=callgrind` with counting off;
 after a warm-up, counting is switched on for a fixed number of keep-alive GET requests sent by
 `h2load --h1` (16 connections by default), then the counts are dumped and divided by the number
 of requests. With `--tcp-connections N` the ambassador is in tcp mode and the load is N short
 connections (connect, one GET with `Connection: close`, read to the end, close), `--conns` of
-them open at a time. Health checks are off so that only request work is counted.
-Needs: valgrind, nginx, h2load (Debian packages).
+them open at a time. With `--sharded redis|memcached` the members are three redis-server (or
+memcached) shards and the load is `--requests` SET and as many GET of random keys with
+`--pipeline` commands per batch over `--conns` connections (redis-benchmark; for memcached the
+load client of bench/memcached.py), counted per command. Health checks are off so that only
+request work is counted.
+Needs: valgrind, nginx, h2load (Debian packages); redis-server, redis-benchmark, memcached.
 
     .venv/bin/python bench/instructions.py [--requests 20000] [--conns 16] [--annotate]
     .venv/bin/python bench/instructions.py --tcp-connections 5000
+    .venv/bin/python bench/instructions.py --sharded redis --pipeline 16 --conns 50
 """
 
 from __future__ import annotations
@@ -141,6 +148,52 @@ def short_connections(port: int, total: int, conns: int, timeout: float = 600.0)
     sel.close()
 
 
+def sharded_load(mode: str, port: int, requests: int, conns: int, pipeline: int) -> int:
+    """`requests` SET and as many GET through the redis or memcached mode; the commands sent."""
+    if mode == "redis":
+        cmd = ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests)]
+        cmd += ["-c", str(conns), "-P", str(pipeline), "-r", "100000", "-q"]
+        subprocess.run(cmd, capture_output=True, check=True, timeout=3600)
+        return 2 * requests
+    cmd = [sys.executable, str(ROOT / "bench" / "memcached.py"), "--load", str(port)]
+    cmd += ["--commands", str(2 * requests), "--pipeline", str(pipeline), "--seconds", "3600"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        sys.exit(f"memcached load failed: {done.stderr[-500:]}")
+    return int(done.stdout.split()[-1])
+
+
+@contextlib.contextmanager
+def members(tmp: Path, sharded: str | None) -> Iterator[list[int]]:
+    """Three members: nginx backends, or redis-server or memcached shards."""
+    if sharded:
+        from bench import memcached, redis
+
+        with redis.shards(3) if sharded == "redis" else memcached.shards(3) as ports:
+            yield ports
+        return
+    ports = [free_port() for _ in range(3)]
+    with background(backends(tmp, ports)):
+        yield ports
+
+
+def counted(args: argparse.Namespace, pid: int, port: int) -> tuple[int, str]:
+    """Warm up, count the load's instructions; (what was counted, its name)."""
+    if args.sharded:
+        sharded_load(args.sharded, port, 2000, args.conns, args.pipeline)  # shard connections
+        control(pid, "--instr=on")
+        return sharded_load(args.sharded, port, args.requests, args.conns, args.pipeline), "command"
+    if args.tcp_connections:
+        short_connections(port, 500, args.conns)  # warm-up: code paths taken once
+        control(pid, "--instr=on")
+        short_connections(port, args.tcp_connections, args.conns)
+        return args.tcp_connections, "new connection"
+    load(port, 2000, args.conns)  # warm-up: connections pooled, heads cached
+    control(pid, "--instr=on")
+    load(port, args.requests, args.conns)
+    return args.requests, "request"
+
+
 def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True)
 
@@ -155,31 +208,29 @@ def main() -> None:
         metavar="N",
         help="count per new connection of tcp mode over N short connections",
     )
+    parser.add_argument(
+        "--sharded",
+        choices=("redis", "memcached"),
+        help="count per command of this mode (--requests SET and as many GET)",
+    )
+    parser.add_argument("--pipeline", type=int, default=1, help="commands per batch (--sharded)")
     parser.add_argument("--annotate", action="store_true", help="print callgrind_annotate")
     parser.add_argument("--keep", type=Path, metavar="FILE", help="copy the callgrind dump here")
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control", "nginx", "h2load"):
+    tools = ["valgrind", "callgrind_control"]
+    if args.sharded:
+        tools += ["redis-server", "redis-benchmark"] if args.sharded == "redis" else ["memcached"]
+    else:
+        tools += ["nginx", "h2load"]
+    for tool in tools:
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
     with recording("instructions") as record, tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        ports = [free_port() for _ in range(3)]
         port = free_port()
-        mode = "tcp" if args.tcp_connections else "http"
-        with (
-            background(backends(tmp, ports)),
-            ambassador(tmp, port, ports, mode) as (pid, out),
-        ):
-            if args.tcp_connections:
-                count, what = args.tcp_connections, "new connection"
-                short_connections(port, 500, args.conns)  # warm-up: code paths taken once
-                control(pid, "--instr=on")
-                short_connections(port, count, args.conns)
-            else:
-                count, what = args.requests, "request"
-                load(port, 2000, args.conns)  # warm-up: connections pooled, heads cached
-                control(pid, "--instr=on")
-                load(port, count, args.conns)
+        mode = args.sharded or ("tcp" if args.tcp_connections else "http")
+        with members(tmp, args.sharded) as ports, ambassador(tmp, port, ports, mode) as (pid, _):
+            count, what = counted(args, pid, port)
             control(pid, "--dump")
             dump = tmp / "callgrind.out.1"  # callgrind_control returns once it is written
             text = dump.read_text(errors="replace")
@@ -190,7 +241,8 @@ def main() -> None:
             sys.exit("callgrind: no totals in the dump")
         total = int(m.group(1))
         per = total / count
-        record.figure(f"{mode} instructions per {what}, {args.conns} conns", per)
+        shape = f", -P {args.pipeline}" if args.sharded else ""
+        record.figure(f"{mode} instructions per {what}, {args.conns} conns{shape}", per)
         print(f"{per:,.0f} instructions per {what} ({total:,} for "
               f"{count:,}, {args.conns} connections at a time)")  # fmt: skip
         if args.annotate:

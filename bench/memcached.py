@@ -96,7 +96,10 @@ class Pipeliner(asyncio.Protocol):
             if b"ERROR" in got:
                 raise RuntimeError(f"an error reply: {bytes(got[-200:])!r}")
             return
-        self.state["done"] += self.pipeline
+        state = self.state
+        state["done"] += self.pipeline
+        if state["limit"] and state["done"] >= state["limit"]:
+            state["stop"] = 1.0
         self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,7 +107,9 @@ class Pipeliner(asyncio.Protocol):
             self.lost.set_result(None)
 
 
-async def load(port: int, seconds: int, pipeline: int) -> float:
+async def load(port: int, seconds: int, pipeline: int, count: int = 0) -> float:
+    """Commands per second after a second's warm-up; with `count`, no warm-up: the number of
+    commands answered once that many were (each connection ends its batch in flight)."""
     rng = random.Random(7)
     commands = []  # 8 sets, the 8 gets of their keys, again
     for _ in range(256):
@@ -112,7 +117,7 @@ async def load(port: int, seconds: int, pipeline: int) -> float:
         commands += [b"set %s 0 0 %d\r\n%s\r\n" % (k, len(VALUE), VALUE) for k in keys]
         commands += [b"get %s\r\n" % k for k in keys]
     batches = [b"".join(commands[i : i + pipeline]) for i in range(0, len(commands), pipeline)]
-    state = {"done": 0.0, "stop": 0.0}
+    state = {"done": 0.0, "stop": 0.0, "limit": float(count)}
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(CONNS):
@@ -120,6 +125,10 @@ async def load(port: int, seconds: int, pipeline: int) -> float:
             lambda: Pipeliner(batches, state, pipeline), "127.0.0.1", port
         )
         conns.append(proto)
+    if count:
+        async with asyncio.timeout(seconds):
+            await asyncio.gather(*(c.lost for c in conns))
+        return state["done"]
     await asyncio.sleep(1.0)  # warm-up: every shard connection made, keys set
     start, began = loop.time(), state["done"]
     await asyncio.sleep(seconds)
@@ -136,9 +145,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, in alternation")
     parser.add_argument("--load", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--commands", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        print(f"{asyncio.run(load(args.load, args.seconds, args.pipeline)):.0f}")
+        rate = asyncio.run(load(args.load, args.seconds, args.pipeline, args.commands))
+        print(f"{rate:.0f}")
         return
     with recording("memcached") as record:
         run(args.seconds, args.rounds, record)

@@ -150,10 +150,9 @@ def _merge_array(
 class RedisClient(ShardedClient):
     """One app connection speaking RESP2, or RESP3 after HELLO 3."""
 
-    listener: RedisListener
-
     def __init__(self, listener: RedisListener) -> None:
         super().__init__(listener)
+        self.redis = listener  # `listener` as its own class (a compiled attribute keeps its type)
         self.reader = resp.CommandReader(listener.limits)
         listener.clients_made += 1
         self.conn = Connection(listener.clients_made)
@@ -261,7 +260,7 @@ class RedisClient(ShardedClient):
             return resp.error("ERR ambassador: SELECT of a database other than 0 is refused")
         if name == b"HELLO":
             reply = self.conn.hello(args)
-            self.table = self.listener.shards3 if self.conn.proto == 3 else None
+            self.table = self.redis.shards3 if self.conn.proto == 3 else None
             return reply
         if name == b"AUTH":
             return self.conn.auth(args)
@@ -329,7 +328,8 @@ class Resp3Shard(Shard):
 
     def __init__(self, listener: RedisListener, member: Member, table: dict[str, Shard]) -> None:
         super().__init__(listener, member, table)
-        self.reader: resp3.ReplyReader = resp3.ReplyReader(listener.limits)
+        self.replies = resp3.ReplyReader(listener.limits)
+        self.reader = self.replies
         self.greeting: asyncio.Transport | None = None  # until HELLO 3 is answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -343,18 +343,18 @@ class Resp3Shard(Shard):
     def data_received(self, data: bytes) -> None:
         if self.greeting is None:
             super().data_received(data)
-            if self.reader.pushes:
+            if self.replies.pushes:
                 self._drop_pushes()
             return
         try:
-            replies = self.reader.feed(data)
+            replies = self.replies.feed(data)
         except ValueError as exc:
             self.fail("protocol", f"bad reply to HELLO 3: {exc}")
             return
         if not replies:
             return
         answer = replies[0]
-        if len(replies) > 1 or self.reader.pushes or answer[:1] != b"%":
+        if len(replies) > 1 or self.replies.pushes or answer[:1] != b"%":
             # a server that cannot speak RESP3 is not failing: it is not counted to eject it
             line = answer.split(b"\r\n", 1)[0][:100].decode("ascii", "replace")
             self.fail("" if answer[:1] in b"-!" else "protocol", f"HELLO 3 answered: {line}")
@@ -369,10 +369,10 @@ class Resp3Shard(Shard):
         listener.log.warning(
             "shard %s sent %d push messages; nothing routes them on a shared connection: dropped",
             self.member.key,
-            self.reader.pushes,
+            self.replies.pushes,
             extra={"listener": listener.name, "member": self.member.key},
         )
-        self.reader.pushes = 0
+        self.replies.pushes = 0
 
     def fail(self, kind: str, why: str) -> None:
         greeting, self.greeting = self.greeting, None

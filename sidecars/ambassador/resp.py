@@ -73,8 +73,10 @@ class CommandReader(Framing[Command]):
             if data[pos] != 0x2A:  # '*'
                 break
             end = find(b"\r\n", pos, pos + 18)
+            if end < 0:  # first: mypyc's slice of a start past its end is an error, not empty
+                break
             raw = data[pos + 1 : end]
-            if end < 0 or not raw.isdigit() or not 0 < int(raw) <= max_array:
+            if not raw.isdigit() or not 0 < int(raw) <= max_array:
                 break
             at = end + 2
             args: list[bytes] = []
@@ -82,8 +84,10 @@ class CommandReader(Framing[Command]):
                 if data[at : at + 1] != b"$":
                     break
                 end = find(b"\r\n", at, at + 14)
+                if end < 0:
+                    break
                 raw = data[at + 1 : end]
-                if end < 0 or not raw.isdigit():
+                if not raw.isdigit():
                     break
                 length = int(raw)
                 at = end + 2 + length
@@ -200,9 +204,9 @@ class ReplyReader:
             kind = data[pos]
             if kind == 0x24:  # '$'
                 end = find(b"\r\n", pos, pos + 14)
-                raw = data[pos + 1 : end]
                 if end < 0:
                     break
+                raw = data[pos + 1 : end]
                 if raw.isdigit():
                     stop = end + 4 + int(raw)
                     if int(raw) > max_bulk or data[stop - 2 : stop] != b"\r\n":
