@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.tls import REASONS
@@ -26,6 +26,8 @@ _BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1, 2.5, 5, 10, 30,
 )  # fmt: skip
+# the same as floats, for the search per observation (compiled: compared as C doubles)
+_UPPER: Final[tuple[float, ...]] = tuple(float(bound) for bound in _BUCKETS)
 # per listener mode: what is timed, under which name
 _FAMILIES = {
     "http": (
@@ -46,15 +48,22 @@ _FAMILIES = {
 
 class Latency:
     """One listener's latency histogram, kept as plain counts: an observation on the hot path
-    is a bisect and two additions (no lock: everything runs on the event loop). Observations
-    are time.perf_counter() differences: the event loop's clock (uvloop's) has 1 ms steps."""
+    is a search from the lowest bucket (replies come within a few buckets; a bisect of the
+    tuple cost 2,400 instructions) and two additions (no lock: everything runs on the event
+    loop). Observations are time.perf_counter() differences: the event loop's clock (uvloop's)
+    has 1 ms steps."""
 
     def __init__(self) -> None:
         self.counts = [0] * (len(_BUCKETS) + 1)
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        index = 0
+        for bound in _UPPER:  # the first bucket whose bound is at or above it
+            if bound >= seconds:
+                break
+            index += 1
+        self.counts[index] += 1
         self.total += seconds
 
 
