@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.tls import Early, Watched, adopt, detail_of
+from sidecars.runtime.memory import AfterBursts, forget
 
 if TYPE_CHECKING:
     from sidecars.ambassador.metrics import Metrics
@@ -115,6 +116,7 @@ class Termination:
         )
         self.watched = Watched(files, lambda: build(settings), settings.file_interval, log, name)
         self.log = log
+        self.bursts = AfterBursts(log)
 
     async def accept(
         self, raw: asyncio.Transport, hold: Holding, factory: Callable[[], P]
@@ -122,6 +124,15 @@ class Termination:
         """The server side of the handshake on `raw` (its protocol `hold`), within the
         handshake timeout; then `factory`'s protocol gets the TLS transport. None when it
         failed: counted, logged at debug, `raw` aborted."""
+        self.bursts.started()
+        try:
+            return await self._handshake(raw, hold, factory)
+        finally:
+            self.bursts.done()
+
+    async def _handshake(
+        self, raw: asyncio.Transport, hold: Holding, factory: Callable[[], P]
+    ) -> tuple[asyncio.Transport, P] | None:
         loop = asyncio.get_running_loop()
         limit = self.settings.listen_tls_handshake_timeout
         if hold.lost or raw.is_closing():
@@ -154,6 +165,7 @@ class Termination:
                 detail_of(exc),
                 extra={"listener": self.name},
             )
+            forget(exc)  # its frames hold `shake`, which holds it: a cycle of buffers
             return None
         except BaseException:
             raw.abort()

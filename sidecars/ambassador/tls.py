@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.members import Member
+from sidecars.runtime.memory import forget
 
 # The values of the `reason` label of ambassador_upstream_tls_handshake_failures (bounded).
 REASONS = ("verify_failed", "wrong_name", "expired", "timeout", "other")
@@ -212,6 +213,7 @@ class Origination:
             raw.abort()
             reason, detail = reason_of(exc), detail_of(exc)
             failed(member, reason, detail)
+            forget(exc)  # chained to the error below; its frames would hold the SSL buffers
             raise HandshakeError(reason, detail) from None
         except BaseException:
             raw.abort()
