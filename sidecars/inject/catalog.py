@@ -43,12 +43,12 @@ LOGSHIPPER = Sidecar(
         "paths exclude es_hosts data_stream dataset namespace index index_template "
         "index_template_priority index_replicas ilm_policy data_retention state_dir read_from "
         "es_username es_password es_api_key es_ca_file es_client_cert es_client_key "
-        "es_verify_certs es_gzip es_timeout batch_max_bytes batch_max_docs flush_interval "
-        "max_in_flight queue_max_bytes max_line_size partial_flush multiline_pattern "
-        "multiline_max_lines multiline_timeout json json_target timestamp_field timestamp_regex "
-        "rescan_interval poll_interval follow_symlinks max_files rotate_wait max_open_files "
-        "checkpoint_interval retry_max_backoff dead_letter_max_size dead_letter_index pod_name "
-        "pod_namespace node_name container_name pod_uid pod_labels_file"
+        "es_verify_certs es_gzip es_timeout es_dead_backoff_max batch_max_bytes batch_max_docs "
+        "flush_interval max_in_flight queue_max_bytes max_line_size partial_flush "
+        "multiline_pattern multiline_max_lines multiline_timeout json json_target timestamp_field "
+        "timestamp_regex rescan_interval poll_interval follow_symlinks max_files rotate_wait "
+        "max_open_files checkpoint_interval retry_max_backoff dead_letter_max_size "
+        "dead_letter_index pod_name pod_namespace node_name container_name pod_uid pod_labels_file"
     ),
     9181,
     "shipper-admin",

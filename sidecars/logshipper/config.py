@@ -176,6 +176,13 @@ class Config(CommonConfig):
     es_timeout: float = setting(
         "30s", "timeout of one bulk request", duration(0.1, 600.0), metavar="DURATION"
     )
+    es_dead_backoff_max: float = setting(
+        "2s",
+        "longest wait between probes of a node that could not be reached or timed out; "
+        "delivery resumes within about this long after it answers again",
+        duration(0.1, 600.0),
+        metavar="DURATION",
+    )
     batch_max_bytes: int = setting(
         "1MiB", "largest bulk request body", size(1024, 100 << 20), metavar="SIZE"
     )

@@ -12,7 +12,8 @@ import orjson
 from sidecars.logshipper.bulk import BadResponse, Outcome, classify_item, parse_body
 from sidecars.logshipper.documents import iso_utc
 from sidecars.logshipper.metrics import Metrics
-from sidecars.logshipper.node import AsyncTransport, TransportError
+from sidecars.logshipper.node import TransportError
+from sidecars.logshipper.pool import Pool
 from sidecars.runtime import Backoff
 
 # (reason, Elasticsearch's error, action line, document line) of one refused document
@@ -70,7 +71,7 @@ class DeadLetterIndex:
 
     def __init__(
         self,
-        transport: AsyncTransport,
+        transport: Pool,
         index: str,
         metrics: Metrics,
         log: logging.Logger,
@@ -115,10 +116,8 @@ class DeadLetterIndex:
 
     async def _attempt(self, items: list[bytes]) -> tuple[list[bytes], list[Any], str]:
         """One bulk request: (items to try again, errors of refused items, last problem)."""
-        resp = await self.transport.perform_request(
-            "POST", _TARGET, headers=_HEADERS, body=b"".join(items)
-        )
-        status = resp.meta.status
+        resp = await self.transport.request("POST", _TARGET, b"".join(items), _HEADERS)
+        status = resp.status
         if not 200 <= status < 300:
             problem = f"HTTP {status}: {str(parse_body(resp.body))[:200]}"
             if status == 429 or status >= 500:

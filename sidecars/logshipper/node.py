@@ -1,178 +1,160 @@
-"""An elastic_transport node over asyncio streams: HTTP/1.1 keep-alive, TLS, gzip, no aiohttp."""
+"""One Elasticsearch node over the runtime's HTTP client: HTTP/1.1 keep-alive, TLS, gzip."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
+import socket
 import ssl
-import sys
-import time
 import zlib
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sidecars.runtime.http.client import Client, ClientError, ConnectError
-
-# elastic_transport imports aiohttp and requests (when installed) for node classes we do not
-# use: ~10 MiB of RSS and ~100 ms of start time for aiohttp, ~40 ms of CPU for requests.
-# Hide them during that import only, so that the library's optional-dependency checks simply
-# find them missing; anything importing them later gets them.
-_hide = [name for name in ("aiohttp", "requests") if name not in sys.modules]
-for _name in _hide:
-    sys.modules[_name] = None  # type: ignore[assignment]
-try:
-    from elastic_transport import (
-        ApiResponseMeta,
-        AsyncTransport,
-        BaseAsyncNode,
-        ConnectionError,
-        ConnectionTimeout,
-        HttpHeaders,
-        NodeConfig,
-        SerializationError,
-        Serializer,
-        TlsError,
-        TransportError,
-    )
-    from elastic_transport._node._base import (
-        DEFAULT_CA_CERTS,
-        NodeApiResponse,
-        ssl_context_from_node_config,
-    )
-    from elastic_transport.client_utils import DEFAULT, DefaultType
-finally:
-    for _name in _hide:
-        del sys.modules[_name]
-
-__all__ = [
-    "AsyncTransport",
-    "ConnectionError",
-    "ConnectionTimeout",
-    "HttpHeaders",
-    "NodeConfig",
-    "PassThrough",
-    "SerializationError",
-    "StreamNode",
-    "TlsError",
-    "TransportError",
-]
 
 _MAX_BODY = 64 << 20  # an answer larger than this is not a bulk answer to a bounded request
 
 
-class PassThrough(Serializer):
-    """Bodies stay bytes both ways: requests are serialized already (NDJSON built by the
-    shipper), and answers are parsed only when, and as far as, they need to be."""
-
-    mimetype: ClassVar[str] = "application/json"
-
-    def loads(self, data: bytes) -> Any:
-        return data
-
-    def dumps(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
-        raise SerializationError(f"expected a serialized body, not {type(data).__name__}")
+class TransportError(Exception):
+    """No usable answer from a node: no connection, a dropped one, a malformed answer."""
 
 
-def _ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The TLS context the library's own nodes would build from the same node config."""
-    if config.scheme != "https":
-        return None
-    ctx = ssl_context_from_node_config(config)
-    if config.ssl_context is not None:
-        return ctx
-    ca_certs = DEFAULT_CA_CERTS if config.ca_certs is None else config.ca_certs
-    if config.verify_certs and not ca_certs:
-        raise ValueError("no CA certificates to verify the server with")
-    if ca_certs is not None and config.verify_certs:
-        if os.path.isdir(ca_certs):
-            ctx.load_verify_locations(capath=ca_certs)
-        else:
-            ctx.load_verify_locations(cafile=ca_certs)
-    if config.client_cert:
-        ctx.load_cert_chain(config.client_cert, config.client_key)
+class NodeDown(TransportError):
+    """The node could not be reached (refused, unreachable, TLS) or did not answer in time."""
+
+
+class ConnectionTimeout(NodeDown):
+    """No whole answer within the request timeout."""
+
+
+class TlsError(NodeDown):
+    """The TLS handshake or the server's certificate failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
+    request_timeout: float = 10.0
+    http_compress: bool = False  # gzip request bodies
+    connections: int = 1  # requests at once (and idle connections kept)
+    ssl_context: ssl.SSLContext | None = None  # https only
+
+
+def tls_context(
+    host: str, *, verify: bool, ca_file: str = "", client_cert: str = "", client_key: str = ""
+) -> ssl.SSLContext:
+    """TLS 1.2 or later; the server verified against `ca_file` (a file or a directory) and
+    the system's CA bundle, its name checked unless `host` is an IP address. OSError or
+    ValueError when a file is unusable."""
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if verify:
+        ctx.check_hostname = not _is_ip(host)
+        if ca_file and os.path.isdir(ca_file):
+            ctx.load_verify_locations(capath=ca_file)
+        elif ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        ctx.load_cert_chain(client_cert, client_key or None)
     return ctx
 
 
-class StreamNode(BaseAsyncNode):
-    """One Elasticsearch node: a small pool of keep-alive HTTP/1.1 connections of the runtime's
-    HTTP client. The transport above it (node pool, failover, dead-node backoff) comes from
-    elastic_transport; errors are mapped to the library's ConnectionError / ConnectionTimeout
-    / TlsError like its nodes do."""
+def _is_ip(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+class Node:
+    """One Elasticsearch node: up to `connections` requests at once over keep-alive HTTP/1.1
+    connections of the runtime's client. Every failure to get a whole, well-formed answer
+    raises TransportError (ConnectionTimeout, TlsError)."""
 
     def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config)
-        self._limit = asyncio.Semaphore(max(1, config.connections_per_node))
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        self._host_header = host if self.port == default else f"{host}:{self.port}"
+        self.config = config
+        self._limit = asyncio.Semaphore(max(1, config.connections))
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        default = 443 if config.scheme == "https" else 80
+        self._host_header = host if config.port == default else f"{host}:{config.port}"
+        self.url = f"{config.scheme}://{self._host_header}{config.path_prefix}"
+        self._headers = {k.lower(): v for k, v in config.headers.items()}
         self._client = Client(
-            self.host,
-            self.port,
-            ssl_context=_ssl_context(config),
-            server_hostname=self.host,
-            keep=max(1, config.connections_per_node),
+            config.host,
+            config.port,
+            ssl_context=config.ssl_context if config.scheme == "https" else None,
+            server_hostname=config.host,
+            keep=max(1, config.connections),
             authority=self._host_header,
         )
 
-    async def perform_request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         target: str,
         body: bytes | None = None,
-        headers: HttpHeaders | None = None,
-        request_timeout: DefaultType | float | None = DEFAULT,
-    ) -> NodeApiResponse:
-        timeout = self.config.request_timeout if request_timeout is DEFAULT else request_timeout
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         head = self._headers.copy()
         if headers:
-            head.update(headers)
-        if body and self._http_compress:
-            body = gzip.compress(body, compresslevel=1)
+            head.update({k.lower(): v for k, v in headers.items()})
+        if body and self.config.http_compress:
+            body = zlib.compress(body, 1, wbits=31)  # gzip framing
             head["content-encoding"] = "gzip"
-        request = self._request(method, target, head, body or b"")
-        start = time.monotonic()
+        wire = self._request(method, target, head, body or b"")
         try:
-            async with self._limit, asyncio.timeout(timeout):
+            async with self._limit, asyncio.timeout(self.config.request_timeout):
                 # a pooled connection the node had closed is given up and the request sent
                 # again: the node never read it
-                answer = await self._client.request(method.encode(), request)
+                answer = await self._client.request(method.encode(), wire)
                 data = await answer.read(_MAX_BODY)
-            rh = HttpHeaders(answer.headers)
-            if (rh.get("content-encoding") or "").lower() == "gzip":
+            if answer.headers.get("content-encoding", "").lower() == "gzip":
                 data = _gunzip(data)
-        except TimeoutError as exc:
-            raise ConnectionTimeout("connection timed out during request", errors=(exc,)) from None
+        except TimeoutError:
+            raise ConnectionTimeout(
+                f"{self.url}: no answer within {self.config.request_timeout:g}s"
+            ) from None
         except ConnectError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLError | ssl.CertificateError):
-                raise TlsError(str(cause), errors=(cause,)) from None
-            raise ConnectionError(str(exc), errors=(exc,)) from None
+                raise TlsError(str(exc)) from None
+            raise NodeDown(str(exc)) from None
         except (ClientError, ValueError, zlib.error) as exc:
-            text = str(exc) or type(exc).__name__
-            raise ConnectionError(text, errors=(exc,)) from None
-        meta = ApiResponseMeta(
-            node=self.config,
-            duration=time.monotonic() - start,
-            http_version="1.1",
-            status=answer.status,
-            headers=rh,
-        )
-        return NodeApiResponse(meta, data)
+            raise TransportError(f"{self.url}: {exc or type(exc).__name__}") from None
+        return Response(answer.status, answer.headers, data)
 
     def _request(
-        self, method: str, target: str, head: HttpHeaders, body: bytes
+        self, method: str, target: str, head: dict[str, str], body: bytes
     ) -> tuple[bytes, bytes]:
         """The request's head and its body, written one after the other: a bulk body of a
         MiB is not copied once more behind its head."""
-        lines = [f"{method} {self.path_prefix}{target} HTTP/1.1", f"host: {self._host_header}"]
+        lines = [
+            f"{method} {self.config.path_prefix}{target} HTTP/1.1",
+            f"host: {self._host_header}",
+        ]
         lines += [f"{k}: {v}" for k, v in head.items()]
         if body or method in ("POST", "PUT"):
             lines.append(f"content-length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body
 
-    async def close(self) -> None:  # type: ignore[override]
+    async def close(self) -> None:
         await self._client.close()
 
 

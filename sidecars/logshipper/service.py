@@ -19,13 +19,8 @@ from sidecars.logshipper.documents import DocumentBuilder
 from sidecars.logshipper.ecs import agent_id, parse_labels, static_fields
 from sidecars.logshipper.files import CHUNK, Reader
 from sidecars.logshipper.metrics import Metrics
-from sidecars.logshipper.node import (
-    AsyncTransport,
-    NodeConfig,
-    PassThrough,
-    StreamNode,
-    TransportError,
-)
+from sidecars.logshipper.node import Node, NodeConfig, TransportError, tls_context
+from sidecars.logshipper.pool import Pool
 from sidecars.logshipper.scheduler import Scheduler
 from sidecars.logshipper.shipping import Sender
 from sidecars.logshipper.tailer import Tailer
@@ -34,16 +29,11 @@ from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
 from sidecars.runtime.tasks import spawn
 
 _ACCEPT = {"accept": "application/json"}
-_MIMETYPES = ("application/json", "application/x-ndjson")
 _JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
 
 
-def _raw(body: Any) -> bytes:
-    return body if isinstance(body, bytes) else str(body).encode()
-
-
-def _short(body: Any) -> str:
-    return _raw(body)[:300].decode(errors="replace")
+def _short(body: bytes) -> str:
+    return body[:300].decode(errors="replace")
 
 
 def _metadata(config: Config) -> dict[str, Any]:
@@ -143,9 +133,9 @@ class Shipper:
         self._template_done = asyncio.Event()
         self.transport = self._transport()
 
-    def _transport(self) -> AsyncTransport:
-        """The library's transport (node pool, failover, dead-node backoff) over our nodes;
-        it never retries on its own: we retry forever, per item."""
+    def _transport(self) -> Pool:
+        """The node pool (failover, dead nodes probed back); it never retries on its own: we
+        retry forever, per item."""
         c = self.config
         headers = {"user-agent": "sidecars-logshipper"}
         if c.es_username:
@@ -154,40 +144,36 @@ class Shipper:
         if c.es_api_key:
             headers["authorization"] = f"ApiKey {c.es_api_key}"
         nodes = []
-        for url in c.es_hosts:
-            parts = urlsplit(url)
-            https = parts.scheme == "https"
-            nodes.append(
-                NodeConfig(
+        try:
+            for url in c.es_hosts:
+                parts = urlsplit(url)
+                https = parts.scheme == "https"
+                host = parts.hostname or ""
+                tls = None
+                if https:
+                    tls = tls_context(
+                        host,
+                        verify=c.es_verify_certs,
+                        ca_file=c.es_ca_file,
+                        client_cert=c.es_client_cert,
+                        client_key=c.es_client_key,
+                    )
+                config = NodeConfig(
                     scheme=parts.scheme,
-                    host=parts.hostname or "",
+                    host=host,
                     port=parts.port or (443 if https else 80),
                     path_prefix=parts.path.rstrip("/"),
                     headers=headers,
                     request_timeout=c.es_timeout,
                     http_compress=c.es_gzip,
-                    connections_per_node=c.max_in_flight + 1,
-                    verify_certs=c.es_verify_certs,
-                    ca_certs=c.es_ca_file or None,
-                    client_cert=c.es_client_cert or None,
-                    client_key=c.es_client_key or None,
-                    ssl_show_warn=False,
+                    connections=c.max_in_flight + 1,
+                    ssl_context=tls,
                 )
-            )
-        try:
-            return AsyncTransport(
-                nodes,
-                node_class=StreamNode,
-                max_retries=0,
-                retry_on_timeout=False,
-                dead_node_backoff_factor=0.5,
-                max_dead_node_backoff=min(30.0, c.retry_max_backoff),
-                serializers=dict.fromkeys(_MIMETYPES, PassThrough()),
-                meta_header=False,
-            )
+                nodes.append(Node(config))
         except (OSError, ValueError) as exc:  # unreadable or unusable TLS files
             problem = f"LOGSHIPPER_ES_CA_FILE / _CLIENT_CERT / _CLIENT_KEY: unusable ({exc})"
             raise ConfigError([problem]) from None
+        return Pool(nodes, dead_backoff_max=c.es_dead_backoff_max, log=self.log)
 
     def _on_answer(self) -> None:
         if not self._answered:
@@ -343,7 +329,7 @@ class Shipper:
             )
             self._checkpoint_failures = 0
 
-    async def _install_template(self, transport: AsyncTransport) -> None:
+    async def _install_template(self, transport: Pool) -> None:
         """Create the index template before the first document creates an index (the senders
         wait for this): retried until Elasticsearch answers at all, then done either way."""
         c = self.config
@@ -363,16 +349,14 @@ class Shipper:
         try:
             while True:
                 try:
-                    resp = await transport.perform_request(
-                        "PUT", path, headers=_JSON_HEADERS, body=body
-                    )
+                    resp = await transport.request("PUT", path, body, _JSON_HEADERS)
                 except TransportError:
-                    await asyncio.sleep(backoff.next_delay())
+                    await transport.pause(backoff.next_delay())
                     continue
-                status = resp.meta.status
+                status = resp.status
                 if 200 <= status < 300:
                     self.log.info("index template created", extra={"template": name})
-                elif status == 400 and b"already exists" in _raw(resp.body):
+                elif status == 400 and b"already exists" in resp.body:
                     self.log.info("index template already there, kept", extra={"template": name})
                 else:
                     self.log.warning(
@@ -383,21 +367,21 @@ class Shipper:
         finally:
             self._template_done.set()
 
-    async def _probe(self, transport: AsyncTransport) -> None:
+    async def _probe(self, transport: Pool) -> None:
         """Readiness before any log line exists: ask the cluster until it answers."""
         backoff = Backoff(0.1, 10.0)
         while not self._answered:
             try:
-                resp = await transport.perform_request("GET", "/", headers=_ACCEPT)
-                ok = 200 <= resp.meta.status < 300
-                if ok and resp.meta.headers.get("x-elastic-product") == "Elasticsearch":
+                resp = await transport.request("GET", "/", headers=_ACCEPT)
+                ok = 200 <= resp.status < 300
+                if ok and resp.headers.get("x-elastic-product") == "Elasticsearch":
                     self._on_answer()
                     return
-                reason = f"HTTP {resp.meta.status}" if not ok else "not Elasticsearch"
+                reason = f"HTTP {resp.status}" if not ok else "not Elasticsearch"
             except TransportError as exc:
                 reason = type(exc).__name__
             self.rt.readiness.set(False, f"Elasticsearch not reached: {reason}")
-            await asyncio.sleep(backoff.next_delay())
+            await transport.pause(backoff.next_delay())
 
 
 SIDECAR = Sidecar(

@@ -1,4 +1,4 @@
-"""Send pre-serialized bulk bodies through the client's transport; retry, split or dead-letter."""
+"""Send pre-serialized bulk bodies through the node pool; retry, split or dead-letter."""
 
 from __future__ import annotations
 
@@ -22,13 +22,8 @@ from sidecars.logshipper.bulk import (
 from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.metrics import Metrics
-from sidecars.logshipper.node import (
-    AsyncTransport,
-    ConnectionTimeout,
-    SerializationError,
-    TlsError,
-    TransportError,
-)
+from sidecars.logshipper.node import ConnectionTimeout, TlsError, TransportError
+from sidecars.logshipper.pool import Pool
 from sidecars.runtime import Backoff
 
 Item = bytes  # action line + document line, each with its newline
@@ -64,7 +59,7 @@ class Sender:
 
     def __init__(
         self,
-        transport: AsyncTransport,
+        transport: Pool,
         *,
         create: bool,
         dead_letter: DeadLetter,
@@ -86,6 +81,7 @@ class Sender:
         self._answered = asyncio.Event()
         self._failures = 0
         self._last_report = 0.0
+        transport.on_revive.append(self._wake)
 
     async def deliver(self, items: list[Piece], docs: int | None = None) -> None:
         """`items` holds `docs` items (all of them single items when None): runs of several
@@ -123,16 +119,14 @@ class Sender:
         body = b"".join(pieces)
         started = time.monotonic()
         try:
-            resp = await self.transport.perform_request(
-                "POST", _TARGET, headers=_HEADERS, body=body
-            )
+            resp = await self.transport.request("POST", _TARGET, body, _HEADERS)
         except TlsError as exc:
             return self._retry_all(pieces, count, "tls", exc)
         except ConnectionTimeout as exc:
             return self._retry_all(pieces, count, "timeout", exc)
-        except (TransportError, SerializationError) as exc:
-            return self._retry_all(pieces, count, _transport_reason(exc), exc)
-        status = resp.meta.status
+        except TransportError as exc:
+            return self._retry_all(pieces, count, "connection", exc)
+        status = resp.status
         if not 200 <= status < 300:
             self.metrics.bulk_seconds.observe(time.monotonic() - started)
             outcome = classify_status(status)
@@ -149,7 +143,7 @@ class Sender:
                 return []
             error = _HttpError(status, resp.body)
             return self._retry_all(pieces, count, f"http_{status}", error)
-        if resp.meta.headers.get("x-elastic-product") != "Elasticsearch":
+        if resp.headers.get("x-elastic-product") != "Elasticsearch":
             return self._retry_all(pieces, count, "not_elasticsearch", _NOT_ES)
         self.metrics.bulk_seconds.observe(time.monotonic() - started)
         if all_ok(resp.body, count):
@@ -201,12 +195,17 @@ class Sender:
             )
         return _each(pieces, count)
 
-    def _recovered(self) -> None:
+    def _wake(self) -> None:
+        """The end of an outage (a node answers again) wakes requests backing off from it;
+        items retried for their own 429s keep their backoff (waking them would press an
+        overloaded node)."""
         if self._failing_since is not None:
-            # the end of an outage wakes requests backing off from it; items retried for
-            # their own 429s keep their backoff (waking them would press an overloaded node)
             self._answered.set()
             self._answered = asyncio.Event()
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            self._wake()
             self.log.info(
                 "Elasticsearch accepts bulk requests again",
                 extra={
@@ -274,12 +273,6 @@ def _error_of(status: int, raw: Any) -> Any:
     if isinstance(body, dict):
         return body.get("error", body)
     return {"status": status, "body": str(body)[:500]}
-
-
-def _transport_reason(exc: BaseException) -> str:
-    if isinstance(exc, SerializationError):
-        return "bad_response"
-    return "connection"
 
 
 def _describe(exc: BaseException) -> str:

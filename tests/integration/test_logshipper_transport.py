@@ -1,5 +1,5 @@
-"""logshipper's HTTP layer under the client's transport: mutual TLS with a client certificate,
-verification on by default, failover, auth headers, and the node itself against a raw server."""
+"""logshipper's HTTP layer, its node pool: mutual TLS with a client certificate, verification
+on by default, failover, auth headers, and the node itself against a raw server."""
 
 from __future__ import annotations
 
@@ -13,15 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.logshipper.node import (
-    ConnectionError as EsConnectionError,
-)
-from sidecars.logshipper.node import (
-    ConnectionTimeout,
-    HttpHeaders,
-    NodeConfig,
-    StreamNode,
-)
+from sidecars.logshipper.node import ConnectionTimeout, Node, NodeConfig, TransportError
 from tests.helpers import SidecarProcess, free_port, wait_until
 from tests.logshipper_support import (
     BulkSink,
@@ -174,17 +166,17 @@ async def test_stream_node_keep_alive_chunked_server_closes_timeouts_and_garbage
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    node = StreamNode(NodeConfig("http", "127.0.0.1", port, request_timeout=0.5))
-    json_headers = HttpHeaders({"content-type": "application/json"})
+    node = Node(NodeConfig("http", "127.0.0.1", port, request_timeout=0.5))
+    json_headers = {"content-type": "application/json"}
     try:
         for body in (b"one", b"close-after", b"three", b"four"):
-            resp = await node.perform_request("POST", "/_bulk", body=body, headers=json_headers)
-            assert (resp.meta.status, resp.body) == (200, b'{"errors":false}')
+            resp = await node.request("POST", "/_bulk", body=body, headers=json_headers)
+            assert (resp.status, resp.body) == (200, b'{"errors":false}')
         assert served == [b"one", b"close-after", b"three", b"four"]
         with pytest.raises(ConnectionTimeout):
-            await node.perform_request("POST", "/_bulk", body=b"silent", headers=json_headers)
-        with pytest.raises(EsConnectionError):
-            await node.perform_request("POST", "/_bulk", body=b"garbage", headers=json_headers)
+            await node.request("POST", "/_bulk", body=b"silent", headers=json_headers)
+        with pytest.raises(TransportError):
+            await node.request("POST", "/_bulk", body=b"garbage", headers=json_headers)
     finally:
         await node.close()
         server.close()
