@@ -138,6 +138,6 @@ def setup(sidecar: str, level: str) -> logging.Logger:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries log per request at INFO; keep them at WARNING unless we debug.
-    for noisy in ("aiohttp.access", "elastic_transport.transport", "watchfiles.main"):
+    for noisy in ("aiohttp.access", "watchfiles.main"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     return logging.getLogger(f"sidecars.{sidecar}")
