@@ -3,11 +3,12 @@
 Three redis-server shards; `redis-benchmark -t set,get -r 100000` (random keys, so every shard
 gets its share) through the ambassador and through nutcracker with the same shards, md5 ketama
 and `{}` hash tags, without pipelining (-P 1) and with 16 commands per pipeline (-P 16), 50
-connections each. The proxy under test is pinned to CPU 0, redis-benchmark to CPU 1.
+connections each; `--rounds` runs in alternation, the median of each. The proxy under test is
+pinned to CPU 0, redis-benchmark to CPU 1.
 Needs: redis-server, redis-benchmark, nutcracker, taskset (Debian packages; scripts/setup
 installs them). Run it under the shared bench lock:
 
-    flock /tmp/bench.lock .venv/bin/python bench/redis.py [--requests 200000]
+    flock /tmp/bench.lock .venv/bin/python bench/redis.py [--requests 200000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import csv
 import io
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,26 +79,28 @@ def benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000, help="per test and pipeline")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each, in alternation")
     args = parser.parse_args()
     with recording("redis") as record:
-        run(args.requests, record)
+        run(args.requests, args.rounds, record)
 
 
-def run(requests: int, record: Record) -> None:
-    results: dict[str, dict[int, dict[str, float]]] = {}
+def run(requests: int, rounds: int, record: Record) -> None:
+    results: dict[str, dict[tuple[int, str], list[float]]] = {"ours": {}, "nutcracker": {}}
     with shards(SHARDS) as ports, tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        for name in ("ours", "nutcracker"):
-            port = free_port()
-            proxy = (
-                ambassador("redis", port, ports) if name == "ours" else nutcracker(tmp, port, ports)
-            )
-            with proxy:
-                results[name] = {p: benchmark(port, requests, p) for p in PIPELINES}
+        ours, theirs = free_port(), free_port()
+        with ambassador("redis", ours, ports), nutcracker(Path(tmpdir), theirs, ports):
+            for _ in range(rounds):
+                for name, port in (("ours", ours), ("nutcracker", theirs)):
+                    for pipeline in PIPELINES:
+                        for test, rate in benchmark(port, requests, pipeline).items():
+                            results[name].setdefault((pipeline, test), []).append(rate)
     print(f"{'figure':34} {'ours':>12} {'nutcracker':>12} {'ratio':>7}")
     for pipeline in PIPELINES:
         for test in ("SET", "GET"):
-            ours, anchor = results["ours"][pipeline][test], results["nutcracker"][pipeline][test]
+            ours_rates, anchor_rates = results["ours"], results["nutcracker"]
+            ours = statistics.median(ours_rates[pipeline, test])
+            anchor = statistics.median(anchor_rates[pipeline, test])
             label = f"redis {test} ops/s, -P {pipeline}"
             record.ratio(label, ours / anchor, ours=ours, anchor=anchor)
             print(f"{label:34} {ours:12.0f} {anchor:12.0f} {ours / anchor:6.2f}x")

@@ -9,16 +9,18 @@ from __future__ import annotations
 import binascii
 import re
 from collections import deque
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from sidecars.ambassador.framing import Framing
 
-MAX_KEY = 250  # memcached's own limit
-MAX_LINE = 64 << 10  # a command line (a get of many keys) or a reply line
-MAX_VALUES = 1 << 16  # VALUE entries in one get reply from a shard
+MAX_KEY: Final = 250  # memcached's own limit
+MAX_LINE: Final = 64 << 10  # a command line (a get of many keys) or a reply line
+MAX_VALUES: Final = 1 << 16  # VALUE entries in one get reply from a shard
+FAST_CARRY: Final = 64 << 10  # a longer partial command stays with the general reader
 
 STORAGE = frozenset(b"set add replace append prepend cas".split())
 RETRIEVAL = frozenset((b"get", b"gets"))
+_PLAIN_STORAGE = frozenset(b"set add replace append prepend".split())  # five words, no cas
 # the other keyed commands: the arguments after the key (without noreply)
 _KEYED = {b"delete": 0, b"incr": 1, b"decr": 1, b"touch": 1}
 META = frozenset(b"mg ms md ma mn me".split())
@@ -69,6 +71,29 @@ def _number(raw: bytes, what: str, limit: int, signed: bool = False) -> int:
     return int(raw)
 
 
+def _plain_key(key: bytes) -> bool:
+    """A key as _check_key takes it (1 to 250 bytes, no control character), tested byte by
+    byte: compiled, no regex search."""
+    if not 0 < len(key) <= MAX_KEY:
+        return False
+    for byte in key:
+        if byte <= 0x20 or byte == 0x7F:
+            return False
+    return True
+
+
+def _digits(raw: bytes, most: int) -> int:
+    """The value of 1 to `most` ASCII digits, else -1."""
+    if not 0 < len(raw) <= most:
+        return -1
+    value = 0
+    for byte in raw:
+        if not 0x30 <= byte <= 0x39:
+            return -1
+        value = value * 10 + byte - 0x30
+    return value
+
+
 def _words(line: bytes) -> list[bytes]:
     return [word for word in line.split(b" ") if word]
 
@@ -81,6 +106,54 @@ class CommandReader(Framing[Command]):
     def __init__(self, max_value: int) -> None:
         super().__init__()
         self.max_value = max_value
+
+    def feed(self, data: bytes) -> list[Command]:
+        """Every complete command now buffered. The common shapes (a get of one key, set, add,
+        replace, append and prepend without noreply, single spaces, CRLF) are read here in
+        one pass over immutable bytes; the first command of any other shape, and any command
+        not all here yet, goes to the general reader (`_next`), which names what is wrong."""
+        buf = self.buf
+        if buf:
+            if len(buf) > FAST_CARRY:  # a big command arriving piecemeal: no copy per read
+                return super().feed(data)
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        size, max_value = len(data), self.max_value
+        out: list[Command] = []
+        pos = 0
+        while pos < size:
+            limit = min(size, pos + MAX_LINE)
+            end = pos
+            while end < limit and data[end] != 10:  # byte by byte: compiled, no find() call
+                end += 1
+            if end >= limit or end == pos or data[end - 1] != 13:
+                break
+            words = data[pos : end - 1].split(b" ")
+            name = words[0]
+            if len(words) == 2 and name == b"get":
+                if not _plain_key(words[1]):
+                    break
+                out.append(Command(words, b"", False))
+                pos = end + 1
+                continue
+            if len(words) != 5 or name not in _PLAIN_STORAGE or not _plain_key(words[1]):
+                break
+            if not 0 <= _digits(words[2], 10) <= 0xFFFFFFFF:
+                break
+            if not 0 <= _digits(words[3], 19) <= 1 << 62:
+                break
+            length = _digits(words[4], 20)
+            if not 0 <= length <= max_value:
+                break
+            stop = end + 3 + length
+            if stop > size or data[stop - 2] != 13 or data[stop - 1] != 10:
+                break
+            out.append(Command(words, data[end + 1 : stop], False))
+            pos = stop
+        if pos < size:
+            return out + super().feed(data[pos:])
+        return out
 
     def _next(self, pos: int) -> tuple[Command | None, int] | None:
         buf = self.buf
@@ -192,25 +265,31 @@ class ReplyReader:
         bytes; the first reply of any other shape, or not all here, goes to `_buffered`."""
         if self.buf or self.quiet:
             return self._buffered(data)
-        find, size, max_value = data.find, len(data), self.max_value
+        size, max_value = len(data), self.max_value
         out: list[bytes] = []
         append = out.append
         pos = 0
         while pos < size:
-            end = find(b"\r\n", pos, pos + MAX_LINE + 2)
-            if end < 0:
+            limit = min(size, pos + MAX_LINE + 2)
+            end = pos
+            while end + 1 < limit and (data[end] != 13 or data[end + 1] != 10):  # compiled:
+                end += 1  # byte by byte, no find() call
+            if end + 1 >= limit:
                 break
-            if data.startswith(b"VALUE ", pos):
-                words = data[pos:end].split(b" ")
-                raw = words[3] if len(words) in (4, 5) else b""
-                if not raw.isdigit() or len(raw) > 20 or int(raw) > max_value:
+            if data[pos] == 0x56:  # 'V': VALUE, or VA for the general reader
+                if data[pos : pos + 6] != b"VALUE ":
                     break
-                stop = end + 4 + int(raw)
-                if data[stop - 2 : stop] != b"\r\n" or not data.startswith(b"END\r\n", stop):
+                words = data[pos:end].split(b" ")  # an empty word (two spaces): not here
+                plain = len(words) in (4, 5) and b"" not in words
+                length = _digits(words[3], 20) if plain else -1
+                if not 0 <= length <= max_value:
+                    break
+                stop = end + 4 + length
+                if stop > size or data[stop - 2] != 13 or data[stop - 1] != 10:
+                    break
+                if data[stop : stop + 5] != b"END\r\n":
                     break
                 end = stop + 3
-            elif data.startswith(b"VA ", pos):
-                break
             append(data[pos : end + 2])
             pos = end + 2
         self.emitted += len(out)
