@@ -14,7 +14,7 @@ from typing import Final
 from sidecars.ambassador import splice
 from sidecars.ambassador.accepting import PASSING, AcceptErrors
 from sidecars.ambassador.deadlines import Deadlines
-from sidecars.ambassador.hub import Hub
+from sidecars.ambassador.hub import Handler, Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.tlsrelay import TlsRelay
@@ -61,18 +61,19 @@ class _Way:
         self.ready = dst is not None  # `dst` is connected
 
 
-class Relay:
+class Relay(Handler):
     """A client connection and its member connection, relayed without transports: both
     sockets are driven by edge-triggered events of the listener's hub."""
 
     __slots__ = (
-        "listener", "client", "up", "member", "connected", "peer", "tried", "attempt",
+        "listener", "client", "cfd", "up", "member", "connected", "peer", "tried", "attempt",
         "task", "started", "dialed", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
         "closed", "splicer", "no_splice", "seen",
     )  # fmt: skip
 
     def __init__(self, listener: TcpListener, client: Sock, peer: object) -> None:
         self.listener, self.client, self.peer = listener, client, peer
+        self.cfd = client.fileno()
         self.up: Sock | None = None
         self.member: Member | None = None
         self.connected = self.closed = False
@@ -151,7 +152,7 @@ class Relay:
         self.member, self.started = member, listener.loop.time()
         self.dialed = perf_counter()
         listener.dialing.add(self, self.started + listener.settings.connect_timeout)
-        address = listener.address(member.host, member.port)
+        address = listener.address(member)
         if address is None:  # a name: resolved by the loop, as a task
             self.task = listener.loop.create_task(self._resolve_then_dial(member))
             return True
@@ -190,7 +191,7 @@ class Relay:
             self._count_failure("connect")
             return False
         self.up = self.c2u.dst = self.u2c.src = up
-        self.listener.hub.add(up.fileno(), self.on_up)
+        self.listener.hub.add(up.fileno(), self)
         return True
 
     def connect_timed_out(self) -> None:
@@ -224,6 +225,12 @@ class Relay:
             )
 
     # --- relaying
+
+    def on_event(self, fd: int, events: int) -> None:
+        if fd == self.cfd:
+            self.on_client(events)
+        else:
+            self.on_up(events)
 
     def on_client(self, events: int) -> None:
         self.seen = self.listener.hub.now
@@ -350,8 +357,8 @@ class Relay:
             )
         except OSError:  # no descriptors left for pipes: this connection stays as it is
             self.no_splice = True
-            hub.add(client.fileno(), self.on_client)  # adding reports what is ready now
-            hub.add(up.fileno(), self.on_up)
+            hub.add(client.fileno(), self)  # adding reports what is ready now
+            hub.add(up.fileno(), self)
             return False
         self.listener.metrics.spliced.labels(self.listener.name).inc()
         self.splicer.start()
@@ -408,12 +415,13 @@ class Relay:
         return self.seen
 
 
-class _Acceptor:
+class _Acceptor(Handler):
     """The listening sockets of a tcp listener, in its hub. An accept that fails for lack of
     descriptors or memory takes the socket out of the hub for a while (see accepting.py)."""
 
     def __init__(self, listener: TcpListener, socks: list[socket.socket]) -> None:
         self.listener, self.socks = listener, socks
+        self.by_fd = {sock.fileno(): (sock, int(sock.family)) for sock in socks}
         self.errors = AcceptErrors(listener.name, listener.metrics.accept_errors, listener.log)
         self.paused: dict[int, asyncio.TimerHandle] = {}
         self.recovering = False
@@ -421,8 +429,13 @@ class _Acceptor:
             self._watch(sock)
 
     def _watch(self, sock: socket.socket) -> None:
-        family = int(sock.family)
-        self.listener.hub.add(sock.fileno(), lambda _: self._accept(sock, family), select.EPOLLIN)
+        self.listener.hub.add(sock.fileno(), self, select.EPOLLIN)
+
+    def on_event(self, fd: int, events: int) -> None:
+        found = self.by_fd.get(fd)
+        if found is not None:
+            lsock, family = found
+            self._accept(lsock, family)
 
     def _accept(self, lsock: socket.socket, family: int) -> None:
         listener = self.listener
@@ -452,7 +465,7 @@ class _Acceptor:
                 relay.closed = True
                 client.close()
                 continue
-            listener.hub.add(fd, relay.on_client)
+            listener.hub.add(fd, relay)
             relay.connect_next()
 
     def _accept_tls(self, fd: int, family: int, peer: object) -> None:
@@ -490,6 +503,7 @@ class _Acceptor:
             self.listener.hub.forget(sock.fileno())
             sock.close()
         self.socks = []
+        self.by_fd.clear()
 
 
 class TcpListener(Listener):
@@ -524,17 +538,19 @@ class TcpListener(Listener):
         )
         self.dialing.start(f"connect timeouts of listener {self.name}")
         self.waiting = Waiting()  # connections waiting for a member under its limit
-        self.addresses: dict[tuple[str, int], tuple[int, tuple[object, ...]] | None] = {}
+        # by member (hashed by identity: no tuple made, hashed and compared per connection)
+        self.addresses: dict[Member, tuple[int, tuple[object, ...]] | None] = {}
         return _Acceptor(self, socks)
 
-    def address(self, host: str, port: int) -> tuple[int, tuple[object, ...]] | None:
+    def address(self, member: Member) -> tuple[int, tuple[object, ...]] | None:
         """(family, socket address) of an IP literal member, None for a name."""
-        key = (host, port)
-        if key not in self.addresses:
-            if len(self.addresses) > 4096:  # members come and go with DNS: stay bounded
-                self.addresses.clear()
-            self.addresses[key] = _literal(host, port)
-        return self.addresses[key]
+        addresses = self.addresses
+        if member in addresses:
+            return addresses[member]
+        if len(addresses) > 4096:  # members come and go with DNS: stay bounded
+            addresses.clear()
+        found = addresses[member] = _literal(member.host, member.port)
+        return found
 
     async def close(self) -> None:
         await super().close()
