@@ -5,29 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-
-from watchfiles import awatch
+from typing import TYPE_CHECKING
 
 from sidecars.logshipper.batching import Budget
 from sidecars.logshipper.opening import fixed_root
 from sidecars.logshipper.tailer import Tailer
-from sidecars.runtime.tasks import beat, spawn
+from sidecars.runtime.tasks import beat
+
+if TYPE_CHECKING:
+    from sidecars.runtime.fileevents import DirWatch
+
+OVERFLOW_LOG_EVERY = 60.0  # s: a flood of events may overflow the kernel's queue again and again
 
 
 def watch_roots(patterns: tuple[str, ...]) -> list[str]:
-    """Existing directories to watch for the globs: each one's fixed part, not recursively.
-    A recursive watch walks the app's tree following every directory symlink, in the event
+    """Directories to watch for the globs: each one's fixed part, not recursively (a missing
+    one is awaited in its parent). A recursive watch would walk the app's tree in the event
     loop's thread (a chain of directories each linking twice to the next took minutes at 18
     levels): files below a `**` are found by rescans and their growth by polls instead."""
-    return sorted({root for root in map(fixed_root, patterns) if os.path.isdir(root)})
+    return sorted(set(map(fixed_root, patterns)))
 
 
 class Scheduler:
-    """Runs the tailer: no task or fd per file, just this loop, woken by watchfiles events,
-    by room in the budget, or by the poll interval; it rescans the globs every
-    `rescan_interval` (events can be missed: network filesystems, overflowing queues)."""
+    """Runs the tailer: no task or fd per file, just this loop, woken by file events
+    (inotify), by room in the budget, or by the poll interval; it rescans the globs every
+    `rescan_interval` (events can be missed: network filesystems), and at once, with a poll
+    of every file, when the kernel's event queue overflowed."""
 
     def __init__(
         self,
@@ -45,14 +49,13 @@ class Scheduler:
         self.rescan_interval = rescan_interval
         self._wake = asyncio.Event()
         self._rescan_due = 0.0
-        self._roots: list[str] = []
-        self._watch_stop: asyncio.Event | None = None
-        self._watch_task: asyncio.Task[None] | None = None
-        self._old_watchers: set[asyncio.Task[None]] = set()
+        self._tick_due = 0.0
+        self._watch: DirWatch | None = None
+        self._watch_error: str | None = None  # the last one logged: one line per new error
+        self._overflow_logged = -OVERFLOW_LOG_EVERY
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until `stopping`: read what changed, keep memory within the budget."""
-        next_tick = 0.0
         stop_waiter = asyncio.create_task(self._wake_on(stopping))
         try:
             while not stopping.is_set():
@@ -62,11 +65,11 @@ class Scheduler:
                     self.tailer.scan()
                     self._rescan_due = mono + self.rescan_interval
                     self._update_watch()
-                if mono >= next_tick:
+                if mono >= self._tick_due:
                     self.tailer.tick()
-                    next_tick = mono + self.poll_interval
+                    self._tick_due = mono + self.poll_interval
                 if self.budget.full:
-                    await self._wait(self._budget_room(), next_tick)
+                    await self._wait(self._budget_room(), self._tick_due)
                     self._wake.clear()
                     continue
                 more = self.tailer.read_pass(time.time(), lambda: self.budget.full)
@@ -74,12 +77,13 @@ class Scheduler:
                     # work left (or the budget filled up: the top of the loop waits for room)
                     await asyncio.sleep(0)  # let senders and the admin server run
                     continue
-                wake_at = min(next_tick, self._rescan_due)
+                wake_at = min(self._tick_due, self._rescan_due)
                 await self._wait(self._wake.wait(), wake_at)
                 self._wake.clear()
         finally:
             stop_waiter.cancel()
-            await self._stop_watch()
+            if self._watch is not None:
+                self._watch.close()
 
     async def _wake_on(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
@@ -109,48 +113,37 @@ class Scheduler:
             self._rescan_due = min(self._rescan_due, time.monotonic() + 0.05)
         self._wake.set()
 
+    def on_overflow(self) -> None:
+        """Events were dropped: rescan the globs and poll every file now."""
+        mono = time.monotonic()
+        self._rescan_due = self._tick_due = mono
+        self._wake.set()
+        if mono - self._overflow_logged >= OVERFLOW_LOG_EVERY:
+            self._overflow_logged = mono
+            self.log.warning("file events overflowed; rescanning and polling every file")
+
     def _update_watch(self) -> None:
+        """Watch the roots as they are now (a replaced directory is watched again); when
+        inotify refuses (a limit reached), one warning per new error: polls keep reading."""
         roots = watch_roots(self.tailer.patterns)
-        if roots == self._roots and self._watch_task is not None:
-            return
-        self._roots = roots
-        if self._watch_stop is not None:
-            self._watch_stop.set()
-        if self._watch_task is not None:
-            self._old_watchers.add(self._watch_task)
-            self._watch_task.add_done_callback(self._old_watchers.discard)
-        if not roots:
-            self._watch_task = None
-            return
-        self._watch_stop = asyncio.Event()
-        watch = self._watch(roots, self._watch_stop)
-        self._watch_task = spawn("file events", watch, finite=True)
+        if self._watch is None:
+            if not roots:
+                return
+            from sidecars.runtime.fileevents import DirWatch  # ctypes: only once there is a root
 
-    async def _watch(self, roots: list[str], stop: asyncio.Event) -> None:
+            self._watch = DirWatch(self.on_change, self.on_overflow)
+        from sidecars.runtime.fileevents import WatchError
+
         try:
-            async for changes in awatch(
-                *roots,
-                watch_filter=None,
-                debounce=20,
-                step=20,
-                stop_event=stop,
-                recursive=False,
-                ignore_permission_denied=True,
-            ):
-                for _, path in changes:
-                    self.on_change(path)
-        except Exception as exc:  # noqa: BLE001 - events are an optimisation; polling remains
-            self.log.warning(
-                "file events unavailable; relying on polling",
-                extra={"error": str(exc), "roots": roots},
-            )
-
-    async def _stop_watch(self) -> None:
-        if self._watch_stop is not None:
-            self._watch_stop.set()
-        tasks = {*self._old_watchers, *([self._watch_task] if self._watch_task else [])}
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._watch.sync(roots)
+        except WatchError as exc:
+            if str(exc) != self._watch_error:
+                self._watch_error = str(exc)
+                self.log.warning(
+                    "file events unavailable; relying on polling",
+                    extra={"error": str(exc), "roots": roots},
+                )
+            return
+        if self._watch_error is not None:
+            self._watch_error = None
+            self.log.info("file events available again", extra={"roots": roots})
