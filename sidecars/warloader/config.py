@@ -181,7 +181,7 @@ class Config(CommonConfig):
     )
     poll_interval: float = setting(
         "30s",
-        "with --watch: how often URL sources are checked (ETag/Last-Modified)",
+        "with --watch: how often URL (ETag/Last-Modified) and path sources are checked",
         duration(0.05, 86400.0),
         metavar="DURATION",
     )

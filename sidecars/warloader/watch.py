@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from sidecars.warloader.service import Loader
 
 
-ARMED_AFTER_MS = 1000  # with no event, awatch yields (empty) after this long
+DEBOUNCE = 0.4  # s: a tree being copied raises a burst of events; install once after it
 
 
 async def run(loader: Loader, installer: Installer, stopping: asyncio.Event) -> None:
     """Until `stopping`: watch files' directories (not recursive), directories (recursive),
-    and poll URLs; each change re-runs that source's install, a no-op when nothing differs."""
+    and poll them and URLs; each change re-runs that source's install, a no-op when nothing
+    differs."""
     paths = [s for s in loader.sources if not s.is_url]
     # no thread (and its memory) for a loader that polls URL sources only
     is_dir = (
@@ -54,40 +55,70 @@ async def _watch(
     recursive: bool,
     stopping: asyncio.Event,
 ) -> None:
-    # here: a loader watching URL sources only is spared watchfiles' 1.2 MiB of memory
-    import watchfiles
+    """Install a source again when a file event names something under its root, and every
+    `poll_interval` without one (a no-op for an unchanged source); then also watch again a
+    replaced or remounted directory. While inotify refuses (a limit reached) only the polls
+    remain, announced by one warning per new error."""
+    # here: a loader watching URL sources only is spared ctypes
+    from sidecars.runtime.fileevents import DirWatch, WatchError
 
     roots = sorted({_root(s, recursive) for s in sources})
-    while not stopping.is_set():
-        armed = False
-        try:
-            async for changes in watchfiles.awatch(
-                *roots,
-                watch_filter=None,
-                recursive=recursive,
-                debounce=400,
-                stop_event=stopping,
-                yield_on_timeout=True,  # the first yield says the watch is armed
-                rust_timeout=ARMED_AFTER_MS,
-            ):
-                if not armed:
-                    armed = True
-                    # a change made before the watch was armed raised no event: look once
-                    for src in sources:
-                        await loader.load_one(installer, src, quiet=True)
-                touched = {os.path.dirname(p) if not recursive else p for _, p in changes}
+    touched: set[str] = set()
+    changed = asyncio.Event()
+
+    def on_change(path: str) -> None:
+        touched.add(path)
+        changed.set()
+
+    def on_overflow() -> None:  # events were dropped: every source again
+        touched.update(roots)
+        changed.set()
+
+    watch = DirWatch(on_change, on_overflow, recursive=recursive)
+    error: str | None = None
+    try:
+        while not stopping.is_set():
+            try:
+                # newly watched roots (all at first): changes before the watch raised no event
+                touched.update(watch.sync(roots))
+                if error is not None:
+                    error = None
+                    loader.log.info("watching %s again", ", ".join(roots))
+            except WatchError as exc:
+                if str(exc) != error:
+                    error = str(exc)
+                    loader.log.warning(
+                        "cannot watch %s: %s; polling every %gs",
+                        ", ".join(roots),
+                        exc,
+                        loader.config.poll_interval,
+                    )
+            if touched:
+                await _pause(DEBOUNCE, stopping)
+                changed.clear()
+                seen = set(touched)
+                touched.clear()
                 for src in sources:
                     root = _root(src, recursive)
-                    if any(t == root or t.startswith(root + os.sep) for t in touched):
+                    if any(t == root or t.startswith(root + os.sep) for t in seen):
                         await loader.load_one(installer, src, quiet=True)
-        except (OSError, RuntimeError) as exc:
-            # a watched directory vanished (e.g. a volume remounted): retry after a pause
-            loader.log.warning("cannot watch %s: %s", ", ".join(roots), exc)
-            try:
-                async with asyncio.timeout(loader.config.poll_interval):
-                    await stopping.wait()
-            except TimeoutError:
-                pass
+                continue  # sync first: a directory replaced meanwhile is watched again
+            if not changed.is_set():
+                await _pause(loader.config.poll_interval, stopping, changed)
+                if not changed.is_set():  # a poll: bind mounts, network filesystems miss events
+                    touched.update(roots)
+    finally:
+        watch.close()
+
+
+async def _pause(seconds: float, stopping: asyncio.Event, *more: asyncio.Event) -> None:
+    """`seconds`, or less if `stopping` (or any of `more`) is set meanwhile."""
+    waits = [asyncio.ensure_future(e.wait()) for e in (stopping, *more)]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def _poll(loader: Loader, installer: Installer, src: Source, stopping: asyncio.Event) -> None:
