@@ -137,7 +137,7 @@ def setup(sidecar: str, level: str) -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries log per request at INFO; keep them at WARNING unless we debug.
-    for noisy in ("aiohttp.access", "watchfiles.main"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # aiohttp logs per request at INFO; keep it at WARNING unless we debug.
+    noisy = logging.getLogger("aiohttp.access")
+    noisy.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
     return logging.getLogger(f"sidecars.{sidecar}")
