@@ -11,18 +11,14 @@ from typing import TYPE_CHECKING
 from sidecars.runtime import ConfigError, Runtime, Sidecar
 from sidecars.runtime.tasks import spawn
 from sidecars.warloader.config import Config
-from sidecars.warloader.copier import Progress
 from sidecars.warloader.errors import EXIT_FAILURE, EXIT_OK, LoadError, SourceConfigError
-from sidecars.warloader.fsops import Modes
-from sidecars.warloader.install import Installer, Outcome, Plan
-from sidecars.warloader.remote import HttpPolicy, basic
-from sidecars.warloader.safety import Limits
 from sidecars.warloader.sources import Source
 from sidecars.warloader.telemetry import Metrics, ProgressLog
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from sidecars.warloader.install import Installer, Outcome, Plan
     from sidecars.warloader.registry import Registry
 
 
@@ -34,23 +30,6 @@ class Loader:
         self.config, self.rt, self.log = config, rt, rt.log
         self.sources = config.sources
         _validate(config)
-        uid, gid = config.owner
-        self.plan = Plan(
-            dest=Path(config.dest),
-            extract=config.extract,
-            modes=Modes(config.file_mode, config.dir_mode, uid, gid),
-            limits=Limits(
-                config.max_extract_size, config.max_extract_files, config.max_extract_ratio
-            ),
-            http=HttpPolicy(
-                config.max_download_size,
-                config.max_attempts,
-                config.retry_delay,
-                config.download_min_rate,
-                config.download_min_rate_window,
-                config.download_deadline,
-            ),
-        )
         self.metrics = Metrics(rt.registry)
         self.progress = ProgressLog(rt.log, config.progress_interval)
 
@@ -61,6 +40,9 @@ class Loader:
             if self.config.watch:
                 await stopping.wait()
             return EXIT_OK
+        self.plan = _plan(self.config)
+        from sidecars.warloader.install import Installer  # only with sources (hashlib, ctypes)
+
         done = asyncio.Event()
         async with self._session() as session:
             progress = spawn("progress log", self.progress.run(done), finite=True)
@@ -87,7 +69,7 @@ class Loader:
         if code != EXIT_OK or not self.config.watch:
             return code
         self.rt.readiness.set(True)
-        from sidecars.warloader import watch  # watchfiles: only in sidecar mode
+        from sidecars.warloader import watch  # only in sidecar mode
 
         await watch.run(self, installer, stopping)
         return EXIT_OK
@@ -112,6 +94,8 @@ class Loader:
 
     async def load_one(self, installer: Installer, src: Source, quiet: bool = False) -> int:
         """Install one source; log one line (the outcome or the error); return its exit code."""
+        from sidecars.warloader.copier import Progress
+
         name = installer.target(src)
         progress = Progress(str(src))
         self.progress.active.add(progress)
@@ -162,6 +146,8 @@ class Loader:
 
     def _auth(self, src: Source) -> Mapping[str, str]:
         """Headers for a download; secret files are read on every use (rotation)."""
+        from sidecars.warloader.remote import basic
+
         if src.userinfo:
             return {"Authorization": basic(*src.userinfo)}
         if self.config.basic_auth_file:
@@ -210,6 +196,29 @@ class Loader:
         c = self.config
         async with client_session(c.ca_file, c.tls_verify, c.timeout, c.concurrency) as session:
             yield session
+
+
+def _plan(c: Config) -> Plan:
+    from sidecars.warloader.fsops import Modes
+    from sidecars.warloader.install import Plan
+    from sidecars.warloader.remote import HttpPolicy
+    from sidecars.warloader.safety import Limits
+
+    uid, gid = c.owner
+    return Plan(
+        dest=Path(c.dest),
+        extract=c.extract,
+        modes=Modes(c.file_mode, c.dir_mode, uid, gid),
+        limits=Limits(c.max_extract_size, c.max_extract_files, c.max_extract_ratio),
+        http=HttpPolicy(
+            c.max_download_size,
+            c.max_attempts,
+            c.retry_delay,
+            c.download_min_rate,
+            c.download_min_rate_window,
+            c.download_deadline,
+        ),
+    )
 
 
 def _validate(config: Config) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from sidecars.runtime.metrics import Counter, Gauge, Histogram, Registry
-from sidecars.warloader.copier import Progress
+
+if TYPE_CHECKING:
+    from sidecars.warloader.copier import Progress
 
 OUTCOMES = (
     "installed",
