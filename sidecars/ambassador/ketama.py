@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
@@ -24,11 +25,24 @@ def server_name(host: str, port: int) -> str:
     return host if port == 11211 else f"{host}:{port}"
 
 
+def md5_function() -> Callable[[bytes], Any]:
+    """md5 for key hashes: CPython's own (`_md5`), for a short key a third of the cost of
+    hashlib's OpenSSL one (which looks the algorithm up on each call); hashlib's where the
+    interpreter lacks it. Imported here, as for the balancer's ring: only listeners that hash
+    load it."""
+    import importlib
+
+    try:
+        return cast(Callable[[bytes], Any], importlib.import_module("_md5").md5)
+    except ImportError:
+        import hashlib
+
+        return hashlib.md5
+
+
 def key_hash(key: bytes) -> int:
     """twemproxy's `hash: md5`: the digest's first four bytes, little-endian."""
-    import hashlib  # here, as for the balancer's ring: only listeners that hash load it
-
-    return int(_U32.unpack_from(hashlib.md5(key).digest())[0])
+    return int(_U32.unpack_from(md5_function()(key).digest())[0])
 
 
 def hash_tagged(key: bytes, tag: bytes) -> bytes:

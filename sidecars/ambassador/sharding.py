@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
-from sidecars.ambassador.ketama import Continuum, hash_tagged, server_name
+from sidecars.ambassador.ketama import Continuum, hash_tagged, md5_function, server_name
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
@@ -337,9 +337,7 @@ class ShardedListener(Listener):
         self._full = Continuum([])
         self._placed: list[Shard | None] = []  # by index in `_order`: the connection last used
         self._tag = settings.redis_hash_tag.encode()
-        import hashlib  # here: only listeners that hash load it
-
-        self._md5 = hashlib.md5
+        self._md5 = md5_function()
         self._timeouts: asyncio.Task[None] | None = None
         cluster.on_change = self._members_changed
 
