@@ -121,6 +121,18 @@ def run_sidecar(
     )
 
 
+def inotify_limited(limit: str) -> list[str]:
+    """A command prefix (SidecarProcess's `prefix`): run in a user namespace of its own whose
+    inotify `limit` (max_inotify_watches, max_inotify_instances) is 0, as an application that
+    used them all up leaves a sidecar. Skips the test without `unshare`."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare")
+    return [
+        "unshare", "--user", "--map-root-user", "sh", "-c",
+        f'echo 0 > /proc/sys/user/{limit} && exec "$@"', "sh",
+    ]  # fmt: skip
+
+
 GO_TOOLS = ROOT / ".cache" / "go" / "bin"  # scripts/setup builds the Go tools the tests run there
 
 

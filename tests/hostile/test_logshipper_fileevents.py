@@ -5,30 +5,18 @@ polls and rescans), with one warning line, never a traceback or silent loss."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import SidecarProcess, wait_until
+from tests.helpers import SidecarProcess, inotify_limited, wait_until
 from tests.logshipper_support import BulkSink, shipper_env
 
 pytestmark = pytest.mark.integration
 
 QUEUE = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
 SLOW = {"poll_interval": "60s", "rescan_interval": "60s"}  # only events can be quick
-
-
-def limited(limit: str) -> list[str]:
-    """A command prefix: run in a user namespace of its own whose inotify `limit` is 0 (what
-    an application that used them all up leaves the shipper)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare")
-    return [
-        "unshare", "--user", "--map-root-user", "sh", "-c",
-        f'echo 0 > /proc/sys/user/{limit} && exec "$@"', "sh",
-    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -48,7 +36,7 @@ def test_at_an_inotify_limit_lines_ship_by_polling_with_one_warning(
     (logs / "app.log").write_text("first\n")
     with BulkSink() as sink:
         env = shipper_env(logs, state, sink.url, "logs")
-        with SidecarProcess("logshipper", env=env, prefix=limited(limit)) as proc:
+        with SidecarProcess("logshipper", env=env, prefix=inotify_limited(limit)) as proc:
             wait_until(lambda: "first" in sink.messages(), 30, "the first line")
             with (logs / "app.log").open("a") as f:
                 f.write("grown\n")

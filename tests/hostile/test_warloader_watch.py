@@ -5,12 +5,11 @@ link loop planted in a source tree (never watched through)."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import SidecarProcess, free_port, wait_until
+from tests.helpers import SidecarProcess, free_port, inotify_limited, wait_until
 from tests.warloader_support import war_bytes
 
 pytestmark = pytest.mark.integration
@@ -41,16 +40,11 @@ def test_with_no_inotify_watch_left_path_sources_are_polled(tmp_path: Path) -> N
     """The inotify watch limit is reached (run in a user namespace whose limit is 0): one
     warning naming the limit, then the source is looked at every WARLOADER_POLL_INTERVAL, so
     a new version is still installed; the watch, retried at each poll, is not logged again."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare")
     src = tmp_path / "image" / "app.war"
     src.parent.mkdir()
     src.write_bytes(war_bytes({"tag.txt": "v1"}))
     env, ready = _env(tmp_path, str(src), "200ms")
-    prefix = [
-        "unshare", "--user", "--map-root-user", "sh", "-c",
-        'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
-    ]  # fmt: skip
+    prefix = inotify_limited("max_inotify_watches")
     with SidecarProcess("warloader", env, ["--watch", "true"], prefix=prefix) as proc:
         proc.wait_http(ready)
         for tag in ("v2", "v3"):
