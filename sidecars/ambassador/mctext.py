@@ -267,7 +267,6 @@ class ReplyReader:
             return self._buffered(data)
         size, max_value = len(data), self.max_value
         out: list[bytes] = []
-        append = out.append
         pos = 0
         while pos < size:
             limit = min(size, pos + MAX_LINE + 2)
@@ -290,7 +289,7 @@ class ReplyReader:
                 if data[stop : stop + 5] != b"END\r\n":
                     break
                 end = stop + 3
-            append(data[pos : end + 2])
+            out.append(data[pos : end + 2])
             pos = end + 2
         self.emitted += len(out)
         if pos < size:

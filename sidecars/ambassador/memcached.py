@@ -62,7 +62,7 @@ class MemcachedClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
-        listener, forward = self.listener, self.forward
+        listener = self.listener
         now, sent = listener.loop.time(), perf_counter()
         for command in commands:
             words = command.words
@@ -70,7 +70,7 @@ class MemcachedClient(ShardedClient):
             if (name == b"get" and len(words) == 2) or (
                 name in mctext.STORAGE and not command.noreply
             ):
-                forward(words[1], b" ".join(words) + b"\r\n" + command.data, sent, now)
+                self.forward(words[1], b" ".join(words) + b"\r\n" + command.data, sent, now)
                 continue
             self.dispatch(command)
             if self.closing:

@@ -162,11 +162,11 @@ class RedisClient(ShardedClient):
         commands = self.reader.feed(data)
         problem = self.reader.error
         listener = self.listener
-        forward, fast = self.forward, self.table is None
+        fast = self.table is None
         now, sent = listener.loop.time(), perf_counter()
         for args, raw in commands:
             if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
-                forward(args[1], raw, sent, now)
+                self.forward(args[1], raw, sent, now)
                 continue
             self.dispatch(args, raw)
             if self.closing:

@@ -145,17 +145,17 @@ class Shard(asyncio.Protocol):
         extra = len(replies) - len(pending)
         if extra > 0:
             replies = replies[:-extra]
-        observe, popleft, add, last = latency.observe, pending.popleft, touched.add, None
-        for raw in replies:
-            slot = popleft()
-            observe(now - slot.sent)
+        last: ShardedClient | None = None
+        for raw in replies:  # methods called on their objects: compiled, direct calls
+            slot = pending.popleft()
+            latency.observe(now - slot.sent)
             if type(slot) is Slot:
                 slot.reply = raw
                 client = slot.client
             else:
                 client = slot.fill(raw)
             if client is not last and client is not None:
-                add(client)
+                touched.add(client)
                 last = client
         member.active -= len(replies)
         member.failures_in_row = 0
@@ -228,13 +228,13 @@ class ShardedClient(asyncio.Protocol):
         """The common command: `data` to the shard of `key`, its reply owed in turn (`sent`:
         perf_counter, `now`: the loop's time, both read once per read)."""
         target = self.listener.route(key, None, now)
-        if type(target) is bytes:
+        if isinstance(target, bytes):  # narrows: compiled, a direct call to Shard.queue below
             self.queue.append(Slot(self, target))
             return
         slot = Slot(self)
         self.queue.append(slot)
-        target.queue(data, slot, sent, now)  # type: ignore[union-attr]
-        self.listener.dirty.add(target)  # type: ignore[arg-type]
+        target.queue(data, slot, sent, now)
+        self.listener.dirty.add(target)
 
     def send(self, shard: Shard, data: bytes, slot: Slot) -> None:
         shard.queue(data, slot)
@@ -267,11 +267,17 @@ class ShardedClient(asyncio.Protocol):
         queue, transport = self.queue, self.transport
         if self.closed or transport is None:
             return
-        out = []
-        while queue and queue[0].reply is not None:
-            out.append(queue.popleft().reply)
-        if out:
-            transport.write(b"".join(out))  # type: ignore[arg-type]
+        out: list[bytes] = []
+        while queue:
+            reply = queue[0].reply
+            if reply is None:
+                break
+            queue.popleft()
+            out.append(reply)
+        if len(out) == 1:
+            transport.write(out[0])
+        elif out:
+            transport.write(b"".join(out))
         if self.closing and not queue:
             self.closed = True
             transport.close()
