@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+try:  # CPython's own blake2b: hashlib would load OpenSSL's too (0.5 MiB idle) for nothing
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without it
+    from hashlib import blake2b
 
 FINGERPRINT_MAX = 256
 
@@ -22,7 +26,7 @@ def head_length(head: bytes, partial: bool = False) -> int:
 
 
 def digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return blake2b(data, digest_size=8).hexdigest()
 
 
 def fingerprint(head: bytes, partial: bool = False) -> tuple[str, int] | None:
@@ -46,4 +50,4 @@ def file_uid(dev: int, ino: int, fp: str, generation: int) -> str:
     """16 hex digits naming one incarnation of a file; document ids are this plus the offset.
     `generation` counts truncations (copytruncate), so re-written offsets get new ids."""
     key = f"{dev}:{ino}:{fp}:{generation}".encode()
-    return hashlib.blake2b(key, digest_size=8).hexdigest()
+    return blake2b(key, digest_size=8).hexdigest()
