@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from sidecars.runtime.logs import utc_iso
 
 RAMP_FLOOR = 0.1  # share of its weight a member gets as its slow start begins (Envoy's default)
 
@@ -18,8 +19,7 @@ def ramp_share(member: Member, now: float, span: float) -> float:
 
 def _wall(at: float, now: float) -> str:
     """A monotonic-clock time `at` as UTC wall-clock time (ISO 8601, milliseconds)."""
-    when = datetime.fromtimestamp(time.time() + (at - now), UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(time.time() + (at - now))
 
 
 @dataclass(slots=True)

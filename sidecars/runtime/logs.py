@@ -15,6 +15,17 @@ from typing import Any
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def utc_iso(epoch: float) -> str:
+    """A Unix time as UTC ISO 8601 with milliseconds (`2026-01-02T03:04:05.678Z`), without
+    `datetime` (0.1-0.2 MiB more for a sidecar that needs it nowhere else)."""
+    whole = int(epoch // 1)
+    micros = round((epoch - whole) * 1_000_000)  # as datetime rounds, then cut to milliseconds
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{stamp}.{micros // 1000:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as `{"ts", "level", "sidecar", "logger", "msg", ...fields}`."""
 
@@ -23,9 +34,8 @@ class JsonFormatter(logging.Formatter):
         self.sidecar = sidecar
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         out: dict[str, Any] = {
-            "ts": f"{ts}.{int(record.msecs):03d}Z",
+            "ts": utc_iso(record.created),
             "level": record.levelname.lower(),
             "sidecar": self.sidecar,
             "logger": record.name,

@@ -24,3 +24,20 @@ def test_starting_a_sidecar_imports_no_heavy_package(name: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == ""
+
+
+def test_the_ambassador_starts_without_datetime_or_ipaddress() -> None:
+    """Its members' wall-clock times are formatted by the runtime's `utc_iso` and the DNS
+    server setting's address is parsed only when one is set: neither module at start. (Counted
+    from the first sidecars import: a development install's path finder imports ipaddress.)"""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import sidecars.ambassador.service, sidecars.runtime.admin\n"
+        "new = set(sys.modules) - before\n"
+        "print(' '.join(m for m in ('datetime', 'ipaddress') if m in new))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == ""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 
 from sidecars.runtime import Backoff
-from sidecars.runtime.logs import JsonFormatter
+from sidecars.runtime.logs import JsonFormatter, utc_iso
 
 
 def test_json_line_has_fixed_keys_and_fields() -> None:
@@ -20,6 +21,16 @@ def test_json_line_has_fixed_keys_and_fields() -> None:
     assert obj["level"] == "warning" and obj["sidecar"] == "logshipper"
     assert obj["msg"] == "hello you" and obj["path"] == "/var/log/a.log"
     assert obj["ts"].endswith("Z") and obj["logger"] == "sidecars.x"
+
+
+def test_utc_iso_is_datetimes_iso_format_in_milliseconds() -> None:
+    """`utc_iso` gives what datetime's isoformat(timespec="milliseconds") gives, with a Z:
+    microseconds rounded as datetime rounds them, then cut (never rounded up) to milliseconds."""
+    times = [0.0, 1.9995, 1.9999996, 59.9999999, 1767225600.123456, 1767225600.9999, 951782400.5]
+    times += [i * 7919.123457 for i in range(1, 2000)]
+    for t in times:
+        want = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+        assert utc_iso(t) == want.replace("+00:00", "Z"), t
 
 
 def test_exception_is_one_field_not_many_lines() -> None:
