@@ -6,7 +6,6 @@ import itertools
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import orjson
 
@@ -49,7 +48,7 @@ class CheckpointStore:
     one is an error the caller decides about (re-reading from 0 is safe: ids are stable)."""
 
     def __init__(self, state_dir: str) -> None:
-        self.path = Path(state_dir) / "checkpoints.json"
+        self.path = os.path.join(state_dir, "checkpoints.json")
         self._lock = threading.Lock()
         self._tickets = itertools.count(1)
         self._written = 0
@@ -61,7 +60,8 @@ class CheckpointStore:
 
     def load(self) -> dict[str, Entry]:
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return {}
         try:
@@ -88,8 +88,8 @@ class CheckpointStore:
             write_atomic(self.path, body)
             self._written = max(self._written, ticket)
 
-    def quarantine(self) -> Path:
+    def quarantine(self) -> str:
         """Move a corrupt checkpoint aside so the next save starts clean."""
-        aside = self.path.with_name(self.path.name + ".corrupt")
+        aside = self.path + ".corrupt"
         os.replace(self.path, aside)
         return aside

@@ -8,7 +8,6 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,7 +29,7 @@ class DeadLetter:
     (loaded at the first write) are not written a second time."""
 
     def __init__(self, state_dir: str, max_size: int, window: int = 16 << 20) -> None:
-        self.path = Path(state_dir) / "dead-letter.ndjson"
+        self.path = os.path.join(state_dir, "dead-letter.ndjson")
         self.max_size = max_size
         self.window = window
         self.repeats = 0  # records not written again (their id was in the window)
@@ -112,7 +111,7 @@ class DeadLetter:
             if start and start + len(body) > self.max_size:
                 os.close(fd)
                 fd = -1
-                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                os.replace(self.path, self.path + ".1")
                 fd, start = self._open(), 0
             try:
                 write_fully(fd, body)

@@ -8,11 +8,10 @@ import contextlib
 import os
 import stat
 from typing import Any
-from urllib.parse import urlsplit
 
 from sidecars.logshipper.batching import Budget, Pipeline
 from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
-from sidecars.logshipper.config import Config
+from sidecars.logshipper.config import Config, split_url
 from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
@@ -146,11 +145,9 @@ class Shipper:
         nodes = []
         try:
             for url in c.es_hosts:
-                parts = urlsplit(url)
-                https = parts.scheme == "https"
-                host = parts.hostname or ""
+                scheme, host, port, path = split_url(url)
                 tls = None
-                if https:
+                if scheme == "https":
                     tls = tls_context(
                         host,
                         verify=c.es_verify_certs,
@@ -159,10 +156,10 @@ class Shipper:
                         client_key=c.es_client_key,
                     )
                 config = NodeConfig(
-                    scheme=parts.scheme,
+                    scheme=scheme,
                     host=host,
-                    port=parts.port or (443 if https else 80),
-                    path_prefix=parts.path.rstrip("/"),
+                    port=port,
+                    path_prefix=path.rstrip("/"),
                     headers=headers,
                     request_timeout=c.es_timeout,
                     http_compress=c.es_gzip,

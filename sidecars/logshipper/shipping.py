@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from sidecars.logshipper.batching import Piece
 from sidecars.logshipper.bulk import (
@@ -29,11 +28,8 @@ from sidecars.runtime import Backoff
 Item = bytes  # action line + document line, each with its newline
 _HEADERS = {"content-type": "application/x-ndjson", "accept": "application/json"}
 # only what classification reads: a fraction of the full answer to parse per document
-_PARAMS = {"filter_path": "errors,items.*.status,items.*.error"}
+_TARGET = "/_bulk?filter_path=errors,items.*.status,items.*.error"  # nothing to percent-encode
 _REPORT_EVERY = 30.0
-
-
-_TARGET = "/_bulk?filter_path=" + quote(_PARAMS["filter_path"], safe=",*")
 
 
 class _TooLarge(Exception):

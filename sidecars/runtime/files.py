@@ -1,13 +1,16 @@
-"""Durable small-file writes shared by the sidecars: checkpoints, install records, markers."""
+"""Durable small-file writes shared by the sidecars: checkpoints, install records, markers.
+Paths are plain strings (or path-likes): no pathlib, which also imports urllib.parse and
+ipaddress (0.9 MiB of an idle sidecar)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+
+StrPath = str | os.PathLike[str]
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: StrPath) -> None:
     """Persist a directory's entries (a rename into it), not only the files' data."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -23,10 +26,11 @@ def write_fully(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600, tmp: Path | None = None) -> None:
+def write_atomic(path: StrPath, data: bytes, mode: int = 0o600, tmp: StrPath | None = None) -> None:
     """Replace `path` with `data` so that a crash at any moment leaves the old or the new
     content, never a mix: temp file, fsync, rename, fsync of the directory. Blocking."""
-    tmp = tmp or path.with_name(path.name + ".tmp")
+    path = os.fspath(path)
+    tmp = tmp or path + ".tmp"
     # a fresh file: whatever is at the temp name (a planted symlink, a leftover) is removed,
     # never followed or written through
     with contextlib.suppress(FileNotFoundError):
@@ -42,4 +46,4 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, tmp: Path | None = 
         raise
     os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_dir(os.path.dirname(path) or ".")
