@@ -38,6 +38,20 @@ def _length(buf: bytearray, start: int, end: int, what: str, limit: int) -> int:
     return n
 
 
+def _header(data: bytes, at: int, most: int) -> tuple[int, int]:
+    """The 1 to `most` decimal digits at `at` that end their line, and where the next line
+    starts; (-1, 0) for anything else or a line not all here. Byte by byte: compiled, a
+    compare and a digit step each, where find() and int() cost a call each with its arguments
+    parsed (12.7k instructions a command before)."""
+    size, end, value = len(data), at, 0
+    while end < size and 0x30 <= data[end] <= 0x39 and end - at < most:
+        value = value * 10 + data[end] - 0x30
+        end += 1
+    if end == at or end + 1 >= size or data[end] != 13 or data[end + 1] != 10:
+        return -1, 0
+    return value, end + 2
+
+
 Command = tuple[list[bytes], bytes]  # arguments, its RESP bytes (empty for an inline command)
 
 
@@ -67,31 +81,19 @@ class CommandReader(Framing[Command]):
         size = len(data)
         out: list[Command] = []
         pos = 0
-        # byte by byte: compiled, a byte compare and a digit step each, where find() and int()
-        # cost a call with its arguments parsed (12.7k instructions a command before)
         while pos < size:
             if data[pos] != 0x2A:  # '*'
                 break
-            at, count = pos + 1, 0
-            while at < size and 0x30 <= data[at] <= 0x39 and at - pos < 16:
-                count = count * 10 + data[at] - 0x30
-                at += 1
-            if at == pos + 1 or at + 1 >= size or data[at] != 13 or data[at + 1] != 10:
-                break
+            count, at = _header(data, pos + 1, 15)
             if not 0 < count <= max_array:
                 break
-            at += 2
             args: list[bytes] = []
             for _ in range(count):
                 if at >= size or data[at] != 0x24:  # '$'
                     break
-                end, length = at + 1, 0
-                while end < size and 0x30 <= data[end] <= 0x39 and end - at < 12:
-                    length = length * 10 + data[end] - 0x30
-                    end += 1
-                if end == at + 1 or end + 1 >= size or data[end] != 13 or data[end + 1] != 10:
+                length, start = _header(data, at + 1, 11)
+                if length < 0:
                     break
-                start = end + 2
                 at = start + length
                 if length > max_bulk or at + 1 >= size or data[at] != 13 or data[at + 1] != 10:
                     break
@@ -204,20 +206,15 @@ class ReplyReader:
         while pos < size:  # byte by byte, as CommandReader.feed
             kind = data[pos]
             if kind == 0x24:  # '$'
-                end, length = pos + 1, 0
-                while end < size and 0x30 <= data[end] <= 0x39 and end - pos < 12:
-                    length = length * 10 + data[end] - 0x30
-                    end += 1
-                if end == pos + 1:  # no digits: a null ($-1) or for the general reader
+                length, start = _header(data, pos + 1, 11)
+                if length < 0:  # a null ($-1), or for the general reader
                     if pos + 4 >= size or data[pos + 1] != 0x2D or data[pos + 2] != 0x31:
                         break
                     if data[pos + 3] != 13 or data[pos + 4] != 10:
                         break
                     stop = pos + 5
                 else:
-                    stop = end + 4 + length
-                    if end + 1 >= size or data[end] != 13 or data[end + 1] != 10:
-                        break
+                    stop = start + length + 2
                     if length > max_bulk or stop > size:
                         break
                     if data[stop - 2] != 13 or data[stop - 1] != 10:
