@@ -8,7 +8,8 @@ yardstick), wrk with `Connection: close` measures new tcp connections per second
 alternation, the median of each), and 1,000 idle connections measure resident memory. For each http
 peak run and each new-connection round the proxy's CPU time per request is read from /proc: on a
 shared machine it is less disturbed than requests per second. Each proxy under test is pinned to
-CPU 0, the load generator to CPU 1.
+CPU 0, the load generator and the nginx backends to CPU 1, so no proxy is preempted by them
+(`--no-pin` turns pinning off; on a machine with fewer than two CPUs it is off).
 Needs: nginx, haproxy, wrk, taskset (Debian packages: scripts/setup --bench installs them). Run it
 under the shared bench lock:
 
@@ -42,6 +43,12 @@ from bench._record import Record, recording  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
+PINNING = True  # off with --no-pin or with fewer than two CPUs (set once, in `run`)
+
+
+def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
+    """`cmd` run on CPU `cpu` (taskset), as it is when `cpu` is None or pinning is off."""
+    return ["taskset", "-c", cpu, *cmd] if cpu is not None and PINNING else cmd
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -55,9 +62,10 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def process(
-    cmd: list[str], env: dict[str, str] | None = None, pin: bool = True
+    cmd: list[str], env: dict[str, str] | None = None, cpu: str | None = PROXY_CPU
 ) -> Iterator[subprocess.Popen[bytes]]:
-    with background(["taskset", "-c", PROXY_CPU, *cmd] if pin else cmd, env) as proc:
+    """`cmd` in the background on CPU `cpu` (a proxy's by default; None: unpinned)."""
+    with background(pinned(cpu, cmd), env) as proc:
         yield proc
 
 
@@ -136,7 +144,7 @@ def wrk(
     """(req/s, p50 ms, p99 ms). With `delay_ms` each connection pauses a random 0 to 2x that
     long between requests: a paced load with spread arrivals (wrk has no fixed-rate mode; a
     fixed pause would line the connections up on wrk's millisecond timer and send bursts)."""
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    cmd = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"])
     if close:
         cmd += ["-H", "Connection: close"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
@@ -176,7 +184,7 @@ def receive(port: int) -> None:
 
 def bulk_mbs(port: int, runs: int = 3) -> float:
     """The best of `runs` streams: the machine is shared, the best run is the least disturbed."""
-    cmd = ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--receive", str(port)]
+    cmd = pinned(LOAD_CPU, [sys.executable, __file__, "--receive", str(port)])
     return max(
         float(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
         for _ in range(runs)
@@ -210,6 +218,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="http peak runs per target, in alternation"
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help=f"no CPU pinning (by default each proxy runs on CPU {PROXY_CPU}, the load generator "
+        f"and the nginx backends on CPU {LOAD_CPU}; off anyway with fewer than two CPUs)",
+    )
     parser.add_argument("--receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receive:  # this script as the bulk receiver (bulk_mbs): no record of its own
@@ -220,7 +234,12 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, record: Record) -> None:
-    for tool in ("nginx", "haproxy", "wrk", "taskset"):
+    global PINNING
+    cpus = os.sched_getaffinity(0)
+    PINNING = not args.no_pin and {int(PROXY_CPU), int(LOAD_CPU)} <= cpus
+    if not args.no_pin and not PINNING:
+        print(f"bench: CPUs {PROXY_CPU} and {LOAD_CPU} not both usable here, running unpinned")
+    for tool in ("nginx", "haproxy", "wrk", *(("taskset",) if PINNING else ())):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -238,7 +257,9 @@ def run(args: argparse.Namespace, record: Record) -> None:
             while f.read(8 << 20):
                 pass
         ports = [free_port() for _ in range(3)]
-        with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], pin=False):
+        # the backends beside the load, off the proxies' CPU: preempted by them a proxy's
+        # kernel time per connection rose by up to 1.6x, unevenly between proxies
+        with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], cpu=LOAD_CPU):
             for p in ports:
                 wait_port(p)
             if args.only == "conns":
@@ -249,8 +270,13 @@ def run(args: argparse.Namespace, record: Record) -> None:
             if args.only in (None, "tcp"):
                 rows += tcp_rows(measure_tcp(tmp, ports, secs), record)
     load_after = os.getloadavg()
+    pinning = (
+        f"proxies pinned to CPU {PROXY_CPU}, load and nginx backends to CPU {LOAD_CPU}"
+        if PINNING
+        else "no CPU pinning"
+    )
     print(
-        f"\nambassador bench: proxies pinned to CPU {PROXY_CPU}, load on CPU {LOAD_CPU}, "
+        f"\nambassador bench: {pinning}, "
         f"{os.cpu_count()} CPUs, {secs}s per run, http peaks the median of {args.rounds} "
         "rounds; load average (1 min) "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "

@@ -152,7 +152,7 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
         )
         member, plain, hport, aport = free_port(), free_port(), free_port(), free_port()
         results: list[tuple[str, str, dict[str, float]]] = []
-        with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], pin=False):
+        with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], cpu=None):
             for port in (member, plain):
                 wait_port(port)
             if only != "term":
