@@ -51,6 +51,17 @@ def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if cpu is not None and PINNING else cmd
 
 
+def pinning_on(no_pin: bool, cpus: set[int]) -> bool:
+    """Whether to pin: not turned off and both CPUs usable (else one line says it cannot)."""
+    if no_pin:
+        return False
+    if {int(PROXY_CPU), int(LOAD_CPU)} <= cpus:
+        return True
+    have = ", ".join(str(c) for c in sorted(cpus))
+    print(f"bench: pinning needs CPUs {PROXY_CPU} and {LOAD_CPU}, usable here: {have}; unpinned")
+    return False
+
+
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -235,10 +246,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, record: Record) -> None:
     global PINNING
-    cpus = os.sched_getaffinity(0)
-    PINNING = not args.no_pin and {int(PROXY_CPU), int(LOAD_CPU)} <= cpus
-    if not args.no_pin and not PINNING:
-        print(f"bench: CPUs {PROXY_CPU} and {LOAD_CPU} not both usable here, running unpinned")
+    PINNING = pinning_on(args.no_pin, os.sched_getaffinity(0))
     for tool in ("nginx", "haproxy", "wrk", *(("taskset",) if PINNING else ())):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
