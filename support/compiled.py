@@ -93,7 +93,7 @@ def digest() -> str:
 
     h = hashlib.sha256()
     h.update(f"{sys.version}|{SUFFIX}|{mypy.version.__version__}|{modules()}".encode())
-    h.update(f"{flags()}|{layout.names()}".encode())
+    h.update(f"{flags()}|{layout.linker_script()}".encode())
     for path in sorted((ROOT / "sidecars").rglob("*.py")):
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
