@@ -49,7 +49,7 @@ async def test_srv_targets_with_5000_addresses_keep_4096_members(
                 value = amb.runtime.registry.get_sample_value("ambassador_discovery_total", labels)
                 return value or 0.0
 
-            await wait_for(lambda: resolved() >= 4, 30, "several re-resolutions")
+            await wait_for(lambda: resolved() >= 3, 90, "several re-resolutions")
             assert len(running.cluster.members) == 4096
     finally:
         dns.stop()
