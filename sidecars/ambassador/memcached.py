@@ -62,8 +62,7 @@ class MemcachedClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
-        listener = self.listener
-        now, sent = listener.loop.time(), perf_counter()
+        now, sent = self.seen, perf_counter()  # seen: the loop's time, read for this read
         for command in commands:
             words = command.words
             name = words[0] if words else b""

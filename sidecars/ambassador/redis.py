@@ -161,9 +161,8 @@ class RedisClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
-        listener = self.listener
         fast = self.table is None
-        now, sent = listener.loop.time(), perf_counter()
+        now, sent = self.seen, perf_counter()  # seen: the loop's time, read for this read
         for args, raw in commands:
             if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
                 self.forward(args[1], raw, sent, now)

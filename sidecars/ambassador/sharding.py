@@ -214,7 +214,7 @@ class ShardedClient(asyncio.Protocol):
 
     def read(self, data: bytes) -> None:
         """Route every command complete in the stream now; a broken stream queues its error
-        reply and sets `closing`."""
+        reply and sets `closing`. `seen` holds the loop's time of this read."""
         raise NotImplementedError
 
     def reject(self, reply: bytes) -> None:
