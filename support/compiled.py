@@ -4,7 +4,8 @@
     python -m support.compiled --clean    # remove the compiled modules (the sources run)
     python -m support.compiled --list     # the compiled files, one path a line
 
-The list is `[tool.sidecars] compiled` in pyproject.toml. Python's import prefers an extension
+The list is `[tool.sidecars.compiled]` in pyproject.toml, by the shared library (group) each
+module's code is built into. Python's import prefers an extension
 module (`head.cpython-311-x86_64-linux-gnu.so`) to the `.py` beside it, so the compiled modules
 run wherever they exist; `SIDECARS_PURE=1` hides them (sidecars/__init__.py). The build is
 recorded in build/mypyc/stamp: a digest of every source under sidecars/ (mypyc compiles a module
@@ -35,25 +36,30 @@ from support import layout
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "mypyc"
 STAMP = BUILD / "stamp"
-# mypyc's shared libraries, one per package (sidecars/runtime/_compiled__mypyc.*.so, ...): a
-# sidecar loads the code of its own package and the runtime's, not the others' (the ambassador's
-# in one library made every sidecar 0.5 MiB larger)
-GROUP = "_compiled"
+# mypyc's shared libraries, named by their group in pyproject.toml (sidecars/runtime/
+# _compiled__mypyc.*.so, ...): a sidecar loads the code of its own package and the runtime's, not
+# the others' (the ambassador's in one library made every sidecar 0.5 MiB larger), and an http or
+# tcp ambassador not the redis and memcached modes' (sidecars/ambassador/_sharded__mypyc.*.so)
+LIBRARY = "__mypyc"
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
-def modules() -> list[str]:
-    """The dotted names of the modules to compile."""
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return list(meta["tool"]["sidecars"]["compiled"])
-
-
 def groups() -> dict[str, list[str]]:
-    """The modules to compile by group name (their package's, `sidecars.<package>._compiled`)."""
-    found: dict[str, list[str]] = {}
-    for m in modules():
-        found.setdefault(".".join(m.split(".")[:2]) + "." + GROUP, []).append(m)
+    """The modules to compile by group, the module of the shared library they are built into
+    (`[tool.sidecars.compiled]` in pyproject.toml); a group's modules are all in its package."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found = {str(g): [str(m) for m in ms] for g, ms in meta["tool"]["sidecars"]["compiled"].items()}
+    for group, members in found.items():
+        package = group.rpartition(".")[0] + "."
+        stray = [m for m in members if not m.startswith(package)]
+        if stray or not members:
+            raise ValueError(f"pyproject.toml: compiled group {group}: {stray or 'no modules'}")
     return found
+
+
+def modules() -> list[str]:
+    """The dotted names of the modules to compile, group by group."""
+    return [m for members in groups().values() for m in members]
 
 
 def source(module: str) -> Path:
@@ -92,7 +98,7 @@ def digest() -> str:
     import mypy.version
 
     h = hashlib.sha256()
-    h.update(f"{sys.version}|{SUFFIX}|{mypy.version.__version__}|{modules()}".encode())
+    h.update(f"{sys.version}|{SUFFIX}|{mypy.version.__version__}|{groups()}".encode())
     h.update(f"{flags()}|{layout.linker_script()}".encode())
     for path in sorted((ROOT / "sidecars").rglob("*.py")):
         h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
@@ -101,7 +107,7 @@ def digest() -> str:
 
 def expected() -> list[Path]:
     """The files a build of the list makes."""
-    return [ROOT / (g.replace(".", "/") + "__mypyc" + SUFFIX) for g in groups()] + [
+    return [ROOT / (g.replace(".", "/") + LIBRARY + SUFFIX) for g in groups()] + [
         ROOT / (m.replace(".", "/") + SUFFIX) for m in modules()
     ]
 

@@ -55,7 +55,7 @@ def linker_script() -> str:
 
 def defined() -> set[str]:
     """The functions the compiled libraries define (`nm`)."""
-    libraries = [str(p) for p in (ROOT / "sidecars").rglob("_compiled__mypyc*.so")]
+    libraries = [str(p) for p in (ROOT / "sidecars").rglob("*__mypyc.*.so")]
     if not libraries:
         raise RuntimeError("no compiled library under sidecars/ (scripts/compile first)")
     shown = subprocess.run(

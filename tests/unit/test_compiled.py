@@ -12,6 +12,8 @@ import pytest
 
 from support import compiled
 
+IMPORT = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\n"
+IMPORT += "print(*sys.modules)"
 SHOW = "import importlib, sys\nfor n in sys.argv[1:]: print(importlib.import_module(n).__file__)"
 
 
@@ -60,3 +62,34 @@ def test_without_sidecars_pure_the_compiled_modules_run() -> None:
     # if that library were at the top of the tree (sidecars/ambassador/sidecars/ambassador/...).
     names = [os.path.basename(f) for f in files]
     assert names == [compiled.source(m).stem + compiled.SUFFIX for m in compiled.modules()]
+
+
+def test_each_group_is_one_library_in_its_package() -> None:
+    """pyproject.toml lists each compiled module once, in a group (a shared library) of its own
+    package; the redis and memcached modes' modules are a library apart from the http/tcp path."""
+    groups = compiled.groups()
+    assert len(compiled.modules()) == len(set(compiled.modules()))
+    for group, members in groups.items():
+        assert all(m.startswith(group.rpartition(".")[0] + ".") for m in members), group
+    assert "sidecars.ambassador.redis" in groups["sidecars.ambassador._sharded"]
+    assert "sidecars.ambassador.http" in groups["sidecars.ambassador._compiled"]
+
+
+def test_the_http_and_tcp_path_loads_no_sharded_module() -> None:
+    """Importing the http and tcp modes' modules loads none of the sharded group's modules nor,
+    compiled, its library: an http or tcp ambassador maps and relocates none of that code."""
+    ours = compiled.groups()["sidecars.ambassador._compiled"]
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT, *ours],
+        cwd=compiled.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = set(done.stdout.split())
+    sharded = {"sidecars.ambassador._sharded__mypyc"}
+    sharded.update(compiled.groups()["sidecars.ambassador._sharded"])
+    assert not loaded & sharded, sorted(loaded & sharded)
+    if not compiled.can_compile() and os.environ.get("SIDECARS_PURE") != "1":
+        assert "sidecars.ambassador._compiled__mypyc" in loaded
