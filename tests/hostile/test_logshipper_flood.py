@@ -66,18 +66,6 @@ def test_rotation_as_fast_as_rename_loses_and_doubles_nothing(dirs: tuple[Path, 
             assert proc.terminate() == 0
 
 
-def rotated_fds(pid: int, under: Path) -> int:
-    """How many of `pid`'s descriptors are open on files under `under` (one closed while
-    the list is read is not counted)."""
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(under))
-        except FileNotFoundError:
-            pass
-    return n
-
-
 def test_files_rotated_away_are_let_go_after_the_rotate_wait(
     dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -97,6 +85,6 @@ def test_files_rotated_away_are_let_go_after_the_rotate_wait(
                 os.rename(logs / "app.log", old / f"app.{gen}")
             wait_until(lambda: metric(admin, "logshipper_files_tracked") == 0, 10, "let go")
             wait_until(lambda: metric(admin, "logshipper_files_open") == 0, 10, "closed")
-            wait_until(lambda: rotated_fds(proc.proc.pid, old) == 0, 10, "no fd on a rotated file")
+            wait_until(lambda: _log_fds(proc.proc.pid, old) == 0, 10, "no fd on a rotated file")
             assert sink.count() == 50
             assert proc.terminate() == 0
