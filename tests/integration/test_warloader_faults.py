@@ -253,9 +253,15 @@ async def test_subprocess_watch_mode_follows_changes_and_drains_on_sigterm(
             srv.put("/other.war", u2)
             await until(lambda: (dest / "other.war").read_bytes() == u2, 20, "u2 installed")
             await until(lambda: 304 in srv.statuses, 20, "a conditional poll answered 304")
-            status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
-            assert status == 200
-            assert b'warloader_artifacts_total{outcome="installed"} 4.0' in body
+            installed = b'warloader_artifacts_total{outcome="installed"} 4.0'
+
+            def metrics() -> bytes:
+                status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+                assert status == 200
+                return body
+
+            # counted once the install is done, just after its file is in place
+            await until(lambda: installed in metrics(), 10, "four installs counted")
 
             code = await asyncio.to_thread(proc.terminate, signal.SIGTERM)
             assert code == 0, proc.stderr()
