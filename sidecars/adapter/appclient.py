@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ssl
 import time
-from urllib.parse import urlsplit
 
 from sidecars.runtime.documents import read_bounded
 from sidecars.runtime.http.client import MAX_HEAD, Answer, Client, ClientError, Conn, ConnectError
+from sidecars.runtime.urls import parse_http_url
 
 __all__ = [
     "MAX_HEAD",
@@ -60,17 +60,16 @@ class AppClient(Client):
         self, url: str, keep: int = 64, ca_file: str = "", auth: AuthFile | None = None
     ) -> None:
         """ssl.SSLError or OSError if `ca_file` cannot be loaded (https only)."""
-        parts = urlsplit(url)
+        parts = parse_http_url(url)
         https = parts.scheme == "https"
-        host = parts.hostname or "127.0.0.1"
         context = ssl.create_default_context(cafile=ca_file or None) if https else None
         super().__init__(
-            host,
-            parts.port or (443 if https else 80),
+            parts.host,
+            parts.port,
             ssl_context=context,
-            server_hostname=host,
+            server_hostname=parts.host,
             keep=keep,
-            authority=parts.netloc.rpartition("@")[2],
+            authority=parts.authority,
         )
         self.https, self.auth = https, auth
         self._heads: dict[tuple[str, str, str, bool], bytes] = {}

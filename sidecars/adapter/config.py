@@ -4,35 +4,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sidecars.runtime import CommonConfig, setting
 from sidecars.runtime.checks import local_address, readable_file
 from sidecars.runtime.settings import choice, duration, host_port, listing, size
+from sidecars.runtime.urls import is_path, parse_http_url
 
 MODES = ("health-from-metrics", "metrics-from-health", "paths")
 
 
 def http_url(raw: str) -> str:
-    """An absolute http(s) URL with a host."""
-    value = raw.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host")
-    if "@" in parts.netloc:
+    """An absolute http(s) URL with a host (checked strictly: it becomes a request line)."""
+    if parse_http_url(raw).userinfo:
         # the target is logged at start: credentials belong in ADAPTER_AUTH_FILE
         raise ValueError("expected no user:password@ in the URL (use ADAPTER_AUTH_FILE)")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError("expected a port number between 0 and 65535") from None
-    return value
+    return raw.strip()
 
 
 def url_path(raw: str) -> str:
     value = raw.strip()
-    if not re.fullmatch(r"/[^\s?#]*", value):
-        raise ValueError("expected a path starting with /")
+    if not is_path(value):
+        raise ValueError("expected a path starting with / of URL characters (no ?query)")
     return value
 
 

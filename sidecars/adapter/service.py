@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from urllib.parse import urlsplit
 
 from sidecars.adapter import rules as rules_mod
 from sidecars.adapter import server
@@ -17,6 +16,7 @@ from sidecars.adapter.reverse import HealthProbe, Probe, ProbeCollector
 from sidecars.adapter.singleflight import SingleFlight
 from sidecars.runtime import ConfigError, Runtime, Sidecar
 from sidecars.runtime.http.server import Route, Server
+from sidecars.runtime.urls import parse_http_url
 
 Flights = list[SingleFlight[Answer] | SingleFlight[Probe]]
 
@@ -102,8 +102,7 @@ class Adapter:
         cfg, metrics = self.config, self.metrics
         routes: dict[str, Route] = {}
         flights: Flights = []
-        parts = urlsplit(cfg.target)
-        on_app = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        on_app = parse_http_url(cfg.target).target
         if cfg.mode == "health-from-metrics":
             target = Target(on_app, cfg.timeout, cfg.max_bytes)
             evaluator = rules_mod.Evaluator(self.rules)

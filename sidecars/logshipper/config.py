@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sidecars.runtime import CommonConfig, ConfigError, setting
 from sidecars.runtime.checks import readable_file
 from sidecars.runtime.settings import boolean, choice, duration, integer, listing, size
+from sidecars.runtime.urls import parse_http_url
 
 
 def _regex(raw: str) -> str:
@@ -19,34 +20,33 @@ def _regex(raw: str) -> str:
     return raw
 
 
-def split_url(raw: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of an http(s) URL, the port defaulted; ValueError naming what
-    is wrong. `[::1]` gives the host `::1`; user info before `@` is dropped (credentials are
-    settings of their own). Not urllib.parse: it imports ipaddress (0.5 MiB together)."""
-    scheme, sep, rest = raw.strip().partition("://")
-    scheme = scheme.lower()
-    rest = rest.split("#", 1)[0].split("?", 1)[0]
-    authority, slash, path = rest.partition("/")
-    authority = authority.rpartition("@")[2]
-    if authority.startswith("["):
-        host, bracket, port_text = authority[1:].partition("]")
-        if not bracket or port_text[:1] not in ("", ":"):
-            host = ""
-        port_text = port_text[1:]
-    else:
-        host, _, port_text = authority.partition(":")
-    if not sep or scheme not in ("http", "https") or not host:
-        raise ValueError("expected http:// or https:// URLs")
-    if not port_text:
-        return scheme, host.lower(), 443 if scheme == "https" else 80, slash + path
-    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
-        raise ValueError("expected http:// or https:// URLs with a valid port")
-    return scheme, host.lower(), int(port_text), slash + path
-
-
 def _url(raw: str) -> str:
-    split_url(raw)
-    return raw.rstrip("/")
+    url = parse_http_url(raw)
+    if url.userinfo:  # it would be logged, and credentials are settings of their own
+        raise ValueError(
+            "expected no user:password@ in the URL (use LOGSHIPPER_ES_USERNAME and "
+            "LOGSHIPPER_ES_PASSWORD, or LOGSHIPPER_ES_API_KEY)"
+        )
+    if url.query:
+        raise ValueError("expected no ?query in the URL (a path prefix is allowed)")
+    return raw.strip().rstrip("/")
+
+
+# an API key as Elasticsearch encodes it: base64 (or base64url) of id:key, sent as it is
+_API_KEY = re.compile(r"[A-Za-z0-9+/_=-]+")
+
+
+def _api_key(raw: str) -> str:
+    value = raw.strip()
+    if value and not _API_KEY.fullmatch(value):
+        raise ValueError("expected the encoded API key (base64 letters, digits, + / = - _)")
+    return value
+
+
+def _username(raw: str) -> str:
+    if ":" in raw or any(c < " " or c == "\x7f" for c in raw):
+        raise ValueError("expected a user name without ':' or control characters")
+    return raw
 
 
 def _index(raw: str) -> str:
@@ -175,9 +175,9 @@ class Config(CommonConfig):
         choice("beginning", "end"),
         metavar="WHERE",
     )
-    es_username: str = setting("", "basic auth user", metavar="USER")
+    es_username: str = setting("", "basic auth user", _username, metavar="USER")
     es_password: str = setting("", "basic auth password", secret=True, metavar="PASSWORD")
-    es_api_key: str = setting("", "API key (base64 id:key)", secret=True, metavar="KEY")
+    es_api_key: str = setting("", "API key (base64 id:key)", _api_key, secret=True, metavar="KEY")
     es_ca_file: str = setting(
         "", "CA bundle to verify the server with", metavar="FILE", check=readable_file
     )

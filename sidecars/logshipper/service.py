@@ -11,7 +11,7 @@ from typing import Any
 
 from sidecars.logshipper.batching import Budget, Pipeline
 from sidecars.logshipper.checkpoint import CheckpointError, CheckpointStore, Entry
-from sidecars.logshipper.config import Config, split_url
+from sidecars.logshipper.config import Config
 from sidecars.logshipper.deadindex import DeadLetterIndex
 from sidecars.logshipper.deadletter import DeadLetter
 from sidecars.logshipper.documents import DocumentBuilder
@@ -26,6 +26,7 @@ from sidecars.logshipper.tailer import Tailer
 from sidecars.logshipper.template import template_name, template_request
 from sidecars.runtime import Backoff, ConfigError, Runtime, Sidecar
 from sidecars.runtime.tasks import spawn
+from sidecars.runtime.urls import parse_http_url
 
 _ACCEPT = {"accept": "application/json"}
 _JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
@@ -145,7 +146,7 @@ class Shipper:
         nodes = []
         try:
             for url in c.es_hosts:
-                scheme, host, port, path = split_url(url)
+                scheme, host, port, path, _, _ = parse_http_url(url)
                 tls = None
                 if scheme == "https":
                     tls = tls_context(

@@ -155,6 +155,11 @@ class Loader:
             return {"Authorization": basic(user, password)}
         if self.config.bearer_token_file:
             token = _secret(self.config.bearer_token_file, "bearer_token")
+            if not token.isascii() or not token.isprintable() or " " in token:
+                raise SourceConfigError(
+                    f"the bearer_token file {self.config.bearer_token_file} must hold one "
+                    "token: printable ASCII, no spaces or line breaks"
+                )
             return {"Authorization": f"Bearer {token}"}
         return {}
 

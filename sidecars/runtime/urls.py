@@ -1,0 +1,95 @@
+"""http(s) URLs from settings, checked strictly: what a request line and a Host header are
+built from must not carry a space, a control character or anything else that would change
+the request's framing (RFC 3986 characters only). Not urllib.parse: it imports ipaddress
+(0.5 MiB together), strips tabs and line breaks silently and accepts spaces."""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import NamedTuple
+
+# a reg-name (RFC 3986 unreserved characters; no percent-encoding in a host we resolve)
+_HOST = re.compile(r"[A-Za-z0-9._~-]+")
+# path and query characters: unreserved, percent-encoded, sub-delims, ":", "@", "/" (and "?")
+_PATH = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
+_QUERY = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*")
+
+
+class HttpUrl(NamedTuple):
+    scheme: str  # "http" or "https"
+    host: str  # lower case; an IPv6 address without its brackets
+    port: int  # the scheme's default when the URL has none
+    path: str  # "" or starting with "/"
+    query: str  # without its "?"
+    userinfo: bool  # whether `user:password@` was given
+
+    @property
+    def authority(self) -> str:
+        """The Host header's value: the port only when it is not the scheme's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        """The request target: the path ("/" when empty) and the query."""
+        return (self.path or "/") + (f"?{self.query}" if self.query else "")
+
+
+def parse_http_url(raw: str) -> HttpUrl:
+    """An absolute http:// or https:// URL; ValueError naming what is wrong. A fragment is
+    refused (it is never sent), as is a port outside 1-65535."""
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    if "#" in rest:
+        raise ValueError("expected no #fragment in the URL")
+    rest, has_query, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    path = slash + path
+    userinfo, at, authority = authority.rpartition("@")
+    if authority.startswith("["):
+        host, bracket, port_text = authority[1:].partition("]")
+        if not bracket or port_text[:1] not in ("", ":") or not _ipv6(host):
+            raise ValueError("expected an IPv6 address in [brackets] as the URL's host")
+        port_text = port_text[1:]
+    else:
+        host, colon, port_text = authority.partition(":")
+        if not _HOST.fullmatch(host):
+            raise ValueError(f"expected a host name or address in the URL, got {host[:100]!r}")
+        if colon and not port_text:
+            raise ValueError("expected a port number after ':' in the URL")
+    if not port_text:
+        port = 443 if scheme == "https" else 80
+    elif port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        got = port_text[:20]
+        raise ValueError(f"expected a port number from 1 to 65535 in the URL, got {got!r}")
+    if not _PATH.fullmatch(path):
+        raise ValueError(
+            "expected the URL's path to hold only URL characters (spaces and control "
+            "characters percent-encoded)"
+        )
+    if has_query and not _QUERY.fullmatch(query):
+        raise ValueError(
+            "expected the URL's query to hold only URL characters (spaces and control "
+            "characters percent-encoded)"
+        )
+    return HttpUrl(scheme, host.lower(), port, path, query, bool(at))
+
+
+def is_path(text: str) -> bool:
+    """Whether `text` is an absolute path of URL characters only (no query)."""
+    return text.startswith("/") and _PATH.fullmatch(text) is not None
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
