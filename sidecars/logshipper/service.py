@@ -146,7 +146,8 @@ class Shipper:
         nodes = []
         try:
             for url in c.es_hosts:
-                scheme, host, port, path, _, _ = parse_http_url(url)
+                parts = parse_http_url(url)
+                scheme, host, port, path = parts.scheme, parts.host, parts.port, parts.path
                 tls = None
                 if scheme == "https":
                     tls = tls_context(
