@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sidecars.runtime import CommonConfig, setting
 from sidecars.runtime.checks import local_address, readable_file
 from sidecars.runtime.settings import boolean, choice, duration, host_port, integer, listing, size
+from sidecars.runtime.urls import is_header_name, is_host, is_target
 
 POLICIES = ("round_robin", "least_conn", "p2c", "hash")
 
@@ -14,9 +15,23 @@ POLICIES = ("round_robin", "least_conn", "p2c", "hash")
 def health_check(raw: str) -> str:
     """`tcp`, `none`, or `http:/path` (a GET expecting a 2xx answer)."""
     value = raw.strip()
-    if value in ("tcp", "none") or (value.startswith("http:/") and " " not in value):
+    if value in ("tcp", "none") or (value.startswith("http:/") and is_target(value[5:])):
         return value
-    raise ValueError("expected tcp, none or http:/path")
+    raise ValueError("expected tcp, none or http:/path (URL characters only)")
+
+
+def header_name(raw: str) -> str:
+    value = raw.strip()
+    if value and not is_header_name(value):
+        raise ValueError("expected an HTTP header name (letters, digits, - _ . and the like)")
+    return value
+
+
+def server_name(raw: str) -> str:
+    value = raw.strip()
+    if value and not is_host(value):
+        raise ValueError("expected a DNS name or an IP address")
+    return value
 
 
 def hash_tag(raw: str) -> str:
@@ -90,6 +105,7 @@ class Config(CommonConfig):
     hash_header: str = setting(
         "",
         "http with policy hash: request header that is the hash key (empty: client address)",
+        header_name,
         metavar="NAME",
     )
     connect_timeout: float = setting(
@@ -165,7 +181,10 @@ class Config(CommonConfig):
         "false", "speak TLS to the members (the app still speaks plain text)", boolean
     )
     tls_server_name: str = setting(
-        "", "TLS: name sent (SNI) and verified (empty: each member's host)", metavar="NAME"
+        "",
+        "TLS: name sent (SNI) and verified (empty: each member's host)",
+        server_name,
+        metavar="NAME",
     )
     tls_ca_file: str = setting(
         "",

@@ -12,6 +12,7 @@ _HOST = _UNRESERVED  # a reg-name: no percent-encoding in a host we resolve
 _PATH = _UNRESERVED + "!$&'()*+,;=:@/"  # pchar and "/" (RFC 3986), "%" checked apart
 _QUERY = _PATH + "?"
 _HEX = "0123456789ABCDEFabcdef"
+_TCHAR = _UNRESERVED + "!#$%&'*+^`|"  # a header name's characters (RFC 9110 token)
 
 
 def _made_of(text: str, allowed: str, percent: bool = False) -> bool:
@@ -102,6 +103,21 @@ def parse_http_url(raw: str) -> HttpUrl:
 def is_path(text: str) -> bool:
     """Whether `text` is an absolute path of URL characters only (no query)."""
     return text.startswith("/") and _made_of(text, _PATH, percent=True)
+
+
+def is_target(text: str) -> bool:
+    """Whether `text` is an origin-form request target: an absolute path, maybe a query."""
+    path, _, query = text.partition("?")
+    return is_path(path) and _made_of(query, _QUERY, percent=True)
+
+
+def is_host(text: str) -> bool:
+    """Whether `text` is a DNS name or an IP address (IPv6 without brackets)."""
+    return (0 < len(text) <= 253 and _made_of(text, _HOST)) or _ipv6(text)
+
+
+def is_header_name(text: str) -> bool:
+    return bool(text) and _made_of(text, _TCHAR)
 
 
 def _ipv6(text: str) -> bool:

@@ -83,6 +83,27 @@ def test_adapter_paths_with_control_characters_exit_2(app_path: str) -> None:
              "ADAPTER_PATHS", "expected /path=/app/path pairs")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("AMBASSADOR_HEALTH_CHECK", "http:/ready\r\nX-Injected:1", "http:/path (URL characters"),
+        ("AMBASSADOR_HEALTH_CHECK", "http:/ready\x01", "http:/path (URL characters"),
+        ("AMBASSADOR_HASH_HEADER", "x user", "expected an HTTP header name"),
+        ("AMBASSADOR_HASH_HEADER", "x:user", "expected an HTTP header name"),
+        ("AMBASSADOR_TLS_SERVER_NAME", "db example", "expected a DNS name or an IP address"),
+        ("AMBASSADOR_TLS_SERVER_NAME", "db\x01", "expected a DNS name or an IP address"),
+    ],
+)
+def test_ambassador_settings_that_would_break_a_request_exit_2(
+    var: str, value: str, expected: str
+) -> None:
+    """The health check's path goes into a request line, the hash header is looked up by
+    name, the TLS server name is sent in every handshake: none may hold a space or a
+    control character."""
+    env = {var: value, "AMBASSADOR_UPSTREAMS": "127.0.0.1:1", "AMBASSADOR_MODE": "http"}
+    _refused("ambassador", env, var, expected)
+
+
 def test_warloader_token_file_with_two_lines_is_refused_in_one_line(tmp_path: Path) -> None:
     """A bearer token file holding a second line would have become a second header (aiohttp
     refused it with a traceback logged as "unexpected failure"): one error naming the file,
