@@ -121,6 +121,19 @@ def run_sidecar(
     )
 
 
+def bad_setting_exits_2(name: str, env: Mapping[str, str], var: str, expected: str) -> None:
+    """`name` with `env` stops at start: exit 2, one line naming `var` and saying `expected`,
+    no traceback."""
+    start = time.monotonic()
+    done = run_sidecar(name, env=env, timeout=20)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{name}: bad setting {var}="), lines[0]
+    assert expected in lines[0] and "Traceback" not in done.stderr
+    assert time.monotonic() - start < 10  # at start, not after a wait
+
+
 def inotify_limited(limit: str) -> list[str]:
     """A command prefix (SidecarProcess's `prefix`): run in a user namespace of its own whose
     inotify `limit` (max_inotify_watches, max_inotify_instances) is 0, as an application that

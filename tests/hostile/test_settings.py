@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from tests.helpers import (
     SidecarProcess,
     background,
+    bad_setting_exits_2,
     free_port,
     http_get,
     run_sidecar,
@@ -28,38 +28,27 @@ NOT_HERE = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never an address of this machin
 NO_NAME = "no-such-host.invalid"  # RFC 6761: never resolves
 
 
-def _one_line_exit_2(name: str, env: dict[str, str], var: str, expected: str) -> None:
-    start = time.monotonic()
-    done = run_sidecar(name, env=env, timeout=20)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, done.stderr
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"{name}: bad setting {var}="), lines[0]
-    assert expected in lines[0] and "Traceback" not in done.stderr
-    assert time.monotonic() - start < 10  # at start, not after a wait
-
-
 @pytest.mark.parametrize("name", SIDECARS)
 def test_admin_address_not_on_this_machine_exits_2(name: str) -> None:
     """The admin address is an IP this machine does not have: bind would fail with
     EADDRNOTAVAIL forever, so it is a bad setting (exit 2), not a runtime failure (exit 1)."""
     var = f"{name.upper()}_ADMIN_ADDR"
     env = {var: f"{NOT_HERE}:{free_port()}"}
-    _one_line_exit_2(name, env, var, "expected an address of this machine")
+    bad_setting_exits_2(name, env, var, "expected an address of this machine")
 
 
 @pytest.mark.parametrize("name", SIDECARS)
 def test_admin_host_that_does_not_resolve_exits_2(name: str) -> None:
     """A listen host name that does not resolve can never be bound."""
     var = f"{name.upper()}_ADMIN_ADDR"
-    _one_line_exit_2(name, {var: f"{NO_NAME}:9999"}, var, "expected a host name or address")
+    bad_setting_exits_2(name, {var: f"{NO_NAME}:9999"}, var, "expected a host name or address")
 
 
 @pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"], ids=["empty-label", "long-label"])
 def test_admin_host_no_resolver_can_read_exits_2(host: str) -> None:
     """A listen host with an empty or over-long label (which Python's idna codec refuses with a
     UnicodeError) is one line and exit 2 like any name that does not resolve, no traceback."""
-    _one_line_exit_2(
+    bad_setting_exits_2(
         "warloader",
         {"WARLOADER_ADMIN_ADDR": f"{host}:9999"},
         "WARLOADER_ADMIN_ADDR",
@@ -79,7 +68,7 @@ def test_service_listen_address_not_on_this_machine_exits_2(
 ) -> None:
     """The service's own listen address, like the admin one."""
     env = {var: f"{NOT_HERE}:{free_port()}", **extra}
-    _one_line_exit_2(name, env, var, "expected an address of this machine")
+    bad_setting_exits_2(name, env, var, "expected an address of this machine")
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -139,7 +128,7 @@ def test_file_setting_that_is_not_a_readable_file_exits_2(
     elif kind == "fifo":
         os.mkfifo(path)
     env = {var: str(path), f"{name.upper()}_STATE_DIR": str(tmp_path / "state"), **extra}
-    _one_line_exit_2(name, env, var, "expected a readable file")
+    bad_setting_exits_2(name, env, var, "expected a readable file")
 
 
 @pytest.mark.parametrize("kind", ["missing", "fifo"])
@@ -151,7 +140,7 @@ def test_member_file_not_readable_at_start_exits_2(tmp_path: Path, kind: str) ->
         os.mkfifo(member)
     var = "AMBASSADOR_UPSTREAMS"
     env = {"AMBASSADOR_LISTEN": f"127.0.0.1:{free_port()}", var: f"file://{member}"}
-    _one_line_exit_2("ambassador", env, var, "cannot read")
+    bad_setting_exits_2("ambassador", env, var, "cannot read")
 
 
 @pytest.mark.parametrize(
