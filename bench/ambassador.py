@@ -7,13 +7,25 @@ through each tcp relay (and through HAProxy with splice(2) forced on, its own in
 yardstick), wrk with `Connection: close` measures new tcp connections per second (three rounds in
 alternation, the median of each), and 1,000 idle connections measure resident memory. For each http
 peak run and each new-connection round the proxy's CPU time per request is read from /proc: on a
-shared machine it is less disturbed than requests per second. Each proxy under test is pinned to
-CPU 0, the load generator and the nginx backends to CPU 1, so no proxy is preempted by them
-(`--no-pin` turns pinning off; on a machine with fewer than two CPUs it is off).
+shared machine it is less disturbed than requests per second.
+
+Placement on two CPUs. Pinned: each proxy under test on CPU 0, the load generator and the nginx
+backends on CPU 1, so no proxy is preempted by them. At an http peak both CPUs are then busy (each
+about 97 % on an otherwise idle machine, HAProxy or ours): wrk and nginx need about as much CPU per
+request as the proxy, so the pinned req/s is capped by the load's CPU too (the direct run shows
+that ceiling) and two proxies near it differ mainly in CPU per request. Unpinned, all share both
+CPUs and a proxy's CPU per request moves the req/s, but the scheduler's choices (the proxy
+preempted by wrk or nginx) move it as well. Neither alone is a fair capacity measure, so the http
+half runs both by default, in alternation round by round, and prints for each peak run how busy
+each CPU was and how much CPU other processes took (a shared machine's other jobs: a run they
+disturbed shows it); the paced latency run is pinned. tcp and new connections run pinned.
+`--placement` picks one; `--no-pin` is `--placement unpinned` (with fewer than two CPUs pinning
+is off).
 Needs: nginx, haproxy, wrk, taskset (Debian packages: scripts/setup --bench installs them). Run it
 under the shared bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/ambassador.py [--seconds 5]
+    flock /tmp/bench.lock .venv/bin/python bench/ambassador.py --only http [--placement pinned]
     flock /tmp/bench.lock .venv/bin/python bench/ambassador.py --only conns [--rounds 5]
 """
 
@@ -43,7 +55,8 @@ from bench._record import Record, recording  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
-PINNING = True  # off with --no-pin or with fewer than two CPUs (set once, in `run`)
+PINNING = True  # off when unpinned or with fewer than two CPUs (set in `run`, and by `place`)
+PLACEMENTS = ("pinned", "unpinned")
 
 
 def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
@@ -230,11 +243,14 @@ def main() -> None:
         "--rounds", type=int, default=3, help="http peak runs per target, in alternation"
     )
     parser.add_argument(
-        "--no-pin",
-        action="store_true",
-        help=f"no CPU pinning (by default each proxy runs on CPU {PROXY_CPU}, the load generator "
-        f"and the nginx backends on CPU {LOAD_CPU}; off anyway with fewer than two CPUs)",
+        "--placement",
+        choices=(*PLACEMENTS, "both"),
+        default="both",
+        help=f"pinned: each proxy on CPU {PROXY_CPU}, the load generator and the nginx backends on "
+        f"CPU {LOAD_CPU}; unpinned: all on every CPU; both (the default): the http peaks in each, "
+        "round by round, the rest pinned (pinning is off anyway with fewer than two CPUs)",
     )
+    parser.add_argument("--no-pin", action="store_true", help="the same as --placement unpinned")
     parser.add_argument("--receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receive:  # this script as the bulk receiver (bulk_mbs): no record of its own
@@ -246,7 +262,11 @@ def main() -> None:
 
 def run(args: argparse.Namespace, record: Record) -> None:
     global PINNING
-    PINNING = pinning_on(args.no_pin, os.sched_getaffinity(0))
+    unpinned = args.no_pin or args.placement == "unpinned"
+    PINNING = pinning_on(unpinned, os.sched_getaffinity(0))
+    # the http peaks' placements; the rest of the bench runs in the first
+    placements = ("pinned",) if args.placement == "pinned" else PLACEMENTS
+    placements = placements if PINNING else ("unpinned",)
     for tool in ("nginx", "haproxy", "wrk", *(("taskset",) if PINNING else ())):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is not installed (scripts/setup --bench installs it)")
@@ -267,14 +287,15 @@ def run(args: argparse.Namespace, record: Record) -> None:
         ports = [free_port() for _ in range(3)]
         # the backends beside the load, off the proxies' CPU: preempted by them a proxy's
         # kernel time per connection rose by up to 1.6x, unevenly between proxies
-        with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], cpu=LOAD_CPU):
+        with process(["nginx", "-c", str(backends_conf(tmp, ports, big))], cpu=LOAD_CPU) as ng:
             for p in ports:
                 wait_port(p)
             if args.only == "conns":
                 conns = measure_conns_only(tmp, ports, secs, max(args.rounds, CONN_ROUNDS))
                 rows += conns_rows(conns, record)
             if args.only in (None, "http"):
-                rows += http_rows(measure_http(tmp, ports, secs, args.rounds), record)
+                http = measure_http(tmp, ports, secs, args.rounds, placements, ng.pid)
+                rows += http_rows(http, placements, record)
             if args.only in (None, "tcp"):
                 rows += tcp_rows(measure_tcp(tmp, ports, secs), record)
     load_after = os.getloadavg()
@@ -283,6 +304,8 @@ def run(args: argparse.Namespace, record: Record) -> None:
         if PINNING
         else "no CPU pinning"
     )
+    if args.only in (None, "http") and len(placements) > 1:
+        pinning = f"http peaks pinned and unpinned in alternation, the rest {pinning}"
     print(
         f"\nambassador bench: {pinning}, "
         f"{os.cpu_count()} CPUs, {secs}s per run, http peaks the median of {args.rounds} "
@@ -304,33 +327,55 @@ def ratio(ours: float, anchor: float) -> str:
 
 
 def http_rows(
-    http: dict[str, dict[str, tuple[float, float, float]]], record: Record
+    http: dict[str, dict[str, dict[str, tuple[float, float, float]]]],
+    placements: tuple[str, ...],
+    record: Record,
 ) -> list[tuple[str, ...]]:
+    """The table's http rows: the peaks of each placement (figures of the unpinned one named so
+    when both ran), then the paced run (in the first placement)."""
     rows: list[tuple[str, ...]] = []
     names = ("ambassador", "haproxy", "nginx", "direct")
-    for key, label in [("c16", "16 conns"), ("c64", "64 conns")]:
-        a, h, n, d = (http[x][key] for x in names)
-        record.ratio(f"http req/s, {label}", a[0] / h[0], ours=a[0], anchor=h[0])
-        rows.append(
-            (f"http req/s, {label}", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ratio(a[0], h[0]))
-        )
-        rows.append(
-            (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
-        )
-        ca, ch, cn = (http[x][key.replace("c", "cpu")][0] for x in names[:3])
-        record.ratio(f"http proxy CPU/request, {label}, anchor/ours", ch / ca, ours=ca, anchor=ch)
-        rows.append(
-            (
-                f"  proxy CPU us/request, {label}",
-                *(f"{x:.1f}" for x in (ca, ch, cn)),
-                "",
-                f"{ch / ca:.2f}x (anchor/ours)",
+    for placement in placements:
+        figures = http[placement]
+        suffix = ", unpinned" if placement == "unpinned" and len(placements) > 1 else ""
+        if len(placements) > 1:
+            rows.append((f"http peaks, {placement}", "", "", "", "", ""))
+        for key, label in [("c16", f"16 conns{suffix}"), ("c64", f"64 conns{suffix}")]:
+            a, h, n, d = (figures[x][key] for x in names)
+            record.ratio(f"http req/s, {label}", a[0] / h[0], ours=a[0], anchor=h[0])
+            rows.append(
+                (f"http req/s, {label}", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ratio(a[0], h[0]))
             )
-        )
-    a, h, n, d = (http[x]["half"] for x in names)
+            rows.append(
+                (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
+            )
+            ca, ch, cn = (figures[x][key.replace("c", "cpu")][0] for x in names[:3])
+            record.ratio(
+                f"http proxy CPU/request, {label}, anchor/ours", ch / ca, ours=ca, anchor=ch
+            )
+            rows.append(
+                (
+                    f"  proxy CPU us/request, {label}",
+                    *(f"{x:.1f}" for x in (ca, ch, cn)),
+                    "",
+                    f"{ch / ca:.2f}x (anchor/ours)",
+                )
+            )
+            busy = (figures[x][key.replace("c", "busy")] for x in names)
+            rows.append(
+                (
+                    f"  CPU {PROXY_CPU}/{LOAD_CPU} busy %, others' %",
+                    *(f"{b[0]:.0f}/{b[1]:.0f}, {b[2]:.0f}" for b in busy),
+                    "",
+                )
+            )
+    figures = http[placements[0]]
+    a, h, n, d = (figures[x]["half"] for x in names)
     record.figure("http half load: p99 ms added vs direct, ours", a[2] - d[2])
     record.figure("http half load: p99 ms added vs direct, haproxy", h[2] - d[2])
-    rows.append(("http half load: req/s", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ""))
+    rows.append(
+        (f"http half load ({placements[0]}): req/s", *(f"{x[0]:.0f}" for x in (a, h, n, d)), "")
+    )
     rows.append(("  p50/p99 ms", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), ""))
     rows.append(
         (
@@ -339,7 +384,7 @@ def http_rows(
             f"{h[2] - d[2]:.2f}",
             f"{n[2] - d[2]:.2f}",
             "0",
-            "goal < 2 ms",
+            "goal < 1 ms",
         )
     )
     return rows
@@ -393,22 +438,28 @@ def tcp_rows(tcp: dict[str, dict[str, float]], record: Record) -> list[tuple[str
 
 
 def measure_http(
-    tmp: Path, ports: list[int], secs: int, rounds: int
-) -> dict[str, dict[str, tuple[float, float, float]]]:
-    out: dict[str, dict[str, tuple[float, float, float]]] = {}
-    peaks: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    tmp: Path, ports: list[int], secs: int, rounds: int, placements: tuple[str, ...], backends: int
+) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
+    """Per placement, per target: the median peak runs ("c16", "c64"), the proxy's CPU per request
+    ("cpu16", "cpu64"), how busy the CPUs were ("busy16", "busy64": CPU 0 %, CPU 1 %, others' %);
+    for the first placement also the paced run ("half")."""
+    out: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
+    peaks: dict[str, dict[str, dict[str, list[tuple[float, float, float]]]]] = {}
 
-    def peak(name: str, port: int, pid: int | None) -> None:
+    def peak(placement: str, name: str, port: int, pid: int | None) -> None:
         url = f"http://127.0.0.1:{port}/"
         wrk(url, 16, 1)  # warm-up: pools filled, caches hot
-        mine = peaks.setdefault(name, {})
+        mine = peaks.setdefault(placement, {}).setdefault(name, {})
         for conns in (16, 64):
+            ticks, ours = cpu_ticks(), cpu_seconds(backends) + waited_seconds()
             before = cpu_seconds(pid) if pid else 0.0
             rps, p50, p99 = result = wrk(url, conns, secs)
             mine.setdefault(f"c{conns}", []).append(result)
             # CPU time per request: what the proxy costs, less disturbed by a shared machine
             used = cpu_seconds(pid) - before if pid else 0.0
             mine.setdefault(f"cpu{conns}", []).append((used / (rps * secs) * 1e6, 0.0, 0.0))
+            ours = cpu_seconds(backends) + waited_seconds() - ours + used
+            mine.setdefault(f"busy{conns}", []).append(busy_since(ticks, ours))
 
     targets = [("direct", ports[0], ["true"])]
     port = free_port()
@@ -423,22 +474,74 @@ def measure_http(
     # Rounds in alternation, the median run of each: a shared machine's bursts of other work
     # fall on one target's run, not on one target.
     for _ in range(rounds):
-        for name, port, cmd in targets:
-            with target(name, port, cmd, ports) as pid:
-                peak(name, port, pid)
-    for name, figures in peaks.items():
-        out[name] = {key: median_run(results) for key, results in figures.items()}
-    half = max(out["ambassador"]["c16"][0], out["ambassador"]["c64"][0]) / 2
+        for placement in placements:
+            place(placement, backends)
+            for name, port, cmd in targets:
+                with target(name, port, cmd, ports) as pid:
+                    peak(placement, name, port, pid)
+    for placement, by_name in peaks.items():
+        out[placement] = {
+            name: {key: median_run(results) for key, results in figures.items()}
+            for name, figures in by_name.items()
+        }
+    first = out[placements[0]]
+    half = max(first["ambassador"]["c16"][0], first["ambassador"]["c64"][0]) / 2
     # each connection's cycle is the pause plus a reply plus wrk's timer slack (~1.5 ms)
     conns = max(1, round(half * (HALF_DELAY_MS + 1.5) / 1000))
+    place(placements[0], backends)
     for name, port, cmd in targets:
         with target(name, port, cmd, ports):
             url = f"http://127.0.0.1:{port}/"
             wrk(url, conns, 1, delay_ms=HALF_DELAY_MS)  # warm-up
             # the least disturbed of three runs: the machine is shared, a tail is easily hit
             runs = [wrk(url, conns, secs, delay_ms=HALF_DELAY_MS) for _ in range(3)]
-            out[name]["half"] = min(runs, key=lambda r: r[2])
+            first[name]["half"] = min(runs, key=lambda r: r[2])
     return out
+
+
+def place(placement: str, backends: int) -> None:
+    """Switch to `placement` (while pinning is possible): the commands started from now on, and
+    the running nginx backends (`backends`: its master's pid) moved to their CPUs."""
+    global PINNING
+    PINNING = placement == "pinned"
+    cpus = {int(LOAD_CPU)} if PINNING else os.sched_getaffinity(0)
+    for pid in process_tree(backends):
+        with contextlib.suppress(OSError):  # a worker that just ended
+            os.sched_setaffinity(pid, cpus)
+
+
+def cpu_ticks() -> dict[str, tuple[int, int]]:
+    """Per CPU ("cpu0", ...): (busy, total) clock ticks so far, from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            out[name] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return out
+
+
+def busy_since(before: dict[str, tuple[int, int]], ours: float) -> tuple[float, float, float]:
+    """(CPU 0 busy %, CPU 1 busy %, CPU taken by other processes as % of one CPU) since
+    `before`, `ours` being the CPU seconds the bench's own processes used meanwhile."""
+    after, tick = cpu_ticks(), os.sysconf("SC_CLK_TCK")
+
+    def pct(cpu: str) -> float:
+        if cpu not in after:  # one CPU: the load's is not there
+            return math.nan
+        (b0, t0), (b1, t1) = before[cpu], after[cpu]
+        return 100 * (b1 - b0) / max(1, t1 - t0)
+
+    busy = sum(after[c][0] - before[c][0] for c in after) / tick
+    wall = (after[f"cpu{PROXY_CPU}"][1] - before[f"cpu{PROXY_CPU}"][1]) / tick
+    others = max(0.0, busy - ours) / max(wall, 1e-9) * 100
+    return pct(f"cpu{PROXY_CPU}"), pct(f"cpu{LOAD_CPU}"), others
+
+
+def waited_seconds() -> float:
+    """CPU seconds of this process's ended children (each wrk run, once it is waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_run(results: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -460,17 +563,26 @@ def target(name: str, port: int, cmd: list[str], ports: list[int]) -> Iterator[i
             yield proc.pid
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (nginx workers)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by `pid` and its live descendants (nginx workers)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
+    total = 0.0
+    for p in process_tree(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
     return total
 
 
