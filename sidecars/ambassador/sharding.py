@@ -10,13 +10,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from struct import Struct
 from time import perf_counter
 from typing import Any, Protocol, cast
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
-from sidecars.ambassador.ketama import Continuum, hash_tagged, md5_function, server_name
+from sidecars.ambassador.ketama import Continuum, KeyHash, hash_tagged, server_name
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
@@ -24,7 +23,6 @@ from sidecars.runtime.tasks import spawn
 
 MAX_QUEUED = 1024  # commands awaiting replies per client before its reading pauses
 TIMEOUT_SCAN = 0.1  # seconds between checks for shards that stopped answering
-_U32 = Struct("<I")  # twemproxy's md5 key hash: the digest's first four bytes
 
 
 class ReplyReader(Protocol):
@@ -343,7 +341,7 @@ class ShardedListener(Listener):
         self._full = Continuum([])
         self._placed: list[Shard | None] = []  # by index in `_order`: the connection last used
         self._tag = settings.redis_hash_tag.encode()
-        self._md5 = md5_function()
+        self._hash = KeyHash()
         self._timeouts: asyncio.Task[None] | None = None
         cluster.on_change = self._members_changed
 
@@ -430,7 +428,7 @@ class ShardedListener(Listener):
         tag = self._tag
         if tag and tag[0] in key:
             key = hash_tagged(key, tag)
-        hashed = _U32.unpack_from(self._md5(key).digest())[0]
+        hashed = self._hash.of(key)
         members = self.cluster.order
         if members is not self._order:  # a new list whenever membership or a weight changes
             self._full = Continuum([(server_name(m.host, m.port), m.weight) for m in members])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import random
+
 import pytest
 
 from sidecars.ambassador import resp
@@ -82,3 +85,20 @@ def test_ketama_points_follow_twemproxy_arithmetic() -> None:
     assert server_name("10.0.0.1", 6379) == "10.0.0.1:6379"
     assert key_hash(b"") == 0xD98C1DD4  # md5("") begins d4 1d 8c d9
     assert Continuum([]).owner(5) == -1
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [[("a:1", 1)], [("a:1", 1), ("b:1", 1), ("c:1", 1)], [("a:1", 1), ("b:1", 2), ("c:1", 5)]],
+)
+def test_ketama_bucket_table_gives_the_binary_search_owner(servers: list[tuple[str, int]]) -> None:
+    """A key's owner found from its bucket is the owner of the first point at or above its
+    hash (wrapping to the first point), as by binary search: at random hashes, at every point,
+    a step either side of it, and at both ends of the hash space."""
+    ring = Continuum(servers)
+    rng = random.Random(18)
+    hashes = [rng.getrandbits(32) for _ in range(20_000)] + [0, 2**32 - 1]
+    hashes += [v + d for v in ring.values for d in (-1, 0, 1) if 0 <= v + d < 2**32]
+    for hashed in hashes:
+        at = bisect.bisect_left(ring.values, hashed)
+        assert ring.owner(hashed) == ring.owners[at % len(ring.values)], hashed
