@@ -6,7 +6,6 @@ after the answers before it); the rest is redis mode's machinery (sharding.py)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from time import perf_counter
 from typing import cast
 
 from sidecars.ambassador import mctext
@@ -62,14 +61,13 @@ class MemcachedClient(ShardedClient):
     def read(self, data: bytes) -> None:
         commands = self.reader.feed(data)
         problem = self.reader.error
-        now, sent = self.seen, perf_counter()  # seen: the loop's time, read for this read
         for command in commands:
             words = command.words
             name = words[0] if words else b""
             if (name == b"get" and len(words) == 2) or (
                 name in mctext.STORAGE and not command.noreply
             ):
-                self.forward(words[1], b" ".join(words) + b"\r\n" + command.data, sent, now)
+                self.forward(words[1], b" ".join(words) + b"\r\n" + command.data)
                 continue
             self.dispatch(command)
             if self.closing:

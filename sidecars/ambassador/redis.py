@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from time import perf_counter
 from typing import cast
 
 from sidecars.ambassador import resp, resp3
@@ -162,10 +161,9 @@ class RedisClient(ShardedClient):
         commands = self.reader.feed(data)
         problem = self.reader.error
         fast = self.table is None
-        now, sent = self.seen, perf_counter()  # seen: the loop's time, read for this read
         for args, raw in commands:
             if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
-                self.forward(args[1], raw, sent, now)
+                self.forward(args[1], raw)
                 continue
             self.dispatch(args, raw)
             if self.closing:

@@ -109,13 +109,14 @@ class Shard(asyncio.Protocol):
             transport.write(b"".join(self.out))
             self.out.clear()
 
-    def queue(self, data: bytes, slot: Slot, sent: float = 0.0, now: float = 0.0) -> None:
-        """Send `data` with the next flush, its reply for `slot` (`sent`: perf_counter, `now`:
-        the loop's time, read when 0)."""
+    def queue(self, data: bytes, slot: Slot) -> None:
+        """Send `data` with the end of this loop turn, its reply for `slot` (the turn's clocks:
+        a read began it)."""
+        listener = self.listener
         if not self.pending:
-            self.progress = now or self.listener.loop.time()
+            self.progress = listener.now
         self.pending.append(slot)
-        slot.sent = sent or perf_counter()
+        slot.sent = listener.stamp
         self.out.append(data)
         self.member.requests += 1
         self.member.active += 1
@@ -136,8 +137,9 @@ class Shard(asyncio.Protocol):
         if not replies:
             return
         listener = self.listener
+        listener.turn()
         pending, touched = self.pending, listener.answered
-        now = perf_counter()
+        now = listener.stamp
         latency = listener.latency
         member = self.member
         extra = len(replies) - len(pending)
@@ -157,10 +159,7 @@ class Shard(asyncio.Protocol):
                 last = client
         member.active -= len(replies)
         member.failures_in_row = 0
-        self.progress = listener.loop.time()
-        if touched and not listener.answering:
-            listener.answering = True  # after every shard read of this loop turn: fewer writes
-            listener.loop.call_soon(listener.flush_clients)
+        self.progress = listener.now
         if extra > 0:
             self.fail("protocol", "a reply to no command")
 
@@ -199,6 +198,10 @@ class Shard(asyncio.Protocol):
         self.fail("", "closed")
 
 
+def _unconnected(data: bytes) -> None:
+    """A client's write before its transport comes: never called (flush checks first)."""
+
+
 class ShardedClient(asyncio.Protocol):
     """One app connection: commands read and routed by `read`, replies written in order."""
 
@@ -206,13 +209,14 @@ class ShardedClient(asyncio.Protocol):
         self.listener = listener
         self.queue: deque[Slot] = deque()
         self.transport: asyncio.Transport | None = None
+        self.write: Callable[[bytes], object] = _unconnected  # the transport's, looked up once
         self.nbytes = self.idle_marks = self.last_nbytes = 0
         self.seen = 0.0
         self.closing = self.closed = self.paused = self.blocked = False
 
     def read(self, data: bytes) -> None:
         """Route every command complete in the stream now; a broken stream queues its error
-        reply and sets `closing`. `seen` holds the loop's time of this read."""
+        reply and sets `closing`. The listener's `now` and `stamp` hold this turn's clocks."""
         raise NotImplementedError
 
     def reject(self, reply: bytes) -> None:
@@ -222,17 +226,17 @@ class ShardedClient(asyncio.Protocol):
         self.closing = True
         listener.metrics.rejected.labels(listener.name, "protocol").inc()
 
-    def forward(self, key: bytes, data: bytes, sent: float, now: float) -> None:
-        """The common command: `data` to the shard of `key`, its reply owed in turn (`sent`:
-        perf_counter, `now`: the loop's time, both read once per read)."""
-        target = self.listener.route(key, None, now)
+    def forward(self, key: bytes, data: bytes) -> None:
+        """The common command: `data` to the shard of `key`, its reply owed in turn."""
+        listener = self.listener
+        target = listener.route(key, None, listener.now)
         if isinstance(target, bytes):  # narrows: compiled, a direct call to Shard.queue below
             self.queue.append(Slot(self, target))
             return
         slot = Slot(self)
         self.queue.append(slot)
-        target.queue(data, slot, sent, now)
-        self.listener.dirty.add(target)
+        target.queue(data, slot)
+        listener.dirty.add(target)
 
     def send(self, shard: Shard, data: bytes, slot: Slot) -> None:
         shard.queue(data, slot)
@@ -240,6 +244,7 @@ class ShardedClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write
         self.seen = self.listener.loop.time()
         if not self.listener.admit(self):
             self.closed = True
@@ -250,12 +255,12 @@ class ShardedClient(asyncio.Protocol):
             return
         self.nbytes += len(data)
         listener = self.listener
-        self.seen = listener.loop.time()
+        listener.turn()
+        self.seen = listener.now
         self.read(data)
-        if listener.dirty and not listener.flushing:
-            listener.flushing = True  # after every client read of this loop turn: fewer writes
-            listener.loop.call_soon(listener.flush_shards)
-        self.flush()
+        queue = self.queue
+        if self.closing or (queue and queue[0].reply is not None):  # answered here, or quit
+            self.flush()
         if len(self.queue) >= MAX_QUEUED and not self.paused:
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -265,17 +270,21 @@ class ShardedClient(asyncio.Protocol):
         queue, transport = self.queue, self.transport
         if self.closed or transport is None:
             return
-        out: list[bytes] = []
-        while queue:
-            reply = queue[0].reply
-            if reply is None:
-                break
+        # (no `queue[0].reply is None` test: mypy would take the value as known after it, and
+        # mypyc would check that type on the next head read past a popleft)
+        first = queue[0].reply if queue else None
+        if first is not None:
             queue.popleft()
-            out.append(reply)
-        if len(out) == 1:
-            transport.write(out[0])
-        elif out:
-            transport.write(b"".join(out))
+            reply = queue[0].reply if queue else None
+            if reply is None:  # the common case: one reply, no list
+                self.write(first)
+            else:
+                out = [first]
+                while reply is not None:
+                    out.append(reply)
+                    queue.popleft()
+                    reply = queue[0].reply if queue else None
+                self.write(b"".join(out))
         if self.closing and not queue:
             self.closed = True
             transport.close()
@@ -332,10 +341,11 @@ class ShardedListener(Listener):
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.shards: dict[str, Shard] = {}
         self.tables = [self.shards]  # a mode may keep more (redis: RESP3 connections apart)
-        self.dirty: set[Shard] = set()
-        self.flushing = False
+        self.dirty: set[Shard] = set()  # shards with commands to send this loop turn
         self.answered: set[ShardedClient] = set()  # clients with replies come this loop turn
-        self.answering = False
+        self.turning = False  # a read came in this loop turn: its end is scheduled
+        self.now = 0.0  # the loop's time of this turn
+        self.stamp = 0.0  # perf_counter at this turn's first read: sent and answered times
         self._rings: dict[tuple[Any, ...], tuple[Continuum, list[Member]]] = {}
         self._order: list[Member] | None = None  # the member list the full ring is of
         self._full = Continuum([])
@@ -358,17 +368,26 @@ class ShardedListener(Listener):
         self._order = None
         self._tag = settings.redis_hash_tag.encode()
 
-    def flush_shards(self) -> None:
-        self.flushing = False
-        for shard in self.dirty:
-            shard.flush()
-        self.dirty.clear()
+    def turn(self) -> None:
+        """Called by every read. The first of a loop turn reads the clocks, which every read of
+        the turn then shares (two clock reads a turn, not a command), and schedules the end
+        of the turn: what the turn's reads queued is written then, one write per connection."""
+        if not self.turning:
+            self.turning = True
+            self.now = self.loop.time()
+            self.stamp = perf_counter()
+            self.loop.call_soon(self.end_turn)
 
-    def flush_clients(self) -> None:
-        self.answering = False
-        answered, self.answered = self.answered, set()
-        for client in answered:
-            client.flush()
+    def end_turn(self) -> None:
+        self.turning = False
+        if self.dirty:
+            for shard in self.dirty:
+                shard.flush()
+            self.dirty.clear()
+        if self.answered:
+            answered, self.answered = self.answered, set()
+            for client in answered:
+                client.flush()
 
     def _members_changed(self, cluster: Cluster) -> None:
         self._rings.clear()
