@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.config import Config
@@ -13,13 +13,6 @@ from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.termination import Termination, terminates, termination_settings
 from sidecars.ambassador.tls import Origination, tls_settings
 from sidecars.runtime.tasks import spawn
-
-try:  # only mypyc reads the decorator; where mypy_extensions is not installed it is a no-op
-    from mypy_extensions import mypyc_attr
-except ImportError:
-
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
-        return lambda cls: cls
 
 
 class Conn(Protocol):
@@ -52,7 +45,6 @@ EVICT_SCAN_EVERY = 0.1  # seconds between scans for idle connections at the limi
 EVICT_BATCH = 64  # the oldest idle connections one scan keeps as the next to make room
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # the redis and memcached listeners
 class Listener:
     """A bound address feeding one cluster; subclasses decide what a connection does."""
 
