@@ -57,14 +57,15 @@ class Latency:
         self.counts = [0] * (len(_BUCKETS) + 1)
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, times: int = 1) -> None:
+        """`times` observations of `seconds` (commands sent together and answered together)."""
         index = 0
         for bound in _UPPER:  # the first bucket whose bound is at or above it
             if bound >= seconds:
                 break
             index += 1
-        self.counts[index] += 1
-        self.total += seconds
+        self.counts[index] += times
+        self.total += seconds * times
 
 
 class LatencyCollector:

@@ -34,6 +34,13 @@ _KEYED = frozenset(
     XREVRANGE XDEL XTRIM""".split()
 )
 _KEYED_CASED = _KEYED | frozenset(name.lower() for name in _KEYED)  # as clients send them
+
+
+def _get_or_set(name: bytes) -> bool:
+    """The two commands sent most, compared before the set lookup (which hashes a new bytes)."""
+    return name == b"GET" or name == b"SET" or name == b"get" or name == b"set"
+
+
 # Multi-key commands split per shard: how their parts are merged.
 _SPLIT = {b"MGET": "array", b"DEL": "sum", b"UNLINK": "sum", b"EXISTS": "sum", b"TOUCH": "sum"}
 # Refused with the reason: they span shards, hold a connection's state, or block it.
@@ -162,7 +169,8 @@ class RedisClient(ShardedClient):
         problem = self.reader.error
         fast = self.table is None
         for args, raw in commands:
-            if fast and args[0] in _KEYED_CASED and len(args) > 1 and raw:
+            name = args[0]
+            if fast and len(args) > 1 and raw and (_get_or_set(name) or name in _KEYED_CASED):
                 self.forward(args[1], raw)
                 continue
             self.dispatch(args, raw)

@@ -117,6 +117,33 @@ async def test_pipeline_replies_keep_request_order_across_shards() -> None:
         slow.close()
 
 
+async def test_reply_times_count_every_command_once() -> None:
+    """The reply-time histogram counts each command sent to a shard once, however many are
+    pipelined and answered together: with one shard paused for 0.4 s under a pipeline of 300,
+    the commands of that shard are above the 0.25 s bucket and all the others in it."""
+    async with shards(3) as servers, ambassador(env(servers, [1, 1, 1])) as amb:
+        client = connect(amb.port)
+        await asyncio.to_thread(client.ping)  # a local command: not timed
+        connect(servers[0].port).execute_command("CLIENT", "PAUSE", "400", "ALL")
+
+        def run() -> list[object]:
+            pipe = client.pipeline(transaction=False)
+            for i in range(150):
+                pipe.set(f"t:{i}", "v")
+                pipe.get(f"t:{i}")
+            return pipe.execute()
+
+        assert len(await asyncio.to_thread(run)) == 300
+        paused = 2 * sum(connect(servers[0].port).exists(f"t:{i}") for i in range(150))
+        assert 0 < paused < 300
+        text = await asyncio.to_thread(admin_metrics, amb.admin_port)
+        name, on = "ambassador_redis_reply_seconds", {"listener": "default"}
+        assert metric_value(text, f"{name}_count", **on) == 300
+        assert metric_value(text, f"{name}_bucket", le="0.25", **on) == 300 - paused
+        assert metric_value(text, f"{name}_sum", **on) >= 0.3 * paused
+        client.close()
+
+
 async def test_commands_that_cannot_be_sharded_are_refused_by_name() -> None:
     """KEYS, FLUSHALL, MULTI, SUBSCRIBE and SELECT 1 get an error naming the command; the
     connection stays usable; SELECT 0 and PING are answered."""
