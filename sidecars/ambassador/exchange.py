@@ -73,14 +73,14 @@ class Exchange:
     def __init__(self, side: ClientSide, shape: Shape, early: bytes) -> None:
         self.side, self.shape, self.head, self.early = side, shape, shape.head, early
         self.listener = listener = side.listener
-        settings = listener.settings
         self.body = request_body(shape.head) if shape.has_body else None
         self.tunnel = False  # bytes both ways after the member switched protocols (101)
         key = b""  # only hashing reads it
-        if settings.policy == "hash":
+        if listener.hashing:
             key = side.ip.encode()
-            if settings.hash_header:
-                key = shape.head.find(settings.hash_header) or key
+            header = listener.settings.hash_header
+            if header:
+                key = shape.head.find(header) or key
         self.key = key
         self.tried: list[Member] = []
         self.member: Member | None = None
@@ -104,7 +104,7 @@ class Exchange:
         member is still at its limit."""
         cluster = self.listener.cluster
         if not waited:
-            retries = self.listener.settings.retries
+            retries = self.listener.retries
             attempt = len(self.tried)
             if attempt > retries or (attempt and not cluster.budget.try_spend()):
                 self._give_up()
@@ -123,7 +123,7 @@ class Exchange:
             self._give_up()
             return True
         self.tried.append(member)
-        now = self.listener.loop.time()
+        now = self.listener.clock()
         up = self.listener.pool.take(member, now)
         if up is not None:
             self._send(member, up, now)
@@ -146,7 +146,7 @@ class Exchange:
     def _last_attempt(self) -> bool:
         """No retry is left: as many attempts as allowed, or every member tried."""
         tried = len(self.tried)
-        return tried > self.listener.settings.retries or tried >= len(self.listener.cluster.members)
+        return tried > self.listener.retries or tried >= len(self.listener.cluster.members)
 
     async def _connect(self, member: Member) -> None:
         try:
@@ -189,13 +189,13 @@ class Exchange:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
         self.started, self.sent = now, perf_counter()
         # the listener's sweep fires the request timeout: no timer handle per request
-        self.listener.awaiting[self] = now + self.listener.settings.request_timeout
+        self.listener.awaiting[self] = now + self.listener.request_timeout
         early = self.early
         if early:
             self.early = b""
             self.client_data(early, out)
         else:
-            up.transport.write(out)
+            up.write(out)
         if self.body is not None:
             self.side.resume()
 
@@ -322,7 +322,7 @@ class Exchange:
             listener.latency.observe(perf_counter() - self.sent)
             up.member.failures_in_row = 0
             self.resp, self.resp_body = resp, DONE
-            side.transport.write(out)
+            side.write(out)
             self.up = None
             up.member.active -= 1
             # idle from the request's start: a whole answer came in one read, so at most a little

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import cast
 
 from sidecars.ambassador import httpwire as wire
@@ -50,11 +52,22 @@ class HttpListener(Listener):
         # body length when the fast path may forward it whole, else -1)
         self.responses: dict[bytes, tuple[wire.Head, int, bytes, int]] = {}
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.clock: Callable[[], float] = time.monotonic  # the loop's time(), once it runs
+        self._hot(settings)
         # idle connections to members that left (DNS, member file) are closed at once
         self.cluster.on_change = lambda c: self.pool.prune(set(c.members.values()))
 
+    def _hot(self, settings: Config) -> None:
+        """The settings every request reads, kept as this compiled class's own attributes: each
+        read of the frozen settings object is a Python attribute lookup."""
+        self.max_pending = settings.max_pending
+        self.retries = settings.retries
+        self.request_timeout = settings.request_timeout
+        self.hashing = settings.policy == "hash"
+
     def reconfigure(self, settings: Config) -> None:
         super().reconfigure(settings)
+        self._hot(settings)
         self.pool.tls = self.tls
         self.requests.clear()  # kept heads passed the old limits
         self.generation += 1
@@ -63,6 +76,7 @@ class HttpListener(Listener):
     async def _serve(self) -> asyncio.Server:
         host, port = self.settings.listen
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time  # bound once: a method looked up per request costs more
         return await self.loop.create_server(
             lambda: ClientSide(self), host, port, backlog=1024, reuse_address=True
         )
@@ -93,6 +107,8 @@ class ClientSide(asyncio.Protocol):
     def __init__(self, listener: HttpListener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        # its write, bound once per transport: the hot path's writes skip the method lookup
+        self.write: Callable[[bytes], object] = None  # type: ignore[assignment]
         self.ip = ""
         self.buf = b""  # a request head being read, or pipelined bytes held during an exchange
         self.ex: Exchange | None = None
@@ -112,6 +128,7 @@ class ClientSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
         self.transport = t = cast(asyncio.Transport, transport)
+        self.write = t.write
         if self.handshaking:  # the TLS transport, once the handshake passed (see _handshake)
             self.handshaking = False
             self._ready(t)
@@ -219,7 +236,7 @@ class ClientSide(asyncio.Protocol):
     def _request(self, shape: Shape, rest: bytes) -> None:
         listener = self.listener
         head, has_body = shape.head, shape.has_body
-        if listener.pending >= listener.settings.max_pending:
+        if listener.pending >= listener.max_pending:
             listener.metrics.rejected.labels(listener.name, "max_pending").inc()
             close = has_body or head.close
             http10 = head.version == b"HTTP/1.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from sidecars.ambassador.members import Member
@@ -30,6 +31,7 @@ class Upstream(asyncio.Protocol):
     def __init__(self, member: Member, pool: Pool) -> None:
         self.member, self.pool = member, pool
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.write: Callable[[bytes], object] = None  # type: ignore[assignment]  # bound once
         self.owner: Owner | None = None
         self.closed = False
         self.reused = False
@@ -43,6 +45,7 @@ class Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def data_received(self, data: bytes) -> None:

@@ -238,3 +238,37 @@ async def test_a_reload_applies_new_head_limits_to_a_head_repeated_on_an_open_co
             assert head.startswith(b"HTTP/1.1 431 ")
             writer.close()
         assert len(bs[0].seen) == 2
+
+
+async def test_a_reload_applies_the_new_request_timeout_and_retries(tmp_path: Path) -> None:
+    """The settings each request reads (kept by the listener as its own attributes) follow a
+    reload: with request_timeout 30s a member's 3 s answer passes, after a reload to 0.3s
+    with no retries the same request is answered 504 in well under the 3 s."""
+    async with backends(1) as bs:
+        conf = tmp_path / "ambassador.json"
+        port = free_port()
+        listener: dict[str, object] = {
+            "listen": f"127.0.0.1:{port}",
+            "mode": "http",
+            "upstreams": [bs[0].addr],
+        }
+        write_config(conf, {"api": {**listener, "request_timeout": "30s", "retries": 2}})
+        env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+        url = f"http://127.0.0.1:{port}/slow?s=3"
+        async with ambassador(env) as amb, aiohttp.ClientSession() as s:
+            async with asyncio.timeout(10), s.get(url) as resp:
+                assert resp.status == 200
+            write_config(conf, {"api": {**listener, "request_timeout": "0.3s", "retries": 0}})
+            ok = {"outcome": "success"}
+            await wait_for(
+                lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
+                10,
+                "reload applied",
+            )
+            cluster = amb.service.running["api"].listener.cluster
+            retried = cluster.retries
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(10), s.get(url) as resp:
+                assert resp.status == 504
+            assert asyncio.get_running_loop().time() - started < 2.5
+            assert cluster.retries == retried  # one attempt: no retry after the reload
