@@ -29,6 +29,7 @@ class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.epoll = select.epoll()
+        self._register = self.epoll.register  # bound once: no method lookup per socket
         self.handlers: dict[int, Handler] = {}
         self.dead: set[int] = set()  # closed during this dispatch: their fds may be reused
         self.now = loop.time()  # loop time of the current dispatch: one clock read per batch
@@ -36,7 +37,7 @@ class Hub:
 
     def add(self, fd: int, handler: Handler, events: int = EDGE) -> None:
         self.handlers[fd] = handler
-        self.epoll.register(fd, events)
+        self._register(fd, events)
 
     def forget(self, fd: int) -> None:
         """Before closing `fd`: the close itself takes it out of the set."""

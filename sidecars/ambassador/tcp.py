@@ -36,9 +36,20 @@ _STREAM: Final = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 _PLAIN: Final = int(socket.SOCK_STREAM)  # plain ints: no enum member to convert per call
 _TCP: Final = socket.IPPROTO_TCP
 _NODELAY: Final = socket.TCP_NODELAY
+_SHUT_WR: Final = int(socket.SHUT_WR)
+_CONNECTING: Final = (0, errno.EINPROGRESS)  # connect_ex results of a connect under way
 # Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
 # __init__, the enum conversions of accept()) cost more per connection than the system calls.
 Sock = _socket.socket
+# Compiled, `sock.recv_into(...)` looks the name up in the socket's type at every call: the hot
+# calls take the methods' descriptors, looked up once (the same functions, the socket passed).
+_RECV_INTO: Final = Sock.recv_into
+_SEND: Final = Sock.send
+_CLOSE: Final = Sock.close
+_ACCEPT: Final = Sock._accept  # type: ignore[attr-defined]
+_SHUTDOWN: Final = Sock.shutdown
+_SETSOCKOPT: Final = Sock.setsockopt
+_CONNECT_EX: Final = Sock.connect_ex
 _NO_SPLICE: Final = not splice.AVAILABLE
 # One read buffer for every relay: a read is written or copied before the next one (a fresh
 # 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
@@ -156,7 +167,7 @@ class Relay(Handler):
         if address is None:  # a name: resolved by the loop, as a task
             self.task = listener.loop.create_task(self._resolve_then_dial(member))
             return True
-        return self._dial(*address)
+        return self._dial(address[0], address[1])
 
     async def _resolve_then_dial(self, member: Member) -> None:
         try:
@@ -184,10 +195,10 @@ class Relay(Handler):
             self.member = None
             self._close(exc)
             return True
-        up.setsockopt(_TCP, _NODELAY, 1)
-        err = up.connect_ex(sockaddr)
-        if err not in (0, errno.EINPROGRESS):
-            up.close()
+        _SETSOCKOPT(up, _TCP, _NODELAY, 1)
+        err = _CONNECT_EX(up, sockaddr)
+        if err not in _CONNECTING:
+            _CLOSE(up)
             self._count_failure("connect")
             return False
         self.up = self.c2u.dst = self.u2c.src = up
@@ -240,8 +251,12 @@ class Relay(Handler):
             self.c2u.readable = True
         if events & _OUT and self.u2c.buf:
             self._pump(self.u2c)
-        if self.c2u.readable and not self.closed and self.splicer is None:
-            self._pump(self.c2u)
+        # not read before the member is connected (then straight into its socket), unless the
+        # client failed: that ends the relay at once
+        c2u = self.c2u
+        if c2u.readable and (self.connected or events & _ERR) and not self.closed:
+            if self.splicer is None:
+                self._pump(c2u)
 
     def on_up(self, events: int) -> None:
         self.seen = self.listener.hub.now
@@ -276,7 +291,7 @@ class Relay(Handler):
             if want > CHUNK:  # (not min(): a builtin call costs more than the compare)
                 want = CHUNK
             try:
-                n = way.src.recv_into(_SCRATCH, want, _NB)  # type: ignore[union-attr]
+                n = _RECV_INTO(way.src, _SCRATCH, want, _NB)  # type: ignore[arg-type]
             except BlockingIOError:
                 way.readable = False
                 break
@@ -307,7 +322,7 @@ class Relay(Handler):
     def _send(self, way: _Way, data: bytearray | memoryview) -> bool:
         """Write `data` to `dst`, holding what does not fit; False when the relay ended."""
         try:
-            n = way.dst.send(data, _NB)  # type: ignore[union-attr]
+            n = _SEND(way.dst, data, _NB)  # type: ignore[arg-type]
         except BlockingIOError:
             n = 0
         except OSError as exc:
@@ -327,7 +342,7 @@ class Relay(Handler):
             self._close(None)
             return
         try:
-            way.dst.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
+            _SHUTDOWN(way.dst, _SHUT_WR)  # type: ignore[arg-type]
         except OSError as exc:
             self._fail(exc, way.dst is self.up)
 
@@ -388,11 +403,11 @@ class Relay(Handler):
         if self.task is not None:
             self.task.cancel()
         hub, client, up = self.listener.hub, self.client, self.up
-        hub.forget(client.fileno())
-        client.close()
+        hub.forget(self.cfd)
+        _CLOSE(client)
         if up is not None:
             hub.forget(up.fileno())
-            up.close()
+            _CLOSE(up)
         if self.member is not None:  # counted from its connect on
             self.member.active -= 1
         self.listener.release(self)
@@ -441,7 +456,7 @@ class _Acceptor(Handler):
         listener = self.listener
         for _ in range(ACCEPT_BATCH):
             try:
-                fd, peer = lsock._accept()  # type: ignore[attr-defined]
+                fd, peer = _ACCEPT(lsock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
