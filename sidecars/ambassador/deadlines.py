@@ -30,7 +30,9 @@ class Deadlines(Generic[T]):
         self.entries[entry] = deadline
 
     def discard(self, entry: T) -> None:
-        self.entries.pop(entry, None)
+        entries = self.entries
+        if entry in entries:  # (compiled, `in` and `del` are direct calls, `pop` a method lookup)
+            del entries[entry]
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()

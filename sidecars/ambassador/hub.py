@@ -29,7 +29,8 @@ class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.epoll = select.epoll()
-        self._register = self.epoll.register  # bound once: no method lookup per socket
+        # bound once: no method lookup per socket or wake-up
+        self._register, self._poll = self.epoll.register, self.epoll.poll
         self.handlers: dict[int, Handler] = {}
         self.dead: set[int] = set()  # closed during this dispatch: their fds may be reused
         self.now = loop.time()  # loop time of the current dispatch: one clock read per batch
@@ -41,7 +42,9 @@ class Hub:
 
     def forget(self, fd: int) -> None:
         """Before closing `fd`: the close itself takes it out of the set."""
-        if self.handlers.pop(fd, None) is not None:
+        handlers = self.handlers
+        if fd in handlers:  # (compiled, `in` and `del` are direct calls, `pop` a method lookup)
+            del handlers[fd]
             self.dead.add(fd)
 
     def remove(self, fd: int) -> None:
@@ -54,7 +57,7 @@ class Hub:
         dead, handlers = self.dead, self.handlers
         dead.clear()
         self.now = self.loop.time()
-        for fd, events in self.epoll.poll(0, BATCH):
+        for fd, events in self._poll(0, BATCH):
             if fd in dead:  # an event of a socket closed earlier in this batch
                 continue
             handler = handlers.get(fd)

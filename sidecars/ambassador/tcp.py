@@ -8,7 +8,7 @@ import errno
 import os
 import select
 import socket
-from time import perf_counter
+import time
 from typing import Final
 
 from sidecars.ambassador import splice
@@ -51,6 +51,7 @@ _SHUTDOWN: Final = Sock.shutdown
 _SETSOCKOPT: Final = Sock.setsockopt
 _CONNECT_EX: Final = Sock.connect_ex
 _NO_SPLICE: Final = not splice.AVAILABLE
+_CLOCK: Final = time.perf_counter  # a constant: no lookup in the module's names per call
 # One read buffer for every relay: a read is written or copied before the next one (a fresh
 # 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
 _SCRATCH: Final = bytearray(CHUNK)
@@ -77,14 +78,15 @@ class Relay(Handler):
     sockets are driven by edge-triggered events of the listener's hub."""
 
     __slots__ = (
-        "listener", "client", "cfd", "up", "member", "connected", "peer", "tried", "attempt",
+        "listener", "client", "cfd", "ufd", "up", "member", "connected", "peer", "tried", "attempt",
         "task", "started", "dialed", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
         "closed", "splicer", "no_splice", "seen",
     )  # fmt: skip
 
-    def __init__(self, listener: TcpListener, client: Sock, peer: object) -> None:
+    def __init__(self, listener: TcpListener, client: Sock, cfd: int, peer: object) -> None:
         self.listener, self.client, self.peer = listener, client, peer
-        self.cfd = client.fileno()
+        self.cfd = cfd  # the descriptors, kept: fileno() is a method call
+        self.ufd = -1
         self.up: Sock | None = None
         self.member: Member | None = None
         self.connected = self.closed = False
@@ -161,7 +163,7 @@ class Relay(Handler):
         member.requests += 1
         member.active += 1  # from the connect on: a connecting one counts toward its limit
         self.member, self.started = member, listener.loop.time()
-        self.dialed = perf_counter()
+        self.dialed = _CLOCK()
         listener.dialing.add(self, self.started + listener.settings.connect_timeout)
         address = listener.address(member)
         if address is None:  # a name: resolved by the loop, as a task
@@ -202,7 +204,8 @@ class Relay(Handler):
             self._count_failure("connect")
             return False
         self.up = self.c2u.dst = self.u2c.src = up
-        self.listener.hub.add(up.fileno(), self)
+        self.ufd = ufd = up.fileno()
+        self.listener.hub.add(ufd, self)
         return True
 
     def connect_timed_out(self) -> None:
@@ -219,7 +222,7 @@ class Relay(Handler):
     def _drop_up(self) -> None:
         self.listener.dialing.discard(self)
         if self.up is not None:
-            self.listener.hub.forget(self.up.fileno())
+            self.listener.hub.forget(self.ufd)
             self.up.close()
             self.up = self.c2u.dst = self.u2c.src = None
 
@@ -269,7 +272,7 @@ class Relay(Handler):
             listener, member = self.listener, self.member
             assert member is not None
             listener.dialing.discard(self)
-            listener.latency.observe(perf_counter() - self.dialed)
+            listener.latency.observe(_CLOCK() - self.dialed)
             member.record_success()
             self.connected = self.c2u.ready = True
         if events & _RDHUP:
@@ -406,7 +409,7 @@ class Relay(Handler):
         hub.forget(self.cfd)
         _CLOSE(client)
         if up is not None:
-            hub.forget(up.fileno())
+            hub.forget(self.ufd)
             _CLOSE(up)
         if self.member is not None:  # counted from its connect on
             self.member.active -= 1
@@ -456,7 +459,7 @@ class _Acceptor(Handler):
         listener = self.listener
         for _ in range(ACCEPT_BATCH):
             try:
-                fd, peer = _ACCEPT(lsock)
+                accepted: tuple[int, object] = _ACCEPT(lsock)  # typed: unpacked without iterating
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -464,6 +467,7 @@ class _Acceptor(Handler):
                     continue
                 self._pause(lsock, exc)
                 return
+            fd, peer = accepted
             if self.recovering:
                 self.recovering = False
                 self.errors.recovered()
@@ -475,7 +479,7 @@ class _Acceptor(Handler):
             except OSError:
                 os.close(fd)
                 continue
-            relay = Relay(listener, client, peer)
+            relay = Relay(listener, client, fd, peer)
             if not listener.admit(relay):
                 relay.closed = True
                 client.close()
