@@ -9,7 +9,7 @@ from __future__ import annotations
 import binascii
 import re
 from collections import deque
-from typing import Final, NamedTuple
+from typing import Final
 
 from sidecars.ambassador.framing import Framing
 
@@ -32,19 +32,40 @@ class ProtocolError(ValueError):
     """The peer broke the protocol or a limit; the message names what."""
 
 
-class Command(NamedTuple):
+class Command:
     """A client's command: its words (noreply taken off), its data block with the CRLF after
     it (storage commands), and whether it asked for no reply; for a meta command, the key it
-    is placed by (base64 decoded) and whether it is quiet."""
+    is placed by (base64 decoded) and whether it is quiet. `raw`: the bytes as they came when
+    they are the wire form already (the shapes the fast reader takes), else empty. A class of
+    its own, not a NamedTuple: compiled, making one is a native call, not 2,700 instructions
+    of the tuple's Python constructor."""
 
-    words: list[bytes]
-    data: bytes
-    noreply: bool
-    key: bytes = b""
-    quiet: bool = False
+    __slots__ = ("words", "data", "noreply", "key", "quiet", "raw")
+
+    def __init__(
+        self,
+        words: list[bytes],
+        data: bytes,
+        noreply: bool,
+        key: bytes = b"",
+        quiet: bool = False,
+        raw: bytes = b"",
+    ) -> None:
+        self.words, self.data, self.noreply = words, data, noreply
+        self.key, self.quiet, self.raw = key, quiet, raw
 
     def wire(self) -> bytes:
-        return b" ".join(self.words) + b"\r\n" + self.data
+        return self.raw or b" ".join(self.words) + b"\r\n" + self.data
+
+    def _fields(self) -> tuple[list[bytes], bytes, bool, bytes, bool]:
+        return self.words, self.data, self.noreply, self.key, self.quiet
+
+    def __eq__(self, other: object) -> bool:
+        """The same command, however it was read (`raw` says how, not what)."""
+        return isinstance(other, Command) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return f"Command{self._fields()!r}"
 
 
 def _check_key(key: bytes) -> None:
@@ -134,7 +155,7 @@ class CommandReader(Framing[Command]):
             if len(words) == 2 and name == b"get":
                 if not _plain_key(words[1]):
                     break
-                out.append(Command(words, b"", False))
+                out.append(Command(words, b"", False, b"", False, data[pos : end + 1]))
                 pos = end + 1
                 continue
             if len(words) != 5 or name not in _PLAIN_STORAGE or not _plain_key(words[1]):
@@ -149,7 +170,7 @@ class CommandReader(Framing[Command]):
             stop = end + 3 + length
             if stop > size or data[stop - 2] != 13 or data[stop - 1] != 10:
                 break
-            out.append(Command(words, data[end + 1 : stop], False))
+            out.append(Command(words, data[end + 1 : stop], False, b"", False, data[pos:stop]))
             pos = stop
         if pos < size:
             return out + super().feed(data[pos:])

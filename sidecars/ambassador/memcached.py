@@ -62,12 +62,15 @@ class MemcachedClient(ShardedClient):
         commands = self.reader.feed(data)
         problem = self.reader.error
         for command in commands:
+            if command.raw:  # the fast reader's shapes: a get of one key, a storage command
+                self.forward(command.words[1], command.raw)
+                continue
             words = command.words
             name = words[0] if words else b""
             if (name == b"get" and len(words) == 2) or (
                 name in mctext.STORAGE and not command.noreply
             ):
-                self.forward(words[1], b" ".join(words) + b"\r\n" + command.data)
+                self.forward(words[1], command.wire())
                 continue
             self.dispatch(command)
             if self.closing:
