@@ -53,6 +53,7 @@ class Listener:
     ) -> None:
         self.name, self.settings, self.cluster = name, settings, cluster
         self.metrics, self.log = metrics, log
+        self.max_connections = settings.max_connections  # read per connection: kept here
         self.conns: set[Conn] = set()
         self.server: Server | None = None
         self.draining = False
@@ -86,13 +87,12 @@ class Listener:
             except (OSError, ValueError) as exc:
                 self.log.warning("TLS files cannot be used, the previous ones stay: %s", exc)
         self.settings = settings
+        self.max_connections = settings.max_connections
 
     def admit(self, conn: Conn) -> bool:
         """Track a new client connection; at max_connections the connection idle the longest
         is closed to make room, and only when none is idle is the new one refused."""
-        if self.draining or (
-            len(self.conns) >= self.settings.max_connections and not self._evict_idle()
-        ):
+        if self.draining or (len(self.conns) >= self.max_connections and not self._evict_idle()):
             self.metrics.rejected.labels(self.name, "max_connections").inc()
             return False
         self.conns.add(conn)

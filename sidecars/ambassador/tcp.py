@@ -5,6 +5,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import logging
 import os
 import select
 import socket
@@ -13,10 +14,13 @@ from typing import Final
 
 from sidecars.ambassador import splice
 from sidecars.ambassador.accepting import PASSING, AcceptErrors
+from sidecars.ambassador.cluster import Cluster
+from sidecars.ambassador.config import Config
 from sidecars.ambassador.deadlines import Deadlines
 from sidecars.ambassador.hub import Handler, Hub
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
+from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.tlsrelay import TlsRelay
 from sidecars.ambassador.waiting import Waiting
 
@@ -41,6 +45,7 @@ _CONNECTING: Final = (0, errno.EINPROGRESS)  # connect_ex results of a connect u
 # Relayed sockets are plain _socket.socket objects: socket.socket's Python-level wrappers (its
 # __init__, the enum conversions of accept()) cost more per connection than the system calls.
 Sock = _socket.socket
+_SOCKET: Final = _socket.socket  # (a constant: `Sock(...)` is a lookup in the module's names)
 # Compiled, `sock.recv_into(...)` looks the name up in the socket's type at every call: the hot
 # calls take the methods' descriptors, looked up once (the same functions, the socket passed).
 _RECV_INTO: Final = Sock.recv_into
@@ -112,7 +117,7 @@ class Relay(Handler):
         listener, cluster = self.listener, self.listener.cluster
         if not self.attempt:
             cluster.budget.record_request()
-        while self.attempt <= listener.settings.retries and not self.closed:
+        while self.attempt <= listener.retries and not self.closed:
             if self.attempt and not cluster.budget.try_spend():
                 break
             hashed = cluster.balancer.policy == "hash"
@@ -120,7 +125,7 @@ class Relay(Handler):
             if member is None:
                 if cluster.member_limit and cluster.full:
                     cluster.waits += 1
-                    deadline = listener.loop.time() + listener.settings.connect_timeout
+                    deadline = listener.loop.time() + listener.connect_timeout
                     listener.waiting.add(self, deadline)
                     return
                 break
@@ -164,7 +169,7 @@ class Relay(Handler):
         member.active += 1  # from the connect on: a connecting one counts toward its limit
         self.member, self.started = member, listener.loop.time()
         self.dialed = _CLOCK()
-        listener.dialing.add(self, self.started + listener.settings.connect_timeout)
+        listener.dialing.add(self, self.started + listener.connect_timeout)
         address = listener.address(member)
         if address is None:  # a name: resolved by the loop, as a task
             self.task = listener.loop.create_task(self._resolve_then_dial(member))
@@ -189,7 +194,7 @@ class Relay(Handler):
     def _dial(self, family: int, sockaddr: tuple[object, ...]) -> bool:
         """Start a non-blocking connect; False (the failure counted) when it failed at once."""
         try:
-            up = Sock(family, _STREAM)
+            up = _SOCKET(family, _STREAM)
         except OSError as exc:  # out of descriptors here: not the member's fault
             self.listener.metrics.rejected.labels(self.listener.name, "no_descriptors").inc()
             if self.member is not None:
@@ -475,7 +480,7 @@ class _Acceptor(Handler):
                 self._accept_tls(fd, family, peer)
                 continue
             try:  # a blocking socket: every call on it passes MSG_DONTWAIT
-                client = Sock(family, _PLAIN, 0, fd)
+                client = _SOCKET(family, _PLAIN, 0, fd)
             except OSError:
                 os.close(fd)
                 continue
@@ -530,6 +535,22 @@ class TcpListener(Listener):
 
     loop: asyncio.AbstractEventLoop
     hub: Hub
+
+    def __init__(
+        self, name: str, settings: Config, cluster: Cluster, metrics: Metrics, log: logging.Logger
+    ) -> None:
+        super().__init__(name, settings, cluster, metrics, log)
+        self._hot(settings)
+
+    def _hot(self, settings: Config) -> None:
+        """The settings every connection reads, kept as this compiled class's own attributes:
+        each read of the frozen settings object is a Python attribute lookup."""
+        self.retries = settings.retries
+        self.connect_timeout = settings.connect_timeout
+
+    def reconfigure(self, settings: Config) -> None:
+        super().reconfigure(settings)
+        self._hot(settings)
 
     async def _serve(self) -> _Acceptor:
         host, port = self.settings.listen

@@ -272,3 +272,79 @@ async def test_a_reload_applies_the_new_request_timeout_and_retries(tmp_path: Pa
                 assert resp.status == 504
             assert asyncio.get_running_loop().time() - started < 2.5
             assert cluster.retries == retried  # one attempt: no retry after the reload
+
+
+async def test_a_tcp_reload_applies_the_new_retries_and_max_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings each tcp connection reads (kept by the listener as its own attributes)
+    follow a reload. Members: one refusing, one echoing. With retries 2 every client is relayed
+    (a refused connect is retried on the other); after a reload to retries 0 and
+    max_connections 1, a client sent to the refusing member is closed without a retry, and
+    while one client is open a second one is refused."""
+    monkeypatch.setattr("sidecars.ambassador.listener.EVICT_IDLE_AFTER", 3600.0)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(100):
+            writer.write(data)
+        writer.close()
+
+    good = await asyncio.start_server(echo, "127.0.0.1", 0)
+    conf = tmp_path / "ambassador.json"
+    port = free_port()
+    listener: dict[str, object] = {
+        "listen": f"127.0.0.1:{port}",
+        "mode": "tcp",
+        "upstreams": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{good.sockets[0].getsockname()[1]}"],
+        "health_check": "none",
+        "eject_failures": 1000,  # the refusing member stays in the rotation
+    }
+
+    async def exchange() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping")
+        try:
+            async with asyncio.timeout(5):
+                return await reader.read(100)
+        except ConnectionResetError:
+            return b""
+        finally:
+            writer.close()
+
+    write_config(conf, {"t": {**listener, "retries": 2, "max_connections": 10}})
+    env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
+    try:
+        async with ambassador(env) as amb:
+            assert [await exchange() for _ in range(4)] == [b"ping"] * 4
+            write_config(conf, {"t": {**listener, "retries": 0, "max_connections": 1}})
+            ok = {"outcome": "success"}
+            await wait_for(
+                lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
+                10,
+                "reload applied",
+            )
+            running = amb.service.running["t"].listener
+            cluster = running.cluster
+            retried = cluster.retries
+            answers = []
+            for _ in range(4):  # round robin: two on each member
+                answers.append(await exchange())
+                await wait_for(lambda: not running.conns, 5, "the client released")
+            assert answers.count(b"") == 2 and answers.count(b"ping") == 2, answers
+            assert cluster.retries == retried
+            # at most one client: a second one is refused while the first is open
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"x")
+            async with asyncio.timeout(5):
+                if await reader.read(1) != b"x":  # sent to the refusing member: once more
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(b"x")
+                    assert await reader.read(1) == b"x"
+            rejected = running.metrics.rejected
+            before = rejected.labels("t", "max_connections").value
+            assert await exchange() == b""
+            assert rejected.labels("t", "max_connections").value == before + 1
+            writer.close()
+    finally:
+        good.close()
