@@ -202,6 +202,21 @@ async def test_config_file_reload_keeps_open_connections_and_refuses_bad_files(
         redis.stop()
 
 
+def http_listener(port: int, member: str) -> dict[str, object]:
+    """A config file's http listener on `port` with one member."""
+    return {"listen": f"127.0.0.1:{port}", "mode": "http", "upstreams": [member]}
+
+
+async def reload_applied(amb) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the first reload of the config file has succeeded."""
+    ok = {"outcome": "success"}
+    await wait_for(
+        lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
+        10,
+        "reload applied",
+    )
+
+
 async def test_a_reload_applies_new_head_limits_to_a_head_repeated_on_an_open_connection(
     tmp_path: Path,
 ) -> None:
@@ -211,11 +226,7 @@ async def test_a_reload_applies_new_head_limits_to_a_head_repeated_on_an_open_co
     async with backends(1) as bs:
         conf = tmp_path / "ambassador.json"
         port = free_port()
-        listener: dict[str, object] = {
-            "listen": f"127.0.0.1:{port}",
-            "mode": "http",
-            "upstreams": [bs[0].addr],
-        }
+        listener = http_listener(port, bs[0].addr)
         write_config(conf, {"api": {**listener, "max_header_size": "16KiB"}})
         env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
         request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: %s\r\n\r\n" % (b"p" * 1500)
@@ -226,12 +237,7 @@ async def test_a_reload_applies_new_head_limits_to_a_head_repeated_on_an_open_co
                     writer.write(request)
                     assert (await read_responses(reader, 1))[0] == (b"HTTP/1.1 200 OK", b"b0")
             write_config(conf, {"api": {**listener, "max_header_size": "1KiB"}})
-            ok = {"outcome": "success"}
-            await wait_for(
-                lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
-                10,
-                "reload applied",
-            )
+            await reload_applied(amb)
             writer.write(request)
             async with asyncio.timeout(10):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -247,11 +253,7 @@ async def test_a_reload_applies_the_new_request_timeout_and_retries(tmp_path: Pa
     async with backends(1) as bs:
         conf = tmp_path / "ambassador.json"
         port = free_port()
-        listener: dict[str, object] = {
-            "listen": f"127.0.0.1:{port}",
-            "mode": "http",
-            "upstreams": [bs[0].addr],
-        }
+        listener = http_listener(port, bs[0].addr)
         write_config(conf, {"api": {**listener, "request_timeout": "30s", "retries": 2}})
         env = {"AMBASSADOR_CONFIG": str(conf), "AMBASSADOR_FILE_INTERVAL": "0.05s"}
         url = f"http://127.0.0.1:{port}/slow?s=3"
@@ -259,12 +261,7 @@ async def test_a_reload_applies_the_new_request_timeout_and_retries(tmp_path: Pa
             async with asyncio.timeout(10), s.get(url) as resp:
                 assert resp.status == 200
             write_config(conf, {"api": {**listener, "request_timeout": "0.3s", "retries": 0}})
-            ok = {"outcome": "success"}
-            await wait_for(
-                lambda: counter_value(amb, "ambassador_config_reloads_total", **ok) == 1,
-                10,
-                "reload applied",
-            )
+            await reload_applied(amb)
             cluster = amb.service.running["api"].listener.cluster
             retried = cluster.retries
             started = asyncio.get_running_loop().time()
