@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from tests.ambassador_support import ambassador, wait_for
-from tests.integration.test_ambassador_load import counting_members
+from tests.integration.test_ambassador_load import counting_members, one_at_a_time
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,7 @@ async def test_a_client_resetting_while_it_waits_for_a_member_is_dropped_at_once
     left, none waiting), no connection was made to the member for it, and the first client is
     still relayed."""
     async with counting_members(1) as (m,):
-        env = {
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{m.port}",
-            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
-            "AMBASSADOR_HEALTH_CHECK": "none",
-            "AMBASSADOR_CONNECT_TIMEOUT": "10s",
-        }
-        async with ambassador(env) as amb:
+        async with ambassador(one_at_a_time(m, "10s")) as amb:
             running = amb.service.running["default"]
             cluster, listener = running.cluster, running.listener
             r1, w1 = await asyncio.open_connection("127.0.0.1", amb.port)

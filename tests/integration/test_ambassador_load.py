@@ -90,6 +90,16 @@ class CountingMember:
             writer.close()
 
 
+def one_at_a_time(member: CountingMember, connect_timeout: str) -> dict[str, str]:
+    """tcp to `member` alone with a limit of one connection, no health checks."""
+    return {
+        "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{member.port}",
+        "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
+        "AMBASSADOR_HEALTH_CHECK": "none",
+        "AMBASSADOR_CONNECT_TIMEOUT": connect_timeout,
+    }
+
+
 @contextlib.asynccontextmanager
 async def counting_members(n: int) -> AsyncIterator[list[CountingMember]]:
     members = [CountingMember() for _ in range(n)]
@@ -157,12 +167,7 @@ async def test_a_tcp_client_at_the_limit_waits_for_a_member_to_free_up(
     connect timeout; a third one that no member frees up for is closed after the connect
     timeout and counted as a refusal. The same with TLS on the listener."""
     async with counting_members(1) as (m,):
-        env = {
-            "AMBASSADOR_UPSTREAMS": f"127.0.0.1:{m.port}",
-            "AMBASSADOR_MEMBER_MAX_CONNECTIONS": "1",
-            "AMBASSADOR_HEALTH_CHECK": "none",
-            "AMBASSADOR_CONNECT_TIMEOUT": "3s",
-        }
+        env = one_at_a_time(m, "3s")
         ctx: ssl.SSLContext | None = None
         if tls:
             ca = trustme.CA()
