@@ -8,8 +8,9 @@ rounds in alternation, the median of each; the lean receiver of bench/ambassador
 1 GiB through each (best of three) for bulk MB/s. Termination: each proxy takes TLS from the
 load generator (the same certificate and key; wrk over https with `Connection: close`, a full
 handshake per connection, and a Python TLS receiver pulling 1 GiB) and speaks plain tcp to a
-plain nginx member. Proxies pinned to CPU 0, load to CPU 1. Needs: nginx, haproxy, wrk,
-taskset. Run it under the shared bench lock:
+plain nginx member. Proxies pinned to CPU 0, the load and the nginx members to CPU 1 (as in
+bench/ambassador.py: nothing else takes the proxy's CPU). Needs: nginx, haproxy, wrk, taskset.
+Run it under the shared bench lock:
 
     flock /tmp/bench.lock .venv/bin/python bench/ambassador_tls.py [--seconds 5] [--only term]
 """
@@ -38,6 +39,7 @@ from bench.ambassador import (  # noqa: E402
     LOAD_CPU,
     ambassador,
     bulk_mbs,
+    pinned,
     process,
     wait_port,
     wrk,
@@ -106,7 +108,7 @@ def receive_tls(port: int) -> None:
 
 
 def bulk_tls_mbs(port: int, ca: Path, runs: int = 3) -> float:
-    cmd = ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--receive-tls", str(port)]
+    cmd = pinned(LOAD_CPU, [sys.executable, __file__, "--receive-tls", str(port)])
     env = {**os.environ, "BENCH_CA": str(ca)}
     return max(
         float(
@@ -152,7 +154,7 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
         )
         member, plain, hport, aport = free_port(), free_port(), free_port(), free_port()
         results: list[tuple[str, str, dict[str, float]]] = []
-        with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], cpu=None):
+        with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], cpu=LOAD_CPU):
             for port in (member, plain):
                 wait_port(port)
             if only != "term":
