@@ -7,8 +7,8 @@ recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay (
 HAProxy with splice(2) forced on, its own in-kernel relay, as a yardstick), wrk with
 `Connection: close` measures new tcp connections per second (three rounds in alternation, the
 median of each), and 1,000 idle connections measure resident memory. For each http peak run and
-each new-connection round the proxy's CPU time per request is read from /proc: on a shared
-machine it is less disturbed than requests per second (the median run counts).
+each new-connection round the proxy's CPU time per request is read from /proc (for http, the
+least disturbed run's, beside that run's req/s; for new connections the median round's).
 
 Placement on two CPUs. Pinned: each proxy under test on CPU 0, the load generator and the nginx
 backends on CPU 1, so no proxy is preempted by them. At an http peak both CPUs are then busy (each
@@ -245,7 +245,7 @@ def main() -> None:
         type=int,
         default=3,
         help="http peak runs per target and placement, in alternation (the least disturbed "
-        "counts, the median for CPU per request)",
+        "counts, its CPU per request included)",
     )
     parser.add_argument(
         "--placement",
@@ -314,7 +314,7 @@ def run(args: argparse.Namespace, record: Record) -> None:
     print(
         f"\nambassador bench: {pinning}, "
         f"{os.cpu_count()} CPUs, {secs}s per run, http peaks the least disturbed of "
-        f"{args.rounds} rounds (CPU per request the median); load average (1 min) "
+        f"{args.rounds} rounds (CPU per request from the same run); load average (1 min) "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         "nginx has no stream module here (tcp n/a)\n"
     )
@@ -446,8 +446,8 @@ def measure_http(
     tmp: Path, ports: list[int], secs: int, rounds: int, placements: tuple[str, ...], backends: int
 ) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
     """Per placement, per target: the least disturbed peak runs ("c16", "c64"), how busy the CPUs
-    were in them ("busy16", "busy64": CPU 0 %, CPU 1 %, others' %), the median proxy CPU per
-    request ("cpu16", "cpu64"); for the first placement also the paced run ("half")."""
+    were in them ("busy16", "busy64": CPU 0 %, CPU 1 %, others' %), the proxy CPU per request
+    in them ("cpu16", "cpu64"); for the first placement also the paced run ("half")."""
     out: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
     peaks: dict[str, dict[str, dict[str, list[tuple[float, float, float]]]]] = {}
 
@@ -549,21 +549,16 @@ def waited_seconds() -> float:
 def least_disturbed(
     figures: dict[str, list[tuple[float, float, float]]],
 ) -> dict[str, tuple[float, float, float]]:
-    """One target's peak runs reduced to one figure each: for req/s and latency ("c16", "c64")
-    the run during which other processes took the least CPU (with its busy figures), for the CPU
-    per request the median run (it moves little with other jobs)."""
+    """One target's peak runs reduced to one figure each: the run during which other processes
+    took the least CPU gives all of them (req/s, latency, busy figures and the CPU per request),
+    so that the CPU per request and the req/s printed side by side come from one run."""
     out = {}
     for conns in ("16", "64"):
         runs, busy = figures[f"c{conns}"], figures[f"busy{conns}"]
         best = min(range(len(runs)), key=lambda i: busy[i][2])
         out[f"c{conns}"], out[f"busy{conns}"] = runs[best], busy[best]
-        out[f"cpu{conns}"] = median_run(figures[f"cpu{conns}"])
+        out[f"cpu{conns}"] = figures[f"cpu{conns}"][best]
     return out
-
-
-def median_run(results: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    """The run with the median first figure (req/s, or CPU per request)."""
-    return sorted(results)[len(results) // 2]
 
 
 @contextlib.contextmanager
