@@ -85,7 +85,7 @@ class Relay(Handler):
     __slots__ = (
         "listener", "client", "cfd", "ufd", "up", "member", "connected", "peer", "tried", "attempt",
         "task", "started", "dialed", "nbytes", "idle_marks", "last_nbytes", "c2u", "u2c",
-        "closed", "splicer", "no_splice", "seen",
+        "closed", "splicer", "no_splice", "seen", "queued",
     )  # fmt: skip
 
     def __init__(self, listener: TcpListener, client: Sock, cfd: int, peer: object) -> None:
@@ -94,7 +94,7 @@ class Relay(Handler):
         self.ufd = -1
         self.up: Sock | None = None
         self.member: Member | None = None
-        self.connected = self.closed = False
+        self.connected = self.closed = self.queued = False  # queued: in listener.waiting
         self.tried: tuple[Member, ...] = ()  # a retry is rare: no list made per connection
         self.attempt = 0
         self.task: asyncio.Task[None] | None = None
@@ -127,6 +127,7 @@ class Relay(Handler):
                     cluster.waits += 1
                     deadline = listener.loop.time() + listener.connect_timeout
                     listener.waiting.add(self, deadline)
+                    self.queued = True
                     return
                 break
             if self.attempt:
@@ -144,9 +145,10 @@ class Relay(Handler):
         cluster = self.listener.cluster
         hashed = cluster.balancer.policy == "hash"
         member = cluster.pick(self._key() if hashed else b"", self.tried)
+        if member is None and cluster.member_limit and cluster.full:
+            return False
+        self.queued = False
         if member is None:
-            if cluster.member_limit and cluster.full:
-                return False
             self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
             self._close(ConnectionRefusedError())
         elif not self._start(member):
@@ -155,6 +157,7 @@ class Relay(Handler):
 
     def expire(self) -> None:
         """No member freed a slot within the connect timeout."""
+        self.queued = False
         if not self.closed:
             self.listener.cluster.at_limit += 1
             self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
@@ -257,12 +260,18 @@ class Relay(Handler):
             self.c2u.rdhup = True
         if events & (_IN | _ERR):
             self.c2u.readable = True
+        if not self.connected:
+            # Not read before the member is connected (then straight into its socket). A client
+            # that failed (reset) meanwhile ends the relay at once: bytes it sent first would
+            # hide the error from a read, and its member connect or wait would last until the
+            # connect timeout.
+            if events & _ERR:
+                self._close(ConnectionResetError())
+            return
         if events & _OUT and self.u2c.buf:
             self._pump(self.u2c)
-        # not read before the member is connected (then straight into its socket), unless the
-        # client failed: that ends the relay at once
         c2u = self.c2u
-        if c2u.readable and (self.connected or events & _ERR) and not self.closed:
+        if c2u.readable and not self.closed:
             if self.splicer is None:
                 self._pump(c2u)
 
@@ -408,6 +417,9 @@ class Relay(Handler):
             self.splicer.close()
         if not self.connected:
             self.listener.dialing.discard(self)
+            if self.queued:
+                self.queued = False
+                self.listener.waiting.discard(self)
         if self.task is not None:
             self.task.cancel()
         hub, client, up = self.listener.hub, self.client, self.up

@@ -24,6 +24,7 @@ class Waiting:
 
     def __init__(self) -> None:
         self.queue: deque[tuple[Waiter, float]] = deque()
+        self.gone: set[Waiter] = set()  # left while queued: dropped at the next look
         self._task: asyncio.Task[None] | None = None
 
     def add(self, waiter: Waiter, deadline: float) -> None:
@@ -31,15 +32,23 @@ class Waiting:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._poll())
 
+    def discard(self, waiter: Waiter) -> None:
+        """`waiter` (queued) waits no more: it leaves at the next look, even from behind one
+        still without a member."""
+        self.gone.add(waiter)
+
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
-        queue = self.queue
+        queue, gone = self.queue, self.gone
         while queue:
             await asyncio.sleep(POLL)
             now = loop.time()
             blocked = False
             for _ in range(len(queue)):
                 waiter, deadline = queue.popleft()
+                if gone and waiter in gone:
+                    gone.discard(waiter)
+                    continue
                 if not blocked and waiter.resume():
                     continue
                 blocked = True
