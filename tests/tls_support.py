@@ -42,7 +42,8 @@ class EchoServer:
     cert: trustme.LeafCert
     client_ca: trustme.CA | None = None
     banner: bytes = b""  # sent first, as servers that speak first (SMTP, IMAP) do
-    port: int = 0
+    port: int = 0  # 0: a free one; a server started again on its old port forgets its sessions
+    max_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
     server: asyncio.Server | None = None
     clients: list[str] = field(default_factory=list)
     open: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -53,7 +54,8 @@ class EchoServer:
         if self.client_ca is not None:
             self.client_ca.configure_trust(ctx)
             ctx.verify_mode = ssl.CERT_REQUIRED
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ctx)
+        ctx.maximum_version = self.max_version
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=ctx)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

@@ -25,6 +25,11 @@ _SETTINGS = (
     "tls_min_version", "file_interval",
 )  # fmt: skip
 MAX_SESSIONS = 4096  # kept for resumption, by server name; emptied when full
+# Taking a connection's session (SSLObject.session) costs about 0.1 ms: CPython copies it by
+# encoding and decoding it, the member's certificate included. A connection that resumed gives
+# its session at most this often per server name (servers' tickets resume more than once, as
+# HAProxy's and nginx's do; one that did not resume always gives its own).
+REFRESH_SECONDS = 1.0
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 T = TypeVar("T")
@@ -63,6 +68,11 @@ class _Context(ssl.SSLContext):
     """A client context that offers the last session a server name gave, for resumption."""
 
     sessions: dict[str, ssl.SSLSession]
+    taken: dict[str, float]  # when each name's session was last taken (monotonic seconds)
+
+    def due(self, name: str) -> bool:
+        """Whether a resumed connection to `name` should give its session (REFRESH_SECONDS)."""
+        return time.monotonic() - self.taken.get(name, -REFRESH_SECONDS) >= REFRESH_SECONDS
 
     def wrap_bio(  # type: ignore[override]
         self,
@@ -81,7 +91,7 @@ def build(settings: Config) -> _Context:
     """The client context of `settings` (OSError, ssl.SSLError or ValueError when a file does
     not hold what it should)."""
     ctx = _Context(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.sessions = {}
+    ctx.sessions, ctx.taken = {}, {}
     ctx.minimum_version = _VERSIONS[settings.tls_min_version]
     if settings.tls_verify:
         if settings.tls_ca_file:
@@ -270,14 +280,17 @@ def passed(member: Member, transport: asyncio.BaseTransport, name: str) -> None:
     member.tls_error = ""
     member.tls_handshakes += 1
     sslobj: Any = transport.get_extra_info("ssl_object")
-    if sslobj is not None:
-        member.tls_resumed += bool(sslobj.session_reused)
+    if sslobj is None:
+        return
+    if sslobj.session_reused:
+        member.tls_resumed += 1
+        return  # its session is the one offered (TLS 1.3: new tickets come later, at the end)
+    if sslobj.version() != "TLSv1.3":  # a TLS 1.3 ticket comes after the handshake: at the end
         remember(sslobj, name)
 
 
 def remember(sslobj: Any, name: str) -> None:
-    """Keep the session of a connection (at its end too: TLS 1.3 tickets come after the
-    handshake) for the next one to the same server name."""
+    """Keep the session of a connection for the next one to the same server name."""
     try:
         session, ctx = sslobj.session, sslobj.context
     except (AttributeError, ValueError):
@@ -285,11 +298,20 @@ def remember(sslobj: Any, name: str) -> None:
     if session is not None and isinstance(ctx, _Context):
         if len(ctx.sessions) >= MAX_SESSIONS and name not in ctx.sessions:
             ctx.sessions.clear()
+            ctx.taken.clear()
         ctx.sessions[name] = session
+        ctx.taken[name] = time.monotonic()
 
 
 def remember_transport(transport: asyncio.BaseTransport | None) -> None:
-    if transport is not None:
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None and sslobj.server_hostname:
-            remember(sslobj, sslobj.server_hostname)
+    """At a connection's end (TLS 1.3 tickets come after the handshake): keep its session,
+    unless it resumed one that is still fresh (see REFRESH_SECONDS)."""
+    if transport is None:
+        return
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None or not sslobj.server_hostname:
+        return
+    name, ctx = sslobj.server_hostname, sslobj.context
+    if sslobj.session_reused and isinstance(ctx, _Context) and not ctx.due(name):
+        return
+    remember(sslobj, name)

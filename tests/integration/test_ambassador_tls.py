@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,33 @@ async def test_tcp_relays_plain_bytes_over_tls_and_resumes_sessions(
         assert tls["ok"] and tls["handshakes"] == 3 and tls["resumed"] >= 1, tls
         text = await admin_get(amb.admin_port, "/metrics")
         assert metric_value(text, "ambassador_spliced_connections_total", listener="default") == 0
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_every_later_connection_resumes_also_after_the_member_forgets(
+    tmp_path: Path, ca: trustme.CA, servers: list[EchoServer], version: ssl.TLSVersion
+) -> None:
+    """Sessions are kept without taking every connection's (that costs): each connection after
+    the first resumes, with TLS 1.2 (the session comes with the handshake) and TLS 1.3 (its
+    ticket comes later). A member started again (new ticket keys) costs one full handshake,
+    then its new session resumes again."""
+    cert = ca.issue_cert("127.0.0.1")
+    servers.append(await EchoServer(cert, max_version=version).start())
+    port = servers[0].port
+    async with ambassador(tls_env(tmp_path, ca, port)) as amb:
+
+        async def counts() -> tuple[int, int]:
+            tls = member_tls(await admin_get(amb.admin_port, "/upstreams"), port)
+            return tls["handshakes"], tls["resumed"]
+
+        for i in range(5):
+            assert await echo(amb.port, b"%d\n" % i) == b"%d\n" % i
+        assert await counts() == (5, 4)
+        await servers.pop().stop()
+        servers.append(await EchoServer(cert, port=port, max_version=version).start())
+        for i in range(3):
+            assert await echo(amb.port, b"%d\n" % i) == b"%d\n" % i
+        assert await counts() == (8, 6)
 
 
 @pytest.mark.parametrize(
