@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from sidecars.ambassador.balancer import Balancer
 from sidecars.ambassador.members import EjectPolicy, Member
 from sidecars.ambassador.spec import Address
+
+# a constant of the compiled module: `time.monotonic` is an attribute lookup in the module at
+# each call (once per connection or request in pick)
+_MONOTONIC: Final = time.monotonic
 
 
 class RetryBudget:
@@ -129,7 +133,7 @@ class Cluster:
     def pick(self, key: bytes = b"", tried: Iterable[Member] = ()) -> Member | None:
         """A member for one attempt, never one in `tried`. When no member is available (all
         down or ejected) every member is tried rather than failing everything (panic mode)."""
-        now = time.monotonic()
+        now = _MONOTONIC()
         if now < self.careful_until:
             return self._pick_careful(key, tried, now)
         balancer = self.balancer

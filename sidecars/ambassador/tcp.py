@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import time
 from typing import Final
 
@@ -55,12 +56,22 @@ _ACCEPT: Final = Sock._accept  # type: ignore[attr-defined]
 _SHUTDOWN: Final = Sock.shutdown
 _SETSOCKOPT: Final = Sock.setsockopt
 _CONNECT_EX: Final = Sock.connect_ex
+_FILENO: Final = Sock.fileno
+_GETSOCKOPT: Final = Sock.getsockopt
+# Linux: the tcp_info of a listening socket counts in `tcpi_unacked` (bytes 24-27) the
+# connections ready for accept(), so a batch stops there, without the failed accept (EAGAIN)
+# and the exception it raises (several times the cost of the accept itself).
+_TCP_INFO: Final = int(getattr(socket, "TCP_INFO", 0)) if sys.platform == "linux" else 0
 _NO_SPLICE: Final = not splice.AVAILABLE
 _CLOCK: Final = time.perf_counter  # a constant: no lookup in the module's names per call
 # One read buffer for every relay: a read is written or copied before the next one (a fresh
 # 64 KiB bytes object per read, shrunk afterwards, costs more than the copy of what is held).
 _SCRATCH: Final = bytearray(CHUNK)
 _VIEW: Final = memoryview(_SCRATCH)
+# The views of its first n bytes for small reads, made once each (a slice per read costs more
+# than the read's own bookkeeping): at most SMALL of them, about 200 bytes each.
+SMALL: Final = 4096
+_SMALL_VIEWS: Final[list[memoryview | None]] = [None] * (SMALL + 1)
 
 
 class _Way:
@@ -95,7 +106,8 @@ class Relay(Handler):
         self.up: Sock | None = None
         self.member: Member | None = None
         self.connected = self.closed = self.queued = False  # queued: in listener.waiting
-        self.tried: tuple[Member, ...] = ()  # a retry is rare: no list made per connection
+        # the members that failed it: a retry is rare, no list (nor tuple) made per connection
+        self.tried: tuple[Member, ...] = ()
         self.attempt = 0
         self.task: asyncio.Task[None] | None = None
         self.started = 0.0  # the loop's clock (the connect deadline)
@@ -142,14 +154,16 @@ class Relay(Handler):
         """Waiting for a member under its limit: True once it has one or waits no more."""
         if self.closed:
             return True
-        cluster = self.listener.cluster
+        listener = self.listener
+        cluster = listener.cluster
         hashed = cluster.balancer.policy == "hash"
         member = cluster.pick(self._key() if hashed else b"", self.tried)
         if member is None and cluster.member_limit and cluster.full:
             return False
         self.queued = False
+        listener.hub.now = listener.loop.time()  # (the waiting poll: not in a dispatch)
         if member is None:
-            self.listener.metrics.rejected.labels(self.listener.name, "no_member").inc()
+            listener.metrics.rejected.labels(listener.name, "no_member").inc()
             self._close(ConnectionRefusedError())
         elif not self._start(member):
             self.connect_next()
@@ -167,10 +181,10 @@ class Relay(Handler):
         """Start connecting to `member`; False (the failure counted) when it failed at once."""
         listener = self.listener
         self.attempt += 1
-        self.tried += (member,)
         member.requests += 1
         member.active += 1  # from the connect on: a connecting one counts toward its limit
-        self.member, self.started = member, listener.loop.time()
+        # the hub's clock of this dispatch (paths from outside a dispatch refresh it first)
+        self.member, self.started = member, listener.hub.now
         self.dialed = _CLOCK()
         listener.dialing.add(self, self.started + listener.connect_timeout)
         address = listener.address(member)
@@ -189,6 +203,7 @@ class Relay(Handler):
         self.task = None
         if self.closed:
             return
+        self.listener.hub.now = self.listener.loop.time()  # (a task: not in a dispatch)
         if not infos:
             self._failed_connect("connect")
         elif not self._dial(infos[0][0], infos[0][4]):
@@ -212,11 +227,13 @@ class Relay(Handler):
             self._count_failure("connect")
             return False
         self.up = self.c2u.dst = self.u2c.src = up
-        self.ufd = ufd = up.fileno()
+        self.ufd = ufd = _FILENO(up)
         self.listener.hub.add(ufd, self)
         return True
 
     def connect_timed_out(self) -> None:
+        listener = self.listener
+        listener.hub.now = listener.loop.time()  # (the sweep: not in a dispatch)
         self._failed_connect("timeout")
 
     def _failed_connect(self, kind: str) -> None:
@@ -239,6 +256,7 @@ class Relay(Handler):
         self.member = None
         if member is not None:
             member.active -= 1
+            self.tried += (member,)  # not picked again for this connection
         if member is not None and listener.cluster.failed(member, kind):
             listener.log.warning(
                 "member %s ejected after failures",
@@ -318,7 +336,13 @@ class Relay(Handler):
             if not n:
                 way.readable, way.eof = False, True
                 break
-            data = _VIEW[:n]  # held (copied) or written before the next read reuses it
+            # held (copied) or written before the next read reuses the buffer
+            if n <= SMALL:
+                data = _SMALL_VIEWS[n]
+                if data is None:
+                    data = _SMALL_VIEWS[n] = _VIEW[:n]
+            else:
+                data = _VIEW[:n]
             self.nbytes += n
             if buf or not way.ready:
                 buf += data
@@ -474,7 +498,19 @@ class _Acceptor(Handler):
 
     def _accept(self, lsock: socket.socket, family: int) -> None:
         listener = self.listener
-        for _ in range(ACCEPT_BATCH):
+        batch = ACCEPT_BATCH
+        if _TCP_INFO:
+            try:
+                info: bytes = _GETSOCKOPT(lsock, _TCP, _TCP_INFO, 28)
+            except OSError:
+                info = b""
+            if len(info) == 28:
+                queued = info[24] | info[25] << 8 | info[26] << 16
+                # none counted: accept until EAGAIN as without the count (never a spin on
+                # an event the count does not explain)
+                if 0 < queued < batch:
+                    batch = queued
+        for _ in range(batch):
             try:
                 accepted: tuple[int, object] = _ACCEPT(lsock)  # typed: unpacked without iterating
             except (BlockingIOError, InterruptedError):
