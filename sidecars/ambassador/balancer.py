@@ -70,7 +70,7 @@ class Balancer:
         self.uniform = len({m.weight for m in members}) <= 1
         self.rotating = self.uniform and self.policy == "round_robin"
 
-    def rotate(self, members: Sequence[Member], now: float) -> Member | None:
+    def rotate(self, members: list[Member], now: float) -> Member | None:
         """Round robin over equal weights without a list of candidates: the next member in
         turn that is healthy and not ejected at `now`, None when there is none."""
         n = len(members)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from time import perf_counter
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Final
 
 from sidecars.ambassador import httpwire as wire
 from sidecars.ambassador.accepting import SHORTAGE
@@ -17,6 +17,8 @@ from sidecars.runtime.http.head import head_end
 if TYPE_CHECKING:
     from sidecars.ambassador.http import ClientSide
 
+# a constant: compiled, a name imported from a module is looked up in this one's dict per call
+_PERF_COUNTER: Final = time.perf_counter
 UPSTREAM_HEAD_LIMIT = 64 * 1024
 HEAD_CACHE_ENTRIES = 256  # response heads kept parsed by their exact bytes (see http.py)
 HEAD_CACHE_BYTES = 2048
@@ -187,7 +189,7 @@ class Exchange:
         out = shape.out
         if shape.needs_host:
             out = out.replace(b"\r\n", b"\r\nhost: %s\r\n" % member.key.encode(), 1)
-        self.started, self.sent = now, perf_counter()
+        self.started, self.sent = now, _PERF_COUNTER()
         # the listener's sweep fires the request timeout: no timer handle per request
         self.listener.awaiting[self] = now + self.listener.request_timeout
         early = self.early
@@ -212,8 +214,15 @@ class Exchange:
             self.side.transport.write(wire.error_response(*self.error))
             self._done(keep=False)
 
+    def _unwatch(self) -> None:
+        """Out of the request timeouts' watch (compiled, `in` and `del` are direct calls, `pop`
+        a method lookup)."""
+        awaiting = self.listener.awaiting
+        if self in awaiting:
+            del awaiting[self]
+
     def _release_up(self, reuse: bool) -> None:
-        self.listener.awaiting.pop(self, None)
+        self._unwatch()
         up, self.up = self.up, None
         if up is None:
             return
@@ -318,8 +327,8 @@ class Exchange:
             if listener.draining or side.client_eof:
                 return self._up_data(data)  # the general path adds `connection: close`
             side.nbytes += 1
-            listener.awaiting.pop(self, None)
-            listener.latency.observe(perf_counter() - self.sent)
+            self._unwatch()
+            listener.latency.observe(_PERF_COUNTER() - self.sent)
             up.member.failures_in_row = 0
             self.resp, self.resp_body = resp, DONE
             side.write(out)
@@ -406,8 +415,8 @@ class Exchange:
         """The final response head; `plain` is it forwarded with its own framing, kept alive."""
         member = self.member
         assert member is not None
-        self.listener.awaiting.pop(self, None)
-        self.listener.latency.observe(perf_counter() - self.sent)
+        self._unwatch()
+        self.listener.latency.observe(_PERF_COUNTER() - self.sent)
         if status in (429, 503):
             wait = retry_after(resp.find("retry-after"))
             if wait is not None:
@@ -459,8 +468,8 @@ class Exchange:
         other as they come (a WebSocket), until either closes or the idle timeout passes."""
         listener, side, up = self.listener, self.side, self.up
         assert up is not None
-        listener.awaiting.pop(self, None)
-        listener.latency.observe(perf_counter() - self.sent)
+        self._unwatch()
+        listener.latency.observe(_PERF_COUNTER() - self.sent)
         up.member.failures_in_row = 0
         self.tunnel, self.close_after = True, True
         listener.pending -= 1  # no longer a request in flight

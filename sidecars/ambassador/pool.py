@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.tls import Origination, remember_transport
 from sidecars.runtime.http.head import Head
 
+if TYPE_CHECKING:
+    from sidecars.ambassador.exchange import Exchange
+
 POOL_IDLE_CAP = 30.0  # below common server keep-alive timeouts (nginx, aiohttp: 75 s)
 HIGH_WATER = 256 * 1024  # bytes buffered toward a slow side before the other side is paused
 LOW_WATER = 64 * 1024
-
-
-class Owner(Protocol):
-    """What an upstream connection reports to the exchange using it."""
-
-    def up_data(self, data: bytes) -> None: ...
-
-    def up_closed(self, exc: Exception | None) -> None: ...
-
-    def up_paused(self, paused: bool) -> None: ...
 
 
 class Upstream(asyncio.Protocol):
@@ -32,7 +25,8 @@ class Upstream(asyncio.Protocol):
         self.member, self.pool = member, pool
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.write: Callable[[bytes], object] = None  # type: ignore[assignment]  # bound once
-        self.owner: Owner | None = None
+        # the exchange it reports to (typed as the class: compiled, the calls are native)
+        self.owner: Exchange | None = None
         self.closed = False
         self.reused = False
         self.paused = False
