@@ -64,7 +64,8 @@ class Latency:
             if bound >= seconds:
                 break
             index += 1
-        self.counts[index] += times
+        counts = self.counts
+        counts[index] = counts[index] + times  # (compiled: an int addition, `+=` a generic one)
         self.total += seconds * times
 
 
