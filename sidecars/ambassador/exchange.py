@@ -84,7 +84,7 @@ class Exchange:
             if header:
                 key = shape.head.find(header) or key
         self.key = key
-        self.tried: list[Member] = []
+        self.tried: tuple[Member, ...] = ()  # a 1-tuple comes from a free list, a list does not
         self.member: Member | None = None
         self.up: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
@@ -124,7 +124,7 @@ class Exchange:
                 return True
             self._give_up()
             return True
-        self.tried.append(member)
+        self.tried += (member,)
         now = self.listener.clock()
         up = self.listener.pool.take(member, now)
         if up is not None:
