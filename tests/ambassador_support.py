@@ -302,9 +302,14 @@ S = TypeVar("S", bound=CacheServer)
 
 
 @contextlib.asynccontextmanager
-async def started(make: Callable[[], S], n: int) -> AsyncIterator[list[S]]:
-    """`n` servers made by `make` (RedisServer, MemcachedServer), ready; stopped after."""
-    servers = [make() for _ in range(n)]
+async def started(make: Callable[[int], S], n: int) -> AsyncIterator[list[S]]:
+    """`n` servers made by `make` (RedisServer, MemcachedServer) on as many different free
+    ports, ready; stopped after. (Two free_port() calls may give the same port: the second
+    server would fail to bind while the first answered for both.)"""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    servers = [make(port) for port in ports]
     try:
         for server in servers:
             await server.ready()
@@ -413,8 +418,11 @@ class MemcachedServer:
         deadline = loop.time() + 10
         while True:
             with contextlib.suppress(OSError):
-                if (await mc_exchange(self.port, b"version\r\n")).startswith(b"VERSION"):
-                    return
+                stats = await mc_exchange(self.port, b"stats\r\n")  # the first line: its pid
+                if stats.startswith(b"STAT pid "):
+                    if stats == b"STAT pid %d\r\n" % self.proc.pid:
+                        return
+                    raise AssertionError(f"port {self.port} is another memcached's")
             if self.proc.poll() is not None or loop.time() > deadline:
                 raise AssertionError("memcached did not start")
             await asyncio.sleep(0.05)

@@ -152,7 +152,7 @@ async def test_the_resp3_reader_splits_what_a_real_redis_sends() -> None:
     commands = [[b"HELLO", b"3"]] + [[b"DEBUG", b"PROTOCOL", k] for k in kinds.split()]
     commands += [[b"CLIENT", b"TRACKING", b"on"], [b"GET", b"a"], [b"SET", b"a", b"1"]]
     commands += [[b"QUIT"]]
-    async with started(lambda: RedisServer(None, "--enable-debug-command", "local"), 1) as rs:
+    async with started(lambda port: RedisServer(port, "--enable-debug-command", "local"), 1) as rs:
         reader, writer = await asyncio.open_connection("127.0.0.1", rs[0].port)
         writer.write(b"".join(resp.command(*c) for c in commands))
         async with asyncio.timeout(10):
