@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from sidecars.ambassador import dnsquery
 from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.spec import MAX_MEMBERS, Address, Source, read_member_file
+from sidecars.runtime import resolver
 
 Resolver = Callable[[str, int, str], Awaitable[list[str]]]
 Counter = Callable[[str, str], None]  # (kind, outcome) -> count one discovery event
@@ -22,8 +23,7 @@ SRV_LOOKUPS = 32  # targets of SRV records resolved at once
 
 async def system_resolve(name: str, port: int, family: str) -> list[str]:
     """Every address the system resolver returns for `name` (sorted, deduplicated)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
+    infos = await resolver.getaddrinfo(
         name, port, family=_FAMILIES[family], type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
     return sorted({str(info[4][0]) for info in infos})

@@ -11,6 +11,7 @@ from sidecars.ambassador.cluster import Cluster
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.tls import Origination, detail_of, reason_of
 from sidecars.ambassador.tls import failed as tls_failed
+from sidecars.runtime import resolver
 from sidecars.runtime.http.client import Client, ClientError
 from sidecars.runtime.tasks import beat
 
@@ -26,16 +27,13 @@ async def probe(member: Member, check: str, limit: float, tls: Origination | Non
         transport.abort()  # no close_notify exchange to wait for
         return True
     if check == "tcp":
-        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(limit):
-                _, writer = await asyncio.open_connection(member.host, member.port)
-            return True
+                transport, _ = await resolver.connect(asyncio.Protocol, member.host, member.port)
         except (OSError, TimeoutError):
             return False
-        finally:
-            if writer is not None:
-                writer.close()
+        transport.close()
+        return True
     client = Client(
         member.host,
         member.port,

@@ -19,6 +19,7 @@ from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.pool import HIGH_WATER, LOW_WATER, Pool
 from sidecars.ambassador.termination import Holding, Termination
 from sidecars.ambassador.waiting import Waiting
+from sidecars.runtime import listening
 from sidecars.runtime.http.head import bare_lf, head_end
 
 LINGER_SECONDS = 1.0  # after an error answer, input is read and dropped this long...
@@ -73,13 +74,11 @@ class HttpListener(Listener):
         self.generation += 1
         self.responses.clear()
 
-    async def _serve(self) -> asyncio.Server:
+    async def _serve(self) -> listening.Servers:
         host, port = self.settings.listen
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time  # bound once: a method looked up per request costs more
-        return await self.loop.create_server(
-            lambda: ClientSide(self), host, port, backlog=1024, reuse_address=True
-        )
+        return await listening.serve(lambda: ClientSide(self), host, port, backlog=1024)
 
     async def start(self) -> None:
         await super().start()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.tls import Origination, remember_transport
+from sidecars.runtime import resolver
 from sidecars.runtime.http.head import Head
 
 if TYPE_CHECKING:
@@ -111,9 +112,8 @@ class Pool:
         if self.tls is not None:
             factory = lambda: Upstream(member, self)  # noqa: E731
             return (await self.tls.connect(factory, member, connect_timeout))[1]
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_timeout):
-            _, conn = await loop.create_connection(
+            _, conn = await resolver.connect(
                 lambda: Upstream(member, self), member.host, member.port
             )
         return conn

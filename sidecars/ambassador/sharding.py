@@ -19,6 +19,7 @@ from sidecars.ambassador.ketama import Continuum, KeyHash, hash_tagged, server_n
 from sidecars.ambassador.listener import Listener
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
+from sidecars.runtime import listening, resolver
 from sidecars.runtime.tasks import spawn
 
 MAX_QUEUED = 1024  # commands awaiting replies per client before its reading pauses
@@ -92,10 +93,9 @@ class Shard(asyncio.Protocol):
         self.task = listener.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.listener.settings.connect_timeout):
-                await loop.create_connection(lambda: self, self.member.host, self.member.port)
+                await resolver.connect(lambda: self, self.member.host, self.member.port)
         except TimeoutError:
             self.fail("timeout", "connect timed out")
         except OSError as exc:
@@ -406,12 +406,10 @@ class ShardedListener(Listener):
             for key in [k for k in table if k not in cluster.members]:
                 table[key].close()
 
-    async def _serve(self) -> asyncio.Server:
+    async def _serve(self) -> listening.Servers:
         host, port = self.settings.listen
         self.loop = asyncio.get_running_loop()
-        return await self.loop.create_server(
-            lambda: self.client(self), host, port, backlog=1024, reuse_address=True
-        )
+        return await listening.serve(lambda: self.client(self), host, port, backlog=1024)
 
     async def start(self) -> None:
         await super().start()

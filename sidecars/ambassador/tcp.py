@@ -24,6 +24,7 @@ from sidecars.ambassador.members import Member
 from sidecars.ambassador.metrics import Metrics
 from sidecars.ambassador.tlsrelay import TlsRelay
 from sidecars.ambassador.waiting import Waiting
+from sidecars.runtime import listening, resolver
 
 # Final: mypyc makes these constants of the compiled module instead of a lookup in the module's
 # dict at each use (dozens per connection on the relay path).
@@ -195,9 +196,7 @@ class Relay(Handler):
 
     async def _resolve_then_dial(self, member: Member) -> None:
         try:
-            infos = await self.listener.loop.getaddrinfo(
-                member.host, member.port, type=socket.SOCK_STREAM
-            )
+            infos = await resolver.getaddrinfo(member.host, member.port, type=socket.SOCK_STREAM)
         except OSError:
             infos = []
         self.task = None
@@ -603,23 +602,8 @@ class TcpListener(Listener):
     async def _serve(self) -> _Acceptor:
         host, port = self.settings.listen
         self.loop = loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        socks: list[socket.socket] = []
-        try:
-            for family, _, _, _, addr in dict.fromkeys(infos):
-                sock = socket.socket(family, _STREAM)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                # accepted sockets inherit it: set once here rather than once per connection
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.bind(addr)
-                sock.listen(1024)
-        except OSError:
-            for sock in socks:
-                sock.close()
-            raise
+        # TCP_NODELAY: accepted sockets inherit it, set once here rather than per connection
+        socks = await listening.bound(host, port, 1024, nodelay=True)
         self.hub = Hub(loop)
         self.dialing: Deadlines[Relay] = Deadlines(
             lambda: self.settings.connect_timeout, Relay.connect_timed_out

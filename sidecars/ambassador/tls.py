@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from sidecars.ambassador.config import Config
 from sidecars.ambassador.members import Member
+from sidecars.runtime import resolver
 from sidecars.runtime.memory import forget
 
 # The values of the `reason` label of ambassador_upstream_tls_handshake_failures (bounded).
@@ -213,7 +214,7 @@ class Origination:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         async with asyncio.timeout_at(deadline):
-            raw, _ = await loop.create_connection(asyncio.Protocol, member.host, member.port)
+            raw, _ = await resolver.connect(asyncio.Protocol, member.host, member.port)
         ctx, name = self.current(), self.server_name(member)
         early = Early()
         try:

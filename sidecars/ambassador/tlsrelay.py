@@ -13,6 +13,7 @@ from sidecars.ambassador.accepting import SHORTAGE
 from sidecars.ambassador.members import Member
 from sidecars.ambassador.termination import Holding, Termination
 from sidecars.ambassador.tls import HandshakeError, Origination, remember_transport
+from sidecars.runtime import resolver
 
 if TYPE_CHECKING:
     from sidecars.ambassador.tcp import TcpListener
@@ -186,7 +187,7 @@ class TlsRelay:
         if self.tls is not None:
             return await self.tls.connect(lambda: _Side(self, upstream=True), member, limit)
         async with asyncio.timeout(limit):
-            transport, up = await self.listener.loop.create_connection(
+            transport, up = await resolver.connect(
                 lambda: _Side(self, upstream=True), member.host, member.port
             )
         return transport, up

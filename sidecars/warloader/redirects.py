@@ -3,11 +3,11 @@ link-local address (a cloud's metadata service at 169.254.169.254 hands out cred
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from typing import TYPE_CHECKING, Any
 
+from sidecars.runtime import resolver
 from sidecars.warloader.errors import SourceError
 from sidecars.warloader.sources import display
 
@@ -37,7 +37,7 @@ async def kinds(host: str) -> set[str]:
     except ValueError:
         pass
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        infos = await resolver.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
         return set()  # the connection will fail and say so
     return {kind(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos}

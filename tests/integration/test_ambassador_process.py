@@ -192,3 +192,38 @@ def test_process_relays_redis_under_uvloop(mode: str) -> None:
             assert not [x for x in proc.log_lines() if x["level"] == "error"]
     finally:
         redis.stop()
+
+
+def test_the_process_is_single_threaded_whenever_no_name_is_being_resolved(
+    member: int, tmp_path: Path
+) -> None:
+    """A second thread makes every system call on a socket dearer (the kernel counts file
+    references then), so the ambassador binds its listeners and resolves addresses without the
+    event loop's thread pool, which would stay for good: after relaying http and tcp to IP
+    members it is one thread, and the thread that resolved a named member ends once idle."""
+    http_port, tcp_port, named_port, admin = free_port(), free_port(), free_port(), free_port()
+    conf = tmp_path / "ambassador.yaml"
+    conf.write_text(
+        "listeners:\n"
+        f"  web:\n    listen: 127.0.0.1:{http_port}\n    mode: http\n"
+        f"    upstreams: [127.0.0.1:{member}]\n"
+        f"  raw:\n    listen: localhost:{tcp_port}\n    mode: tcp\n"
+        f"    upstreams: [127.0.0.1:{member}]\n"
+        f"  named:\n    listen: 127.0.0.1:{named_port}\n    mode: tcp\n"
+        f"    upstreams: [localhost:{member}]\n"
+    )
+    env = {
+        "AMBASSADOR_CONFIG": str(conf),
+        "AMBASSADOR_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "AMBASSADOR_HEALTH_INTERVAL": "1h",  # the named member is resolved at start only
+    }
+    with SidecarProcess("ambassador", env) as proc:
+        proc.wait_http(f"http://127.0.0.1:{admin}/readyz")
+        tasks = Path(f"/proc/{proc.proc.pid}/task")
+        # the names resolved at start ("localhost" to listen on, the named member's check)
+        wait_until(lambda: len(list(tasks.iterdir())) == 1, 15, "the resolver threads ended")
+        for port in (http_port, tcp_port):
+            assert get_with_close(port, "/").endswith(str(member).encode())
+        assert len(list(tasks.iterdir())) == 1
+        assert get_with_close(named_port, "/").endswith(str(member).encode())
+        wait_until(lambda: len(list(tasks.iterdir())) == 1, 15, "the resolver thread ended")

@@ -9,6 +9,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
+from sidecars.runtime import resolver
 from sidecars.runtime.http.body import Body, Length, response_body
 from sidecars.runtime.http.head import HttpError, head_end, parse_response
 
@@ -254,7 +255,7 @@ class Client:
     async def _connect(self) -> Conn:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
+            _, conn = await resolver.connect(
                 lambda: Conn(loop),
                 self.host,
                 self.port,

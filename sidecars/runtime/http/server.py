@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
-from sidecars.runtime.checks import host_bytes
+from sidecars.runtime import listening
 from sidecars.runtime.http.head import HttpError, bare_lf, head_end, parse_request
 from sidecars.runtime.tasks import spawn
 
@@ -222,15 +222,11 @@ class Server:
         self.routes, self.log, self.count, self.name = routes, log, count, name
         self.error_body = f"{name}: internal error\n".encode()
         self.conns: set[Connection] = set()
-        self._server: asyncio.Server | None = None
+        self._server: listening.Servers | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        hosts: Any = [host_bytes(host)]  # the loops take bytes too; typeshed says str only
-        self._server = await loop.create_server(
-            lambda: Connection(self), hosts, port, reuse_address=True, backlog=1024
-        )
+        self._server = await listening.serve(lambda: Connection(self), host, port, backlog=1024)
         self._sweeper = spawn(f"idle sweep of the {self.name} server", self._sweep())
 
     async def stop(self) -> None:

@@ -1,0 +1,107 @@
+"""The resolver: numeric addresses at once and without a thread; names in at most WORKERS
+threads, which end once idle; connections opened through it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+from sidecars.runtime import resolver
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.unit
+
+
+def resolver_threads() -> int:
+    return sum(t.name == "resolver" for t in threading.enumerate())
+
+
+async def no_resolver_thread_within(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while resolver_threads():
+        assert time.monotonic() < deadline, "a resolver thread did not end"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resolver, "IDLE", 0.1)
+
+
+async def test_a_numeric_address_is_converted_without_a_thread() -> None:
+    await no_resolver_thread_within(5)
+    infos = await resolver.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+    assert infos[0][4] == ("127.0.0.1", 80)
+    infos = await resolver.getaddrinfo("::1", 80, type=socket.SOCK_STREAM)
+    assert infos[0][0] == socket.AF_INET6
+    assert resolver_threads() == 0
+
+
+async def test_a_name_is_resolved_in_a_thread_that_ends_once_idle() -> None:
+    infos = await resolver.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+    assert infos and resolver_threads() == 1
+    await no_resolver_thread_within(5)
+
+
+async def test_at_most_workers_threads_run_and_every_job_is_done() -> None:
+    gate = threading.Event()
+    busy: list[int] = []
+
+    def job() -> int:
+        busy.append(resolver_threads())
+        gate.wait(5)
+        return 7
+
+    futures = [resolver._WORKERS.run(job) for _ in range(3 * resolver.WORKERS)]
+    deadline = time.monotonic() + 5
+    while len(busy) < resolver.WORKERS:
+        assert time.monotonic() < deadline, "the jobs did not start"
+        await asyncio.sleep(0.01)
+    assert resolver_threads() == resolver.WORKERS
+    gate.set()
+    async with asyncio.timeout(5):
+        assert await asyncio.gather(*futures) == [7] * len(futures)
+    assert max(busy) == resolver.WORKERS
+    await no_resolver_thread_within(5)
+
+
+async def test_an_error_reaches_the_caller_and_a_cancelled_caller_is_left_alone() -> None:
+    def fails() -> None:
+        raise OSError("no such name")
+
+    with pytest.raises(OSError, match="no such name"):
+        await resolver._WORKERS.run(fails)
+    gate = threading.Event()
+    waiting = asyncio.ensure_future(resolver._WORKERS.run(lambda: gate.wait(5)))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await resolver._WORKERS.run(lambda: 3) == 3  # the workers still serve
+    await no_resolver_thread_within(5)
+
+
+async def test_connect_resolves_a_name_and_raises_a_refusal() -> None:
+    got = asyncio.Event()
+
+    class Accepting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            got.set()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Accepting, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport, _ = await resolver.connect(asyncio.Protocol, "localhost", port)
+        async with asyncio.timeout(5):
+            await got.wait()
+        transport.close()
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):
+        await resolver.connect(asyncio.Protocol, "127.0.0.1", free_port())
