@@ -18,7 +18,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -77,10 +77,12 @@ class Record:
         better: str = "higher",
         ours: float | None = None,
         anchor: float | None = None,
+        rounds: Sequence[float] | None = None,
     ) -> None:
         """One ratio of ours to the anchor. `better`: whether a `higher` or `lower` value is
         the better one for us (a rate ours/anchor: higher; a latency or memory ours/anchor:
-        lower). Not finite (an anchor at 0): kept out of the history."""
+        lower). `rounds`: the per-round paired ratios whose median `value` is, kept to show
+        their spread. Not finite (an anchor at 0): kept out of the history."""
         if better not in ("higher", "lower"):
             raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
         if not math.isfinite(value):
@@ -90,6 +92,8 @@ class Record:
             entry["ours"] = ours
         if anchor is not None:
             entry["anchor"] = anchor
+        if rounds is not None:
+            entry["rounds"] = list(rounds)
         self.ratios[name] = entry
 
     def figure(self, name: str, value: float) -> None:

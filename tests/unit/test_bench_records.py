@@ -44,17 +44,18 @@ def test_runs_in_the_same_second_get_a_file_each(
 def test_recording_keeps_what_was_printed_and_a_failed_run_keeps_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The table is what the bench printed on stdout (still printed); a run that raises writes
-    no record, so the history never holds a half-measured run."""
+    """The table is what the bench printed on stdout (still printed), a ratio keeps the paired
+    ratios of the rounds it is the median of; a run that raises writes no record, so the
+    history never holds a half-measured run."""
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path))
     with recording("unit") as record:
         print("figure  ours  anchor  ratio")
-        record.ratio("rate", 1.5)
+        record.ratio("rate", 1.5, rounds=(1.4, 1.5, 1.7))
     assert "figure  ours  anchor  ratio" in capsys.readouterr().out
     (saved,) = tmp_path.glob("unit-*.json")
     doc = json.loads(saved.read_text())
     assert doc["table"] == "figure  ours  anchor  ratio\n"
-    assert doc["ratios"]["rate"]["value"] == 1.5
+    assert doc["ratios"]["rate"] == {"value": 1.5, "better": "higher", "rounds": [1.4, 1.5, 1.7]}
     assert doc["args"] == sys.argv[1:]
     with pytest.raises(RuntimeError), recording("failing"):
         print("half a table")
