@@ -1,14 +1,21 @@
 """Benchmark: the ambassador side by side with HAProxy and nginx (and no proxy) on loopback.
 
-Three nginx backends; wrk drives http through each proxy (16 and 64 connections, `--rounds` runs
-in alternation, of which the one during which other processes took the least CPU counts; then a
-paced run at half of the ambassador's peak rate for the latency it adds), a lean receiver (one
+Three nginx backends; wrk drives http through each proxy (16 and 64 connections; then a paced
+run at half of the ambassador's peak rate for the latency it adds), a lean receiver (one
 recv_into loop, far faster than the relays) pulls 1 GiB through each tcp relay (and through
 HAProxy with splice(2) forced on, its own in-kernel relay, as a yardstick), wrk with
-`Connection: close` measures new tcp connections per second (three rounds in alternation, the
-median of each), and 1,000 idle connections measure resident memory. For each http peak run and
-each new-connection round the proxy's CPU time per request is read from /proc (for http, the
-least disturbed run's, beside that run's req/s; for new connections the median round's).
+`Connection: close` measures new tcp connections per second, and 1,000 idle connections measure
+resident memory. For each http peak run and each new-connection run the proxy's CPU time per
+request (connection) is read from /proc.
+
+Rounds. The http peaks and the new connections run in `--rounds` (5) rounds, each target once
+per round, in alternation, so that the runs of one round are adjacent in time. A target's req/s
+(connections/s) and CPU per request are its medians over the rounds, its latency and CPU busy
+shares those of its median-req/s run. A ratio to HAProxy is the median of the rounds' paired
+ratios (ours/HAProxy for a rate, HAProxy/ours for CPU per request), printed with their range:
+the host of this VM sometimes slows a CPU for tens of seconds, unseen from inside; that slows
+every target of one round alike, so the round's paired ratio cancels it, and a median of five
+is not moved by one slowed round.
 
 Placement on two CPUs. Pinned: each proxy under test on CPU 0, the load generator and the nginx
 backends on CPU 1, so no proxy is preempted by them. At an http peak both CPUs are then busy (each
@@ -17,11 +24,11 @@ request as the proxy, so the pinned req/s is capped by the load's CPU too (the d
 that ceiling) and two proxies near it differ mainly in CPU per request. Unpinned, all share both
 CPUs and a proxy's CPU per request moves the req/s, but the scheduler's choices (the proxy
 preempted by wrk or nginx) move it as well. Neither alone is a fair capacity measure, so the http
-half runs both by default, in alternation round by round, and prints for each peak run how busy
+half runs both by default, in alternation round by round, and prints for the median run how busy
 each CPU was and how much CPU other processes took (a shared machine's other jobs: a run they
-disturbed shows it); the paced latency run is pinned. tcp and new connections run pinned.
-`--placement` picks one; `--no-pin` is `--placement unpinned` (with fewer than two CPUs pinning
-is off).
+disturbed shows it, a slowed host does not); the paced latency run is pinned. tcp and new
+connections run pinned. `--placement` picks one; `--no-pin` is `--placement unpinned` (with fewer
+than two CPUs pinning is off).
 Needs: nginx, haproxy, wrk, taskset (Debian packages: scripts/setup --bench installs them). Run it
 under the shared bench lock:
 
@@ -53,11 +60,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from bench._rounds import median_index, paired  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
 PINNING = True  # off when unpinned or with fewer than two CPUs (set in `run`, and by `place`)
 PLACEMENTS = ("pinned", "unpinned")
+Run = tuple[float, float, float]  # (req/s, p50 ms, p99 ms), or CPU busy (0 %, 1 %, others' %)
+# per placement, per target, per figure ("c16", "busy16", "cpu16", the same for 64): one per round
+Peaks = dict[str, dict[str, dict[str, list[Run]]]]
+# per target ("direct" too), per figure ("conns": new connections/s, "cpu": the proxy's CPU us
+# per connection, none for direct): one per round
+Conns = dict[str, dict[str, list[float]]]
 
 
 def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
@@ -243,9 +257,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="http peak runs per target and placement, in alternation (the least disturbed "
-        "counts, its CPU per request included)",
+        default=5,
+        help="rounds of the http peaks (per placement) and of the new connections: each runs "
+        "every target once, in alternation; a ratio is the median of the rounds' paired ratios",
     )
     parser.add_argument(
         "--placement",
@@ -258,6 +272,8 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="the same as --placement unpinned")
     parser.add_argument("--receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     if args.receive:  # this script as the bulk receiver (bulk_mbs): no record of its own
         receive(args.receive)
         return
@@ -296,13 +312,12 @@ def run(args: argparse.Namespace, record: Record) -> None:
             for p in ports:
                 wait_port(p)
             if args.only == "conns":
-                conns = measure_conns_only(tmp, ports, secs, max(args.rounds, CONN_ROUNDS))
-                rows += conns_rows(conns, record)
+                rows += conns_rows(measure_conns_only(tmp, ports, secs, args.rounds), record)
             if args.only in (None, "http"):
-                http = measure_http(tmp, ports, secs, args.rounds, placements, ng.pid)
-                rows += http_rows(http, placements, record)
+                peaks, paced = measure_http(tmp, ports, secs, args.rounds, placements, ng.pid)
+                rows += http_rows(peaks, paced, placements, record)
             if args.only in (None, "tcp"):
-                rows += tcp_rows(measure_tcp(tmp, ports, secs), record)
+                rows += tcp_rows(*measure_tcp(tmp, ports, secs, args.rounds), record)
     load_after = os.getloadavg()
     pinning = (
         f"proxies pinned to CPU {PROXY_CPU}, load and nginx backends to CPU {LOAD_CPU}"
@@ -313,8 +328,9 @@ def run(args: argparse.Namespace, record: Record) -> None:
         pinning = f"http peaks pinned and unpinned in alternation, the rest {pinning}"
     print(
         f"\nambassador bench: {pinning}, "
-        f"{os.cpu_count()} CPUs, {secs}s per run, http peaks the least disturbed of "
-        f"{args.rounds} rounds (CPU per request from the same run); load average (1 min) "
+        f"{os.cpu_count()} CPUs, {secs}s per run, {args.rounds} rounds of http peaks and new "
+        "connections (figures: medians over the rounds; ratios: median and range of the "
+        "per-round paired ratios); load average (1 min) "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         "nginx has no stream module here (tcp n/a)\n"
     )
@@ -332,41 +348,56 @@ def ratio(ours: float, anchor: float) -> str:
 
 
 def http_rows(
-    http: dict[str, dict[str, dict[str, tuple[float, float, float]]]],
-    placements: tuple[str, ...],
-    record: Record,
+    peaks: Peaks, paced: dict[str, Run], placements: tuple[str, ...], record: Record
 ) -> list[tuple[str, ...]]:
     """The table's http rows: the peaks of each placement (figures of the unpinned one named so
-    when both ran), then the paced run (in the first placement)."""
+    when both ran), then the paced run (in the first placement). A target's req/s and CPU per
+    request are its medians over the rounds, its latency and CPU busy shares those of its
+    median-req/s run; the ratios are the medians of the per-round paired ratios."""
     rows: list[tuple[str, ...]] = []
     names = ("ambassador", "haproxy", "nginx", "direct")
     for placement in placements:
-        figures = http[placement]
+        figures = peaks[placement]
         suffix = ", unpinned" if placement == "unpinned" and len(placements) > 1 else ""
         if len(placements) > 1:
             rows.append((f"http peaks, {placement}", "", "", "", "", ""))
-        for key, label in [("c16", f"16 conns{suffix}"), ("c64", f"64 conns{suffix}")]:
-            a, h, n, d = (figures[x][key] for x in names)
-            record.ratio(f"http req/s, {label}", a[0] / h[0], ours=a[0], anchor=h[0])
-            rows.append(
-                (f"http req/s, {label}", *(f"{x[0]:.0f}" for x in (a, h, n, d)), ratio(a[0], h[0]))
-            )
-            rows.append(
-                (f"  p50/p99 ms, {label}", *(f"{x[1]:.2f}/{x[2]:.2f}" for x in (a, h, n, d)), "")
-            )
-            ca, ch, cn = (figures[x][key.replace("c", "cpu")][0] for x in names[:3])
+        for conns in (16, 64):
+            label = f"{conns} conns{suffix}"
+            rps = {x: [r[0] for r in figures[x][f"c{conns}"]] for x in names}
+            cpu = {x: [r[0] for r in figures[x][f"cpu{conns}"]] for x in names[:3]}
+            mid = {x: median_index(rps[x]) for x in names}
+            rate = paired(rps["ambassador"], rps["haproxy"])
+            ours, anchor = (statistics.median(rps[x]) for x in ("ambassador", "haproxy"))
             record.ratio(
-                f"http proxy CPU/request, {label}, anchor/ours", ch / ca, ours=ca, anchor=ch
+                f"http req/s, {label}", rate.median, ours=ours, anchor=anchor, rounds=rate.rounds
+            )
+            rows.append(
+                (
+                    f"http req/s, {label}",
+                    *(f"{statistics.median(rps[x]):.0f}" for x in names),
+                    rate.text(),
+                )
+            )
+            runs = (figures[x][f"c{conns}"][mid[x]] for x in names)
+            rows.append((f"  p50/p99 ms, {label}", *(f"{r[1]:.2f}/{r[2]:.2f}" for r in runs), ""))
+            cost = paired(cpu["haproxy"], cpu["ambassador"])
+            ca, ch, cn = (statistics.median(cpu[x]) for x in names[:3])
+            record.ratio(
+                f"http proxy CPU/request, {label}, anchor/ours",
+                cost.median,
+                ours=ca,
+                anchor=ch,
+                rounds=cost.rounds,
             )
             rows.append(
                 (
                     f"  proxy CPU us/request, {label}",
                     *(f"{x:.1f}" for x in (ca, ch, cn)),
                     "",
-                    f"{ch / ca:.2f}x (anchor/ours)",
+                    cost.text("anchor/ours"),
                 )
             )
-            busy = (figures[x][key.replace("c", "busy")] for x in names)
+            busy = (figures[x][f"busy{conns}"][mid[x]] for x in names)
             rows.append(
                 (
                     f"  CPU {PROXY_CPU}/{LOAD_CPU} busy %, others' %",
@@ -374,8 +405,7 @@ def http_rows(
                     "",
                 )
             )
-    figures = http[placements[0]]
-    a, h, n, d = (figures[x]["half"] for x in names)
+    a, h, n, d = (paced[x] for x in names)
     record.figure("http half load: p99 ms added vs direct, ours", a[2] - d[2])
     record.figure("http half load: p99 ms added vs direct, haproxy", h[2] - d[2])
     rows.append(
@@ -395,61 +425,38 @@ def http_rows(
     return rows
 
 
-def tcp_rows(tcp: dict[str, dict[str, float]], record: Record) -> list[tuple[str, ...]]:
+def tcp_rows(
+    tcp: dict[str, dict[str, float]], conns: Conns, record: Record
+) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for key, name, better in [
         ("bulk", "tcp MB/s, 1 GiB stream", "higher"),
-        ("conns", "tcp new connections/s", "higher"),
         ("rss", "peak RSS, 1000 conns", "lower"),
     ]:
         a, h = tcp["ambassador"][key], tcp["haproxy"][key]
         record.ratio(name, a / h if h else math.nan, better=better, ours=a, anchor=h)
     a, h = tcp["ambassador"]["bulk"], tcp["haproxy"]["bulk_splice"]
     record.ratio("tcp MB/s vs HAProxy with splice(2)", a / h, ours=a, anchor=h)
-    a, h = tcp["ambassador"]["cpu"], tcp["haproxy"]["cpu"]
-    record.ratio("tcp proxy CPU/connection, anchor/ours", h / a, ours=a, anchor=h)
-    for key, label, fmt in [
-        ("bulk", "tcp MB/s, 1 GiB stream", "{:.0f}"),
-        ("bulk_splice", "  HAProxy with splice(2)", "{:.0f}"),
-        ("conns", "tcp new connections/s", "{:.0f}"),
-        ("cpu", "  proxy CPU us/connection", "{:.1f}"),
-        ("rss", "peak RSS MiB, 1000 conns", "{:.1f}"),
-    ]:
-        if key == "bulk_splice":  # the anchor's own in-kernel relay, forced on
-            a, d = tcp["ambassador"]["bulk"], tcp["direct"]["bulk"]
-            h = tcp["haproxy"][key]
-            rows.append(
-                (label, "", fmt.format(h), "n/a", "", f"{ratio(a, h)}, {ratio(h, d)} direct")
-            )
-            continue
-        a, h, d = tcp["ambassador"][key], tcp["haproxy"][key], tcp["direct"][key]
-        extra = f", {ratio(a, d)} direct" if key in ("bulk", "conns") else ""
-        if key == "cpu":
-            rows.append(
-                (label, fmt.format(a), fmt.format(h), "n/a", "", f"{h / a:.2f}x (anchor/ours)")
-            )
-            continue
-        rows.append(
-            (
-                label,
-                fmt.format(a),
-                fmt.format(h),
-                "n/a",
-                fmt.format(d) if d else "",
-                ratio(a, h) + extra,
-            )
-        )
+    a, h, d = (tcp[x]["bulk"] for x in ("ambassador", "haproxy", "direct"))
+    direct = f"{ratio(a, h)}, {ratio(a, d)} direct"
+    rows.append(("tcp MB/s, 1 GiB stream", f"{a:.0f}", f"{h:.0f}", "n/a", f"{d:.0f}", direct))
+    spliced = tcp["haproxy"]["bulk_splice"]  # the anchor's own in-kernel relay, forced on
+    direct = f"{ratio(a, spliced)}, {ratio(spliced, d)} direct"
+    rows.append(("  HAProxy with splice(2)", "", f"{spliced:.0f}", "n/a", "", direct))
+    rows += conns_rows(conns, record)
+    a, h = tcp["ambassador"]["rss"], tcp["haproxy"]["rss"]
+    rows.append(("peak RSS MiB, 1000 conns", f"{a:.1f}", f"{h:.1f}", "n/a", "", ratio(a, h)))
     return rows
 
 
 def measure_http(
     tmp: Path, ports: list[int], secs: int, rounds: int, placements: tuple[str, ...], backends: int
-) -> dict[str, dict[str, dict[str, tuple[float, float, float]]]]:
-    """Per placement, per target: the least disturbed peak runs ("c16", "c64"), how busy the CPUs
-    were in them ("busy16", "busy64": CPU 0 %, CPU 1 %, others' %), the proxy CPU per request
-    in them ("cpu16", "cpu64"); for the first placement also the paced run ("half")."""
-    out: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
-    peaks: dict[str, dict[str, dict[str, list[tuple[float, float, float]]]]] = {}
+) -> tuple[Peaks, dict[str, Run]]:
+    """The peak runs of every round: per placement, per target, the wrk figures ("c16", "c64"),
+    how busy the CPUs were ("busy16", "busy64": CPU 0 %, CPU 1 %, others' %) and the proxy CPU
+    per request ("cpu16", "cpu64": us, 0, 0); then, per target, the paced run in the
+    first placement."""
+    peaks: Peaks = {}
 
     def peak(placement: str, name: str, port: int, pid: int | None) -> None:
         url = f"http://127.0.0.1:{port}/"
@@ -476,29 +483,27 @@ def measure_http(
     port = free_port()
     targets.append(("ambassador", port, []))
     # Peaks first: the paced run is at half of the ambassador's peak, the same rate for all.
-    # Rounds in alternation, the least disturbed run of each: a shared machine's bursts of other
-    # work fall on one target's run, not on one target.
+    # Rounds in alternation: a slowdown of the host falls on one round's runs of every target.
     for _ in range(rounds):
         for placement in placements:
             place(placement, backends)
             for name, port, cmd in targets:
                 with target(name, port, cmd, ports) as pid:
                     peak(placement, name, port, pid)
-    for placement, by_name in peaks.items():
-        out[placement] = {name: least_disturbed(figures) for name, figures in by_name.items()}
-    first = out[placements[0]]
-    half = max(first["ambassador"]["c16"][0], first["ambassador"]["c64"][0]) / 2
+    ours = peaks[placements[0]]["ambassador"]
+    half = max(statistics.median(r[0] for r in ours[f"c{c}"]) for c in (16, 64)) / 2
     # each connection's cycle is the pause plus a reply plus wrk's timer slack (~1.5 ms)
     conns = max(1, round(half * (HALF_DELAY_MS + 1.5) / 1000))
     place(placements[0], backends)
+    paced: dict[str, Run] = {}
     for name, port, cmd in targets:
         with target(name, port, cmd, ports):
             url = f"http://127.0.0.1:{port}/"
             wrk(url, conns, 1, delay_ms=HALF_DELAY_MS)  # warm-up
             # the least disturbed of three runs: the machine is shared, a tail is easily hit
             runs = [wrk(url, conns, secs, delay_ms=HALF_DELAY_MS) for _ in range(3)]
-            first[name]["half"] = min(runs, key=lambda r: r[2])
-    return out
+            paced[name] = min(runs, key=lambda r: r[2])
+    return peaks, paced
 
 
 def place(placement: str, backends: int) -> None:
@@ -546,21 +551,6 @@ def waited_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def least_disturbed(
-    figures: dict[str, list[tuple[float, float, float]]],
-) -> dict[str, tuple[float, float, float]]:
-    """One target's peak runs reduced to one figure each: the run during which other processes
-    took the least CPU gives all of them (req/s, latency, busy figures and the CPU per request),
-    so that the CPU per request and the req/s printed side by side come from one run."""
-    out = {}
-    for conns in ("16", "64"):
-        runs, busy = figures[f"c{conns}"], figures[f"busy{conns}"]
-        best = min(range(len(runs)), key=lambda i: busy[i][2])
-        out[f"c{conns}"], out[f"busy{conns}"] = runs[best], busy[best]
-        out[f"cpu{conns}"] = figures[f"cpu{conns}"][best]
-    return out
-
-
 @contextlib.contextmanager
 def target(name: str, port: int, cmd: list[str], ports: list[int]) -> Iterator[int | None]:
     """Run one http target; yields the pid of the proxy (None for direct)."""
@@ -598,8 +588,11 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, float]]:
-    direct = f"http://127.0.0.1:{ports[0]}/"
+def measure_tcp(
+    tmp: Path, ports: list[int], secs: int, rounds: int
+) -> tuple[dict[str, dict[str, float]], Conns]:
+    """Per target: bulk MB/s ("bulk", HAProxy's with splice forced on "bulk_splice") and peak
+    RSS at 1000 connections ("rss"); then `measure_conns` over `rounds`."""
     out: dict[str, dict[str, float]] = {"direct": {"bulk": bulk_mbs(ports[0]), "rss": 0.0}}
     hport, aport = free_port(), free_port()
     haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, "tcp", hport, ports))]
@@ -615,43 +608,34 @@ def measure_tcp(tmp: Path, ports: list[int], secs: int) -> dict[str, dict[str, f
         with process(spliced):
             wait_port(sport)
             out["haproxy"]["bulk_splice"] = bulk_mbs(sport)
-        for name, figures in measure_conns(targets, direct, secs, CONN_ROUNDS).items():
-            out[name].update(figures)
-    return out
+        conns = measure_conns(targets, f"http://127.0.0.1:{ports[0]}/", secs, rounds)
+    return out, conns
 
 
 def measure_conns(
     targets: dict[str, tuple[int, int]], direct: str, secs: int, rounds: int
-) -> dict[str, dict[str, float]]:
+) -> Conns:
     """New connections per second (wrk, 16 connections, `Connection: close`) and the proxy's CPU
-    time per connection, for each of `targets` (name: (port, pid)) and for `direct` (an URL).
-    Every proxy is up the whole time (an idle one costs nothing) and they are measured in
-    alternation, the median of `rounds` each: a shared machine drifts between runs."""
+    time per connection, for each of `targets` (name: (port, pid)) and for `direct` (an URL),
+    round by round. Every proxy is up the whole time (an idle one costs nothing) and they are
+    measured in alternation, so that one round's runs are adjacent in time."""
     urls = {name: f"http://127.0.0.1:{port}/" for name, (port, _) in targets.items()}
     urls["direct"] = direct
-    rates: dict[str, list[float]] = {name: [] for name in urls}
-    cpu: dict[str, list[float]] = {name: [] for name in targets}
+    out: Conns = {name: {"conns": [], "cpu": []} for name in urls}
     for url in urls.values():
         wrk(url, 16, 1, close=True)  # warm-up
     for _ in range(rounds):
         for name, url in urls.items():
             pid = targets[name][1] if name in targets else 0
             before = cpu_seconds(pid) if pid else 0.0
-            rates[name].append(wrk(url, 16, secs, close=True)[0])
+            rate = wrk(url, 16, secs, close=True)[0]
+            out[name]["conns"].append(rate)
             if pid:
-                cpu[name].append((cpu_seconds(pid) - before) / (rates[name][-1] * secs))
-    return {
-        name: {
-            "conns": statistics.median(runs),
-            "cpu": statistics.median(cpu[name]) * 1e6 if name in cpu else 0.0,
-        }
-        for name, runs in rates.items()
-    }
+                out[name]["cpu"].append((cpu_seconds(pid) - before) / (rate * secs) * 1e6)
+    return out
 
 
-def measure_conns_only(
-    tmp: Path, ports: list[int], secs: int, rounds: int
-) -> dict[str, dict[str, float]]:
+def measure_conns_only(tmp: Path, ports: list[int], secs: int, rounds: int) -> Conns:
     """`measure_conns` alone (`--only conns`): HAProxy and the ambassador in tcp mode."""
     hport, aport = free_port(), free_port()
     haproxy = ["haproxy", "-db", "-f", str(haproxy_conf(tmp, "tcp", hport, ports))]
@@ -661,35 +645,41 @@ def measure_conns_only(
         return measure_conns(targets, f"http://127.0.0.1:{ports[0]}/", secs, rounds)
 
 
-def conns_rows(conns: dict[str, dict[str, float]], record: Record) -> list[tuple[str, ...]]:
+def conns_rows(conns: Conns, record: Record) -> list[tuple[str, ...]]:
+    """The new-connection rows: each target's medians over the rounds, the medians of the
+    per-round paired ratios."""
     a, h, d = (conns[x] for x in ("ambassador", "haproxy", "direct"))
-    record.ratio(
-        "tcp new connections/s", a["conns"] / h["conns"], ours=a["conns"], anchor=h["conns"]
+    rate, cost = paired(a["conns"], h["conns"]), paired(h["cpu"], a["cpu"])
+    ra, rh, rd, ca, ch = (
+        statistics.median(x) for x in (a["conns"], h["conns"], d["conns"], a["cpu"], h["cpu"])
     )
+    record.ratio("tcp new connections/s", rate.median, ours=ra, anchor=rh, rounds=rate.rounds)
     record.ratio(
-        "tcp proxy CPU/connection, anchor/ours", h["cpu"] / a["cpu"], ours=a["cpu"], anchor=h["cpu"]
+        "tcp proxy CPU/connection, anchor/ours",
+        cost.median,
+        ours=ca,
+        anchor=ch,
+        rounds=cost.rounds,
     )
+    direct = paired(a["conns"], d["conns"]).median
     return [
         (
             "tcp new connections/s",
-            f"{a['conns']:.0f}",
-            f"{h['conns']:.0f}",
+            f"{ra:.0f}",
+            f"{rh:.0f}",
             "n/a",
-            f"{d['conns']:.0f}",
-            f"{ratio(a['conns'], h['conns'])}, {ratio(a['conns'], d['conns'])} direct",
+            f"{rd:.0f}",
+            f"{rate.text()}, {direct:.2f}x direct",
         ),
         (
             "  proxy CPU us/connection",
-            f"{a['cpu']:.1f}",
-            f"{h['cpu']:.1f}",
+            f"{ca:.1f}",
+            f"{ch:.1f}",
             "n/a",
             "",
-            f"{h['cpu'] / a['cpu']:.2f}x (anchor/ours)",
+            cost.text("anchor/ours"),
         ),
     ]
-
-
-CONN_ROUNDS = 3
 
 
 if __name__ == "__main__":

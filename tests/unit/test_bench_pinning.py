@@ -79,21 +79,3 @@ def test_busy_counts_what_other_processes_took() -> None:
     assert 0 <= cpu0 <= 100 and 0 <= cpu1 <= 100
     assert others > 30  # the burner, unclaimed, counted as others' load
     assert amb.busy_since(amb.cpu_ticks(), ours=1e6)[2] == 0.0
-
-
-def test_the_least_disturbed_peak_run_gives_every_figure() -> None:
-    """Of a target's peak runs, the one during which other processes took the least CPU gives
-    req/s and latency (with its busy figures), whatever its rate, and the CPU per request: the
-    figures printed side by side come from one run (not the median CPU run)."""
-    figures = {
-        "c16": [(70e3, 0.2, 1.0), (30e3, 0.3, 9.0), (50e3, 0.2, 2.0)],
-        "busy16": [(99, 99, 40.0), (99, 99, 120.0), (99, 99, 2.0)],
-        "cpu16": [(14.0, 0, 0), (16.0, 0, 0), (13.0, 0, 0)],
-        "c64": [(60e3, 0.8, 3.0)],
-        "busy64": [(98, 97, 5.0)],
-        "cpu64": [(15.0, 0, 0)],
-    }
-    got = amb.least_disturbed(figures)
-    assert got["c16"] == (50e3, 0.2, 2.0) and got["busy16"] == (99, 99, 2.0)
-    assert got["cpu16"] == (13.0, 0, 0)
-    assert got["c64"] == (60e3, 0.8, 3.0) and got["cpu64"] == (15.0, 0, 0)
