@@ -4,7 +4,8 @@ Origination: one nginx member speaks only TLS (a certificate made here by trustm
 cache on); each proxy takes plain tcp from the load generator and speaks TLS to it, verifying
 the chain and the name. wrk with `Connection: close` measures new connections per second (each one a
 TLS handshake to the member, resumed when the proxy offers its last session: both do), three
-rounds in alternation, the median of each; the lean receiver of bench/ambassador.py pulls
+rounds in alternation (the figures: each proxy's median; the ratio: the median and range of the
+rounds' paired ratios, bench/_rounds.py); the lean receiver of bench/ambassador.py pulls
 1 GiB through each (best of three) for bulk MB/s. Termination: each proxy takes TLS from the
 load generator (the same certificate and key; wrk over https with `Connection: close`, a full
 handshake per connection, and a Python TLS receiver pulling 1 GiB) and speaks plain tcp to a
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from bench._rounds import paired  # noqa: E402
 from bench.ambassador import (  # noqa: E402
     LOAD_CPU,
     ambassador,
@@ -47,6 +49,7 @@ from bench.ambassador import (  # noqa: E402
 from support.process import free_port  # noqa: E402
 
 ROUNDS = 3
+Rounds = dict[str, list[float]]  # per proxy: a figure per round (a bulk stream: one, the best)
 
 
 def nginx_conf(tmp: Path, port: int, big: Path, plain: int = 0) -> Path:
@@ -153,7 +156,7 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
             b"".join(b.bytes() for b in leaf.cert_chain_pems) + leaf.private_key_pem.bytes()
         )
         member, plain, hport, aport = free_port(), free_port(), free_port(), free_port()
-        results: list[tuple[str, str, dict[str, float]]] = []
+        results: list[tuple[str, str, Rounds]] = []
         with process(["nginx", "-c", str(nginx_conf(tmp, member, big, plain))], cpu=LOAD_CPU):
             for port in (member, plain):
                 wait_port(port)
@@ -163,9 +166,11 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
                 results += terminate(tmp, secs, plain, free_port(), free_port())
     rows = [("figure", "ambassador", "haproxy (anchor)", "ratio ours/anchor")]
     for label, key, figures in results:
-        ours, anchor = figures["ambassador"], figures["haproxy"]
-        record.ratio(key, ours / anchor, ours=ours, anchor=anchor)
-        rows.append((label, f"{ours:.0f}", f"{anchor:.0f}", f"{ours / anchor:.2f}x"))
+        ratios = paired(figures["ambassador"], figures["haproxy"])
+        ours, anchor = (statistics.median(figures[x]) for x in ("ambassador", "haproxy"))
+        rounds = ratios.rounds if len(ratios.rounds) > 1 else None  # not a bulk's best of three
+        record.ratio(key, ratios.median, ours=ours, anchor=anchor, rounds=rounds)
+        rows.append((label, f"{ours:.0f}", f"{anchor:.0f}", ratios.text()))
     load_after = os.getloadavg()
     print(
         f"\nambassador TLS bench: {secs}s per run, load average (1 min) {load_before[0]:.2f}"
@@ -178,7 +183,7 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
 
 def originate(
     tmp: Path, secs: int, member: int, hport: int, aport: int
-) -> list[tuple[str, str, dict[str, float]]]:
+) -> list[tuple[str, str, Rounds]]:
     tls = {
         "AMBASSADOR_TLS": "true",
         "AMBASSADOR_TLS_CA_FILE": str(tmp / "ca.pem"),
@@ -189,7 +194,7 @@ def originate(
         wait_port(hport)
         ports = {"ambassador": aport, "haproxy": hport}
         conns = _rates({n: f"http://127.0.0.1:{p}/" for n, p in ports.items()}, secs)
-        bulk = {name: bulk_mbs(port) for name, port in ports.items()}
+        bulk = {name: [bulk_mbs(port)] for name, port in ports.items()}
     return [
         ("new connections/s (a TLS handshake each to the member)", "tls new connections", conns),
         ("bulk MB/s over TLS to the member", "tls bulk", bulk),
@@ -198,7 +203,7 @@ def originate(
 
 def terminate(
     tmp: Path, secs: int, member: int, hport: int, aport: int
-) -> list[tuple[str, str, dict[str, float]]]:
+) -> list[tuple[str, str, Rounds]]:
     term = {
         "AMBASSADOR_LISTEN_TLS_CERT_FILE": str(tmp / "member.crt"),
         "AMBASSADOR_LISTEN_TLS_KEY_FILE": str(tmp / "member.key"),
@@ -208,7 +213,7 @@ def terminate(
         wait_port(hport)
         ports = {"ambassador": aport, "haproxy": hport}
         conns = _rates({n: f"https://127.0.0.1:{p}/" for n, p in ports.items()}, secs)
-        bulk = {name: bulk_tls_mbs(port, tmp / "ca.pem") for name, port in ports.items()}
+        bulk = {name: [bulk_tls_mbs(port, tmp / "ca.pem")] for name, port in ports.items()}
     return [
         ("new connections/s (a TLS handshake each from the client)", "tls term new connections",
          conns),
@@ -216,15 +221,16 @@ def terminate(
     ]  # fmt: skip
 
 
-def _rates(urls: dict[str, str], secs: int) -> dict[str, float]:
-    """Median new connections a second of each proxy (`Connection: close`), in alternation."""
+def _rates(urls: dict[str, str], secs: int) -> Rounds:
+    """New connections a second of each proxy (`Connection: close`), round by round in
+    alternation."""
     rates: dict[str, list[float]] = {name: [] for name in urls}
     for url in urls.values():
         wrk(url, 16, 1, close=True)  # warm-up
     for _ in range(ROUNDS):
         for name, url in urls.items():
             rates[name].append(wrk(url, 16, secs, close=True)[0])
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return rates
 
 
 if __name__ == "__main__":
