@@ -326,11 +326,12 @@ def run(args: argparse.Namespace, record: Record) -> None:
     )
     if args.only in (None, "http") and len(placements) > 1:
         pinning = f"http peaks pinned and unpinned in alternation, the rest {pinning}"
+    rounds = {"http": "http peaks", None: "http peaks and new connections"}
     print(
         f"\nambassador bench: {pinning}, "
-        f"{os.cpu_count()} CPUs, {secs}s per run, {args.rounds} rounds of http peaks and new "
-        "connections (figures: medians over the rounds; ratios: median and range of the "
-        "per-round paired ratios); load average (1 min) "
+        f"{os.cpu_count()} CPUs, {secs}s per run, {args.rounds} rounds of "
+        f"{rounds.get(args.only, 'new connections')} (figures: medians over the rounds; ratios: "
+        "median and range of the per-round paired ratios); load average (1 min) "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         "nginx has no stream module here (tcp n/a)\n"
     )
