@@ -63,6 +63,8 @@ class _Workers:
                 continue
             with self.lock:
                 self.idle -= 1
+            if future.done():  # its caller gave up (a connect timed out): skip the lookup
+                continue
             try:
                 result, error = fn(), None
             except Exception as exc:  # handed to the awaiting task

@@ -105,3 +105,27 @@ async def test_connect_resolves_a_name_and_raises_a_refusal() -> None:
         server.close()
     with pytest.raises(ConnectionRefusedError):
         await resolver.connect(asyncio.Protocol, "127.0.0.1", free_port())
+
+
+async def test_a_lookup_whose_caller_gave_up_before_it_started_is_skipped() -> None:
+    """While a name server hangs, callers time out and leave; their queued lookups must not
+    each hold a worker for the name server's timeout afterwards."""
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def blocked() -> None:
+        gate.wait(5)
+
+    blockers = [resolver._WORKERS.run(blocked) for _ in range(resolver.WORKERS)]
+    queued = [
+        asyncio.ensure_future(resolver._WORKERS.run(lambda i=i: ran.append(i))) for i in range(8)
+    ]
+    await asyncio.sleep(0)
+    for waiting in queued:
+        waiting.cancel()
+    gate.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*blockers)
+        assert await resolver._WORKERS.run(lambda: 1) == 1  # queued after them: they are done
+    assert ran == []
+    await no_resolver_thread_within(5)
