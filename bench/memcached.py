@@ -6,12 +6,13 @@ one batch in flight) sends set and get of random keys of 100,000 with 32-byte va
 one command per batch (-P 1) and 16 (-P 16: 8 set, 8 get), the same load for both proxies.
 Debian has no memcached load generator that pipelines (memtier is not packaged) and memaslap's
 keys carry control characters, which a memcached proxy must refuse. The client is one Python
-process: at -P 1 it may hold back the faster proxy, so that ratio may flatter us. `--rounds`
-runs in alternation, the median of each. The proxy under test is pinned to CPU 0, the load
-client to CPU 1. Needs: memcached, nutcracker, taskset (Debian packages; scripts/setup installs
-them). Run it under the shared bench lock:
+process: at -P 1 it may hold back the faster proxy, so that ratio may flatter us. `--rounds` (5)
+rounds, each running both proxies in turn: the figures are each proxy's medians over the
+rounds, a ratio the median (and range) of the rounds' paired ratios (bench/_rounds.py). The
+proxy under test is pinned to CPU 0, the load client to CPU 1. Needs: memcached, nutcracker,
+taskset (Debian packages; scripts/setup installs them). Run it under the shared bench lock:
 
-    flock /tmp/bench.lock .venv/bin/python bench/memcached.py [--seconds 5] [--rounds 3]
+    flock /tmp/bench.lock .venv/bin/python bench/memcached.py [--seconds 5] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextlib
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
 from bench.ambassador import LOAD_CPU, ambassador, wait_port  # noqa: E402
-from bench.redis import nutcracker  # noqa: E402
+from bench.redis import ROUNDS_HELP, nutcracker, nutcracker_rows, print_rows  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 SHARDS = 3
@@ -142,11 +142,13 @@ async def load(port: int, seconds: int, pipeline: int, count: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each, in alternation")
+    parser.add_argument("--rounds", type=int, default=5, help=ROUNDS_HELP)
     parser.add_argument("--load", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--commands", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     if args.load:
         rate = asyncio.run(load(args.load, args.seconds, args.pipeline, args.commands))
         print(f"{rate:.0f}")
@@ -166,13 +168,14 @@ def run(seconds: int, rounds: int, record: Record) -> None:
                     for pipeline in PIPELINES:
                         rate = pipelined(port, seconds, pipeline)
                         results[name].setdefault(pipeline, []).append(rate)
-    print(f"{'figure':38} {'ours':>12} {'nutcracker':>12} {'ratio':>7}")
-    for pipeline in PIPELINES:
-        ours_rate = statistics.median(results["ours"][pipeline])
-        anchor = statistics.median(results["nutcracker"][pipeline])
-        label = f"memcached set+get ops/s, -P {pipeline}"
-        record.ratio(label, ours_rate / anchor, ours=ours_rate, anchor=anchor)
-        print(f"{label:38} {ours_rate:12.0f} {anchor:12.0f} {ours_rate / anchor:6.2f}x")
+    rates = {
+        f"memcached set+get ops/s, -P {pipeline}": (
+            results["ours"][pipeline],
+            results["nutcracker"][pipeline],
+        )
+        for pipeline in PIPELINES
+    }
+    print_rows(nutcracker_rows(rates, record))
 
 
 if __name__ == "__main__":

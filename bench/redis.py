@@ -3,12 +3,13 @@
 Three redis-server shards; `redis-benchmark -t set,get -r 100000` (random keys, so every shard
 gets its share) through the ambassador and through nutcracker with the same shards, md5 ketama
 and `{}` hash tags, without pipelining (-P 1) and with 16 commands per pipeline (-P 16), 50
-connections each; `--rounds` runs in alternation, the median of each. The proxy under test is
-pinned to CPU 0, redis-benchmark to CPU 1.
+connections each. `--rounds` (5) rounds, each running both proxies in turn: the figures are
+each proxy's medians over the rounds, a ratio the median (and range) of the rounds' paired
+ratios (bench/_rounds.py). The proxy under test is pinned to CPU 0, redis-benchmark to CPU 1.
 Needs: redis-server, redis-benchmark, nutcracker, taskset (Debian packages; scripts/setup
 installs them). Run it under the shared bench lock:
 
-    flock /tmp/bench.lock .venv/bin/python bench/redis.py [--requests 200000] [--rounds 3]
+    flock /tmp/bench.lock .venv/bin/python bench/redis.py [--requests 200000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from bench._rounds import paired  # noqa: E402
 from bench.ambassador import LOAD_CPU, ambassador, process, wait_port  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 SHARDS = 3
 PIPELINES = (1, 16)
+ROUNDS_HELP = (
+    "rounds, each running both proxies in turn; a ratio is the median of the rounds' paired ratios"
+)
 
 
 @contextlib.contextmanager
@@ -79,8 +84,10 @@ def benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000, help="per test and pipeline")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each, in alternation")
+    parser.add_argument("--rounds", type=int, default=5, help=ROUNDS_HELP)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     with recording("redis") as record:
         run(args.requests, args.rounds, record)
 
@@ -95,15 +102,36 @@ def run(requests: int, rounds: int, record: Record) -> None:
                     for pipeline in PIPELINES:
                         for test, rate in benchmark(port, requests, pipeline).items():
                             results[name].setdefault((pipeline, test), []).append(rate)
-    print(f"{'figure':34} {'ours':>12} {'nutcracker':>12} {'ratio':>7}")
-    for pipeline in PIPELINES:
-        for test in ("SET", "GET"):
-            ours_rates, anchor_rates = results["ours"], results["nutcracker"]
-            ours = statistics.median(ours_rates[pipeline, test])
-            anchor = statistics.median(anchor_rates[pipeline, test])
-            label = f"redis {test} ops/s, -P {pipeline}"
-            record.ratio(label, ours / anchor, ours=ours, anchor=anchor)
-            print(f"{label:34} {ours:12.0f} {anchor:12.0f} {ours / anchor:6.2f}x")
+    rates = {
+        f"redis {test} ops/s, -P {pipeline}": (
+            results["ours"][pipeline, test],
+            results["nutcracker"][pipeline, test],
+        )
+        for pipeline in PIPELINES
+        for test in ("SET", "GET")
+    }
+    print_rows(nutcracker_rows(rates, record))
+
+
+def nutcracker_rows(
+    rates: dict[str, tuple[list[float], list[float]]], record: Record
+) -> list[tuple[str, str, str, str]]:
+    """The table's rows from each figure's rates round by round (label -> ours, nutcracker's):
+    each proxy's median over the rounds, and as the ratio the median (and range) of the
+    per-round paired ratios, which are recorded too."""
+    rows = [("figure", "ours", "nutcracker", "ratio ours/nutcracker")]
+    for label, (ours_rates, anchor_rates) in rates.items():
+        ratio = paired(ours_rates, anchor_rates)
+        ours, anchor = statistics.median(ours_rates), statistics.median(anchor_rates)
+        record.ratio(label, ratio.median, ours=ours, anchor=anchor, rounds=list(ratio.rounds))
+        rows.append((label, f"{ours:.0f}", f"{anchor:.0f}", ratio.text()))
+    return rows
+
+
+def print_rows(rows: list[tuple[str, str, str, str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
