@@ -3,7 +3,7 @@
 Origination: one nginx member speaks only TLS (a certificate made here by trustme, TLS session
 cache on); each proxy takes plain tcp from the load generator and speaks TLS to it, verifying
 the chain and the name. wrk with `Connection: close` measures new connections per second (each one a
-TLS handshake to the member, resumed when the proxy offers its last session: both do), three
+TLS handshake to the member, resumed when the proxy offers its last session: both do), five
 rounds in alternation (the figures: each proxy's median; the ratio: the median and range of the
 rounds' paired ratios, bench/_rounds.py); the lean receiver of bench/ambassador.py pulls
 1 GiB through each (best of three) for bulk MB/s. Termination: each proxy takes TLS from the
@@ -48,7 +48,7 @@ from bench.ambassador import (  # noqa: E402
 )
 from support.process import free_port  # noqa: E402
 
-ROUNDS = 3
+ROUNDS = 5
 Rounds = dict[str, list[float]]  # per proxy: a figure per round (a bulk stream: one, the best)
 
 
