@@ -55,9 +55,9 @@ class _Workers:
                 fn, loop, future = self.jobs.get(timeout=IDLE)
             except queue.Empty:
                 with self.lock:
+                    self.idle -= 1
                     # a job queued since the timeout was counted on this thread being idle
                     if self.jobs.empty():
-                        self.idle -= 1
                         self.threads -= 1
                         return
                 continue

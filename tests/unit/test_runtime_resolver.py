@@ -4,6 +4,7 @@ threads, which end once idle; connections opened through it."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
 import threading
 import time
@@ -129,3 +130,32 @@ async def test_a_lookup_whose_caller_gave_up_before_it_started_is_skipped() -> N
         assert await resolver._WORKERS.run(lambda: 1) == 1  # queued after them: they are done
     assert ran == []
     await no_resolver_thread_within(5)
+
+
+class _LateQueue:
+    """A queue whose first get() times out although a job is there: the moment a job is
+    queued just after a worker's wait ran out (a race, made certain here)."""
+
+    def __init__(self) -> None:
+        self.inner: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.late = True
+
+    def put(self, item: object) -> None:
+        self.inner.put(item)
+
+    def get(self, timeout: float) -> object:
+        if self.late:
+            self.late = False
+            raise queue.Empty
+        return self.inner.get(timeout=timeout)
+
+    def empty(self) -> bool:
+        return self.inner.empty()
+
+
+async def test_a_job_queued_as_a_worker_times_out_runs_and_the_counts_stay_true() -> None:
+    workers = resolver._Workers()
+    workers.jobs = _LateQueue()  # type: ignore[assignment]
+    assert await asyncio.wait_for(workers.run(lambda: 5), 5) == 5
+    await no_resolver_thread_within(5)
+    assert (workers.idle, workers.threads) == (0, 0)
