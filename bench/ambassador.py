@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
 from bench._rounds import median_index, paired  # noqa: E402
+from bench._table import print_table  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
@@ -335,9 +336,7 @@ def run(args: argparse.Namespace, record: Record) -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         "nginx has no stream module here (tcp n/a)\n"
     )
-    widths = [max(len(r[i]) for r in [*rows, HEAD]) for i in range(len(HEAD))]
-    for r in [HEAD, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(rows, HEAD)
 
 
 HEAD = ("figure", "ambassador", "haproxy (anchor)", "nginx", "direct", "ratio ours/anchor")

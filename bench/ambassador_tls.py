@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
 from bench._rounds import paired  # noqa: E402
+from bench._table import print_table  # noqa: E402
 from bench.ambassador import (  # noqa: E402
     LOAD_CPU,
     ambassador,
@@ -176,9 +177,7 @@ def run(secs: int, record: Record, only: str | None = None) -> None:
         f"\nambassador TLS bench: {secs}s per run, load average (1 min) {load_before[0]:.2f}"
         f" before, {load_after[0]:.2f} after\n"
     )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(rows)
 
 
 def originate(

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from bench._table import print_table  # noqa: E402
 from sidecars.runtime.http.body import request_body, response_body  # noqa: E402
 from sidecars.runtime.http.head import (  # noqa: E402
     Head,
@@ -298,9 +299,7 @@ def measure(rounds: int, seconds: float, record: Record) -> None:
                 f"{a / c:.2f}x",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(rows)
     print(f"after: {load()}")
     diffs = corpus_differences()
     total = len(REQUESTS) + len(RESPONSES)

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
+from bench._table import print_table  # noqa: E402
 from bench.ambassador import LOAD_CPU, ambassador, wait_port  # noqa: E402
-from bench.redis import ROUNDS_HELP, nutcracker, nutcracker_rows, print_rows  # noqa: E402
+from bench.redis import ROUNDS_HELP, nutcracker, nutcracker_rows  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
 SHARDS = 3
@@ -175,7 +176,7 @@ def run(seconds: int, rounds: int, record: Record) -> None:
         )
         for pipeline in PIPELINES
     }
-    print_rows(nutcracker_rows(rates, record))
+    print_table(nutcracker_rows(rates, record))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._record import Record, recording  # noqa: E402
 from bench._rounds import paired  # noqa: E402
+from bench._table import print_table  # noqa: E402
 from bench.ambassador import LOAD_CPU, ambassador, process, wait_port  # noqa: E402
 from support.process import background, free_port  # noqa: E402
 
@@ -110,7 +111,7 @@ def run(requests: int, rounds: int, record: Record) -> None:
         for pipeline in PIPELINES
         for test in ("SET", "GET")
     }
-    print_rows(nutcracker_rows(rates, record))
+    print_table(nutcracker_rows(rates, record))
 
 
 def nutcracker_rows(
@@ -126,12 +127,6 @@ def nutcracker_rows(
         record.ratio(label, ratio.median, ours=ours, anchor=anchor, rounds=list(ratio.rounds))
         rows.append((label, f"{ours:.0f}", f"{anchor:.0f}", ratio.text()))
     return rows
-
-
-def print_rows(rows: list[tuple[str, str, str, str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
