@@ -35,44 +35,66 @@ class _Workers:
         self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.threads = 0
-        self.idle = 0  # threads waiting for a job
+        # Both counted under the lock, each job's taking at once: a thread that has just taken
+        # a job but not yet counted it still pairs with that job, so run() never counts on a
+        # thread that is about to be busy.
+        self.idle = 0  # threads waiting for a job (a thread started counts at once)
+        self.queued = 0  # jobs put and not yet taken
 
     def run(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.jobs.put((fn, loop, future))
         with self.lock:
-            if self.idle == 0 and self.threads < WORKERS:
-                self.threads += 1
-                threading.Thread(target=self._work, name="resolver", daemon=True).start()
+            self.jobs.put((fn, loop, future))
+            self.queued += 1
+            if self.queued > self.idle and self.threads < WORKERS:
+                try:
+                    threading.Thread(target=self._work, name="resolver", daemon=True).start()
+                except RuntimeError as exc:  # no thread to be had (the pod's process limit)
+                    if self.threads == 0:  # nobody will take the job: the next thread skips it
+                        future.cancel()
+                        raise OSError(f"name resolution: cannot start a thread ({exc})") from None
+                else:  # counted before the thread can take a job: it waits for this lock
+                    self.threads += 1
+                    self.idle += 1
         return future
 
     def _work(self) -> None:
         while True:
-            with self.lock:
-                self.idle += 1
             try:
                 fn, loop, future = self.jobs.get(timeout=IDLE)
             except queue.Empty:
                 with self.lock:
-                    self.idle -= 1
-                    # a job queued since the timeout was counted on this thread being idle
-                    if self.jobs.empty():
+                    # leave only if the other idle threads cover every queued job (one may
+                    # have come just as this wait ran out)
+                    if self.queued < self.idle:
+                        self.idle -= 1
                         self.threads -= 1
                         return
                 continue
             with self.lock:
+                self.queued -= 1
                 self.idle -= 1
-            if future.done():  # its caller gave up (a connect timed out): skip the lookup
-                continue
             try:
-                result, error = fn(), None
-            except Exception as exc:  # handed to the awaiting task
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
+                self._do(fn, loop, future)
+            finally:
+                with self.lock:
+                    self.idle += 1
+
+    @staticmethod
+    def _do(
+        fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        if future.done():  # its caller gave up (a connect timed out): skip the lookup
+            return
+        try:
+            result, error = fn(), None
+        except Exception as exc:  # handed to the awaiting task
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: Exception | None) -> None:

@@ -42,9 +42,22 @@ async def test_a_numeric_address_is_converted_without_a_thread() -> None:
     assert resolver_threads() == 0
 
 
-async def test_a_name_is_resolved_in_a_thread_that_ends_once_idle() -> None:
+async def test_a_name_is_resolved_in_a_thread_that_ends_once_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lookup of a name runs in a resolver thread (recorded by the call itself: the thread
+    may already have ended, idle, when the caller looks), which ends once idle."""
+    callers: list[str] = []
+    real = socket.getaddrinfo
+
+    def recording(*args: object, **kw: object) -> object:
+        callers.append(threading.current_thread().name)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resolver.socket, "getaddrinfo", recording)
     infos = await resolver.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
-    assert infos and resolver_threads() == 1
+    assert infos
+    assert callers == ["MainThread", "resolver"]  # the numeric try, then the lookup
     await no_resolver_thread_within(5)
 
 
@@ -158,4 +171,79 @@ async def test_a_job_queued_as_a_worker_times_out_runs_and_the_counts_stay_true(
     workers.jobs = _LateQueue()  # type: ignore[assignment]
     assert await asyncio.wait_for(workers.run(lambda: 5), 5) == 5
     await no_resolver_thread_within(5)
-    assert (workers.idle, workers.threads) == (0, 0)
+    assert (workers.idle, workers.queued, workers.threads) == (0, 0, 0)
+
+
+class _StallingQueue:
+    """A queue whose armed get() holds the job it took until released: a worker caught
+    between taking a job and counting itself busy (a race, made certain here)."""
+
+    def __init__(self) -> None:
+        self.inner: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.armed, self.taken, self.release = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+
+    def put(self, item: object) -> None:
+        self.inner.put(item)
+
+    def get(self, timeout: float) -> object:
+        item = self.inner.get(timeout=timeout)
+        if self.armed.is_set():
+            self.armed.clear()
+            self.taken.set()
+            self.release.wait(5)
+        return item
+
+    def empty(self) -> bool:
+        return self.inner.empty()
+
+
+async def test_a_job_queued_while_the_idle_worker_is_taking_another_gets_a_thread() -> None:
+    """One worker waits idle; two jobs come at once. The worker takes the first, a slow one,
+    and has not yet counted itself busy when the second is queued: the second must get a
+    thread of its own, not wait behind the slow job (a hanging name server would hold it)."""
+    workers = resolver._Workers()
+    jobs = _StallingQueue()
+    workers.jobs = jobs  # type: ignore[assignment]
+    assert await asyncio.wait_for(workers.run(lambda: 0), 5) == 0
+    deadline = time.monotonic() + 5
+    while workers.idle != 1:  # the worker is back to waiting
+        assert time.monotonic() < deadline, "the worker did not go back to waiting"
+        await asyncio.sleep(0.01)
+    jobs.armed.set()
+    gate = threading.Event()
+    slow = workers.run(lambda: gate.wait(5))
+    assert await asyncio.to_thread(jobs.taken.wait, 5), "the worker did not take the slow job"
+    second = workers.run(lambda: 2)
+    jobs.release.set()
+    try:
+        assert await asyncio.wait_for(second, 2) == 2
+    finally:
+        gate.set()
+    assert await asyncio.wait_for(slow, 5) is True
+    await no_resolver_thread_within(5)
+    assert (workers.idle, workers.queued, workers.threads) == (0, 0, 0)
+
+
+async def test_no_thread_to_be_had_is_an_oserror_and_the_job_is_skipped_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When no thread can be started (the pod's process limit, faked here: as root this
+    machine cannot be made to refuse a thread), the caller gets an OSError naming it, not a
+    RuntimeError or a wait without end; once threads can start again, lookups work."""
+    workers = resolver._Workers()
+    ran: list[int] = []
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(OSError, match="name resolution: cannot start a thread"):
+            workers.run(lambda: ran.append(1))
+    assert await asyncio.wait_for(workers.run(lambda: 3), 5) == 3
+    assert ran == []  # the refused job's caller had its error: its job was skipped
+    await no_resolver_thread_within(5)
